@@ -1,0 +1,60 @@
+"""Per-architecture presets (YAML): ignored layers, ratio bounds and channel rounding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoprune.errors import ConfigError, unknown_name
+
+PRESET_DIR = Path(__file__).parent / "presets"
+_KEYS = {"ignore", "max_ratio", "round_to", "ratio_bounds", "description"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults for one architecture.
+
+    Attributes:
+        name: preset name (file stem) or None for the built-in defaults.
+        ignore: module names whose output channels are never pruned.
+        max_ratio: default largest fraction removed from a group.
+        round_to: kept channels are a multiple of this.
+        ratio_bounds: per-group overrides of ``max_ratio``, keyed by group name.
+    """
+
+    name: str | None
+    ignore: tuple[str, ...] = ()
+    max_ratio: float = 0.8
+    round_to: int = 1
+    ratio_bounds: dict[str, float] = field(default_factory=dict)
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in ``search_spaces/presets``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load a preset by built-in name or from a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise unknown_name("preset", str(name_or_path), [*available_presets(), "path/to/preset.yaml"])
+    elif not path.exists():
+        raise ConfigError(f"preset file {str(path)!r} does not exist")
+    data: Any = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or set(data) - _KEYS:
+        extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else data
+        raise ConfigError(f"preset {str(path)!r} has unknown entries {extra}; accepted: {sorted(_KEYS)}")
+    return Preset(
+        name=path.stem,
+        ignore=tuple(data.get("ignore", ())),
+        max_ratio=float(data.get("max_ratio", 0.8)),
+        round_to=int(data.get("round_to", 1)),
+        ratio_bounds={str(k): float(v) for k, v in (data.get("ratio_bounds") or {}).items()},
+    )

@@ -1,0 +1,486 @@
+"""SearchSpace: the model's coupled channel groups, traced once with Torch-Pruning's dependency graph.
+
+The space holds only strings and numbers (no module references), so it pickles and can be shipped to
+remote workers. Its per-layer cost entries let :class:`autoprune.budget.CostModel` compute a policy's
+FLOPs and parameters exactly without touching the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from autoprune.errors import ConfigError, TraceError
+from search_spaces.presets import Preset, load_preset
+
+log = logging.getLogger(__name__)
+
+ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One set of coupled channels that is pruned together.
+
+    Attributes:
+        name: qualified name of the group's root module (Torch-Pruning's root), stable across instances.
+        index: position in network (execution) order.
+        channels: number of channels in the group.
+        max_ratio: largest fraction of channels a policy may remove.
+        round_to: kept channels are rounded down to a multiple of this (when any are removed).
+        members: modules whose output channels are removed with this group.
+        consumers: modules whose input channels are removed with this group.
+        flops_share: fraction of the model's FLOPs in layers this group touches.
+        params_share: fraction of the model's parameters in layers this group touches.
+        features: per-group descriptors for agents (op type, channels, kernel, stride, feature map size, ...).
+    """
+
+    name: str
+    index: int
+    channels: int
+    max_ratio: float
+    round_to: int
+    members: tuple[str, ...]
+    consumers: tuple[str, ...]
+    flops_share: float
+    params_share: float
+    features: Mapping[str, float] = field(default_factory=dict)
+
+    def kept_channels(self, ratio: float) -> int:
+        """Channels left after removing ``ratio`` of them, exactly as Torch-Pruning's pruner counts."""
+        kept = int(self.channels * (1 - ratio))
+        if kept < self.channels and self.round_to > 1:
+            kept -= kept % self.round_to
+        return kept
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A slice of one layer dimension that follows a group (``group`` None: never pruned)."""
+
+    group: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Analytic cost of one parametrized leaf module as a function of its kept channels.
+
+    FLOPs = ``flops_unit * out * in``; params = ``weight_unit * out * in + per_out_params * out``,
+    where ``out`` and ``in`` are the kept sizes of the output and (per channel group) input dimensions.
+    """
+
+    name: str
+    flops_unit: int
+    weight_unit: int
+    per_out_params: int
+    out_segments: tuple[Segment, ...]
+    in_segments: tuple[Segment, ...]
+
+    @property
+    def out_dim(self) -> int:
+        return sum(s.size for s in self.out_segments)
+
+    @property
+    def in_dim(self) -> int:
+        return sum(s.size for s in self.in_segments)
+
+
+def _normalize_inputs(example_inputs: Any) -> tuple[Any, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and all(isinstance(x, torch.Tensor) for x in example_inputs):
+        return tuple(example_inputs)
+    raise ConfigError(
+        f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}"
+    )
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The architecture part of a model fingerprint: the class's module and qualified name."""
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _execution_order(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, int]:
+    """Order in which leaf modules first run in a forward pass."""
+    order: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules()}
+    hooks = []
+
+    def hook(module: nn.Module, _inp: Any, _out: Any) -> None:
+        if names[module] not in order:
+            order[names[module]] = len(order)
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def _leaf_flops(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, dict[str, int], dict[str, list[int]]]:
+    """Total FLOPs (torch.utils.flop_counter), FLOPs per leaf module and output spatial sizes."""
+    prefix = type(model).__name__ + "."
+    spatial: dict[str, list[int]] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        spatial[names[module]] = list(out.shape[2:])
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    per_module = {
+        key[len(prefix):]: int(sum(ops.values()))
+        for key, ops in counter.get_flop_counts().items()
+        if key.startswith(prefix)
+    }
+    return int(counter.get_total_flops()), per_module, spatial
+
+
+class SearchSpace(Sequence[ChannelGroup]):
+    """A sequence of coupled channel groups of one model, in network order.
+
+    Build it with :meth:`from_model`; it never keeps references to the model.
+    """
+
+    def __init__(
+        self,
+        *,
+        architecture: str,
+        groups: Sequence[ChannelGroup],
+        layers: Sequence[LayerCost],
+        base_flops: int,
+        base_params: int,
+        constant_flops: int,
+        constant_params: int,
+        ignored: Sequence[str] = (),
+        preset: str | None = None,
+    ) -> None:
+        self.architecture = architecture
+        self.groups: tuple[ChannelGroup, ...] = tuple(groups)
+        self.layers: tuple[LayerCost, ...] = tuple(layers)
+        self.base_flops = base_flops
+        self.base_params = base_params
+        self.constant_flops = constant_flops
+        self.constant_params = constant_params
+        self.ignored = tuple(ignored)
+        self.preset = preset
+        self._by_name = {g.name: g for g in self.groups}
+
+    # -- sequence protocol -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self.groups)
+
+    def __getitem__(self, key: int | str) -> ChannelGroup:  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return self._by_name[key]
+            except KeyError:
+                raise ConfigError(f"no channel group named {key!r}; groups: {', '.join(self.names)}") from None
+        return self.groups[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_name
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchSpace({self.architecture}, {len(self)} groups, "
+            f"{self.base_flops / 1e6:.2f} MFLOPs, {self.base_params / 1e3:.1f} k params)"
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Group names in network order."""
+        return tuple(g.name for g in self.groups)
+
+    @property
+    def max_ratios(self) -> dict[str, float]:
+        """Each group's largest allowed ratio."""
+        return {g.name: g.max_ratio for g in self.groups}
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Architecture name plus group names and channel counts; stored with every policy."""
+        return {"architecture": self.architecture, "groups": {g.name: g.channels for g in self.groups}}
+
+    def policy(self, ratios: Mapping[str, float] | Sequence[float]) -> Any:
+        """Make a validated :class:`autoprune.Policy` for this space from a mapping or a vector in order."""
+        from autoprune.policy import Policy
+
+        if not isinstance(ratios, Mapping):
+            values = [float(r) for r in ratios]
+            if len(values) != len(self):
+                raise ConfigError(f"expected {len(self)} ratios (one per group), got {len(values)}")
+            ratios = dict(zip(self.names, values, strict=True))
+        policy = Policy(ratios, fingerprint=self.fingerprint)
+        policy.validate(self)
+        return policy
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        example_inputs: Any,
+        *,
+        preset: str | Preset | None = None,
+        ignore: Sequence[str | nn.Module] = (),
+        round_to: int | None = None,
+        max_ratio: float | None = None,
+    ) -> SearchSpace:
+        """Trace ``model`` and return one entry per coupled channel group.
+
+        Args:
+            model: the trained model (not modified).
+            example_inputs: a tensor or tuple of tensors the model accepts (the batch sets FLOPs' scale).
+            preset: name of a built-in preset (``search_spaces/presets/*.yaml``) or a :class:`Preset`.
+            ignore: module names (or modules) whose output channels must not be pruned, besides the
+                output layer, which is always excluded.
+            round_to: kept channels are rounded down to a multiple of this (default: preset, else 1).
+            max_ratio: largest fraction removed from any group (default: preset, else 0.8).
+
+        Raises:
+            TraceError: the model cannot be run or traced on ``example_inputs``.
+            ConfigError: a bad option (unknown ignored module, ratio outside [0, 1), ...).
+        """
+        inputs = _normalize_inputs(example_inputs)
+        spec = preset if isinstance(preset, Preset) or preset is None else load_preset(preset)
+        spec = spec or Preset(name=None)
+        round_to = spec.round_to if round_to is None else round_to
+        max_ratio = spec.max_ratio if max_ratio is None else max_ratio
+        if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+            raise ConfigError(f"round_to must be a positive integer, got {round_to!r}")
+        if not isinstance(max_ratio, (int, float)) or not 0 < max_ratio < 1:
+            raise ConfigError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
+
+        was_training = model.training
+        model.eval()
+        try:
+            return cls._trace(model, inputs, spec, list(ignore), round_to, float(max_ratio))
+        finally:
+            model.train(was_training)
+
+    @classmethod
+    def _trace(
+        cls,
+        model: nn.Module,
+        inputs: tuple[Any, ...],
+        spec: Preset,
+        ignore: list[str | nn.Module],
+        round_to: int,
+        max_ratio: float,
+    ) -> SearchSpace:
+        arch = architecture_name(model)
+        try:
+            order = _execution_order(model, inputs)
+            total_flops, leaf_flops, spatial = _leaf_flops(model, inputs)
+        except Exception as exc:
+            raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
+        try:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+        except Exception as exc:
+            raise TraceError(
+                f"Torch-Pruning cannot trace {arch} into a dependency graph: {type(exc).__name__}: {exc}. "
+                "Models with data-dependent control flow or non-tensor outputs are not supported."
+            ) from exc
+
+        modules = dict(model.named_modules())
+        names = {m: n for n, m in modules.items()}
+        ignored_names = set(spec.ignore)
+        for item in ignore:
+            ignored_names.add(names.get(item, "<module not in model>") if isinstance(item, nn.Module) else item)
+        unknown = sorted(n for n in ignored_names if n not in modules)
+        if unknown:
+            raise ConfigError(f"ignored modules not found in {arch}: {unknown}")
+        roots_in_order = sorted(
+            (n for n, m in modules.items() if isinstance(m, ROOT_MODULE_TYPES) and n in order),
+            key=order.__getitem__,
+        )
+        if not roots_in_order:
+            raise TraceError(f"{arch} has no Conv or Linear layer that ran on the example inputs")
+        ignored_names.add(roots_in_order[-1])  # the output layer keeps its channels
+        for n, m in modules.items():
+            if isinstance(m, _CONV_TYPES) and 1 < m.groups < m.in_channels:
+                ignored_names.add(n)  # grouped (non-depthwise) convs are kept whole
+                log.info("keeping grouped conv %s unpruned", n)
+        ignored_modules = [sub for n in sorted(ignored_names) for sub in modules[n].modules()]
+
+        raw_groups = []
+        for group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=ROOT_MODULE_TYPES):
+            root = group[0].dep.target.module
+            channels = graph.get_out_channels(root)
+            members, consumers = [], []
+            seg_out: dict[str, int] = {}
+            seg_in: dict[str, int] = {}
+            for dep, idxs in group:
+                target = dep.target.module
+                if not isinstance(target, nn.Module) or target not in names:
+                    continue
+                tname = names[target]
+                if graph.is_out_channel_pruning_fn(dep.handler):
+                    members.append(tname)
+                    seg_out[tname] = len(idxs)
+                elif graph.is_in_channel_pruning_fn(dep.handler):
+                    consumers.append(tname)
+                    seg_in[tname] = len(idxs)
+            if channels is None or channels <= 1 or any(graph.get_out_channels(modules[m]) == 1 for m in members):
+                continue
+            raw_groups.append((names[root], channels, members, consumers, seg_out, seg_in))
+
+        def first_run(entry: tuple) -> int:
+            return min((order[m] for m in entry[2] if m in order), default=len(order))
+
+        raw_groups.sort(key=first_run)
+        layers, constant_params = cls._layer_costs(modules, leaf_flops, raw_groups)
+        base_params = sum(p.numel() for p in model.parameters())
+        constant_flops = total_flops - sum(lc.flops_unit * lc.out_dim * lc.in_dim for lc in layers)
+        groups = [
+            cls._make_group(i, entry, modules, layers, leaf_flops, spatial, spec, round_to, max_ratio,
+                            total_flops, base_params)
+            for i, entry in enumerate(raw_groups)
+        ]
+        return cls(
+            architecture=arch,
+            groups=groups,
+            layers=layers,
+            base_flops=total_flops,
+            base_params=base_params,
+            constant_flops=constant_flops,
+            constant_params=constant_params,
+            ignored=sorted(ignored_names),
+            preset=spec.name,
+        )
+
+    @staticmethod
+    def _layer_costs(
+        modules: dict[str, nn.Module], leaf_flops: dict[str, int], raw_groups: list[tuple]
+    ) -> tuple[list[LayerCost], int]:
+        out_of: dict[str, list[Segment]] = {}
+        in_of: dict[str, list[Segment]] = {}
+        for gname, _channels, _members, _consumers, seg_out, seg_in in raw_groups:
+            for m, size in seg_out.items():
+                out_of.setdefault(m, []).append(Segment(gname, size))
+            for m, size in seg_in.items():
+                in_of.setdefault(m, []).append(Segment(gname, size))
+
+        def segments(known: list[Segment], total: int) -> tuple[Segment, ...]:
+            rest = total - sum(s.size for s in known)
+            return (*known, Segment(None, rest)) if rest > 0 else tuple(known)
+
+        layers: list[LayerCost] = []
+        constant_params = 0
+        for name, module in modules.items():
+            own = list(module.parameters(recurse=False))
+            if not own:
+                continue
+            n_params = sum(p.numel() for p in own)
+            if isinstance(module, (*_CONV_TYPES, nn.Linear)):
+                if isinstance(module, nn.Linear):
+                    out_dim, in_dim, unit = module.out_features, module.in_features, 1
+                else:
+                    depthwise = module.groups == module.in_channels and module.groups > 1
+                    out_dim = module.out_channels
+                    in_dim = 1 if depthwise else module.in_channels // module.groups
+                    unit = int(module.weight[0, 0].numel())
+                    if depthwise:
+                        in_of.pop(name, None)
+                flops = leaf_flops.get(name, 0)
+                layers.append(
+                    LayerCost(
+                        name=name,
+                        flops_unit=flops // (out_dim * in_dim),
+                        weight_unit=unit,
+                        per_out_params=1 if module.bias is not None else 0,
+                        out_segments=segments(out_of.get(name, []), out_dim),
+                        in_segments=segments(in_of.get(name, []), in_dim),
+                    )
+                )
+            elif name in out_of and all(p.dim() == 1 for p in own):  # BatchNorm, LayerNorm, PReLU, ...
+                per_channel = sum(p.numel() for p in own) // own[0].numel()
+                layers.append(
+                    LayerCost(
+                        name=name,
+                        flops_unit=0,
+                        weight_unit=0,
+                        per_out_params=per_channel,
+                        out_segments=segments(out_of[name], own[0].numel()),
+                        in_segments=(Segment(None, 1),),
+                    )
+                )
+            else:
+                constant_params += n_params
+        return layers, constant_params
+
+    @staticmethod
+    def _make_group(
+        index: int,
+        entry: tuple,
+        modules: dict[str, nn.Module],
+        layers: list[LayerCost],
+        leaf_flops: dict[str, int],
+        spatial: dict[str, list[int]],
+        spec: Preset,
+        round_to: int,
+        max_ratio: float,
+        total_flops: int,
+        total_params: int,
+    ) -> ChannelGroup:
+        name, channels, members, consumers, _seg_out, _seg_in = entry
+        touched = set(members) | set(consumers)
+        flops = sum(leaf_flops.get(m, 0) for m in touched)
+        params = sum(p.numel() for m in touched for p in modules[m].parameters(recurse=False))
+        group_max = min(spec.ratio_bounds.get(name, max_ratio), max_ratio)
+        floor = max(1, round_to)  # never leave a group with fewer than ``round_to`` (or zero) channels
+        group_max = max(0.0, min(group_max, (channels - floor) / channels))
+        while group_max > 0 and int(channels * (1 - group_max)) < floor:
+            group_max = max(0.0, group_max - 1e-9)
+        root = modules[name]
+        is_conv = isinstance(root, _CONV_TYPES)
+        depthwise = any(
+            isinstance(modules[m], _CONV_TYPES) and modules[m].groups == modules[m].in_channels > 1 for m in members
+        )
+        size = spatial.get(name, [1])
+        features = {
+            "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),
+            "in_channels": float(root.in_channels if is_conv else root.in_features),
+            "out_channels": float(channels),
+            "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
+            "stride": float(root.stride[0]) if is_conv else 1.0,
+            "feature_size": float(size[0]) if size else 1.0,
+            "flops": float(flops),
+            "params": float(params),
+        }
+        return ChannelGroup(
+            name=name,
+            index=index,
+            channels=channels,
+            max_ratio=group_max,
+            round_to=round_to,
+            members=tuple(members),
+            consumers=tuple(consumers),
+            flops_share=flops / total_flops if total_flops else 0.0,
+            params_share=params / total_params if total_params else 0.0,
+            features=features,
+        )
