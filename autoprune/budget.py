@@ -182,6 +182,15 @@ def repair(ratios: Mapping[str, float], cost_model: CostModel, budget: Budget) -
     )
 
 
+def tighten(ratios: Mapping[str, float], cost_model: CostModel, budget: Budget) -> dict[str, float]:
+    """Scale a feasible policy's ratios down by one common factor until it just meets the budget.
+
+    Uses the budget fully instead of over-pruning; an infeasible policy is first repaired.
+    """
+    start = repair(ratios, cost_model, budget)
+    return bisect_feasible(lambda t: {n: r * t for n, r in start.items()}, cost_model, budget)
+
+
 def uniform_ratios(cost_model: CostModel, budget: Budget) -> dict[str, float]:
     """The same ratio for every group (capped at each group's max), just meeting the budget."""
     maxima = cost_model.space.max_ratios

@@ -1,0 +1,1 @@
+"""Searchers (agents) that propose per-group pruning policies. Reach them by name via ``ap.search(searcher=...)``."""

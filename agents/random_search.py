@@ -1,0 +1,35 @@
+"""Random search: independent uniform ratios per group, repaired into the budget."""
+
+from __future__ import annotations
+
+from autoprune.budget import tighten
+from autoprune.errors import ConfigError
+from autoprune.policy import Policy
+from autoprune.searcher import SeededSearcher
+
+
+class RandomSearcher(SeededSearcher):
+    """Samples each group's ratio uniformly in ``[0, max_ratio]``, then fits the sample to the budget.
+
+    Args:
+        fit: ``budget`` (default) moves every sample onto the budget's boundary: infeasible samples are
+            repaired (ratios pushed toward their max), samples with slack are scaled down so the budget is
+            used fully. ``repair`` only repairs infeasible samples. ``none`` evaluates samples as drawn.
+    """
+
+    name = "random"
+    FITS = ("budget", "repair", "none")
+
+    def __init__(self, *, fit: str = "budget") -> None:
+        super().__init__()
+        if fit not in self.FITS:
+            raise ConfigError(f"random searcher fit={fit!r} is not accepted; accepted: {', '.join(self.FITS)}")
+        self.fit = fit
+
+    def _ask(self) -> Policy:
+        ratios = {g.name: float(self.rng.uniform(0.0, g.max_ratio)) for g in self.context.space}
+        if self.fit == "budget":
+            ratios = tighten(ratios, self.context.cost_model, self.context.budget)
+        elif self.fit == "repair":
+            ratios = self.context.repair(ratios)
+        return self.context.policy(ratios)

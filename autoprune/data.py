@@ -1,0 +1,174 @@
+"""Built-in datasets: scikit-learn digits (embedded), Fashion-MNIST (local IDX files), CIFAR-10 (torchvision)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from autoprune.errors import DataError, unknown_name
+
+FASHION_MNIST_DIR = Path(os.environ.get("AUTOPRUNE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Loaders and shapes for one dataset. ``val`` is a fixed split of the training set; ``test`` is held out."""
+
+    name: str
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+    def example_inputs(self, batch: int = 1) -> torch.Tensor:
+        """A zero tensor shaped like ``batch`` inputs (for tracing and FLOPs counting)."""
+        return torch.zeros(batch, self.in_channels, self.image_size, self.image_size)
+
+
+def _bundle(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    batch_size: int,
+    val_fraction: float,
+    seed: int,
+    num_classes: int,
+) -> DataBundle:
+    """Standardize with training statistics, split off a validation set, and wrap in loaders."""
+    x_train = x_train.astype(np.float32)
+    x_test = x_test.astype(np.float32)
+    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    n_val = max(1, int(len(x_train) * val_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+
+    def dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+
+    generator = torch.Generator().manual_seed(seed)
+    return DataBundle(
+        name=name,
+        train=DataLoader(dataset(x_train[train_idx], y_train[train_idx]), batch_size=batch_size, shuffle=True,
+                         generator=generator, drop_last=True),
+        val=DataLoader(dataset(x_train[val_idx], y_train[val_idx]), batch_size=256),
+        test=DataLoader(dataset(x_test, y_test), batch_size=256),
+        in_channels=x_train.shape[1],
+        num_classes=num_classes,
+        image_size=x_train.shape[2],
+    )
+
+
+def load_digits(*, batch_size: int = 64, seed: int = 0, val_fraction: float = 0.15) -> DataBundle:
+    """scikit-learn's 8x8 handwritten digits (1797 images, embedded in the package); 20% held out for test."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    data = sk_digits()
+    x = data.images[:, None, :, :]
+    y = data.target
+    order = np.random.default_rng(12345).permutation(len(x))  # a fixed test split, independent of seed
+    n_test = len(x) // 5
+    test, train = order[:n_test], order[n_test:]
+    return _bundle("digits", x[train], y[train], x[test], y[test], batch_size=batch_size,
+                   val_fraction=val_fraction, seed=seed, num_classes=10)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).exists():
+            return directory / name
+    raise DataError(
+        f"Fashion-MNIST file {stem}[.gz] not found in {str(directory)!r}; install the Debian package "
+        "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist) or pass data_dir= / --data-dir "
+        "(environment: AUTOPRUNE_FASHION_MNIST_DIR)"
+    )
+
+
+def load_fashion_mnist(
+    *, batch_size: int = 128, seed: int = 0, val_fraction: float = 0.1, data_dir: str | Path | None = None,
+    limit: int | None = None,
+) -> DataBundle:
+    """Fashion-MNIST (28x28 grayscale, 60k train / 10k test) from local IDX files; ``limit`` caps train size."""
+    directory = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
+    x_train = _read_idx(_find_idx(directory, "train-images-idx3-ubyte"))[:, None] / np.float32(255)
+    y_train = _read_idx(_find_idx(directory, "train-labels-idx1-ubyte"))
+    x_test = _read_idx(_find_idx(directory, "t10k-images-idx3-ubyte"))[:, None] / np.float32(255)
+    y_test = _read_idx(_find_idx(directory, "t10k-labels-idx1-ubyte"))
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    return _bundle("fashion-mnist", x_train, y_train, x_test, y_test, batch_size=batch_size,
+                   val_fraction=val_fraction, seed=seed, num_classes=10)
+
+
+def load_cifar10(
+    *, batch_size: int = 128, seed: int = 0, val_fraction: float = 0.1, data_dir: str | Path | None = None
+) -> DataBundle:
+    """CIFAR-10 through torchvision (downloads into ``data_dir`` when online)."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(data_dir) if data_dir is not None else Path.home() / ".cache" / "autoprune" / "cifar10"
+    try:
+        train = CIFAR10(str(root), train=True, download=True)
+        test = CIFAR10(str(root), train=False, download=True)
+    except Exception as exc:  # no network, partial download, ...
+        raise DataError(f"CIFAR-10 is not available in {str(root)!r} and could not be downloaded: {exc}") from exc
+    x_train = train.data.transpose(0, 3, 1, 2) / np.float32(255)
+    x_test = test.data.transpose(0, 3, 1, 2) / np.float32(255)
+    return _bundle("cifar10", x_train, np.array(train.targets), x_test, np.array(test.targets),
+                   batch_size=batch_size, val_fraction=val_fraction, seed=seed, num_classes=10)
+
+
+DATASETS: dict[str, Callable[..., DataBundle]] = {
+    "digits": load_digits,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+}
+
+
+def load_dataset(
+    name: str, *, batch_size: int | None = None, seed: int = 0, data_dir: str | Path | None = None
+) -> DataBundle:
+    """A built-in dataset by name, or ``package.module:factory`` returning a :class:`DataBundle`.
+
+    A user factory is called with ``batch_size``, ``seed`` and ``data_dir`` keyword arguments.
+    """
+    options: dict[str, object] = {"seed": seed}
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if ":" in name:
+        from autoprune.registry import import_object
+
+        bundle = import_object(name, kind="dataset factory")(**options, data_dir=data_dir)
+        if not isinstance(bundle, DataBundle):
+            raise DataError(f"dataset factory {name!r} returned {type(bundle).__name__}, not a DataBundle")
+        return bundle
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, [*DATASETS, "package.module:factory"])
+    if name != "digits":
+        options["data_dir"] = data_dir
+    elif data_dir is not None:
+        raise DataError("the digits dataset is embedded in scikit-learn and takes no data_dir")
+    return DATASETS[name](**options)

@@ -1,0 +1,274 @@
+"""Evaluator: policy → Score (copy, prune, recalibrate BatchNorm, finetune, validate)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from autoprune.budget import Budget, CostModel
+from autoprune.errors import ConfigError, DataError
+from autoprune.policy import Policy
+from autoprune.pruning import IMPORTANCES, prune
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation diverged (NaN/inf loss); the trial is marked failed and the search goes on."""
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """How each candidate is recovered and scored.
+
+    Attributes:
+        bn_batches: training batches used to re-estimate BatchNorm statistics after pruning (0: skip).
+        finetune_steps: SGD steps of finetuning per candidate (the fidelity; 0: none).
+        lr: finetuning learning rate (SGD, momentum 0.9).
+        weight_decay: finetuning weight decay.
+        val_batches: validation batches scored per candidate (None: all of them).
+        importance: channel importance: l1, l2, bn_scale, taylor or random.
+        seed: seed for data order and any randomness, per evaluation.
+    """
+
+    bn_batches: int = 10
+    finetune_steps: int = 0
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    val_batches: int | None = None
+    importance: str = "l1"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("bn_batches", "finetune_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"evaluator {name} must be an integer >= 0, got {value!r}")
+        if self.val_batches is not None and (
+            isinstance(self.val_batches, bool) or not isinstance(self.val_batches, int) or self.val_batches < 1
+        ):
+            raise ConfigError(f"evaluator val_batches must be an integer >= 1 or None, got {self.val_batches!r}")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"evaluator {name} must be a number >= 0, got {value!r}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"unknown importance {self.importance!r}; accepted: {', '.join(IMPORTANCES)}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | EvaluatorConfig | None) -> EvaluatorConfig:
+        """Build from a mapping (config file / keyword options), rejecting unknown keys."""
+        if data is None:
+            return cls()
+        if isinstance(data, EvaluatorConfig):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"evaluator options must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown evaluator options {unknown}; accepted: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The outcome of one evaluation.
+
+    Attributes:
+        accuracy: top-1 accuracy on the validation subset (NaN if failed).
+        loss: mean cross-entropy on the validation subset (NaN if failed).
+        flops: FLOPs of the pruned model on the example inputs (torch.utils.flop_counter).
+        params: parameter count of the pruned model.
+        feasible: whether the pruned model meets the budget.
+        fidelity: finetune steps spent on this candidate.
+        seconds: wall time of the evaluation.
+        latency_ms: measured latency if the evaluator measured it, else None.
+        status: ``ok`` or ``failed``.
+        error: the failure, if any.
+    """
+
+    accuracy: float
+    loss: float
+    flops: int
+    params: int
+    feasible: bool
+    fidelity: int
+    seconds: float
+    latency_ms: float | None = None
+    status: str = "ok"
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def failed(cls, error: BaseException | str, *, fidelity: int, seconds: float) -> Score:
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return cls(math.nan, math.nan, 0, 0, False, fidelity, seconds, status="failed", error=text)
+
+
+def count_flops(model: nn.Module, example_inputs: Any) -> int:
+    """FLOPs of one forward pass on ``example_inputs``, counted by ``torch.utils.flop_counter``."""
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _cycle(data: Iterable) -> Iterator:
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise DataError("the training data yielded no batches")
+
+
+def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics from ``batches`` training batches (cumulative average)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches == 0:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for inputs, _ in itertools.islice(_cycle(data), batches):
+            model(inputs)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def finetune(model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0) -> None:
+    """SGD (momentum 0.9, cosine-decayed learning rate) for ``steps`` batches of cross-entropy."""
+    if steps == 0:
+        return
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    for step, (inputs, targets) in enumerate(itertools.islice(_cycle(data), steps)):
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+        if not torch.isfinite(loss):
+            raise EvaluationError(f"finetuning diverged: loss {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+
+
+def validate(model: nn.Module, data: Iterable, *, batches: int | None = None) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy over ``batches`` batches of ``data`` (all if None)."""
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    with torch.no_grad():
+        for inputs, targets in itertools.islice(data, batches):
+            logits = model(inputs)
+            loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == targets).sum().item()
+            total += targets.numel()
+    if total == 0:
+        raise DataError("the validation data yielded no samples")
+    loss = loss_sum / total
+    if not math.isfinite(loss):
+        raise EvaluationError(f"validation loss is {loss}")
+    return correct / total, loss
+
+
+class Evaluator:
+    """Scores policies on one model and dataset; knows nothing about searchers.
+
+    Args:
+        model: the trained, unpruned model (never modified).
+        example_inputs: inputs used for tracing and FLOPs counting.
+        train_data: iterable of ``(inputs, targets)`` batches for BN recalibration and finetuning.
+        val_data: iterable of ``(inputs, targets)`` batches; use a fixed (unshuffled) loader.
+        budget: the budget a score is checked against.
+        cost_model: the space's cost model (its base cost is the budget's reference).
+        config: recovery and scoring options.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        *,
+        train_data: Iterable,
+        val_data: Iterable,
+        budget: Budget,
+        cost_model: CostModel,
+        config: EvaluatorConfig | None = None,
+    ) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        self.train_data = train_data
+        self.val_data = val_data
+        self.budget = budget
+        self.cost_model = cost_model
+        self.config = config or EvaluatorConfig()
+
+    def prune(self, policy: Policy) -> Any:
+        """Prune a copy of the model (the same surgery ``evaluate`` does); returns a PruneResult."""
+        return prune(
+            self.model,
+            policy,
+            self.example_inputs,
+            importance=self.config.importance,
+            data=self.train_data,
+            round_to=self.cost_model.space[0].round_to if len(self.cost_model.space) else None,
+        )
+
+    def evaluate(self, policy: Policy, *, fidelity: int | None = None) -> Score:
+        """Prune a copy by ``policy``, recover it, and score it. Exceptions propagate to the caller."""
+        steps = self.config.finetune_steps if fidelity is None else fidelity
+        start = time.perf_counter()
+        torch.manual_seed(self.config.seed)
+        pruned = self.prune(policy).model
+        recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches)
+        finetune(pruned, self.train_data, steps=steps, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches)
+        flops, params = count_flops(pruned, self.example_inputs), count_params(pruned)
+        cost = flops if self.budget.metric == "flops" else params
+        return Score(
+            accuracy=accuracy,
+            loss=loss,
+            flops=flops,
+            params=params,
+            feasible=cost <= self.budget.limit(self.cost_model.base),
+            fidelity=steps,
+            seconds=time.perf_counter() - start,
+        )
+
+    def evaluate_safely(self, policy: Policy, *, fidelity: int | None = None) -> Score:
+        """Like :meth:`evaluate`, but any exception becomes a failed Score (the search goes on)."""
+        start = time.perf_counter()
+        try:
+            return self.evaluate(policy, fidelity=fidelity)
+        except Exception as exc:
+            steps = self.config.finetune_steps if fidelity is None else fidelity
+            return Score.failed(exc, fidelity=steps, seconds=time.perf_counter() - start)

@@ -1,0 +1,137 @@
+"""The Searcher interface: ask for trials, tell their scores, keyed by trial id."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autoprune.budget import Budget, CostModel, repair
+from autoprune.errors import ConfigError
+from autoprune.policy import Policy
+
+if TYPE_CHECKING:
+    from autoprune.evaluate import Score
+    from search_spaces.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate: an id unique within a search, the policy, and the fidelity asked for (None: full)."""
+
+    id: int
+    policy: Policy
+    fidelity: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a searcher gets to know about the problem, once, before the first ask."""
+
+    space: SearchSpace
+    budget: Budget
+    cost_model: CostModel
+    seed: int
+
+    def feasible(self, ratios: Mapping[str, float]) -> bool:
+        return self.cost_model.feasible(ratios, self.budget)
+
+    def repair(self, ratios: Mapping[str, float]) -> dict[str, float]:
+        """Map ``ratios`` into the budget (unchanged if already feasible)."""
+        return repair(ratios, self.cost_model, self.budget)
+
+    def policy(self, ratios: Mapping[str, float]) -> Policy:
+        return self.space.policy(ratios)
+
+
+class Searcher(abc.ABC):
+    """Proposes policies and learns from their scores.
+
+    Lifecycle: ``setup(context)`` once, then any interleaving of ``ask()`` and ``tell()``; several
+    ``ask()`` calls may precede the matching ``tell()`` calls, which may arrive in any order (parallel
+    executors). ``ask()`` returns None when the searcher has nothing more to propose. ``state_dict()``
+    and ``load_state_dict()`` make a search resumable; a state dict may hold numpy arrays and tensors.
+
+    Subclasses implement ``_ask`` and may override ``_tell``; ids are handed out here.
+    """
+
+    name: str = "searcher"
+
+    def __init__(self) -> None:
+        self._context: SearchContext | None = None
+        self._next_id = 0
+        self._pending: dict[int, Trial] = {}
+
+    @property
+    def context(self) -> SearchContext:
+        if self._context is None:
+            raise ConfigError(f"{type(self).__name__}.setup(context) must be called before ask() or tell()")
+        return self._context
+
+    def setup(self, context: SearchContext) -> None:
+        """Receive the space, budget, cost model and seed. Called once by ``search()``."""
+        self._context = context
+        self._setup(context)
+
+    def _setup(self, context: SearchContext) -> None:  # noqa: B027 (optional hook)
+        """Hook for subclasses: initialise state that depends on the space or the seed."""
+
+    def ask(self) -> Trial | None:
+        """The next trial to evaluate, or None when this searcher has nothing more to propose."""
+        policy = self._ask()
+        if policy is None:
+            return None
+        trial = Trial(self._next_id, policy)
+        self._next_id += 1
+        self._pending[trial.id] = trial
+        return trial
+
+    def tell(self, trial: Trial, score: Score) -> None:
+        """Report ``score`` for a trial this searcher asked for (in any order)."""
+        if trial.id not in self._pending:
+            raise ConfigError(f"trial {trial.id} is not pending in this {type(self).__name__}")
+        del self._pending[trial.id]
+        self._tell(trial, score)
+
+    @abc.abstractmethod
+    def _ask(self) -> Policy | None:
+        """Propose a policy (validated against the space), or None to stop."""
+
+    def _tell(self, trial: Trial, score: Score) -> None:  # noqa: B027 (optional hook)
+        """Learn from a score. Default: nothing (non-adaptive searchers)."""
+
+    @property
+    def pending(self) -> tuple[int, ...]:
+        """Ids of trials asked for and not yet told."""
+        return tuple(self._pending)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart (pending trials are dropped: they re-run)."""
+        return {"next_id": self._next_id, **self._state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._next_id = int(state["next_id"])
+        self._pending.clear()
+        self._load_state_dict(state)
+
+    def _state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore what ``_state_dict`` saved."""
+
+
+class SeededSearcher(Searcher):
+    """A searcher with a numpy ``Generator`` seeded from the search seed, saved in its state."""
+
+    def _setup(self, context: SearchContext) -> None:
+        self.rng = np.random.default_rng(context.seed)
+
+    def _state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def _load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,99 @@
+"""Baseline training with a cached checkpoint (no model hub: baselines are trained here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autoprune.data import DataBundle
+from autoprune.errors import ConfigError
+from autoprune.evaluate import validate
+from autoprune.io import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Checkpoint cache: ``$AUTOPRUNE_CACHE`` or ``~/.cache/autoprune``."""
+    return Path(os.environ.get("AUTOPRUNE_CACHE", Path.home() / ".cache" / "autoprune"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Baseline training recipe: SGD with momentum and a cosine schedule."""
+
+    epochs: int = 30
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    *,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> float:
+    """Train ``model`` in place; returns validation accuracy."""
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
+                                nesterov=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(data.train))
+    for epoch in range(config.epochs):
+        model.train()
+        for inputs, targets in data.train:
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        accuracy, _ = validate(model, data.val)
+        log.info("epoch %d/%d: val accuracy %.4f", epoch + 1, config.epochs, accuracy)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, accuracy)
+    model.eval()
+    return accuracy
+
+
+def checkpoint_path(model_name: str, dataset: str, config: TrainConfig) -> Path:
+    """Where the cached checkpoint for this (model, dataset, recipe) lives."""
+    key = hashlib.sha1(json.dumps([model_name, dataset, asdict(config)]).encode()).hexdigest()[:10]
+    safe = f"{model_name}-{dataset}".replace(":", "_").replace("/", "_")
+    return cache_dir() / "checkpoints" / f"{safe}-{key}.pt"
+
+
+def trained_model(
+    model_name: str,
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    *,
+    retrain: bool = False,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[nn.Module, Path, bool]:
+    """Load the cached checkpoint or train and cache it. Returns (model, checkpoint path, trained now)."""
+    path = checkpoint_path(model_name, data.name, config)
+    if path.exists() and not retrain:
+        model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+        model.eval()
+        return model, path, False
+    accuracy = train(model, data, config, on_epoch=on_epoch)
+    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write_json(path.with_suffix(".json"), {"model": model_name, "dataset": data.name,
+                                                  "val_accuracy": accuracy, **asdict(config)})
+    return model, path, True
