@@ -6,7 +6,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.budget import Budget, CostModel
-from autoprune.errors import ConfigError, DataError
+from autoprune.errors import ConfigError, DataError, unknown_name
+from autoprune.options import from_mapping
 from autoprune.policy import Policy
 from autoprune.pruning import IMPORTANCES, prune
 
@@ -59,22 +60,12 @@ class EvaluatorConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"evaluator {name} must be a number >= 0, got {value!r}")
         if self.importance not in IMPORTANCES:
-            raise ConfigError(f"unknown importance {self.importance!r}; accepted: {', '.join(IMPORTANCES)}")
+            raise unknown_name("importance", self.importance, list(IMPORTANCES))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | EvaluatorConfig | None) -> EvaluatorConfig:
         """Build from a mapping (config file / keyword options), rejecting unknown keys."""
-        if data is None:
-            return cls()
-        if isinstance(data, EvaluatorConfig):
-            return data
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"evaluator options must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown evaluator options {unknown}; accepted: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data, what="evaluator options")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

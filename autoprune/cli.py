@@ -1,0 +1,288 @@
+"""The ``autoprune`` command line: search, apply, train, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autoprune.errors import AutopruneError
+
+console = Console(stderr=True)
+out = Console()
+
+DEMO_TRIALS = 40
+
+
+def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("overrides (take precedence over the config file)")
+    group.add_argument("--model", help="built-in model (small_cnn, resnet20, resnet56, mobilenet_v2) "
+                       "or package.module:factory(in_channels=, num_classes=)")
+    group.add_argument("--dataset", help="digits (embedded), fashion-mnist (local IDX files), cifar10 "
+                       "(downloads), or package.module:factory returning a DataBundle")
+    group.add_argument("--data-dir", help="dataset directory (fashion-mnist default: "
+                       "/usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist)")
+    group.add_argument("--checkpoint", help="trained weights (state dict); default: train the baseline and cache it")
+    group.add_argument("--budget-flops", type=float, metavar="FRACTION",
+                       help="keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5")
+    group.add_argument("--budget-params", type=float, metavar="FRACTION",
+                       help="keep at most this fraction of the unpruned model's parameters")
+    group.add_argument("--searcher", help="searcher name (random, uniform) or package.module:Class")
+    group.add_argument("--trials", type=int, help="number of evaluations")
+    group.add_argument("--seed", type=int, help="seed for the searcher, data order and evaluations")
+    group.add_argument("--finetune-steps", type=int, help="finetune steps per candidate (evaluator fidelity)")
+    group.add_argument("--bn-batches", type=int, help="batches for BatchNorm recalibration per candidate")
+    group.add_argument("--importance", help="channel importance: l1, l2, bn_scale, taylor, random")
+    group.add_argument("--final-finetune-steps", type=int, help="finetune steps for the best policy at the end")
+    group.add_argument("--run-dir", help="output directory (must be empty unless --resume)")
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from autoprune.config import SearchConfig
+
+    config = SearchConfig.from_yaml(args.config) if getattr(args, "config", None) else SearchConfig()
+    budget = None
+    if args.budget_flops is not None and args.budget_params is not None:
+        raise AutopruneError("give only one of --budget-flops and --budget-params")
+    if args.budget_flops is not None:
+        budget = {"flops": args.budget_flops}
+    elif args.budget_params is not None:
+        budget = {"params": args.budget_params}
+    evaluator = dict(config.evaluator)
+    for key in ("finetune_steps", "bn_batches", "importance"):
+        if getattr(args, key) is not None:
+            evaluator[key] = getattr(args, key)
+    return config.with_overrides(
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, checkpoint=args.checkpoint, budget=budget,
+        searcher=args.searcher, trials=args.trials, seed=args.seed, evaluator=evaluator,
+        final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir,
+    )
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"), console=console, transient=False,
+    ) as bar:
+        yield bar
+
+
+def _run(config: Any, *, resume: bool) -> Any:
+    from autoprune.config import run_search
+
+    with _progress() as bar:
+        train_task = search_task = None
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            nonlocal train_task
+            if train_task is None:
+                train_task = bar.add_task("train baseline", total=config.train.get("epochs", 30), info="")
+            bar.update(train_task, completed=epoch, info=f"val acc {accuracy:.4f}")
+
+        def on_progress(event: Any) -> None:
+            nonlocal search_task
+            if search_task is None:
+                search_task = bar.add_task("search", total=event.total, info="")
+            best = "-" if event.best_accuracy is None else f"{event.best_accuracy:.4f}"
+            info = f"best feasible acc {best}" + ("" if event.stage == "trial" else f" · {event.message}")
+            bar.update(search_task, completed=event.completed, info=info)
+
+        return run_search(config, resume=resume, progress=on_progress, on_epoch=on_epoch)
+
+
+def _report(result: Any) -> None:
+    if result.best_policy is None:
+        out.print("[red]No feasible trial finished; nothing exported.[/red]")
+        return
+    policy = Table(title="best policy (fraction of channels removed per group)")
+    policy.add_column("group")
+    policy.add_column("channels", justify="right")
+    policy.add_column("ratio", justify="right")
+    policy.add_column("kept", justify="right")
+    for group in result.space:
+        ratio = result.best_policy[group.name]
+        policy.add_row(group.name, str(group.channels), f"{ratio:.3f}", str(group.kept_channels(ratio)))
+    out.print(policy)
+    s = result.summary
+    table = Table(title="baseline vs pruned (test set)")
+    for col in ("", "accuracy", "MFLOPs", "params", "CPU latency (ms)"):
+        table.add_column(col, justify="right")
+    for name in ("baseline", "pruned"):
+        row = s[name]
+        latency = f"{row['latency_ms']:.3f}" if "latency_ms" in row else "-"
+        table.add_row(name, f"{row['accuracy']:.4f}", f"{row['flops'] / 1e6:.3f}", f"{row['params']:,}", latency)
+    out.print(table)
+    line = f"FLOPs kept: {s['pruned']['flops_ratio']:.1%}  params kept: {s['pruned']['params_ratio']:.1%}"
+    if "latency_speedup" in s:
+        line += f"  latency speedup: {s['latency_speedup']:.2f}x (1 thread, batch {s['latency_setting']['batch']})"
+    out.print(line)
+    if result.run_dir is not None:
+        out.print(f"run directory: {result.run_dir}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    if args.resume is not None:
+        saved = Path(args.resume) / "config.json"
+        if not saved.exists():
+            raise AutopruneError(f"--resume {args.resume!r}: no config.json there; not an autoprune run directory")
+        from autoprune.config import SearchConfig
+
+        stored = json.loads(saved.read_text()).get("config", {})
+        config = SearchConfig.from_dict(stored, source=str(saved)).with_overrides(
+            trials=args.trials, run_dir=args.resume
+        )
+    _report(_run(config, resume=args.resume is not None))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from autoprune.config import SearchConfig
+
+    config = SearchConfig(
+        model="small_cnn", dataset="digits", budget={"flops": 0.5}, searcher="random", trials=args.trials,
+        evaluator={"bn_batches": 5, "finetune_steps": 20}, final_finetune_steps=300, run_dir=args.run_dir,
+        seed=args.seed,
+    )
+    out.print(f"autoprune demo: {config.model} on {config.dataset}, {config.searcher} search, "
+              f"{config.trials} trials, budget {config.budget}")
+    _report(_run(config, resume=False))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from autoprune.data import load_dataset
+    from autoprune.evaluate import validate
+    from autoprune.models import build_model
+    from autoprune.train import TrainConfig, trained_model
+
+    data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
+    model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    recipe = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    with _progress() as bar:
+        task = bar.add_task(f"train {args.model} on {args.dataset}", total=args.epochs, info="")
+        model, path, trained = trained_model(
+            args.model, model, data, recipe, retrain=args.retrain,
+            on_epoch=lambda e, acc: bar.update(task, completed=e, info=f"val acc {acc:.4f}"),
+        )
+    accuracy, _ = validate(model, data.test)
+    out.print(f"{'trained' if trained else 'cached'} checkpoint: {path}")
+    out.print(f"test accuracy: {accuracy:.4f}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    import torch
+
+    from autoprune.data import load_dataset
+    from autoprune.evaluate import count_flops, count_params
+    from autoprune.export import save_pruned_model
+    from autoprune.models import build_model
+    from autoprune.policy import Policy
+    from autoprune.pruning import prune
+    from search_spaces import SearchSpace, available_presets
+
+    policy = Policy.load(args.policy)
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise AutopruneError(f"checkpoint {str(path)!r} does not exist")
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    inputs = data.example_inputs()
+    preset = args.preset or (args.model if args.model in available_presets() else None)
+    space = SearchSpace.from_model(model, inputs, preset=preset, round_to=args.round_to)
+    policy.validate(space)
+    result = prune(model, policy, inputs, importance=args.importance, data=data.train, round_to=space[0].round_to)
+    save_pruned_model(args.out, result.model, result.history,
+                      meta={"architecture": space.architecture, "input_shape": list(inputs.shape),
+                            "policy": str(Path(args.policy).resolve())})
+    base_flops, flops = count_flops(model, inputs), count_flops(result.model, inputs)
+    out.print(f"pruned model written to {args.out} (state dict + pruning history)")
+    out.print(f"FLOPs {base_flops:,} -> {flops:,} ({flops / base_flops:.1%}); "
+              f"params {count_params(model):,} -> {count_params(result.model):,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoprune",
+        description="AutoML structure search for PyTorch: find per-layer channel pruning ratios under a FLOPs "
+        "or params budget and export the policy with the physically smaller model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="run a search described by a YAML config",
+                       description="Run a budgeted pruning search. Writes config.json, trials.csv/.parquet, "
+                       "best_policy.json, model/ and summary.json to the run directory.")
+    p.add_argument("config", nargs="?", help="YAML config (see docs/config.md); flags below override it")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the search in RUN_DIR with its saved config, trials and searcher state "
+                   "(--trials may raise the total)")
+    _add_search_overrides(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("demo", help="train a small CNN on digits (cached) and search at 50%% FLOPs",
+                       description="The quickstart: small CNN on scikit-learn's digits, random search at 50%% FLOPs, "
+                       "then the best policy is finetuned and compared with the baseline.")
+    p.add_argument("--trials", type=int, default=DEMO_TRIALS, help=f"evaluations (default {DEMO_TRIALS})")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--run-dir", help="output directory (default runs/small_cnn-digits-<time>)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a baseline and cache its checkpoint",
+                       description="Train a built-in model on a dataset and cache the checkpoint under "
+                       "$AUTOPRUNE_CACHE (default ~/.cache/autoprune); a cached one is reused.")
+    p.add_argument("--model", default="small_cnn", help="model name or package.module:factory (default small_cnn)")
+    p.add_argument("--dataset", default="digits", help="dataset name or package.module:factory (default digits)")
+    p.add_argument("--data-dir", help="dataset directory")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, cosine-decayed (default 0.05)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the dataset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--retrain", action="store_true", help="train even if a cached checkpoint exists")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("apply", help="prune a checkpoint with a saved policy",
+                       description="Apply POLICY.json to a trained checkpoint and write the pruned model "
+                       "(state dict + pruning history; load with autoprune.load_pruned_model).")
+    p.add_argument("policy", help="policy JSON written by a search (best_policy.json)")
+    p.add_argument("--checkpoint", required=True, help="trained weights (state dict) of the unpruned model")
+    p.add_argument("--out", required=True, help="output directory for the pruned model")
+    p.add_argument("--model", default="small_cnn", help="model the checkpoint belongs to (default small_cnn)")
+    p.add_argument("--dataset", default="digits", help="dataset that sets the input shape (default digits)")
+    p.add_argument("--data-dir", help="dataset directory")
+    p.add_argument("--preset", help="search-space preset used by the search (default: the model's, if any)")
+    p.add_argument("--round-to", type=int, help="channel rounding used by the search (default 1)")
+    p.add_argument("--importance", default="l1", help="channel importance (default l1)")
+    p.set_defaults(func=cmd_apply)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except AutopruneError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; resume with: autoprune search --resume RUN_DIR")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

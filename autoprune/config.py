@@ -1,0 +1,157 @@
+"""The search config file (YAML) and the run it describes: model + data + checkpoint → search()."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from autoprune.budget import Budget
+from autoprune.data import DataBundle, load_dataset
+from autoprune.errors import ConfigError
+from autoprune.evaluate import EvaluatorConfig
+from autoprune.models import build_model
+from autoprune.options import from_mapping
+from autoprune.search import Progress, SearchResult, search
+from autoprune.train import TrainConfig, trained_model
+from search_spaces.presets import available_presets
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything ``autoprune search CONFIG.yaml`` needs. Every field has a default.
+
+    Attributes:
+        model: built-in model (small_cnn, resnet20, resnet56, mobilenet_v2) or ``package.module:factory``.
+        dataset: built-in dataset (digits, fashion-mnist, cifar10) or ``package.module:factory``.
+        data_dir: dataset directory (fashion-mnist: the IDX files; default the Debian package's).
+        batch_size: training batch size (default: the dataset's).
+        checkpoint: trained weights (a state dict file); default: train the baseline and cache it.
+        train: baseline training recipe when no checkpoint is given (epochs, lr, weight_decay, seed).
+        budget: ``{flops: 0.5}`` or ``{params: 0.3}`` (fraction of the unpruned model kept at most).
+        searcher: searcher name or ``package.module:Class``.
+        searcher_options: keyword options for the searcher.
+        trials: evaluations to run.
+        seed: seed for data order, searcher and evaluations.
+        evaluator: per-candidate recovery (bn_batches, finetune_steps, lr, val_batches, importance).
+        final_finetune_steps: finetune steps for the best policy before the final report.
+        run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
+        preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
+    """
+
+    model: str = "small_cnn"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    batch_size: int | None = None
+    checkpoint: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=lambda: {"flops": 0.5})
+    searcher: str = "random"
+    searcher_options: dict[str, Any] = field(default_factory=dict)
+    trials: int = 40
+    seed: int = 0
+    evaluator: dict[str, Any] = field(default_factory=lambda: {"bn_batches": 5, "finetune_steps": 20})
+    final_finetune_steps: int = 300
+    run_dir: str | None = None
+    preset: str | None = None
+    ignore: list[str] = field(default_factory=list)
+    round_to: int | None = None
+    max_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("train", "searcher_options", "evaluator", "budget"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"config entry {name!r} must be a mapping, got {getattr(self, name)!r}")
+        Budget.from_dict(self.budget)
+        EvaluatorConfig.from_dict(self.evaluator)
+        from_mapping(TrainConfig, self.train, what="train options")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> SearchConfig:
+        return from_mapping(cls, data, what=f"entries of {source}")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchConfig:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        return cls.from_dict(data, source=f"config file {str(path)!r}")
+
+    def with_overrides(self, **overrides: Any) -> SearchConfig:
+        """A copy with the given (non-None) fields replaced."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def default_run_dir(self) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return str(Path("runs") / f"{self.model}-{self.dataset}-{stamp}".replace(":", "_"))
+
+
+def load_model_and_data(
+    config: SearchConfig, *, on_epoch: Callable[[int, float], None] | None = None
+) -> tuple[torch.nn.Module, DataBundle, dict[str, Any]]:
+    """Build the dataset and the trained model (from ``checkpoint`` or the training cache)."""
+    data = load_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, data_dir=config.data_dir)
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    if config.checkpoint is not None:
+        path = Path(config.checkpoint)
+        if not path.exists():
+            raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+        except (RuntimeError, KeyError) as exc:
+            raise ConfigError(f"checkpoint {str(path)!r} does not fit model {config.model!r}: {exc}") from exc
+        model.eval()
+        info = {"checkpoint": str(path), "trained_now": False}
+    else:
+        recipe = from_mapping(TrainConfig, config.train, what="train options")
+        model, path, trained = trained_model(config.model, model, data, recipe, on_epoch=on_epoch)
+        info = {"checkpoint": str(path), "trained_now": trained}
+    return model, data, info
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    resume: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> SearchResult:
+    """Run the search a config describes, writing its run directory."""
+    model, data, info = load_model_and_data(config, on_epoch=on_epoch)
+    run_dir = config.run_dir or config.default_run_dir()
+    return search(
+        model,
+        data.example_inputs(),
+        budget=Budget.from_dict(config.budget),
+        train_data=data.train,
+        val_data=data.val,
+        test_data=data.test,
+        searcher=config.searcher,
+        searcher_options=config.searcher_options,
+        trials=config.trials,
+        run_dir=run_dir,
+        resume=resume,
+        seed=config.seed,
+        evaluator=config.evaluator,
+        final_finetune_steps=config.final_finetune_steps,
+        preset=config.preset or (config.model if config.model in available_presets() else None),
+        ignore=config.ignore,
+        round_to=config.round_to,
+        max_ratio=config.max_ratio,
+        progress=progress,
+        run_config={"config": {**config.to_dict(), "run_dir": run_dir}, "checkpoint": info["checkpoint"]},
+    )
