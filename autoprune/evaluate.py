@@ -238,7 +238,7 @@ class Evaluator:
         """Prune a copy by ``policy``, recover it, and score it. Exceptions propagate to the caller."""
         steps = self.config.finetune_steps if fidelity is None else fidelity
         start = time.perf_counter()
-        torch.manual_seed(self.config.seed)
+        self._seed()
         pruned = self.prune(policy).model
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches)
         finetune(pruned, self.train_data, steps=steps, lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -254,6 +254,14 @@ class Evaluator:
             fidelity=steps,
             seconds=time.perf_counter() - start,
         )
+
+    def _seed(self) -> None:
+        """Fix every source of randomness: torch's global RNG and a loader's own shuffling generator."""
+        torch.manual_seed(self.config.seed)
+        for data in (self.train_data, self.val_data):
+            generator = getattr(data, "generator", None)
+            if isinstance(generator, torch.Generator):
+                generator.manual_seed(self.config.seed)
 
     def evaluate_safely(self, policy: Policy, *, fidelity: int | None = None) -> Score:
         """Like :meth:`evaluate`, but any exception becomes a failed Score (the search goes on)."""

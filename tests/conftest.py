@@ -1,0 +1,63 @@
+"""Shared tiny models and data: everything runs on CPU in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from autoprune.data import DataBundle, load_digits
+from autoprune.models import mobilenet_v2, resnet20, resnet56, small_cnn
+from autoprune.train import TrainConfig, train
+
+torch.set_num_threads(1)
+
+
+class TinyVGG(nn.Module):
+    """A plain VGG-style net whose classifier flattens a feature map (reshape coupling)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# name -> (factory, example input shape)
+ARCHITECTURES = {
+    "small_cnn": (lambda: small_cnn(in_channels=1), (1, 1, 8, 8)),
+    "resnet20": (lambda: resnet20(), (1, 3, 16, 16)),
+    "resnet56": (lambda: resnet56(), (1, 3, 16, 16)),
+    "mobilenet_v2": (lambda: mobilenet_v2(), (1, 3, 16, 16)),
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (1, 3, 32, 32)),
+    "vgg": (TinyVGG, (1, 3, 16, 16)),
+}
+
+
+@pytest.fixture(scope="session")
+def digits() -> DataBundle:
+    return load_digits(batch_size=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits: DataBundle) -> nn.Module:
+    model = small_cnn(in_channels=1)
+    train(model, digits, TrainConfig(epochs=3, lr=0.05))
+    return model.eval()
+
+
+@pytest.fixture()
+def cnn_inputs() -> torch.Tensor:
+    return torch.zeros(1, 1, 8, 8)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints go to a per-session temporary cache, never the user's."""
+    monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

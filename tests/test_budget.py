@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoprune import Budget, BudgetError, CostModel, repair
+from autoprune.budget import tighten, uniform_ratios
+from autoprune.models import resnet20, small_cnn
+from search_spaces import SearchSpace
+
+SPACES = {
+    "small_cnn": SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8)),
+    "resnet20": SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16)),
+}
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: Budget.flops(0), "fraction must be in"),
+        (lambda: Budget.flops(1.5), "fraction must be in"),
+        (lambda: Budget.flops(), "exactly one of"),
+        (lambda: Budget.flops(0.5, absolute=10), "exactly one of"),
+        (lambda: Budget.params(absolute=-3), "positive number"),
+        (lambda: Budget("latency_ms", 0.5), "'latency_ms' is not supported; accepted: flops, params"),
+        (lambda: Budget.from_dict({"flops": 0.5, "params": 0.5}), "one entry"),
+    ],
+)
+def test_bad_budgets_name_the_value(make, match) -> None:
+    with pytest.raises(BudgetError, match=match):
+        make()
+
+
+def test_budget_limits_relative_and_absolute() -> None:
+    cost = CostModel(SPACES["small_cnn"])
+    assert Budget.flops(0.5).limit(cost.base) == cost.base.flops / 2
+    assert Budget.params(absolute=1000).limit(cost.base) == 1000
+    assert Budget.from_dict({"params": 0.3}) == Budget.params(0.3)
+    assert Budget.from_dict(Budget.flops(0.2).to_dict()) == Budget.flops(0.2)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
+def test_uniform_is_one_ratio_that_just_meets_the_budget(name: str, fraction: float) -> None:
+    space = SPACES[name]
+    cost, budget = CostModel(space), Budget.flops(fraction)
+    ratios = uniform_ratios(cost, budget)
+    values = {round(r, 9) for n, r in ratios.items() if r < space[n].max_ratio}
+    assert len(values) == 1
+    assert cost.feasible(ratios, budget)
+    assert not cost.feasible({n: max(0.0, r - 0.02) for n, r in ratios.items()}, budget)
+
+
+def test_impossible_budget_is_a_clear_error() -> None:
+    cost = CostModel(SPACES["resnet20"])
+    with pytest.raises(BudgetError, match="cannot be met.*max_ratio"):
+        cost.check_reachable(Budget.flops(0.01))
+    with pytest.raises(BudgetError, match="cannot be met"):
+        repair(dict.fromkeys(SPACES["resnet20"].names, 0.0), cost, Budget.flops(0.01))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SPACES)),
+    fraction=st.floats(0.2, 1.0),
+    metric=st.sampled_from(["flops", "params"]),
+    data=st.data(),
+)
+def test_repair_and_tighten_always_end_feasible(name, fraction, metric, data) -> None:
+    space = SPACES[name]
+    cost, budget = CostModel(space), Budget(metric, fraction)
+    ratios = {g.name: data.draw(st.floats(0, g.max_ratio)) for g in space}
+    fixed = repair(ratios, cost, budget)
+    assert cost.feasible(fixed, budget)
+    assert all(0 <= fixed[g.name] <= g.max_ratio for g in space)
+    if cost.feasible(ratios, budget):
+        assert fixed == ratios
+    tight = tighten(ratios, cost, budget)
+    assert cost.feasible(tight, budget)
+    space.policy(tight)

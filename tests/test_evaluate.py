@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autoprune import Budget, CostModel
+from autoprune.errors import ConfigError, UnknownNameError
+from autoprune.evaluate import Evaluator, EvaluatorConfig, recalibrate_batchnorm
+from search_spaces import SearchSpace
+
+
+def _evaluator(model, digits, **config) -> tuple[Evaluator, SearchSpace]:
+    inputs = digits.example_inputs()
+    space = SearchSpace.from_model(model, inputs)
+    evaluator = Evaluator(
+        model, inputs, train_data=digits.train, val_data=digits.val, budget=Budget.flops(0.5),
+        cost_model=CostModel(space), config=EvaluatorConfig(**config),
+    )
+    return evaluator, space
+
+
+def test_score_is_deterministic_for_a_seed(trained_cnn, digits) -> None:
+    evaluator, space = _evaluator(trained_cnn, digits, bn_batches=3, finetune_steps=5, val_batches=2)
+    policy = space.policy([0.3, 0.5, 0.5, 0.3])
+    first, second = evaluator.evaluate(policy), evaluator.evaluate(policy)
+    assert first.ok and first.fidelity == 5
+    assert (first.accuracy, first.loss) == (second.accuracy, second.loss)
+    assert first.flops == CostModel(space).cost(policy).flops
+    assert first.feasible == (first.flops <= space.base_flops * 0.5)
+    assert evaluator.evaluate(policy, fidelity=0).fidelity == 0
+
+
+def test_recovery_helps_a_pruned_model(trained_cnn, digits) -> None:
+    plain, space = _evaluator(trained_cnn, digits, bn_batches=0, finetune_steps=0)
+    recovered, _ = _evaluator(trained_cnn, digits, bn_batches=5, finetune_steps=30)
+    policy = space.policy([0.6] * 4)
+    assert recovered.evaluate(policy).accuracy > plain.evaluate(policy).accuracy
+
+
+def test_divergence_and_exceptions_become_failed_scores(trained_cnn, digits) -> None:
+    evaluator, space = _evaluator(trained_cnn, digits, finetune_steps=20, lr=1e30)
+    score = evaluator.evaluate_safely(space.policy([0.2] * 4))
+    assert score.status == "failed" and math.isnan(score.accuracy) and "diverged" in score.error
+
+    broken = Evaluator(trained_cnn, digits.example_inputs(), train_data=digits.train, val_data=[],
+                       budget=Budget.flops(0.5), cost_model=evaluator.cost_model)
+    failed = broken.evaluate_safely(space.policy([0.2] * 4))
+    assert failed.status == "failed" and "no samples" in failed.error
+
+
+def test_bn_recalibration_resets_statistics(trained_cnn, digits) -> None:
+    import copy
+
+    model = copy.deepcopy(trained_cnn)
+    model.stem[1].running_mean.fill_(100.0)
+    recalibrate_batchnorm(model, digits.train, 2)
+    assert model.stem[1].running_mean.abs().max() < 100
+    assert model.stem[1].momentum == trained_cnn.stem[1].momentum and not model.training
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"bn_batches": -1}, ConfigError, "bn_batches"),
+        ({"finetune_steps": 1.5}, ConfigError, "finetune_steps"),
+        ({"val_batches": 0}, ConfigError, "val_batches"),
+        ({"lr": -1}, ConfigError, "lr"),
+        ({"importance": "l3"}, UnknownNameError, "'l3'"),
+    ],
+)
+def test_bad_evaluator_options(options, error, match) -> None:
+    with pytest.raises(error, match=match):
+        EvaluatorConfig(**options)
+    with pytest.raises(ConfigError, match="unknown evaluator options"):
+        EvaluatorConfig.from_dict({"steps": 3})
+

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprune import apply_policy, load_pruned_model
+from autoprune.errors import DataError, PolicyError, UnknownNameError
+from autoprune.evaluate import count_params
+from autoprune.export import save_pruned_model
+from autoprune.models import resnet20, small_cnn
+from autoprune.pruning import IMPORTANCES, prune
+from search_spaces import SearchSpace
+
+
+@pytest.fixture()
+def setup():
+    model = resnet20().eval()
+    inputs = torch.randn(2, 3, 16, 16)
+    space = SearchSpace.from_model(model, inputs)
+    return model, inputs, space
+
+
+def test_apply_returns_new_smaller_model_and_leaves_original(setup) -> None:
+    model, inputs, space = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    policy = space.policy([0.5] * len(space))
+    pruned = apply_policy(model, policy, inputs)
+    assert pruned is not model
+    assert count_params(pruned) < 0.5 * count_params(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert pruned.layer1[0].conv1.out_channels == 8  # int(16 * 0.5)
+    assert pruned(inputs).shape == (2, 10)
+
+
+@pytest.mark.parametrize("importance", sorted(IMPORTANCES))
+def test_every_importance_criterion_prunes(setup, importance: str) -> None:
+    model, inputs, space = setup
+    batches = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))]
+    pruned = apply_policy(model, space.policy([0.3] * len(space)), inputs, importance=importance, data=batches)
+    assert count_params(pruned) < count_params(model)
+
+
+def test_l1_keeps_the_largest_filters() -> None:
+    model = small_cnn().eval()
+    inputs = torch.zeros(1, 1, 8, 8)
+    space = SearchSpace.from_model(model, inputs)
+    with torch.no_grad():
+        model.branch_b[0].weight.mul_(0.01)
+        model.branch_b[0].weight[:8] *= 1000  # the 8 largest filters
+    ratios = dict.fromkeys(space.names, 0.0) | {"branch_b.0": 0.75}
+    result = prune(model, space.policy(ratios), inputs)
+    assert result.model.branch_b[0].out_channels == 8
+    assert torch.allclose(result.model.branch_b[0].weight, model.branch_b[0].weight[:8])
+
+
+def test_bad_importance_and_missing_gradient_data(setup) -> None:
+    model, inputs, space = setup
+    policy = space.policy([0.3] * len(space))
+    with pytest.raises(UnknownNameError, match="'l7'.*l1"):
+        apply_policy(model, policy, inputs, importance="l7")
+    with pytest.raises(DataError, match="taylor"):
+        apply_policy(model, policy, inputs, importance="taylor")
+
+
+def test_policy_for_other_model_or_non_root_is_rejected(setup) -> None:
+    model, inputs, space = setup
+    other = SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8))
+    with pytest.raises(PolicyError, match="does not have"):
+        apply_policy(model, other.policy([0.2] * 4), inputs)
+    from autoprune import Policy
+
+    with pytest.raises(PolicyError, match="not channel-group roots"):
+        apply_policy(model, Policy({"layer1.0.conv2": 0.5}), inputs)
+    wrong = Policy(dict.fromkeys(space.names, 0.2), fingerprint={"architecture": space.architecture,
+                                                                  "groups": {"conv1": 32}})
+    with pytest.raises(PolicyError, match="conv1: policy 32 vs model 16"):
+        apply_policy(model, wrong, inputs)
+
+
+def test_saved_pruned_model_reloads_into_fresh_instance(setup, tmp_path) -> None:
+    model, inputs, space = setup
+    result = prune(model, space.policy([0.4] * len(space)), inputs)
+    save_pruned_model(tmp_path / "m", result.model, result.history)
+    fresh = load_pruned_model(resnet20(), tmp_path / "m", inputs).eval()
+    result.model.eval()
+    assert count_params(fresh) == count_params(result.model)
+    assert torch.allclose(fresh(inputs), result.model(inputs))
