@@ -215,6 +215,7 @@ def search(
     search_engine = _make_searcher(searcher, searcher_options)
     context = SearchContext(space=space, budget=budget, cost_model=cost_model, seed=seed)
     search_engine.setup(context)
+    run_executor = make_executor(executor)
 
     config = {
         "fingerprint": space.fingerprint,
@@ -239,7 +240,6 @@ def search(
             search_engine.load_state_dict(state)
         log.info("resuming %s with %d finished trials", run.path, len(rows))
 
-    run_executor = make_executor(executor)
     evaluator_obj = Evaluator(
         model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
         cost_model=cost_model, config=eval_config,

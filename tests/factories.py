@@ -1,0 +1,26 @@
+"""User-style factories, reachable as ``factories:tiny_model`` / ``factories:tiny_data`` in tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from autoprune.data import DataBundle
+
+
+def tiny_model(*, in_channels: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+    )
+
+
+def tiny_data(*, batch_size: int = 16, seed: int = 0, data_dir: str | None = None) -> DataBundle:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 2, 6, 6, generator=generator)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    data = TensorDataset(x, y)
+    return DataBundle("tiny", DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator),
+                      DataLoader(data, batch_size=32), DataLoader(data, batch_size=32), 2, 2, 6)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from autoprune import Policy
+from autoprune.cli import build_parser, main
+
+
+def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
+    run = tmp_path / "demo"
+    assert main(["demo", "--trials", "3", "--run-dir", str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert "best policy" in shown and "baseline" in shown and "pruned" in shown
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["pruned"]["flops_ratio"] <= 0.5 and summary["trials"] == 3
+    assert summary["pruned"]["accuracy"] > 0.5  # a trained model, finetuned after pruning
+    checkpoint = json.loads((run / "config.json").read_text())["checkpoint"]
+    out = tmp_path / "applied"
+    assert main(["apply", str(run / "best_policy.json"), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    assert (out / "pruned_state_dict.pt").exists() and (out / "pruning_history.json").exists()
+    assert "FLOPs" in capsys.readouterr().out
+
+
+def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
+    config = tmp_path / "search.yaml"
+    run = tmp_path / "run"
+    config.write_text(yaml.safe_dump({
+        "model": "small_cnn", "dataset": "digits", "budget": {"params": 0.6}, "searcher": "random",
+        "trials": 2, "evaluator": {"bn_batches": 2, "finetune_steps": 1, "val_batches": 1},
+        "final_finetune_steps": 2, "train": {"epochs": 2}, "run_dir": str(run),
+    }))
+    assert main(["search", str(config), "--trials", "2"]) == 0
+    assert len(json.loads((run / "summary.json").read_text())) > 0
+    assert main(["search", "--resume", str(run), "--trials", "3"]) == 0
+    assert json.loads((run / "summary.json").read_text())["trials"] == 3
+    policy = Policy.load(run / "best_policy.json")
+    assert policy.budget == {"metric": "params", "fraction": 0.6, "absolute": None}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "missing.yaml"], "does not exist"),
+        (["search", "--model", "resnet1000", "--trials", "1"], "unknown model 'resnet1000'"),
+        (["search", "--dataset", "imagenet", "--trials", "1"], "unknown dataset 'imagenet'"),
+        (["search", "--budget-flops", "2", "--trials", "1"], "fraction must be in (0, 1], got 2.0"),
+        (["search", "--budget-flops", "0.5", "--budget-params", "0.5"], "only one of"),
+        (["search", "--resume", "nowhere"], "not an autoprune run directory"),
+        (["search", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "dataset-fashion-mnist"),
+        (["apply", "nope.json", "--checkpoint", "x.pt", "--out", "o"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err.replace("\n", "")
+
+
+def test_config_file_errors_name_the_entry(tmp_path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("trails: 3\n")
+    assert main(["search", str(config)]) == 2
+    assert "trails" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["search", "demo", "train", "apply"])
+def test_help_explains_every_option(command, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    parser = build_parser()
+    sub = next(a for a in parser._subparsers._group_actions if a.choices).choices[command]
+    for action in sub._actions:
+        assert action.help, f"{command} option {action.option_strings or action.dest} has no help"
+    assert "usage" in text

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import torch
+
+from autoprune.cli import main
+from autoprune.data import FASHION_MNIST_DIR, load_dataset, load_digits, load_fashion_mnist
+from autoprune.errors import ConfigError, DataError, UnknownNameError
+from autoprune.models import MODELS, build_model
+
+
+def test_digits_split_is_fixed_and_standardized() -> None:
+    data = load_digits(batch_size=32, seed=0)
+    assert (data.in_channels, data.num_classes, data.image_size) == (1, 10, 8)
+    sizes = [len(loader.dataset) for loader in (data.train, data.val, data.test)]
+    assert sum(sizes) == 1797 and sizes[2] == 359
+    x, y = next(iter(data.train))
+    assert x.shape == (32, 1, 8, 8) and y.dtype == torch.int64
+    assert abs(float(data.train.dataset.tensors[0].mean())) < 0.1
+    other_seed = load_digits(seed=1)
+    assert torch.equal(other_seed.test.dataset.tensors[1], data.test.dataset.tensors[1])
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_local_idx_files() -> None:
+    data = load_fashion_mnist(limit=2000, batch_size=50)
+    assert (data.in_channels, data.image_size) == (1, 28)
+    assert len(data.test.dataset) == 10000 and len(data.train.dataset) + len(data.val.dataset) == 2000
+
+
+def test_bad_idx_files_and_missing_directories(tmp_path) -> None:
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        load_fashion_mnist(data_dir=tmp_path)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        with gzip.open(tmp_path / f"{stem}.gz", "wb") as fh:
+            fh.write(b"garbage!")
+    with pytest.raises(DataError, match="not an unsigned-byte IDX file"):
+        load_fashion_mnist(data_dir=tmp_path)
+
+
+def test_dataset_and_model_names() -> None:
+    with pytest.raises(UnknownNameError, match="'mnist'.*digits.*fashion-mnist"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match="takes no data_dir"):
+        load_dataset("digits", data_dir="/tmp")
+    with pytest.raises(UnknownNameError, match="'vgg'"):
+        build_model("vgg", in_channels=1, num_classes=10)
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_module'"):
+        build_model("no_such_module:f", in_channels=1, num_classes=10)
+    with pytest.raises(ConfigError, match="has no attribute 'nope'"):
+        build_model("factories:nope", in_channels=1, num_classes=10)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_builtin_models_run_on_small_grayscale_images(name: str) -> None:
+    model = build_model(name, in_channels=1, num_classes=7).eval()
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+
+
+def test_user_model_and_dataset_factories_through_the_cli(tmp_path) -> None:
+    run = tmp_path / "run"
+    argv = ["search", "--model", "factories:tiny_model", "--dataset", "factories:tiny_data", "--trials", "2",
+            "--finetune-steps", "1", "--bn-batches", "1", "--final-finetune-steps", "1", "--run-dir", str(run)]
+    assert main(argv) == 0
+    assert (run / "best_policy.json").exists()
+
+
+def test_train_command_caches_the_checkpoint(capsys) -> None:
+    argv = ["train", "--model", "factories:tiny_model", "--dataset", "factories:tiny_data", "--epochs", "1"]
+    assert main(argv) == 0
+    assert "trained checkpoint" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "cached checkpoint" in capsys.readouterr().out

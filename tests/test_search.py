@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import autoprune as ap
+from autoprune import evaluate as evaluate_module
+from autoprune.errors import BudgetError, ConfigError, RunDirError, UnknownNameError
+from autoprune.evaluate import count_flops
+from autoprune.models import small_cnn
+
+FAST = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2}
+
+
+def _search(model, digits, **kwargs):
+    options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val,
+                   test_data=digits.test, trials=4, evaluator=FAST, measure_latency=False)
+    options.update(kwargs)
+    return ap.search(model, digits.example_inputs(), **options)
+
+
+def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    result = _search(trained_cnn, digits, run_dir=run, final_finetune_steps=5, measure_latency=True)
+    assert {"config.json", "trials.csv", "trials.parquet", "searcher_state.pt", "best_policy.json",
+            "summary.json", "model"} <= {p.name for p in run.iterdir()}
+    assert not list(run.glob(".*.tmp"))
+    trials = result.trials
+    assert len(trials) == 4 and list(trials["trial_id"]) == [0, 1, 2, 3]
+    for column in ("accuracy", "flops", "params", "feasible", "fidelity", "seconds", "status", "node", "pid"):
+        assert column in trials.columns
+    assert [c for c in trials.columns if c.startswith("ratio:")] == [f"ratio:{n}" for n in result.space.names]
+    assert pd.read_parquet(run / "trials.parquet").equals(trials)
+    best = trials[trials["feasible"]].sort_values("accuracy", ascending=False).iloc[0]
+    assert result.best_policy == ap.Policy.load(run / "best_policy.json")
+    assert result.best_policy["stem.0"] == best["ratio:stem.0"]
+    # the exported model, counted independently, is within budget
+    fresh = ap.load_pruned_model(small_cnn(), run / "model", digits.example_inputs())
+    flops = count_flops(fresh, digits.example_inputs())
+    assert flops <= 0.5 * count_flops(trained_cnn, digits.example_inputs())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["pruned"]["flops"] == flops and summary["pruned"]["flops_ratio"] <= 0.5
+    assert 0 <= summary["pruned"]["accuracy"] <= 1 and summary["baseline"]["accuracy"] > 0.5
+    assert summary["baseline"]["latency_ms"] > 0 and summary["pruned"]["latency_ms"] > 0
+    fresh.eval()
+    result.pruned_model.eval()
+    x = next(iter(digits.test))[0]
+    assert torch.allclose(fresh(x), result.pruned_model(x), atol=1e-5)
+    assert not result.pareto.empty and result.pareto["accuracy"].is_monotonic_increasing
+
+
+def test_existing_run_dir_needs_resume_and_resume_extends(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    first = _search(trained_cnn, digits, run_dir=run, trials=2)
+    with pytest.raises(RunDirError, match="not empty.*resume=True"):
+        _search(trained_cnn, digits, run_dir=run, trials=2)
+    resumed = _search(trained_cnn, digits, run_dir=run, trials=5, resume=True)
+    assert list(resumed.trials["trial_id"]) == [0, 1, 2, 3, 4]
+    assert resumed.trials.iloc[:2].equals(first.trials)
+    # the same search in one go proposes the same policies: the searcher state was restored
+    straight = _search(trained_cnn, digits, trials=5)
+    ratio_cols = [c for c in straight.trials.columns if c.startswith("ratio:")]
+    assert resumed.trials[ratio_cols].equals(straight.trials[ratio_cols])
+    with pytest.raises(RunDirError, match="settings changed.*seed"):
+        _search(trained_cnn, digits, run_dir=run, trials=6, resume=True, seed=1)
+
+
+def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, digits, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = evaluate_module.finetune
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker exploded")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "finetune", flaky)
+    result = _search(trained_cnn, digits, trials=3)
+    assert list(result.trials["status"]) == ["ok", "failed", "ok"]
+    assert "worker exploded" in result.trials.loc[1, "error"]
+    assert result.best_policy is not None
+
+
+def test_uniform_searcher_runs_one_evaluation(trained_cnn, digits) -> None:
+    result = _search(trained_cnn, digits, searcher="uniform", trials=10)
+    assert len(result.trials) == 1 and result.best_policy is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"trials": 0}, ConfigError, "trials must be an integer >= 1, got 0"),
+        ({"budget": 0.5}, BudgetError, "Budget.flops"),
+        ({"budget": ap.Budget.flops(0.001)}, BudgetError, "cannot be met"),
+        ({"searcher": "annealing"}, UnknownNameError, "'annealing'.*random.*uniform"),
+        ({"searcher_options": {"temperature": 3}}, ConfigError, "temperature"),
+        ({"evaluator": {"finetune": 3}}, ConfigError, "unknown evaluator options"),
+        ({"executor": "slurm"}, UnknownNameError, "'slurm'.*local"),
+    ],
+)
+def test_bad_arguments_raise_autoprune_errors(trained_cnn, digits, kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        _search(trained_cnn, digits, **kwargs)
