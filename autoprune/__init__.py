@@ -39,8 +39,8 @@ _LAZY = {
     "Score": ("autoprune.evaluate", "Score"),
     "Searcher": ("autoprune.searcher", "Searcher"),
     "Trial": ("autoprune.searcher", "Trial"),
-    "search": ("autoprune.search", "search"),
-    "SearchResult": ("autoprune.search", "SearchResult"),
+    "search": ("autoprune.loop", "search"),
+    "SearchResult": ("autoprune.loop", "SearchResult"),
     "load_pruned_model": ("autoprune.export", "load_pruned_model"),
 }
 

@@ -17,7 +17,7 @@ from autoprune.errors import ConfigError
 from autoprune.evaluate import EvaluatorConfig
 from autoprune.models import build_model
 from autoprune.options import from_mapping
-from autoprune.search import Progress, SearchResult, search
+from autoprune.loop import Progress, SearchResult, search
 from autoprune.train import TrainConfig, trained_model
 from search_spaces.presets import available_presets
 

@@ -1,4 +1,4 @@
-"""search(): the one loop. space → searcher ⇄ executor → SearchResult (+ run directory)."""
+"""search(): the one loop (module named loop so it never shadows the ``autoprune.search`` function). space → searcher ⇄ executor → SearchResult (+ run directory)."""
 
 from __future__ import annotations
 
