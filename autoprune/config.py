@@ -15,9 +15,9 @@ from autoprune.budget import Budget
 from autoprune.data import DataBundle, load_dataset
 from autoprune.errors import ConfigError
 from autoprune.evaluate import EvaluatorConfig
+from autoprune.loop import Progress, SearchResult, search
 from autoprune.models import build_model
 from autoprune.options import from_mapping
-from autoprune.loop import Progress, SearchResult, search
 from autoprune.train import TrainConfig, trained_model
 from search_spaces.presets import available_presets
 

@@ -1,4 +1,7 @@
-"""search(): the one loop (module named loop so it never shadows the ``autoprune.search`` function). space → searcher ⇄ executor → SearchResult (+ run directory)."""
+"""search(): the one loop. space → searcher ⇄ executor → SearchResult (+ run directory).
+
+The module is named ``loop`` so that it never shadows the ``autoprune.search`` function.
+"""
 
 from __future__ import annotations
 
