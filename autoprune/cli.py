@@ -20,7 +20,6 @@ from autoprune.errors import AutopruneError
 console = Console(stderr=True)
 out = Console()
 
-DEMO_TRIALS = 40
 
 
 def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
@@ -147,13 +146,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from autoprune.config import SearchConfig
+    from autoprune.config import demo_config
 
-    config = SearchConfig(
-        model="small_cnn", dataset="digits", budget={"flops": 0.5}, searcher="random", trials=args.trials,
-        evaluator={"bn_batches": 5, "finetune_steps": 20}, final_finetune_steps=300, run_dir=args.run_dir,
-        seed=args.seed,
-    )
+    config = demo_config(trials=args.trials, run_dir=args.run_dir, seed=args.seed)
     out.print(f"autoprune demo: {config.model} on {config.dataset}, {config.searcher} search, "
               f"{config.trials} trials, budget {config.budget}")
     _report(_run(config, resume=False))
@@ -236,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and search at 50%% FLOPs",
                        description="The quickstart: small CNN on scikit-learn's digits, random search at 50%% FLOPs, "
                        "then the best policy is finetuned and compared with the baseline.")
-    p.add_argument("--trials", type=int, default=DEMO_TRIALS, help=f"evaluations (default {DEMO_TRIALS})")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--trials", type=int, help="evaluations (default 40)")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--run-dir", help="output directory (default runs/small_cnn-digits-<time>)")
     p.set_defaults(func=cmd_demo)
 

@@ -100,6 +100,14 @@ class SearchConfig:
         return str(Path("runs") / f"{self.model}-{self.dataset}-{stamp}".replace(":", "_"))
 
 
+def demo_config(**overrides: Any) -> SearchConfig:
+    """The ``autoprune demo`` search: small CNN on digits, random search, 50% FLOPs (docs/examples/demo.yaml)."""
+    return SearchConfig(
+        model="small_cnn", dataset="digits", budget={"flops": 0.5}, searcher="random", trials=40,
+        evaluator={"bn_batches": 5, "finetune_steps": 20}, final_finetune_steps=300,
+    ).with_overrides(**overrides)
+
+
 def load_model_and_data(
     config: SearchConfig, *, on_epoch: Callable[[int, float], None] | None = None
 ) -> tuple[torch.nn.Module, DataBundle, dict[str, Any]]:

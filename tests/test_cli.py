@@ -77,3 +77,16 @@ def test_help_explains_every_option(command, capsys) -> None:
     for action in sub._actions:
         assert action.help, f"{command} option {action.option_strings or action.dest} has no help"
     assert "usage" in text
+
+
+def test_documented_example_configs_are_valid() -> None:
+    from pathlib import Path
+
+    from autoprune.config import SearchConfig, demo_config
+
+    examples = sorted((Path(__file__).parent.parent / "docs" / "examples").glob("*.yaml"))
+    assert len(examples) >= 2
+    for path in examples:
+        config = SearchConfig.from_yaml(path)
+        assert config.trials >= 1 and config.budget
+    assert SearchConfig.from_yaml(examples[0].parent / "demo.yaml") == demo_config()
