@@ -250,14 +250,12 @@ def search(
     run_executor.start(evaluator_obj)
     best_acc: float | None = None
     try:
-        exhausted = False
         while len(rows) < trials:
-            while not exhausted and run_executor.in_flight < run_executor.capacity and (
-                len(rows) + run_executor.in_flight < trials
-            ):
+            # None from ask() means "nothing to propose now": ask again once running trials report back,
+            # and stop when nothing is running.
+            while run_executor.in_flight < run_executor.capacity and len(rows) + run_executor.in_flight < trials:
                 trial = search_engine.ask()
                 if trial is None:
-                    exhausted = True
                     break
                 run_executor.submit(trial)
             if run_executor.in_flight == 0:

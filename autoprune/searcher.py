@@ -52,7 +52,8 @@ class Searcher(abc.ABC):
 
     Lifecycle: ``setup(context)`` once, then any interleaving of ``ask()`` and ``tell()``; several
     ``ask()`` calls may precede the matching ``tell()`` calls, which may arrive in any order (parallel
-    executors). ``ask()`` returns None when the searcher has nothing more to propose. ``state_dict()``
+    executors). ``ask()`` returns None when the searcher has nothing to propose until running trials
+    report back; ``search()`` asks again after each completion and stops once nothing is running. ``state_dict()``
     and ``load_state_dict()`` make a search resumable; a state dict may hold numpy arrays and tensors.
 
     Subclasses implement ``_ask`` and may override ``_tell``; ids are handed out here.
@@ -80,7 +81,7 @@ class Searcher(abc.ABC):
         """Hook for subclasses: initialise state that depends on the space or the seed."""
 
     def ask(self) -> Trial | None:
-        """The next trial to evaluate, or None when this searcher has nothing more to propose."""
+        """The next trial to evaluate, or None when there is nothing to propose (now, or ever)."""
         policy = self._ask()
         if policy is None:
             return None
