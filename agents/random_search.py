@@ -26,7 +26,7 @@ class RandomSearcher(SeededSearcher):
             raise ConfigError(f"random searcher fit={fit!r} is not accepted; accepted: {', '.join(self.FITS)}")
         self.fit = fit
 
-    def _ask(self) -> Policy:
+    def _ask(self, trial_id: int) -> Policy:
         ratios = {g.name: float(self.rng.uniform(0.0, g.max_ratio)) for g in self.context.space}
         if self.fit == "budget":
             ratios = tighten(ratios, self.context.cost_model, self.context.budget)

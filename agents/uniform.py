@@ -18,7 +18,7 @@ class UniformSearcher(Searcher):
         super().__init__()
         self._done = False
 
-    def _ask(self) -> Policy | None:
+    def _ask(self, trial_id: int) -> Policy | None:
         if self._done:
             return None
         self._done = True

@@ -15,15 +15,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError, RunDirError
 
 console = Console(stderr=True)
 out = Console()
 
 
 
+_OVERRIDES: list[argparse.Action] = []
+
+
 def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("overrides (take precedence over the config file)")
+    before = len(group._group_actions)
     group.add_argument("--model", help="built-in model (small_cnn, resnet20, resnet56, mobilenet_v2) "
                        "or package.module:factory(in_channels=, num_classes=)")
     group.add_argument("--dataset", help="digits (embedded), fashion-mnist (local IDX files), cifar10 "
@@ -43,6 +47,7 @@ def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--importance", help="channel importance: l1, l2, bn_scale, taylor, random")
     group.add_argument("--final-finetune-steps", type=int, help="finetune steps for the best policy at the end")
     group.add_argument("--run-dir", help="output directory (must be empty unless --resume)")
+    _OVERRIDES[:] = group._group_actions[before:]
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -129,18 +134,28 @@ def _report(result: Any) -> None:
         out.print(f"run directory: {result.run_dir}")
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
-    if args.resume is not None:
-        saved = Path(args.resume) / "config.json"
-        if not saved.exists():
-            raise AutopruneError(f"--resume {args.resume!r}: no config.json there; not an autoprune run directory")
-        from autoprune.config import SearchConfig
+def _resume_config(args: argparse.Namespace) -> Any:
+    from autoprune.config import SearchConfig
 
-        stored = json.loads(saved.read_text()).get("config", {})
-        config = SearchConfig.from_dict(stored, source=str(saved)).with_overrides(
-            trials=args.trials, run_dir=args.resume
+    others = [a.option_strings[0] for a in _OVERRIDES if a.dest != "trials" and getattr(args, a.dest) is not None]
+    if args.config or others:
+        given = [args.config] if args.config else []
+        raise ConfigError(
+            f"--resume continues a run with its saved settings; only --trials may change (got {given + others})"
         )
+    saved = Path(args.resume) / "config.json"
+    if not saved.exists():
+        raise RunDirError(f"--resume {args.resume!r}: no config.json there; not an autoprune run directory")
+    stored = json.loads(saved.read_text()).get("config")
+    if stored is None:
+        raise RunDirError(
+            f"{args.resume!r} was started from Python, not the CLI; resume it with search(..., resume=True)"
+        )
+    return SearchConfig.from_dict(stored, source=str(saved)).with_overrides(trials=args.trials, run_dir=args.resume)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    config = _resume_config(args) if args.resume is not None else _config_from_args(args)
     _report(_run(config, resume=args.resume is not None))
     return 0
 
@@ -177,30 +192,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    import torch
-
     from autoprune.data import load_dataset
     from autoprune.evaluate import count_flops, count_params
     from autoprune.export import save_pruned_model
+    from autoprune.inputs import shapes
     from autoprune.models import build_model
     from autoprune.policy import Policy
     from autoprune.pruning import prune
-    from search_spaces import SearchSpace, available_presets
+    from autoprune.train import load_checkpoint
+    from search_spaces.space import architecture_name
 
     policy = Policy.load(args.policy)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
-    path = Path(args.checkpoint)
-    if not path.exists():
-        raise AutopruneError(f"checkpoint {str(path)!r} does not exist")
-    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    load_checkpoint(model, args.checkpoint, name=f"model {args.model!r}")
     inputs = data.example_inputs()
-    preset = args.preset or (args.model if args.model in available_presets() else None)
-    space = SearchSpace.from_model(model, inputs, preset=preset, round_to=args.round_to)
-    policy.validate(space)
-    result = prune(model, policy, inputs, importance=args.importance, data=data.train, round_to=space[0].round_to)
+    result = prune(model, policy, inputs, importance=args.importance, data=data.train)
     save_pruned_model(args.out, result.model, result.history,
-                      meta={"architecture": space.architecture, "input_shape": list(inputs.shape),
+                      meta={"architecture": architecture_name(model), "input_shape": shapes(inputs),
                             "policy": str(Path(args.policy).resolve())})
     base_flops, flops = count_flops(model, inputs), count_flops(result.model, inputs)
     out.print(f"pruned model written to {args.out} (state dict + pruning history)")
@@ -258,8 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="small_cnn", help="model the checkpoint belongs to (default small_cnn)")
     p.add_argument("--dataset", default="digits", help="dataset that sets the input shape (default digits)")
     p.add_argument("--data-dir", help="dataset directory")
-    p.add_argument("--preset", help="search-space preset used by the search (default: the model's, if any)")
-    p.add_argument("--round-to", type=int, help="channel rounding used by the search (default 1)")
     p.add_argument("--importance", default="l1", help="channel importance (default l1)")
     p.set_defaults(func=cmd_apply)
     return parser

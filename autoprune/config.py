@@ -17,9 +17,9 @@ from autoprune.errors import ConfigError
 from autoprune.evaluate import EvaluatorConfig
 from autoprune.loop import Progress, SearchResult, search
 from autoprune.models import build_model
-from autoprune.options import from_mapping
-from autoprune.train import TrainConfig, trained_model
-from search_spaces.presets import available_presets
+from autoprune.options import check_int, check_number, check_str, from_mapping
+from autoprune.train import TrainConfig, load_checkpoint, trained_model
+from search_spaces.presets import default_preset
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class SearchConfig:
         searcher_options: keyword options for the searcher.
         trials: evaluations to run.
         seed: seed for data order, searcher and evaluations.
-        evaluator: per-candidate recovery (bn_batches, finetune_steps, lr, val_batches, importance).
+        evaluator: per-candidate recovery; entries left out take :class:`EvaluatorConfig`'s defaults.
         final_finetune_steps: finetune steps for the best policy before the final report.
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
         preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
@@ -55,7 +55,7 @@ class SearchConfig:
     searcher_options: dict[str, Any] = field(default_factory=dict)
     trials: int = 40
     seed: int = 0
-    evaluator: dict[str, Any] = field(default_factory=lambda: {"bn_batches": 5, "finetune_steps": 20})
+    evaluator: dict[str, Any] = field(default_factory=dict)
     final_finetune_steps: int = 300
     run_dir: str | None = None
     preset: str | None = None
@@ -67,6 +67,22 @@ class SearchConfig:
         for name in ("train", "searcher_options", "evaluator", "budget"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"config entry {name!r} must be a mapping, got {getattr(self, name)!r}")
+        for name in ("model", "dataset", "searcher"):
+            check_str(f"config entry {name!r}", getattr(self, name))
+        for name in ("data_dir", "checkpoint", "run_dir", "preset"):
+            if getattr(self, name) is not None:
+                check_str(f"config entry {name!r}", getattr(self, name))
+        check_int("config entry 'trials'", self.trials, low=1)
+        check_int("config entry 'seed'", self.seed, low=0)
+        check_int("config entry 'final_finetune_steps'", self.final_finetune_steps, low=0)
+        if self.batch_size is not None:
+            check_int("config entry 'batch_size'", self.batch_size, low=1)
+        if self.round_to is not None:
+            check_int("config entry 'round_to'", self.round_to, low=1)
+        if self.max_ratio is not None:
+            check_number("config entry 'max_ratio'", self.max_ratio, low=0, inclusive=False)
+        if not isinstance(self.ignore, list) or not all(isinstance(n, str) for n in self.ignore):
+            raise ConfigError(f"config entry 'ignore' must be a list of module names, got {self.ignore!r}")
         Budget.from_dict(self.budget)
         EvaluatorConfig.from_dict(self.evaluator)
         from_mapping(TrainConfig, self.train, what="train options")
@@ -115,15 +131,8 @@ def load_model_and_data(
     data = load_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, data_dir=config.data_dir)
     model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes)
     if config.checkpoint is not None:
-        path = Path(config.checkpoint)
-        if not path.exists():
-            raise ConfigError(f"checkpoint {str(path)!r} does not exist")
-        try:
-            model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-        except (RuntimeError, KeyError) as exc:
-            raise ConfigError(f"checkpoint {str(path)!r} does not fit model {config.model!r}: {exc}") from exc
-        model.eval()
-        info = {"checkpoint": str(path), "trained_now": False}
+        load_checkpoint(model, config.checkpoint, name=f"model {config.model!r}")
+        info = {"checkpoint": config.checkpoint, "trained_now": False}
     else:
         recipe = from_mapping(TrainConfig, config.train, what="train options")
         model, path, trained = trained_model(config.model, model, data, recipe, on_epoch=on_epoch)
@@ -156,7 +165,7 @@ def run_search(
         seed=config.seed,
         evaluator=config.evaluator,
         final_finetune_steps=config.final_finetune_steps,
-        preset=config.preset or (config.model if config.model in available_presets() else None),
+        preset=config.preset or default_preset(config.model),
         ignore=config.ignore,
         round_to=config.round_to,
         max_ratio=config.max_ratio,

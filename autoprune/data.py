@@ -19,7 +19,11 @@ FASHION_MNIST_DIR = Path(os.environ.get("AUTOPRUNE_FASHION_MNIST_DIR", "/usr/sha
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Loaders and shapes for one dataset. ``val`` is a fixed split of the training set; ``test`` is held out."""
+    """Loaders and shapes for one dataset. ``val`` is a fixed split of the training set; ``test`` is held out.
+
+    ``split_key`` identifies the train/val split and batching (it keys cached baseline checkpoints, so a
+    checkpoint never saw another split's validation images); user factories should set it.
+    """
 
     name: str
     train: DataLoader
@@ -28,6 +32,7 @@ class DataBundle:
     in_channels: int
     num_classes: int
     image_size: int
+    split_key: str = ""
 
     def example_inputs(self, batch: int = 1) -> torch.Tensor:
         """A zero tensor shaped like ``batch`` inputs (for tracing and FLOPs counting)."""
@@ -54,6 +59,8 @@ def _bundle(
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_val = max(1, int(len(x_train) * val_fraction))
     val_idx, train_idx = order[:n_val], order[n_val:]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= len(train_idx):
+        raise DataError(f"batch_size must be an integer in [1, {len(train_idx)}] for {name}, got {batch_size!r}")
 
     def dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
@@ -68,6 +75,7 @@ def _bundle(
         in_channels=x_train.shape[1],
         num_classes=num_classes,
         image_size=x_train.shape[2],
+        split_key=f"{name}:seed={seed}:val={val_fraction}:batch={batch_size}:n={len(x_train)}",
     )
 
 

@@ -34,6 +34,10 @@ class RunDirError(AutopruneError):
     """A run directory is missing, incomplete, or would be overwritten."""
 
 
+class EvaluationFailedError(AutopruneError):
+    """Every evaluation of a search failed: the setup, not the candidates, is at fault."""
+
+
 class DataError(AutopruneError, ValueError):
     """A dataset or data loader cannot be used as given."""
 

@@ -14,8 +14,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.budget import Budget, CostModel
-from autoprune.errors import ConfigError, DataError, unknown_name
-from autoprune.options import from_mapping
+from autoprune.errors import AutopruneError, DataError, unknown_name
+from autoprune.inputs import as_tuple
+from autoprune.options import check_int, check_number, from_mapping
 from autoprune.policy import Policy
 from autoprune.pruning import IMPORTANCES, prune
 
@@ -39,7 +40,7 @@ class EvaluatorConfig:
     """
 
     bn_batches: int = 10
-    finetune_steps: int = 0
+    finetune_steps: int = 20
     lr: float = 0.01
     weight_decay: float = 0.0
     val_batches: int | None = None
@@ -47,18 +48,13 @@ class EvaluatorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("bn_batches", "finetune_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"evaluator {name} must be an integer >= 0, got {value!r}")
-        if self.val_batches is not None and (
-            isinstance(self.val_batches, bool) or not isinstance(self.val_batches, int) or self.val_batches < 1
-        ):
-            raise ConfigError(f"evaluator val_batches must be an integer >= 1 or None, got {self.val_batches!r}")
-        for name in ("lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"evaluator {name} must be a number >= 0, got {value!r}")
+        check_int("evaluator bn_batches", self.bn_batches, low=0)
+        check_int("evaluator finetune_steps", self.finetune_steps, low=0)
+        check_int("evaluator seed", self.seed, low=0)
+        if self.val_batches is not None:
+            check_int("evaluator val_batches", self.val_batches, low=1)
+        check_number("evaluator lr", self.lr, low=0)
+        check_number("evaluator weight_decay", self.weight_decay, low=0)
         if self.importance not in IMPORTANCES:
             raise unknown_name("importance", self.importance, list(IMPORTANCES))
 
@@ -83,7 +79,6 @@ class Score:
         feasible: whether the pruned model meets the budget.
         fidelity: finetune steps spent on this candidate.
         seconds: wall time of the evaluation.
-        latency_ms: measured latency if the evaluator measured it, else None.
         status: ``ok`` or ``failed``.
         error: the failure, if any.
     """
@@ -95,7 +90,6 @@ class Score:
     feasible: bool
     fidelity: int
     seconds: float
-    latency_ms: float | None = None
     status: str = "ok"
     error: str | None = None
 
@@ -114,7 +108,7 @@ class Score:
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:
     """FLOPs of one forward pass on ``example_inputs``, counted by ``torch.utils.flop_counter``."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_tuple(example_inputs)
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -174,7 +168,11 @@ def finetune(model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_
 
 
 def validate(model: nn.Module, data: Iterable, *, batches: int | None = None) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy over ``batches`` batches of ``data`` (all if None)."""
+    """Top-1 accuracy and mean cross-entropy over ``batches`` batches of ``data`` (all if None).
+
+    The model is scored in eval mode and left in the mode it was in.
+    """
+    was_training = model.training
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
     with torch.no_grad():
@@ -183,6 +181,7 @@ def validate(model: nn.Module, data: Iterable, *, batches: int | None = None) ->
             loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             correct += (logits.argmax(dim=1) == targets).sum().item()
             total += targets.numel()
+    model.train(was_training)
     if total == 0:
         raise DataError("the validation data yielded no samples")
     loss = loss_sum / total
@@ -264,10 +263,15 @@ class Evaluator:
                 generator.manual_seed(self.config.seed)
 
     def evaluate_safely(self, policy: Policy, *, fidelity: int | None = None) -> Score:
-        """Like :meth:`evaluate`, but any exception becomes a failed Score (the search goes on)."""
+        """Like :meth:`evaluate`, but an exception becomes a failed Score and the search goes on.
+
+        An :class:`AutopruneError` (bad data, policy or options) is raised: no trial could succeed.
+        """
         start = time.perf_counter()
         try:
             return self.evaluate(policy, fidelity=fidelity)
+        except AutopruneError:
+            raise  # bad input (data, policy, options): every trial would fail the same way
         except Exception as exc:
             steps = self.config.finetune_steps if fidelity is None else fidelity
             return Score.failed(exc, fidelity=steps, seconds=time.perf_counter() - start)

@@ -8,12 +8,14 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
+from autoprune.inputs import as_tuple
+
 
 def measure_latency_ms(
     model: nn.Module, example_inputs: Any, *, threads: int = 1, min_run_time: float = 0.3
 ) -> float:
     """Median wall time of one forward pass in milliseconds, in eval mode without gradients."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_tuple(example_inputs)
     was_training = model.training
     model.eval()
     timer = benchmark.Timer(

@@ -18,7 +18,7 @@ from torch import nn
 
 from autoprune import rundir as rd
 from autoprune.budget import Budget, CostModel
-from autoprune.errors import AutopruneError, BudgetError, ConfigError
+from autoprune.errors import AutopruneError, BudgetError, ConfigError, EvaluationFailedError
 from autoprune.evaluate import (
     Evaluator,
     EvaluatorConfig,
@@ -31,6 +31,7 @@ from autoprune.evaluate import (
 )
 from autoprune.executors import Completed, Executor, make_executor
 from autoprune.export import save_pruned_model
+from autoprune.inputs import batch_size, shapes
 from autoprune.latency import measure_latency_ms
 from autoprune.policy import Policy
 from autoprune.registry import searcher_class
@@ -85,6 +86,8 @@ def _make_searcher(searcher: str | Searcher, options: Mapping[str, Any] | None) 
     if not isinstance(searcher, str):
         raise ConfigError(f"searcher must be a name or a Searcher instance, got {type(searcher).__name__}")
     cls = searcher_class(searcher)
+    if not (isinstance(cls, type) and issubclass(cls, Searcher)):
+        raise ConfigError(f"searcher {searcher!r} is {cls!r}, not an autoprune.Searcher subclass")
     try:
         return cls(**dict(options or {}))
     except TypeError as exc:
@@ -112,11 +115,10 @@ def _row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str
 def _table(rows: Sequence[Mapping[str, Any]], space: SearchSpace) -> pd.DataFrame:
     columns = [
         "trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible",
-        "fidelity", "seconds", "latency_ms", "error", "node", "pid", *(RATIO_PREFIX + n for n in space.names),
+        "fidelity", "seconds", "error", "node", "pid", *(RATIO_PREFIX + n for n in space.names),
     ]
     table = pd.DataFrame(list(rows), columns=columns)
     table["error"] = table["error"].astype("string")
-    table["latency_ms"] = table["latency_ms"].astype("float64")
     return table.sort_values("trial_id", kind="stable").reset_index(drop=True)
 
 
@@ -216,8 +218,6 @@ def search(
     cost_model = CostModel(space)
     cost_model.check_reachable(budget)
     search_engine = _make_searcher(searcher, searcher_options)
-    context = SearchContext(space=space, budget=budget, cost_model=cost_model, seed=seed)
-    search_engine.setup(context)
     run_executor = make_executor(executor)
 
     config = {
@@ -229,18 +229,32 @@ def search(
         "evaluator": eval_config.to_dict(),
         "trials": trials,
         "final_finetune_steps": final_finetune_steps,
-        "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space[0].round_to},
+        "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
+                  "max_ratios": space.max_ratios},
         **dict(run_config or {}),
     }
     run = rd.RunDir(run_dir) if run_dir is not None else None
+    resuming = run is not None and run.prepare(config, resume=resume)
+    context = SearchContext(
+        space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
+        run_dir=run.path if run else None, model=model, example_inputs=example_inputs,
+    )
+    try:
+        search_engine.setup(context)
+    except Exception:
+        if run is not None and not resuming:
+            run.discard()  # nothing ran: leave no half-made run directory behind
+        raise
     rows: list[dict[str, Any]] = []
-    if run is not None and run.prepare(config, resume=resume):
+    if resuming:
         previous = run.read_trials()
         state = run.read_searcher_state()
         if previous is not None:
             rows = previous.to_dict("records")
         if state is not None:
             search_engine.load_state_dict(state)
+        if rows:
+            search_engine.skip_ids_below(max(int(r["trial_id"]) for r in rows) + 1)
         log.info("resuming %s with %d finished trials", run.path, len(rows))
 
     evaluator_obj = Evaluator(
@@ -266,15 +280,19 @@ def search(
                 if done.score.ok and done.score.feasible:
                     best_acc = max(best_acc or 0.0, done.score.accuracy)
                 log.info("trial %d: %s", done.trial.id, _describe(done.score))
-                if run is not None:
-                    run.write_trials(_table(rows, space))
+                if run is not None:  # state first: a crash in between loses this row, never repeats it
                     run.write_searcher_state(search_engine.state_dict())
+                    run.write_trials(_table(rows, space))
                 if progress is not None:
                     progress(Progress("trial", len(rows), trials, best_acc, _describe(done.score)))
     finally:
         run_executor.close()
 
     table = _table(rows, space)
+    if len(table) and (table["status"] != "ok").all():
+        raise EvaluationFailedError(
+            f"all {len(table)} trials failed; the first error was: {table['error'].iloc[0]}"
+        )
     full = eval_config.finetune_steps
     result = SearchResult(
         best_policy=None, trials=table, pareto=pareto_front(table, full), space=space,
@@ -344,7 +362,7 @@ def _finalize(
         pruned_ms = measure_latency_ms(pruned.model, example_inputs)
         summary["baseline"]["latency_ms"], summary["pruned"]["latency_ms"] = base_ms, pruned_ms
         summary["latency_speedup"] = base_ms / pruned_ms
-        summary["latency_setting"] = {"threads": 1, "batch": _batch_size(example_inputs), "device": "cpu"}
+        summary["latency_setting"] = {"threads": 1, "batch": batch_size(example_inputs), "device": "cpu"}
     scores = {"search_accuracy": float(best["accuracy"]), "final_accuracy": acc, "flops": flops,
               "params": summary["pruned"]["params"], "flops_ratio": summary["pruned"]["flops_ratio"]}
     result.best_policy = policy.with_metadata(budget=budget.to_dict(), scores=scores)
@@ -354,17 +372,8 @@ def _finalize(
         result.best_policy.save(run.file(rd.BEST_POLICY))
         save_pruned_model(
             run.file(rd.MODEL_DIR), pruned.model, pruned.history,
-            meta={"architecture": space.architecture, "input_shape": _input_shape(example_inputs),
+            meta={"architecture": space.architecture, "input_shape": shapes(example_inputs),
                   "load": "autoprune.load_pruned_model(fresh_model, this_directory, example_inputs)"},
         )
         run.write_summary({**summary, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
-
-def _batch_size(example_inputs: Any) -> int:
-    first = example_inputs if not isinstance(example_inputs, (tuple, list)) else example_inputs[0]
-    return int(first.shape[0])
-
-
-def _input_shape(example_inputs: Any) -> list[list[int]]:
-    items = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    return [list(x.shape) for x in items]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -9,6 +10,26 @@ from typing import Any, TypeVar
 from autoprune.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def check_int(name: str, value: object, *, low: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_number(name: str, value: object, *, low: float, inclusive: bool = True) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a real number >= ``low`` (> with ``inclusive=False``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < low or (not inclusive and value == low):
+        relation = ">=" if inclusive else ">"
+        raise ConfigError(f"{name} must be a number {relation} {low}, got {value!r}")
+
+
+def check_str(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | T | None, *, what: str) -> T:

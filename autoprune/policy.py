@@ -98,12 +98,16 @@ class Policy(Mapping[str, float]):
         return [self.ratios[n] for n in names]
 
     # -- validation --------------------------------------------------------------------------------
-    def validate(self, space: _Space) -> None:
-        """Check the policy fits ``space``: same architecture and groups, ratios within bounds.
+    def validate(self, space: _Space, *, partial: bool = False) -> None:
+        """Check the policy fits ``space``: same architecture, rounding and groups, ratios within bounds.
+
+        Args:
+            space: the search space of the model the policy is for.
+            partial: allow groups of the space to be missing (they keep all their channels).
 
         Raises:
             PolicyError: naming the unknown or missing groups, the out-of-range ratios, or the
-                architecture mismatch.
+                architecture, channel count or rounding mismatch.
         """
         if self.fingerprint is not None:
             arch = self.fingerprint.get("architecture")
@@ -117,8 +121,13 @@ class Policy(Mapping[str, float]):
             if changed:
                 detail = ", ".join(f"{n}: {theirs[n]} vs {ours[n]}" for n in changed)
                 raise PolicyError(f"policy's channel counts differ from the model's (policy vs model): {detail}")
+            rounding = self.fingerprint.get("round_to", space.fingerprint["round_to"])
+            if rounding != space.fingerprint["round_to"]:
+                raise PolicyError(
+                    f"policy was made with round_to={rounding}, the space uses round_to={space.fingerprint['round_to']}"
+                )
         unknown = sorted(set(self.ratios) - set(space.names))
-        missing = [n for n in space.names if n not in self.ratios]
+        missing = [] if partial else [n for n in space.names if n not in self.ratios]
         if unknown or missing:
             parts = []
             if unknown:

@@ -8,6 +8,7 @@ from typing import Any
 from autoprune.errors import ConfigError, unknown_name
 
 SEARCHERS: dict[str, str] = {
+    "amc": "agents.amc:AMCSearcher",
     "random": "agents.random_search:RandomSearcher",
     "uniform": "agents.uniform:UniformSearcher",
 }

@@ -21,7 +21,7 @@ BEST_POLICY = "best_policy.json"
 MODEL_DIR = "model"
 SUMMARY = "summary.json"
 # Settings that must match when a search is resumed (trials may grow).
-RESUME_KEYS = ("fingerprint", "budget", "searcher", "searcher_options", "seed", "evaluator")
+RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator")
 
 
 class RunDir:
@@ -64,6 +64,12 @@ class RunDir:
             raise RunDirError(f"cannot resume {str(self.path)!r}: the search settings changed ({detail})")
         atomic_write_json(self.file(CONFIG), dict(config))
         return True
+
+    def discard(self) -> None:
+        """Remove a run directory that was just created and holds nothing but its config."""
+        self.file(CONFIG).unlink(missing_ok=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def write_trials(self, trials: pd.DataFrame) -> None:
         atomic_write(self.file(TRIALS_PARQUET), lambda tmp: trials.to_parquet(tmp, index=False))

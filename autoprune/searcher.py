@@ -14,6 +14,10 @@ from autoprune.errors import ConfigError
 from autoprune.policy import Policy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
+
     from autoprune.evaluate import Score
     from search_spaces.space import SearchSpace
 
@@ -29,12 +33,27 @@ class Trial:
 
 @dataclass(frozen=True)
 class SearchContext:
-    """What a searcher gets to know about the problem, once, before the first ask."""
+    """What a searcher gets to know about the problem, once, before the first ask.
+
+    Attributes:
+        space: the search space (groups, bounds, features).
+        budget: the budget every evaluated policy should meet.
+        cost_model: exact analytic FLOPs/params of a policy.
+        seed: the search seed.
+        trials: how many evaluations the search will run (None: unknown).
+        run_dir: the run directory, for searchers that keep files of their own (None: in memory).
+        model: the unpruned model, for searchers that rank channels by weights (e.g. ``global``).
+        example_inputs: inputs for tracing ``model``.
+    """
 
     space: SearchSpace
     budget: Budget
     cost_model: CostModel
     seed: int
+    trials: int | None = None
+    run_dir: Path | None = None
+    model: nn.Module | None = None
+    example_inputs: Any = None
 
     def feasible(self, ratios: Mapping[str, float]) -> bool:
         return self.cost_model.feasible(ratios, self.budget)
@@ -82,7 +101,7 @@ class Searcher(abc.ABC):
 
     def ask(self) -> Trial | None:
         """The next trial to evaluate, or None when there is nothing to propose (now, or ever)."""
-        policy = self._ask()
+        policy = self._ask(self._next_id)
         if policy is None:
             return None
         trial = Trial(self._next_id, policy)
@@ -98,11 +117,15 @@ class Searcher(abc.ABC):
         self._tell(trial, score)
 
     @abc.abstractmethod
-    def _ask(self) -> Policy | None:
-        """Propose a policy (validated against the space), or None to stop."""
+    def _ask(self, trial_id: int) -> Policy | None:
+        """Propose a policy (validated against the space) for trial ``trial_id``, or None."""
 
     def _tell(self, trial: Trial, score: Score) -> None:  # noqa: B027 (optional hook)
         """Learn from a score. Default: nothing (non-adaptive searchers)."""
+
+    def skip_ids_below(self, first_free: int) -> None:
+        """Never hand out an id below ``first_free`` (ids already used by recorded trials)."""
+        self._next_id = max(self._next_id, first_free)
 
     @property
     def pending(self) -> tuple[int, ...]:

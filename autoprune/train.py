@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from autoprune.data import DataBundle
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, DataError
 from autoprune.evaluate import validate
 from autoprune.io import atomic_write, atomic_write_json
+from autoprune.options import check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,23 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        check_int("train epochs", self.epochs, low=1)
+        check_int("train seed", self.seed, low=0)
+        check_number("train lr", self.lr, low=0, inclusive=False)
+        check_number("train weight_decay", self.weight_decay, low=0)
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, *, name: str = "model") -> nn.Module:
+    """Load a state dict file into ``model`` (``weights_only=True``); clear errors for a missing or unfit file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"checkpoint {str(path)!r} does not fit {name}: {exc}") from exc
+    return model.eval()
 
 
 def train(
@@ -54,6 +68,8 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
                                 nesterov=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(data.train))
+    if len(data.train) == 0:
+        raise DataError(f"the {data.name} training loader yields no batches (batch size larger than the split?)")
     for epoch in range(config.epochs):
         model.train()
         for inputs, targets in data.train:
@@ -70,10 +86,10 @@ def train(
     return accuracy
 
 
-def checkpoint_path(model_name: str, dataset: str, config: TrainConfig) -> Path:
-    """Where the cached checkpoint for this (model, dataset, recipe) lives."""
-    key = hashlib.sha1(json.dumps([model_name, dataset, asdict(config)]).encode()).hexdigest()[:10]
-    safe = f"{model_name}-{dataset}".replace(":", "_").replace("/", "_")
+def checkpoint_path(model_name: str, data: DataBundle, config: TrainConfig) -> Path:
+    """Where the cached checkpoint for this (model, dataset split, recipe) lives."""
+    key = hashlib.sha1(json.dumps([model_name, data.split_key or data.name, asdict(config)]).encode()).hexdigest()[:10]
+    safe = f"{model_name}-{data.name}".replace(":", "_").replace("/", "_")
     return cache_dir() / "checkpoints" / f"{safe}-{key}.pt"
 
 
@@ -87,11 +103,9 @@ def trained_model(
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[nn.Module, Path, bool]:
     """Load the cached checkpoint or train and cache it. Returns (model, checkpoint path, trained now)."""
-    path = checkpoint_path(model_name, data.name, config)
+    path = checkpoint_path(model_name, data, config)
     if path.exists() and not retrain:
-        model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-        model.eval()
-        return model, path, False
+        return load_checkpoint(model, path, name=model_name), path, False
     accuracy = train(model, data, config, on_epoch=on_epoch)
     atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
     atomic_write_json(path.with_suffix(".json"), {"model": model_name, "dataset": data.name,

@@ -1,6 +1,15 @@
 """Search spaces: coupled channel groups traced from a model, and per-architecture presets."""
 
-from search_spaces.presets import Preset, available_presets, load_preset
+from search_spaces.presets import Preset, available_presets, default_preset, load_preset
 from search_spaces.space import ChannelGroup, LayerCost, SearchSpace, Segment
 
-__all__ = ["ChannelGroup", "LayerCost", "Preset", "SearchSpace", "Segment", "available_presets", "load_preset"]
+__all__ = [
+    "ChannelGroup",
+    "LayerCost",
+    "Preset",
+    "SearchSpace",
+    "Segment",
+    "available_presets",
+    "default_preset",
+    "load_preset",
+]

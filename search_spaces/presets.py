@@ -38,6 +38,11 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def default_preset(model_name: str) -> str | None:
+    """The preset of a built-in model (same name), or None."""
+    return model_name if model_name in available_presets() else None
+
+
 def load_preset(name_or_path: str | Path) -> Preset:
     """Load a preset by built-in name or from a YAML file path."""
     path = Path(name_or_path)

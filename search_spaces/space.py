@@ -18,11 +18,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.errors import ConfigError, TraceError
+from autoprune.inputs import as_tuple
+from autoprune.pruning import ROOT_MODULE_TYPES
 from search_spaces.presets import Preset, load_preset
 
 log = logging.getLogger(__name__)
 
-ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -92,16 +93,6 @@ class LayerCost:
     @property
     def in_dim(self) -> int:
         return sum(s.size for s in self.in_segments)
-
-
-def _normalize_inputs(example_inputs: Any) -> tuple[Any, ...]:
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and all(isinstance(x, torch.Tensor) for x in example_inputs):
-        return tuple(example_inputs)
-    raise ConfigError(
-        f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}"
-    )
 
 
 def architecture_name(model: nn.Module) -> str:
@@ -174,6 +165,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         constant_params: int,
         ignored: Sequence[str] = (),
         preset: str | None = None,
+        round_to: int = 1,
     ) -> None:
         self.architecture = architecture
         self.groups: tuple[ChannelGroup, ...] = tuple(groups)
@@ -184,6 +176,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         self.constant_params = constant_params
         self.ignored = tuple(ignored)
         self.preset = preset
+        self._round_to = round_to
         self._by_name = {g.name: g for g in self.groups}
 
     # -- sequence protocol -------------------------------------------------------------------------
@@ -223,7 +216,16 @@ class SearchSpace(Sequence[ChannelGroup]):
     @property
     def fingerprint(self) -> dict[str, Any]:
         """Architecture name plus group names and channel counts; stored with every policy."""
-        return {"architecture": self.architecture, "groups": {g.name: g.channels for g in self.groups}}
+        return {
+            "architecture": self.architecture,
+            "groups": {g.name: g.channels for g in self.groups},
+            "round_to": self.round_to,
+        }
+
+    @property
+    def round_to(self) -> int:
+        """Channel rounding shared by every group."""
+        return self._round_to
 
     def policy(self, ratios: Mapping[str, float] | Sequence[float]) -> Any:
         """Make a validated :class:`autoprune.Policy` for this space from a mapping or a vector in order."""
@@ -265,7 +267,7 @@ class SearchSpace(Sequence[ChannelGroup]):
             TraceError: the model cannot be run or traced on ``example_inputs``.
             ConfigError: a bad option (unknown ignored module, ratio outside [0, 1), ...).
         """
-        inputs = _normalize_inputs(example_inputs)
+        inputs = as_tuple(example_inputs)
         spec = preset if isinstance(preset, Preset) or preset is None else load_preset(preset)
         spec = spec or Preset(name=None)
         round_to = spec.round_to if round_to is None else round_to
@@ -371,6 +373,7 @@ class SearchSpace(Sequence[ChannelGroup]):
             constant_params=constant_params,
             ignored=sorted(ignored_names),
             preset=spec.name,
+            round_to=round_to,
         )
 
     @staticmethod

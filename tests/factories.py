@@ -6,7 +6,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from agents.random_search import RandomSearcher
 from autoprune.data import DataBundle
+from autoprune.errors import ConfigError
+from autoprune.searcher import SearchContext
 
 
 def tiny_model(*, in_channels: int, num_classes: int) -> nn.Module:
@@ -24,3 +27,10 @@ def tiny_data(*, batch_size: int = 16, seed: int = 0, data_dir: str | None = Non
     data = TensorDataset(x, y)
     return DataBundle("tiny", DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator),
                       DataLoader(data, batch_size=32), DataLoader(data, batch_size=32), 2, 2, 6)
+
+
+class SearcherThatRefusesTheSpace(RandomSearcher):
+    """A searcher whose setup rejects the problem (as a searcher needing more trials would)."""
+
+    def _setup(self, context: SearchContext) -> None:
+        raise ConfigError(f"needs at least {context.trials + 100} trials")

@@ -33,7 +33,8 @@ def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
         "final_finetune_steps": 2, "train": {"epochs": 2}, "run_dir": str(run),
     }))
     assert main(["search", str(config), "--trials", "2"]) == 0
-    assert len(json.loads((run / "summary.json").read_text())) > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["pruned"]["params_ratio"] <= 0.6
     assert main(["search", "--resume", str(run), "--trials", "3"]) == 0
     assert json.loads((run / "summary.json").read_text())["trials"] == 3
     policy = Policy.load(run / "best_policy.json")
@@ -51,6 +52,9 @@ def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
         (["search", "--resume", "nowhere"], "not an autoprune run directory"),
         (["search", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "dataset-fashion-mnist"),
         (["apply", "nope.json", "--checkpoint", "x.pt", "--out", "o"], "does not exist"),
+        (["search", "--resume", "r", "--seed", "3"], "only --trials may change"),
+        (["search", "--trials", "0"], "'trials' must be an integer >= 1, got 0"),
+        (["search", "--model", "", "--trials", "1"], "'model' must be a non-empty string"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch) -> None:
@@ -90,3 +94,39 @@ def test_documented_example_configs_are_valid() -> None:
         config = SearchConfig.from_yaml(path)
         assert config.trials >= 1 and config.budget
     assert SearchConfig.from_yaml(examples[0].parent / "demo.yaml") == demo_config()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("model: 5", "'model' must be a non-empty string, got 5"),
+        ("batch_size: 0", "'batch_size' must be an integer >= 1, got 0"),
+        ("seed: '1'", "'seed' must be an integer >= 0, got '1'"),
+        ("ignore: branch_b.0", "'ignore' must be a list of module names"),
+        ("train: {lr: true}", "train lr must be a number > 0, got True"),
+        ("evaluator: {bn_batches: -2}", "bn_batches must be an integer >= 0, got -2"),
+        ("budget: {flops: 0}", "fraction must be in (0, 1]"),
+    ],
+)
+def test_config_values_are_type_checked_before_any_work(entry, message, tmp_path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(entry + "\n")
+    assert main(["search", str(config)]) == 2
+    assert message in capsys.readouterr().err.replace("\n", "")
+
+
+def test_apply_rejects_a_checkpoint_of_another_model(tmp_path, capsys) -> None:
+    import torch
+
+    from autoprune.models import resnet20
+    from search_spaces import SearchSpace
+
+    checkpoint = tmp_path / "r20.pt"
+    torch.save(resnet20(in_channels=1).state_dict(), checkpoint)
+    space = SearchSpace.from_model(resnet20(in_channels=1), torch.zeros(1, 1, 8, 8))
+    space.policy([0.3] * len(space)).save(tmp_path / "p.json")
+    argv = ["apply", str(tmp_path / "p.json"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2  # default --model small_cnn
+    assert "does not fit model 'small_cnn'" in capsys.readouterr().err.replace("\n", "")
+    assert main([*argv, "--model", "resnet20"]) == 0
+    assert (tmp_path / "o" / "pruned_state_dict.pt").exists()

@@ -74,3 +74,17 @@ def test_train_command_caches_the_checkpoint(capsys) -> None:
     assert "trained checkpoint" in capsys.readouterr().out
     assert main(argv) == 0
     assert "cached checkpoint" in capsys.readouterr().out
+
+
+def test_checkpoint_cache_is_keyed_by_the_data_split() -> None:
+    from autoprune.train import TrainConfig, checkpoint_path
+
+    recipe = TrainConfig(epochs=1)
+    paths = {checkpoint_path("small_cnn", load_digits(seed=s, batch_size=b), recipe) for s, b in [(0, 64), (1, 64),
+                                                                                                     (0, 32)]}
+    assert len(paths) == 3
+
+
+def test_batch_size_larger_than_the_split_is_rejected() -> None:
+    with pytest.raises(DataError, match=r"batch_size must be an integer in \[1, "):
+        load_digits(batch_size=5000)

@@ -19,3 +19,6 @@ def test_readme_api_example_runs(tmp_path, monkeypatch) -> None:
     assert result.summary["pruned"]["flops_ratio"] <= 0.5
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in namespace["model"].parameters())
     assert (tmp_path / "runs" / "demo" / "summary.json").exists() and (tmp_path / "policy.json").exists()
+    loading = next(b for b in blocks if "load_pruned_model(" in b)
+    exec(compile(loading, "README.md", "exec"), namespace)
+    assert sum(p.numel() for p in namespace["pruned"].parameters()) == result.summary["pruned"]["params"]

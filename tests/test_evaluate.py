@@ -5,7 +5,7 @@ import math
 import pytest
 
 from autoprune import Budget, CostModel
-from autoprune.errors import ConfigError, UnknownNameError
+from autoprune.errors import ConfigError, DataError, UnknownNameError
 from autoprune.evaluate import Evaluator, EvaluatorConfig, recalibrate_batchnorm
 from search_spaces import SearchSpace
 
@@ -45,8 +45,8 @@ def test_divergence_and_exceptions_become_failed_scores(trained_cnn, digits) -> 
 
     broken = Evaluator(trained_cnn, digits.example_inputs(), train_data=digits.train, val_data=[],
                        budget=Budget.flops(0.5), cost_model=evaluator.cost_model)
-    failed = broken.evaluate_safely(space.policy([0.2] * 4))
-    assert failed.status == "failed" and "no samples" in failed.error
+    with pytest.raises(DataError, match="no samples"):  # bad input is not a failed trial: every trial would fail
+        broken.evaluate_safely(space.policy([0.2] * 4))
 
 
 def test_bn_recalibration_resets_statistics(trained_cnn, digits) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprune import apply_policy, load_pruned_model
+from autoprune import Policy, apply_policy, load_pruned_model
 from autoprune.errors import DataError, PolicyError, UnknownNameError
 from autoprune.evaluate import count_params
 from autoprune.export import save_pruned_model
@@ -62,19 +62,28 @@ def test_bad_importance_and_missing_gradient_data(setup) -> None:
         apply_policy(model, policy, inputs, importance="taylor")
 
 
-def test_policy_for_other_model_or_non_root_is_rejected(setup) -> None:
+def test_policy_for_other_model_non_root_or_output_layer_is_rejected(setup) -> None:
     model, inputs, space = setup
     other = SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8))
-    with pytest.raises(PolicyError, match="does not have"):
+    with pytest.raises(PolicyError, match="made for architecture .*SmallCNN"):
         apply_policy(model, other.policy([0.2] * 4), inputs)
-    from autoprune import Policy
-
-    with pytest.raises(PolicyError, match="not channel-group roots"):
+    with pytest.raises(PolicyError, match=r"unknown groups \['layer1.0.conv2'\]"):
         apply_policy(model, Policy({"layer1.0.conv2": 0.5}), inputs)
-    wrong = Policy(dict.fromkeys(space.names, 0.2), fingerprint={"architecture": space.architecture,
-                                                                  "groups": {"conv1": 32}})
-    with pytest.raises(PolicyError, match="conv1: policy 32 vs model 16"):
+    with pytest.raises(PolicyError, match=r"unknown groups \['fc'\]"):  # the classifier output is never pruned
+        apply_policy(model, Policy({"fc": 0.5}), inputs)
+    wrong = Policy(dict.fromkeys(space.names, 0.2), fingerprint={**space.fingerprint, "groups": {"conv1": 32}})
+    with pytest.raises(PolicyError, match="conv1: 32 vs 16"):
         apply_policy(model, wrong, inputs)
+
+
+def test_policy_remembers_round_to(setup) -> None:
+    model, inputs, _ = setup
+    space8 = SearchSpace.from_model(model, inputs, round_to=8)
+    policy = space8.policy({g.name: min(0.3, g.max_ratio) for g in space8})
+    pruned = apply_policy(model, policy, inputs)  # no round_to given: the policy's is used
+    assert pruned.layer1[0].conv1.out_channels == 8  # int(16 * 0.7) = 11 -> rounded down to 8
+    with pytest.raises(PolicyError, match="round_to=8.*round_to=1"):
+        policy.validate(SearchSpace.from_model(model, inputs))
 
 
 def test_saved_pruned_model_reloads_into_fresh_instance(setup, tmp_path) -> None:

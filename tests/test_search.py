@@ -8,7 +8,8 @@ import torch
 
 import autoprune as ap
 from autoprune import evaluate as evaluate_module
-from autoprune.errors import BudgetError, ConfigError, RunDirError, UnknownNameError
+from autoprune import rundir as rundir_module
+from autoprune.errors import BudgetError, ConfigError, EvaluationFailedError, RunDirError, UnknownNameError
 from autoprune.evaluate import count_flops
 from autoprune.models import small_cnn
 
@@ -105,3 +106,58 @@ def test_uniform_searcher_runs_one_evaluation(trained_cnn, digits) -> None:
 def test_bad_arguments_raise_autoprune_errors(trained_cnn, digits, kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
         _search(trained_cnn, digits, **kwargs)
+
+
+def test_crash_between_state_and_table_writes_never_repeats_a_trial(trained_cnn, digits, tmp_path,
+                                                                    monkeypatch) -> None:
+    run = tmp_path / "run"
+    real = rundir_module.RunDir.write_trials
+    calls = {"n": 0}
+
+    def crash_on_second(self, trials):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed after the state of trial 1 was saved, before its row
+        return real(self, trials)
+
+    monkeypatch.setattr(rundir_module.RunDir, "write_trials", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        _search(trained_cnn, digits, run_dir=run, trials=4)
+    monkeypatch.setattr(rundir_module.RunDir, "write_trials", real)
+    resumed = _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
+    ids = list(resumed.trials["trial_id"])
+    assert len(ids) == 4 and len(set(ids)) == 4 and ids[0] == 0 and 1 not in ids
+    ratio_cols = [c for c in resumed.trials.columns if c.startswith("ratio:")]
+    assert not resumed.trials[ratio_cols].duplicated().any()
+
+
+def test_resume_rejects_a_changed_search_space(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    _search(trained_cnn, digits, run_dir=run, trials=1)
+    with pytest.raises(RunDirError, match="space"):
+        _search(trained_cnn, digits, run_dir=run, trials=2, resume=True, max_ratio=0.5)
+
+
+def test_all_trials_failing_is_an_error_not_an_empty_result(trained_cnn, digits) -> None:
+    with pytest.raises(EvaluationFailedError, match="all 2 trials failed.*diverged"):
+        _search(trained_cnn, digits, trials=2, evaluator={**FAST, "lr": 1e30})
+
+
+def test_searcher_setup_failure_leaves_no_run_directory(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="needs at least"):
+        _search(trained_cnn, digits, run_dir=run, searcher="factories:SearcherThatRefusesTheSpace")
+    assert not run.exists()
+    with pytest.raises(ConfigError, match="not an autoprune.Searcher subclass"):
+        _search(trained_cnn, digits, searcher="collections:OrderedDict")
+
+
+def test_search_leaves_the_model_unchanged(trained_cnn, digits) -> None:
+    before = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
+    trained_cnn.train()
+    try:
+        _search(trained_cnn, digits, trials=1, final_finetune_steps=2)
+        assert trained_cnn.training
+        assert all(torch.equal(before[k], v) for k, v in trained_cnn.state_dict().items())
+    finally:
+        trained_cnn.eval()

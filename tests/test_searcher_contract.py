@@ -19,8 +19,12 @@ SPACE = SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16))
 BUDGET = Budget.flops(0.5)
 
 
+# registered name -> options that make the searcher exercise its learning path within a few trials
+FAST_OPTIONS = {"amc": {"warmup": 2, "batch_size": 8, "hidden": [32, 32]}}
+
+
 def _searcher(name: str, seed: int = 0) -> Searcher:
-    searcher = searcher_class(name)()
+    searcher = searcher_class(name)(**FAST_OPTIONS.get(name, {}))
     searcher.setup(SearchContext(space=SPACE, budget=BUDGET, cost_model=CostModel(SPACE), seed=seed))
     return searcher
 
@@ -100,11 +104,15 @@ def test_random_differs_across_seeds_and_fills_the_budget() -> None:
         assert 0.48 < CostModel(SPACE).ratio(policy, "flops") <= 0.5
 
 
-def test_uniform_proposes_exactly_one_policy() -> None:
+def test_uniform_proposes_exactly_one_policy_even_after_a_restart() -> None:
     searcher = _searcher("uniform")
     trial = searcher.ask()
     assert trial is not None and searcher.ask() is None
     assert len({round(r, 9) for r in trial.policy.values()}) == 1
+    searcher.tell(trial, _score(trial.policy))
+    restored = _searcher("uniform")
+    restored.load_state_dict(searcher.state_dict())
+    assert restored.ask() is None
 
 
 def test_ask_before_setup_is_an_error() -> None:

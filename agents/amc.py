@@ -1,0 +1,209 @@
+"""AMC (He et al., ECCV 2018): a DDPG agent (stable-baselines3) that chooses each group's ratio in turn.
+
+Each ``ask()`` plays one episode of :class:`PruningEnv` with the current actor (random actions during
+warm-up, then the actor's action plus truncated-normal noise whose sigma decays per episode). The
+episode's transitions wait, keyed by trial id, until ``tell()`` brings its score; then every transition
+gets the episode's reward minus a moving-average baseline (discount 1, as in AMC), goes into SB3's
+replay buffer, and the agent trains. Several episodes may be out at once and come back in any order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import truncnorm
+from stable_baselines3 import DDPG, TD3
+from stable_baselines3.common.logger import configure
+
+from agents.pruning_env import PruningEnv
+from autoprune.errors import ConfigError
+from autoprune.policy import Policy
+from autoprune.searcher import SearchContext, SeededSearcher, Trial
+
+REWARDS = ("accuracy", "accuracy_guaranteed")
+ALGORITHMS = {"ddpg": DDPG, "td3": TD3}
+
+
+@dataclass
+class _Episode:
+    observations: list[np.ndarray] = field(default_factory=list)
+    actions: list[float] = field(default_factory=list)
+    next_observations: list[np.ndarray] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed numpy's and torch's global generators for SB3's sampling, and restore them afterwards."""
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+class AMCSearcher(SeededSearcher):
+    """AMC's DDPG agent on stable-baselines3.
+
+    Args:
+        algorithm: ``ddpg`` (AMC) or ``td3``.
+        reward: ``accuracy`` (budget-constrained, default) or ``accuracy_guaranteed`` (``-error * log(FLOPs)``).
+        warmup: episodes of uniformly random actions before the actor acts (AMC: 100).
+        sigma: initial exploration noise (AMC: 0.5); decays as ``sigma * sigma_decay ** (episode - warmup)``.
+        sigma_decay: per-episode noise decay (AMC: 0.95).
+        baseline_alpha: weight of the newest reward in the moving-average baseline (AMC: 0.5).
+        hidden: hidden layer sizes of actor and critic (AMC: 300, 300).
+        learning_rate: Adam learning rate of actor and critic (SB3 uses one for both; AMC used 1e-4 for
+            the actor and 1e-3 for the critic).
+        batch_size: replay batch size (AMC: 64).
+        buffer_size: replay buffer capacity in transitions.
+        tau: target network soft-update rate (AMC: 0.01).
+        updates_per_episode: gradient steps per finished episode (default: one per group, as AMC).
+    """
+
+    name = "amc"
+
+    def __init__(
+        self,
+        *,
+        algorithm: str = "ddpg",
+        reward: str = "accuracy",
+        warmup: int = 100,
+        sigma: float = 0.5,
+        sigma_decay: float = 0.95,
+        baseline_alpha: float = 0.5,
+        hidden: tuple[int, ...] | list[int] = (300, 300),
+        learning_rate: float = 1e-3,
+        batch_size: int = 64,
+        buffer_size: int = 20000,
+        tau: float = 0.01,
+        updates_per_episode: int | None = None,
+    ) -> None:
+        super().__init__()
+        if algorithm not in ALGORITHMS:
+            raise ConfigError(f"amc algorithm {algorithm!r} is not accepted; accepted: {', '.join(ALGORITHMS)}")
+        if reward not in REWARDS:
+            raise ConfigError(f"amc reward {reward!r} is not accepted; accepted: {', '.join(REWARDS)}")
+        for key, value in {"warmup": warmup, "batch_size": batch_size, "buffer_size": buffer_size}.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "warmup" else 1):
+                raise ConfigError(f"amc {key} must be a non-negative integer, got {value!r}")
+        if not sigma >= 0 or not 0 < sigma_decay <= 1 or not 0 < baseline_alpha <= 1 or not 0 < tau <= 1:
+            raise ConfigError(
+                f"amc needs sigma >= 0, 0 < sigma_decay <= 1, 0 < baseline_alpha <= 1, 0 < tau <= 1; got "
+                f"sigma={sigma!r}, sigma_decay={sigma_decay!r}, baseline_alpha={baseline_alpha!r}, tau={tau!r}"
+            )
+        self.algorithm, self.reward = algorithm, reward
+        self.warmup, self.sigma, self.sigma_decay = warmup, float(sigma), float(sigma_decay)
+        self.baseline_alpha = float(baseline_alpha)
+        self.hidden = [int(h) for h in hidden]
+        self.learning_rate = float(learning_rate)
+        self.batch_size, self.buffer_size, self.tau = batch_size, buffer_size, float(tau)
+        self.updates_per_episode = updates_per_episode
+        self._episodes: dict[int, _Episode] = {}
+        self._asked = 0
+        self._told = 0
+        self._baseline: float | None = None
+
+    def _setup(self, context: SearchContext) -> None:
+        super()._setup(context)
+        self.env = PruningEnv(context.cost_model, context.budget)
+        with _seeded(context.seed):
+            self.agent = ALGORITHMS[self.algorithm](
+                "MlpPolicy", self.env, learning_rate=self.learning_rate, buffer_size=self.buffer_size,
+                learning_starts=0, batch_size=self.batch_size, tau=self.tau, gamma=1.0,
+                policy_kwargs={"net_arch": list(self.hidden)}, seed=context.seed, device="cpu", verbose=0,
+            )
+        self.agent.set_logger(configure(folder=None, format_strings=[]))
+
+    # -- acting -------------------------------------------------------------------------------------
+    def current_sigma(self) -> float:
+        """The exploration noise of the next episode."""
+        return self.sigma * self.sigma_decay ** max(0, self._asked - self.warmup)
+
+    def _act(self, observation: np.ndarray) -> float:
+        if self._asked < self.warmup:
+            return float(self.rng.uniform(0.0, 1.0))
+        mean, _ = self.agent.predict(observation, deterministic=True)
+        mu = float(np.clip(np.asarray(mean).reshape(-1)[0], 0.0, 1.0))
+        sigma = self.current_sigma()
+        if sigma <= 0:
+            return mu
+        low, high = (0.0 - mu) / sigma, (1.0 - mu) / sigma
+        return float(truncnorm.rvs(low, high, loc=mu, scale=sigma, random_state=self.rng))
+
+    def _ask(self, trial_id: int) -> Policy:
+        episode = _Episode()
+        observation, _ = self.env.reset()
+        done, info = False, {}
+        while not done:
+            action = self._act(observation)
+            next_observation, _, done, _, info = self.env.step(np.array([action]))
+            episode.observations.append(observation)
+            episode.actions.append(info["action"])  # the clamped action actually taken
+            episode.next_observations.append(next_observation)
+            observation = next_observation
+        self._asked += 1
+        self._episodes[trial_id] = episode
+        return self.context.policy(info["ratios"])
+
+    # -- learning -----------------------------------------------------------------------------------
+    def episode_reward(self, accuracy: float, flops: int) -> float:
+        """AMC's reward: accuracy, or ``-error * log(FLOPs)`` in accuracy-guaranteed mode."""
+        if self.reward == "accuracy":
+            return accuracy
+        return -(1.0 - accuracy) * math.log(max(flops, 1))
+
+    def _tell(self, trial: Trial, score: Any) -> None:
+        episode = self._episodes.pop(trial.id)
+        if not score.ok or not math.isfinite(score.accuracy):
+            return  # a failed evaluation teaches nothing about the policy
+        reward = self.episode_reward(score.accuracy, score.flops)
+        self._baseline = reward if self._baseline is None else (
+            (1 - self.baseline_alpha) * self._baseline + self.baseline_alpha * reward
+        )
+        advantage = reward - self._baseline
+        last = len(episode.actions) - 1
+        for t, (obs, action, next_obs) in enumerate(
+            zip(episode.observations, episode.actions, episode.next_observations, strict=True)
+        ):
+            scaled = self.agent.policy.scale_action(np.array([[action]], dtype=np.float32))
+            self.agent.replay_buffer.add(
+                obs[None], next_obs[None], scaled, np.array([advantage]), np.array([t == last]), [{}]
+            )
+        self._told += 1
+        if self._told >= self.warmup and self.agent.replay_buffer.size() >= self.batch_size:
+            steps = self.updates_per_episode or len(episode.actions)
+            with _seeded(int(self.rng.integers(2**31))):
+                self.agent.train(gradient_steps=steps, batch_size=self.batch_size)
+
+    # -- state --------------------------------------------------------------------------------------
+    def _state_dict(self) -> dict[str, Any]:
+        return {
+            **super()._state_dict(),
+            "policy": self.agent.policy.state_dict(),
+            "actor_optimizer": self.agent.actor.optimizer.state_dict(),
+            "critic_optimizer": self.agent.critic.optimizer.state_dict(),
+            "replay_buffer": self.agent.replay_buffer,
+            "n_updates": self.agent._n_updates,
+            "asked": self._asked,
+            "told": self._told,
+            "baseline": self._baseline,
+        }
+
+    def _load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super()._load_state_dict(state)
+        self.agent.policy.load_state_dict(state["policy"])
+        self.agent.actor.optimizer.load_state_dict(state["actor_optimizer"])
+        self.agent.critic.optimizer.load_state_dict(state["critic_optimizer"])
+        self.agent.replay_buffer = state["replay_buffer"]
+        self.agent._n_updates = state["n_updates"]
+        self._asked, self._told, self._baseline = state["asked"], state["told"], state["baseline"]
+        self._episodes.clear()
