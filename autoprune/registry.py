@@ -9,6 +9,7 @@ from autoprune.errors import ConfigError, unknown_name
 
 SEARCHERS: dict[str, str] = {
     "amc": "agents.amc:AMCSearcher",
+    "optuna": "agents.optuna_search:OptunaSearcher",
     "random": "agents.random_search:RandomSearcher",
     "uniform": "agents.uniform:UniformSearcher",
 }

@@ -21,10 +21,16 @@ BUDGET = Budget.flops(0.5)
 
 # registered name -> options that make the searcher exercise its learning path within a few trials
 FAST_OPTIONS = {"amc": {"warmup": 2, "batch_size": 8, "hidden": [32, 32]}}
+# extra configurations run through the same contract: (registered name, options)
+VARIANTS = {
+    "optuna-cmaes": ("optuna", {"sampler": "cmaes"}),
+    "optuna-nsga2": ("optuna", {"sampler": "nsga2"}),
+}
 
 
 def _searcher(name: str, seed: int = 0) -> Searcher:
-    searcher = searcher_class(name)(**FAST_OPTIONS.get(name, {}))
+    registered, options = VARIANTS.get(name, (name, FAST_OPTIONS.get(name, {})))
+    searcher = searcher_class(registered)(**options)
     searcher.setup(SearchContext(space=SPACE, budget=BUDGET, cost_model=CostModel(SPACE), seed=seed))
     return searcher
 
@@ -48,7 +54,7 @@ def _ask_many(searcher: Searcher, n: int) -> list:
     return trials
 
 
-NAMES = sorted(SEARCHERS)
+NAMES = sorted(SEARCHERS) + sorted(VARIANTS)
 
 
 @pytest.mark.parametrize("name", NAMES)
