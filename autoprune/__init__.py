@@ -42,6 +42,7 @@ _LAZY = {
     "search": ("autoprune.loop", "search"),
     "SearchResult": ("autoprune.loop", "SearchResult"),
     "load_pruned_model": ("autoprune.export", "load_pruned_model"),
+    "sensitivity": ("agents.sensitivity", "sensitivity"),
 }
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "load_pruned_model",
     "repair",
     "search",
+    "sensitivity",
 ]
 
 

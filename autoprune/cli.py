@@ -11,11 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autoprune.errors import AutopruneError, ConfigError, RunDirError
+from autoprune.registry import SEARCHERS
 
 console = Console(stderr=True)
 out = Console()
@@ -39,7 +41,9 @@ def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
                        help="keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5")
     group.add_argument("--budget-params", type=float, metavar="FRACTION",
                        help="keep at most this fraction of the unpruned model's parameters")
-    group.add_argument("--searcher", help="searcher name (random, uniform) or package.module:Class")
+    group.add_argument("--searcher", help=f"searcher name ({', '.join(sorted(SEARCHERS))}) or package.module:Class")
+    group.add_argument("--searcher-option", action="append", metavar="KEY=VALUE", dest="searcher_option",
+                       help="a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable")
     group.add_argument("--trials", type=int, help="number of evaluations")
     group.add_argument("--seed", type=int, help="seed for the searcher, data order and evaluations")
     group.add_argument("--finetune-steps", type=int, help="finetune steps per candidate (evaluator fidelity)")
@@ -61,13 +65,19 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         budget = {"flops": args.budget_flops}
     elif args.budget_params is not None:
         budget = {"params": args.budget_params}
+    options = dict(config.searcher_options)
+    for item in args.searcher_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--searcher-option expects KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
     evaluator = dict(config.evaluator)
     for key in ("finetune_steps", "bn_batches", "importance"):
         if getattr(args, key) is not None:
             evaluator[key] = getattr(args, key)
     return config.with_overrides(
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, checkpoint=args.checkpoint, budget=budget,
-        searcher=args.searcher, trials=args.trials, seed=args.seed, evaluator=evaluator,
+        searcher=args.searcher, searcher_options=options, trials=args.trials, seed=args.seed, evaluator=evaluator,
         final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir,
     )
 
@@ -160,6 +170,49 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    import time
+
+    from agents.sensitivity import sensitivity
+    from autoprune.config import load_model_and_data
+    from search_spaces import SearchSpace, default_preset
+
+    config = _config_from_args(args)
+    levels = [float(v) for v in args.levels.split(",")] if args.levels else None
+    with _progress() as bar:
+        train_task = None
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            nonlocal train_task
+            if train_task is None:
+                train_task = bar.add_task("train baseline", total=config.train.get("epochs", 30), info="")
+            bar.update(train_task, completed=epoch, info=f"val acc {accuracy:.4f}")
+
+        model, data, _ = load_model_and_data(config, on_epoch=on_epoch)
+        inputs = data.example_inputs()
+        space = SearchSpace.from_model(model, inputs, preset=config.preset or default_preset(config.model),
+                                       ignore=config.ignore, round_to=config.round_to, max_ratio=config.max_ratio)
+        run_dir = args.run_dir or config.run_dir or str(
+            Path("runs") / f"{config.model}-{config.dataset}-sensitivity-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        scan = bar.add_task("sensitivity scan", total=None, info="")
+        result = sensitivity(
+            model, inputs, train_data=data.train, val_data=data.val, evaluator=config.evaluator, space=space,
+            run_dir=run_dir, progress=lambda done, total: bar.update(scan, completed=done, total=total),
+            **({"levels": levels} if levels else {}),
+        )
+    pivot = result.table.pivot(index="group", columns="ratio", values="accuracy")
+    table = Table(title=f"validation accuracy with one group pruned (unpruned: {result.baseline_accuracy:.4f})")
+    table.add_column("group")
+    table.add_column("ratios -> accuracy")
+    for group in space.names:
+        row = pivot.loc[group].dropna()
+        table.add_row(group, "  ".join(f"{r:.2f}:{a:.3f}" for r, a in row.items()))
+    out.print(table)
+    out.print(f"table: {result.table_path}\nplot: {result.plot_path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from autoprune.config import demo_config
 
@@ -236,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(--trials may raise the total)")
     _add_search_overrides(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("sensitivity", help="prune each group alone at several ratios; write a table and a plot",
+                       description="Distiller-style sensitivity analysis: the unpruned model and every group "
+                       "pruned alone at each level (fraction of its max ratio), scored by the evaluator. "
+                       "Writes sensitivity.csv and sensitivity.png to the run directory.")
+    p.add_argument("config", nargs="?", help="YAML config (model, dataset, evaluator, space options)")
+    p.add_argument("--levels", help="comma-separated fractions of each group's max ratio (default 0.25,0.5,0.75,1)")
+    _add_search_overrides(p)
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and search at 50%% FLOPs",
                        description="The quickstart: small CNN on scikit-learn's digits, random search at 50%% FLOPs, "

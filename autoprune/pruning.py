@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -129,6 +130,38 @@ def apply_policy(
         round_to: kept channels rounded down to this multiple (default: the policy's, else 1).
     """
     return prune(model, policy, example_inputs, importance=importance, data=data, round_to=round_to).model
+
+
+def group_importances(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    group_names: Iterable[str],
+    importance: str | tp.importance.Importance = "l1",
+) -> dict[str, torch.Tensor]:
+    """Per-channel importance of each named group, as Torch-Pruning's criterion scores the whole group.
+
+    Magnitude criteria are normalized per group (Torch-Pruning's default), so scores are comparable
+    across groups: this is what its global ranking thresholds.
+    """
+    inputs = as_tuple(example_inputs)
+    was_training = model.training
+    model.eval()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+    scorer = make_importance(importance)
+    names = {m: n for n, m in model.named_modules()}
+    wanted = set(group_names)
+    scores: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for group in graph.get_all_groups(root_module_types=ROOT_MODULE_TYPES):
+            root = names.get(group[0].dep.target.module)
+            if root in wanted:
+                scores[root] = scorer(group).detach().cpu()
+    model.train(was_training)
+    missing = sorted(wanted - set(scores))
+    if missing:
+        raise ConfigError(f"groups {missing} are not channel groups of {type(model).__name__}")
+    return scores
 
 
 def replay_history(model: nn.Module, history: PruningHistory, example_inputs: Any) -> nn.Module:

@@ -9,8 +9,10 @@ from autoprune.errors import ConfigError, unknown_name
 
 SEARCHERS: dict[str, str] = {
     "amc": "agents.amc:AMCSearcher",
+    "global": "agents.global_magnitude:GlobalSearcher",
     "optuna": "agents.optuna_search:OptunaSearcher",
     "random": "agents.random_search:RandomSearcher",
+    "sensitivity": "agents.sensitivity:SensitivitySearcher",
     "uniform": "agents.uniform:UniformSearcher",
 }
 

@@ -70,7 +70,7 @@ def test_config_file_errors_name_the_entry(tmp_path, capsys) -> None:
     assert "trails" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["search", "demo", "train", "apply"])
+@pytest.mark.parametrize("command", ["search", "demo", "train", "apply", "sensitivity"])
 def test_help_explains_every_option(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -130,3 +130,21 @@ def test_apply_rejects_a_checkpoint_of_another_model(tmp_path, capsys) -> None:
     assert "does not fit model 'small_cnn'" in capsys.readouterr().err.replace("\n", "")
     assert main([*argv, "--model", "resnet20"]) == 0
     assert (tmp_path / "o" / "pruned_state_dict.pt").exists()
+
+
+def test_sensitivity_command_writes_table_and_plot(tmp_path, capsys) -> None:
+    run = tmp_path / "sens"
+    argv = ["sensitivity", "--levels", "0.5,1", "--bn-batches", "1", "--finetune-steps", "0", "--run-dir", str(run)]
+    assert main(argv) == 0
+    assert (run / "sensitivity.csv").exists() and (run / "sensitivity.png").exists()
+    assert "branch_a.0" in capsys.readouterr().out
+
+
+def test_searcher_options_from_flags(tmp_path) -> None:
+    run = tmp_path / "run"
+    argv = ["search", "--searcher", "optuna", "--searcher-option", "sampler=random", "--trials", "2",
+            "--bn-batches", "1", "--finetune-steps", "0", "--final-finetune-steps", "0", "--run-dir", str(run)]
+    assert main(argv) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["searcher_options"] == {"sampler": "random"} and (run / "optuna.journal").exists()
+    assert main(["search", "--searcher-option", "oops", "--trials", "1"]) == 2

@@ -15,7 +15,9 @@ from autoprune.registry import SEARCHERS, searcher_class
 from autoprune.searcher import SearchContext, Searcher
 from search_spaces import SearchSpace
 
-SPACE = SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16))
+MODEL = resnet20().eval()
+INPUTS = torch.zeros(1, 3, 16, 16)
+SPACE = SearchSpace.from_model(MODEL, INPUTS)
 BUDGET = Budget.flops(0.5)
 
 
@@ -31,7 +33,8 @@ VARIANTS = {
 def _searcher(name: str, seed: int = 0) -> Searcher:
     registered, options = VARIANTS.get(name, (name, FAST_OPTIONS.get(name, {})))
     searcher = searcher_class(registered)(**options)
-    searcher.setup(SearchContext(space=SPACE, budget=BUDGET, cost_model=CostModel(SPACE), seed=seed))
+    searcher.setup(SearchContext(space=SPACE, budget=BUDGET, cost_model=CostModel(SPACE), seed=seed, trials=50,
+                                 model=MODEL, example_inputs=INPUTS))
     return searcher
 
 
@@ -55,6 +58,8 @@ def _ask_many(searcher: Searcher, n: int) -> list:
 
 
 NAMES = sorted(SEARCHERS) + sorted(VARIANTS)
+# searchers whose scan deliberately evaluates policies outside the budget (only their final pick is inside)
+PROBING = {"sensitivity"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -65,7 +70,7 @@ def test_asks_valid_feasible_policies_with_unique_ids(name: str) -> None:
     assert len({t.id for t in trials}) == len(trials)
     for trial in trials:
         trial.policy.validate(SPACE)
-        assert CostModel(SPACE).feasible(trial.policy, BUDGET)
+        assert name in PROBING or CostModel(SPACE).feasible(trial.policy, BUDGET)
         assert all(math.isfinite(r) for r in trial.policy.values())
 
 

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch_pruning as tp
+
+import autoprune as ap
+from agents.global_magnitude import GlobalSearcher, threshold_allocation
+from agents.sensitivity import allocate
+from autoprune import Budget, CostModel
+from autoprune.errors import ConfigError
+from autoprune.models import resnet20
+from autoprune.searcher import SearchContext
+from search_spaces import SearchSpace
+
+FAST = {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    model = resnet20().eval()
+    for module in model.modules():  # trained BatchNorm scales differ (fresh ones are all 1: all tie)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.1, 1.0)
+    inputs = torch.zeros(1, 3, 16, 16)
+    return model, inputs, SearchSpace.from_model(model, inputs)
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_global_allocation_matches_torch_pruning_global_pruning(resnet, ratio: float) -> None:
+    model, inputs, space = resnet
+    searcher = GlobalSearcher()
+    searcher.setup(SearchContext(space=space, budget=Budget.flops(0.5), cost_model=CostModel(space), seed=0,
+                                 model=model, example_inputs=inputs))
+    pruner = tp.pruner.BasePruner(model, (inputs,), importance=tp.importance.MagnitudeImportance(p=1),
+                                  global_pruning=True, pruning_ratio=ratio, ignored_layers=[model.fc])
+    names = {m: n for n, m in model.named_modules()}
+    expected = {names[g[0].dep.target.module]: pruner.DG.get_out_channels(g[0].dep.target.module) - len(g[0].idxs)
+                for g in pruner.step(interactive=True)}
+    assert threshold_allocation(searcher.scores, ratio) == expected
+    kept = CostModel(space).kept(searcher.allocation(ratio))
+    assert all(kept[n] == max(expected[n], space[n].kept_channels(space[n].max_ratio)) for n in space.names)
+
+
+@pytest.mark.parametrize("importance", ["l1", "bn_scale"])
+def test_global_policy_just_meets_the_budget(resnet, importance: str) -> None:
+    model, inputs, space = resnet
+    cost = CostModel(space)
+    searcher = GlobalSearcher(importance=importance)
+    searcher.setup(SearchContext(space=space, budget=Budget.flops(0.3), cost_model=cost, seed=0, model=model,
+                                 example_inputs=inputs))
+    policy = searcher.ask().policy
+    assert 0.27 < cost.ratio(policy, "flops") <= 0.3
+    assert len(set(policy.values())) > 1  # not uniform: the threshold allocates unevenly
+    assert searcher.ask() is None
+
+
+def test_global_needs_the_model(resnet) -> None:
+    _, _, space = resnet
+    with pytest.raises(ConfigError, match="model="):
+        GlobalSearcher().setup(SearchContext(space=space, budget=Budget.flops(0.5), cost_model=CostModel(space),
+                                             seed=0))
+    with pytest.raises(ConfigError, match="'taylor'"):
+        GlobalSearcher(importance="taylor")
+
+
+def test_allocation_prunes_insensitive_groups_first(resnet) -> None:
+    _, _, space = resnet
+    cost = CostModel(space)
+    sensitive = set(space.names[:6])
+    rows = [{"group": g.name, "ratio": level * g.max_ratio,
+             "accuracy": 0.9 - (0.5 * level if g.name in sensitive else 0.01 * level)}
+            for g in space for level in (0.5, 1.0)]
+    ratios = allocate(pd.DataFrame(rows), 0.9, cost, Budget.flops(0.6))
+    assert cost.feasible(ratios, Budget.flops(0.6)) and cost.ratio(ratios, "flops") > 0.58
+    robust_mean = sum(ratios[n] for n in space.names if n not in sensitive) / 6
+    assert robust_mean > sum(ratios[n] for n in sensitive) / 6
+
+
+def test_sensitivity_function_writes_table_and_plot(trained_cnn, digits, tmp_path) -> None:
+    result = ap.sensitivity(trained_cnn, digits.example_inputs(), train_data=digits.train, val_data=digits.val,
+                            levels=(0.5, 1.0), evaluator=FAST, run_dir=tmp_path)
+    assert len(result.table) == 4 * 2 and set(result.table["group"]) == {"stem.0", "branch_a.0", "branch_b.0",
+                                                                            "head.0"}
+    assert 0.5 < result.baseline_accuracy <= 1
+    assert pd.read_csv(result.table_path).shape == result.table.shape
+    assert result.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="increasing fractions"):
+        ap.sensitivity(trained_cnn, digits.example_inputs(), train_data=digits.train, val_data=digits.val,
+                       levels=(1.0, 0.5))
+
+
+def test_sensitivity_searcher_scans_then_allocates(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    result = ap.search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
+                       val_data=digits.val, searcher="sensitivity", searcher_options={"levels": [0.5, 1.0]},
+                       trials=20, evaluator=FAST, run_dir=run, measure_latency=False)
+    trials = result.trials
+    assert len(trials) == 1 + 4 * 2 + 1  # unpruned probe, scan, allocation; then the searcher is done
+    assert trials["feasible"].iloc[-1] and not trials["feasible"].iloc[0]
+    assert 0.45 < trials["flops_ratio"].iloc[-1] <= 0.5  # the allocation just meets the budget
+    assert result.best_policy is not None  # the best feasible trial: the allocation or a feasible probe
+    assert (run / "sensitivity.csv").exists() and (run / "sensitivity.png").exists()
+    with pytest.raises(ConfigError, match="at least 6 trials"):
+        ap.search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
+                  val_data=digits.val, searcher="sensitivity", trials=5, evaluator=FAST)
