@@ -12,6 +12,7 @@ SEARCHERS: dict[str, str] = {
     "global": "agents.global_magnitude:GlobalSearcher",
     "optuna": "agents.optuna_search:OptunaSearcher",
     "random": "agents.random_search:RandomSearcher",
+    "ray_tune": "agents.ray_tune:RayTuneSearcher",
     "sensitivity": "agents.sensitivity:SensitivitySearcher",
     "uniform": "agents.uniform:UniformSearcher",
 }
