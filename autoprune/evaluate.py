@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -149,22 +149,43 @@ def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int) -> Non
     model.eval()
 
 
-def finetune(model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0) -> None:
-    """SGD (momentum 0.9, cosine-decayed learning rate) for ``steps`` batches of cross-entropy."""
+def finetune_stages(
+    model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0,
+    stops: Sequence[int] = (),
+) -> Iterator[int]:
+    """SGD (momentum 0.9, one cosine schedule over ``steps``) on cross-entropy, pausing at each stop.
+
+    Yields the step count at every stop (and at ``steps``) with the model in eval mode, so callers can
+    score intermediate fidelities of the same run.
+    """
+    pauses = sorted({s for s in stops if 0 < s < steps} | {steps})
     if steps == 0:
+        model.eval()
+        yield 0
         return
-    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    for step, (inputs, targets) in enumerate(itertools.islice(_cycle(data), steps)):
-        loss = nn.functional.cross_entropy(model(inputs), targets)
-        if not torch.isfinite(loss):
-            raise EvaluationError(f"finetuning diverged: loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    model.eval()
+    batches = _cycle(data)
+    done = 0
+    for pause in pauses:
+        model.train()
+        for inputs, targets in itertools.islice(batches, pause - done):
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+            if not torch.isfinite(loss):
+                raise EvaluationError(f"finetuning diverged: loss {loss.item()} at step {done}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            done += 1
+        model.eval()
+        yield done
+
+
+def finetune(model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0) -> None:
+    """SGD (momentum 0.9, cosine-decayed learning rate) for ``steps`` batches of cross-entropy."""
+    for _ in finetune_stages(model, data, steps=steps, lr=lr, weight_decay=weight_decay):
+        pass
 
 
 def validate(model: nn.Module, data: Iterable, *, batches: int | None = None) -> tuple[float, float]:
@@ -236,23 +257,28 @@ class Evaluator:
     def evaluate(self, policy: Policy, *, fidelity: int | None = None) -> Score:
         """Prune a copy by ``policy``, recover it, and score it. Exceptions propagate to the caller."""
         steps = self.config.finetune_steps if fidelity is None else fidelity
+        *_, last = self.evaluate_rungs(policy, steps=steps)
+        return last
+
+    def evaluate_rungs(self, policy: Policy, *, steps: int | None = None, rungs: Sequence[int] = ()) -> Iterator[Score]:
+        """Like :meth:`evaluate`, but also score after ``rungs`` finetune steps of the same run (multi-fidelity).
+
+        Yields one Score per rung below ``steps`` and one at ``steps``; each Score's ``fidelity`` is the
+        steps done. Scheduling is that of the full run, so the last Score equals :meth:`evaluate`'s.
+        """
+        steps = self.config.finetune_steps if steps is None else steps
         start = time.perf_counter()
         self._seed()
         pruned = self.prune(policy).model
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches)
-        finetune(pruned, self.train_data, steps=steps, lr=self.config.lr, weight_decay=self.config.weight_decay)
-        accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches)
         flops, params = count_flops(pruned, self.example_inputs), count_params(pruned)
         cost = flops if self.budget.metric == "flops" else params
-        return Score(
-            accuracy=accuracy,
-            loss=loss,
-            flops=flops,
-            params=params,
-            feasible=cost <= self.budget.limit(self.cost_model.base),
-            fidelity=steps,
-            seconds=time.perf_counter() - start,
-        )
+        feasible = cost <= self.budget.limit(self.cost_model.base)
+        for done in finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
+                                    weight_decay=self.config.weight_decay, stops=rungs):
+            accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches)
+            yield Score(accuracy=accuracy, loss=loss, flops=flops, params=params, feasible=feasible,
+                        fidelity=done, seconds=time.perf_counter() - start)
 
     def _seed(self) -> None:
         """Fix every source of randomness: torch's global RNG and a loader's own shuffling generator."""

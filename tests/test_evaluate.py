@@ -75,3 +75,12 @@ def test_bad_evaluator_options(options, error, match) -> None:
     with pytest.raises(ConfigError, match="unknown evaluator options"):
         EvaluatorConfig.from_dict({"steps": 3})
 
+
+
+def test_rungs_score_the_same_run_at_several_fidelities(trained_cnn, digits) -> None:
+    evaluator, space = _evaluator(trained_cnn, digits, bn_batches=2, finetune_steps=6, val_batches=2)
+    policy = space.policy([0.5] * 4)
+    scores = list(evaluator.evaluate_rungs(policy, rungs=[2, 4]))
+    assert [s.fidelity for s in scores] == [2, 4, 6]
+    full = evaluator.evaluate(policy)
+    assert (scores[-1].accuracy, scores[-1].loss) == (full.accuracy, full.loss)

@@ -71,7 +71,7 @@ def test_existing_run_dir_needs_resume_and_resume_extends(trained_cnn, digits, t
 
 def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, digits, monkeypatch) -> None:
     calls = {"n": 0}
-    real = evaluate_module.finetune
+    real = evaluate_module.recalibrate_batchnorm
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -79,7 +79,7 @@ def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, dig
             raise RuntimeError("worker exploded")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "finetune", flaky)
+    monkeypatch.setattr(evaluate_module, "recalibrate_batchnorm", flaky)
     result = _search(trained_cnn, digits, trials=3)
     assert list(result.trials["status"]) == ["ok", "failed", "ok"]
     assert "worker exploded" in result.trials.loc[1, "error"]
