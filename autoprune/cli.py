@@ -52,6 +52,23 @@ def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--final-finetune-steps", type=int, help="finetune steps for the best policy at the end")
     group.add_argument("--run-dir", help="output directory (must be empty unless --resume)")
     _OVERRIDES[:] = group._group_actions[before:]
+    where = parser.add_argument_group("where evaluations run (may change on --resume)")
+    where.add_argument("--executor", choices=["local", "ray"], help="in this process (local) or as Ray Tune trials")
+    where.add_argument("--address", help="Ray cluster to join: auto or ray://host:10001 (default: start a local Ray)")
+    where.add_argument("--cpus-per-trial", type=float, help="CPUs per Ray trial (default 1)")
+    where.add_argument("--gpus-per-trial", type=float, help="GPUs per Ray trial (default 0)")
+    where.add_argument("--max-concurrent", type=int, help="cap on Ray trials running at once")
+    where.add_argument("--fidelity", choices=["asha"], help="asha: stop poor candidates early (Ray executor)")
+
+
+_EXECUTOR_FLAGS = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "fidelity")
+
+
+def _with_executor_flags(config: Any, args: argparse.Namespace) -> Any:
+    options = dict(config.executor_options)
+    options.update({k: getattr(args, k) for k in _EXECUTOR_FLAGS if getattr(args, k, None) is not None})
+    executor = args.executor or ("ray" if options and config.executor == "local" else config.executor)
+    return config.with_overrides(executor=executor, executor_options=options)
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -75,11 +92,12 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     for key in ("finetune_steps", "bn_batches", "importance"):
         if getattr(args, key) is not None:
             evaluator[key] = getattr(args, key)
-    return config.with_overrides(
+    config = config.with_overrides(
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, checkpoint=args.checkpoint, budget=budget,
         searcher=args.searcher, searcher_options=options, trials=args.trials, seed=args.seed, evaluator=evaluator,
         final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir,
     )
+    return _with_executor_flags(config, args)
 
 
 @contextmanager
@@ -161,7 +179,8 @@ def _resume_config(args: argparse.Namespace) -> Any:
         raise RunDirError(
             f"{args.resume!r} was started from Python, not the CLI; resume it with search(..., resume=True)"
         )
-    return SearchConfig.from_dict(stored, source=str(saved)).with_overrides(trials=args.trials, run_dir=args.resume)
+    config = SearchConfig.from_dict(stored, source=str(saved)).with_overrides(trials=args.trials, run_dir=args.resume)
+    return _with_executor_flags(config, args)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ class SearchConfig:
         seed: seed for data order, searcher and evaluations.
         evaluator: per-candidate recovery; entries left out take :class:`EvaluatorConfig`'s defaults.
         final_finetune_steps: finetune steps for the best policy before the final report.
+        executor: ``local`` or ``ray``; executor_options: e.g. ``{address: auto, cpus_per_trial: 1, fidelity: asha}``.
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
         preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
     """
@@ -57,6 +58,8 @@ class SearchConfig:
     seed: int = 0
     evaluator: dict[str, Any] = field(default_factory=dict)
     final_finetune_steps: int = 300
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
     preset: str | None = None
     ignore: list[str] = field(default_factory=list)
@@ -64,10 +67,10 @@ class SearchConfig:
     max_ratio: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("train", "searcher_options", "evaluator", "budget"):
+        for name in ("train", "searcher_options", "evaluator", "budget", "executor_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"config entry {name!r} must be a mapping, got {getattr(self, name)!r}")
-        for name in ("model", "dataset", "searcher"):
+        for name in ("model", "dataset", "searcher", "executor"):
             check_str(f"config entry {name!r}", getattr(self, name))
         for name in ("data_dir", "checkpoint", "run_dir", "preset"):
             if getattr(self, name) is not None:
@@ -165,6 +168,8 @@ def run_search(
         seed=config.seed,
         evaluator=config.evaluator,
         final_finetune_steps=config.final_finetune_steps,
+        executor=config.executor,
+        executor_options=config.executor_options,
         preset=config.preset or default_preset(config.model),
         ignore=config.ignore,
         round_to=config.round_to,

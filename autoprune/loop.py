@@ -166,6 +166,7 @@ def search(
     seed: int = 0,
     evaluator: EvaluatorConfig | Mapping[str, Any] | None = None,
     executor: str | Executor = "local",
+    executor_options: Mapping[str, Any] | None = None,
     final_finetune_steps: int = 0,
     final_lr: float | None = None,
     space: SearchSpace | None = None,
@@ -193,7 +194,8 @@ def search(
         resume: continue the search in ``run_dir`` with its saved trials and searcher state.
         seed: seeds the searcher and every evaluation.
         evaluator: :class:`EvaluatorConfig` or a mapping of its fields.
-        executor: ``local`` or an Executor instance.
+        executor: ``local`` (in this process), ``ray`` (Ray Tune trials), or an Executor instance.
+        executor_options: keyword options for an executor given by name (see ``RayExecutor``).
         final_finetune_steps: finetune steps for the best policy before the final report.
         final_lr: learning rate of the final finetune (default: the evaluator's).
         space: a prebuilt search space (default: traced from ``model`` with preset/ignore/round_to/max_ratio).
@@ -218,7 +220,7 @@ def search(
     cost_model = CostModel(space)
     cost_model.check_reachable(budget)
     search_engine = _make_searcher(searcher, searcher_options)
-    run_executor = make_executor(executor)
+    run_executor = make_executor(executor, executor_options)
 
     config = {
         "fingerprint": space.fingerprint,
@@ -229,6 +231,7 @@ def search(
         "evaluator": eval_config.to_dict(),
         "trials": trials,
         "final_finetune_steps": final_finetune_steps,
+        "executor": run_executor.describe(),
         "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
                   "max_ratios": space.max_ratios},
         **dict(run_config or {}),
@@ -261,32 +264,23 @@ def search(
         model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
         cost_model=cost_model, config=eval_config,
     )
-    run_executor.start(evaluator_obj)
     best_acc: float | None = None
-    try:
-        while len(rows) < trials:
-            # None from ask() means "nothing to propose now": ask again once running trials report back,
-            # and stop when nothing is running.
-            while run_executor.in_flight < run_executor.capacity and len(rows) + run_executor.in_flight < trials:
-                trial = search_engine.ask()
-                if trial is None:
-                    break
-                run_executor.submit(trial)
-            if run_executor.in_flight == 0:
-                break
-            for done in run_executor.wait():
-                search_engine.tell(done.trial, done.score)
-                rows.append(_row(done, space, cost_model))
-                if done.score.ok and done.score.feasible:
-                    best_acc = max(best_acc or 0.0, done.score.accuracy)
-                log.info("trial %d: %s", done.trial.id, _describe(done.score))
-                if run is not None:  # state first: a crash in between loses this row, never repeats it
-                    run.write_searcher_state(search_engine.state_dict())
-                    run.write_trials(_table(rows, space))
-                if progress is not None:
-                    progress(Progress("trial", len(rows), trials, best_acc, _describe(done.score)))
-    finally:
-        run_executor.close()
+
+    def record(done: Completed) -> None:
+        nonlocal best_acc
+        rows.append(_row(done, space, cost_model))
+        if done.score.ok and done.score.feasible:
+            best_acc = max(best_acc or 0.0, done.score.accuracy)
+        log.info("trial %d: %s", done.trial.id, _describe(done.score))
+        if run is not None:  # state first: a crash in between loses this row, never repeats it
+            run.write_searcher_state(search_engine.state_dict())
+            run.write_trials(_table(rows, space))
+        if progress is not None:
+            progress(Progress("trial", len(rows), trials, best_acc, _describe(done.score)))
+
+    if len(rows) < trials:
+        run_executor.run(search_engine, evaluator_obj, remaining=trials - len(rows), on_result=record,
+                         run_dir=run.path if run else None)
 
     table = _table(rows, space)
     if len(table) and (table["status"] != "ok").all():

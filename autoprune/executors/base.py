@@ -1,19 +1,21 @@
-"""The Executor interface: submit trials, collect completions in any order."""
+"""The Executor interface: drive a searcher's ask/tell and run its evaluations somewhere."""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from autoprune.evaluate import Evaluator, Score
-    from autoprune.searcher import Trial
+    from autoprune.searcher import Searcher, Trial
 
 
 @dataclass(frozen=True)
 class Completed:
-    """A finished trial with its score and where it ran."""
+    """A finished trial with its score and where it ran (``node``, ``pid``)."""
 
     trial: Trial
     score: Score
@@ -21,28 +23,25 @@ class Completed:
 
 
 class Executor(abc.ABC):
-    """Runs evaluations for ``search()``; ``start`` once, then ``submit``/``wait`` until done, then ``close``."""
+    """Runs a search's evaluations: in this process, or as Ray Tune trials.
 
-    def start(self, evaluator: Evaluator) -> None:
-        self.evaluator = evaluator
-
-    @property
-    @abc.abstractmethod
-    def capacity(self) -> int:
-        """How many trials may be in flight at once."""
+    ``run`` asks ``searcher`` for trials, evaluates them with ``evaluator``, tells the searcher each score
+    (in completion order) and then hands the result to ``on_result``, until ``remaining`` trials have
+    finished or the searcher has nothing more to propose while nothing is running.
+    """
 
     @abc.abstractmethod
-    def submit(self, trial: Trial) -> None:
-        """Queue a trial for evaluation."""
+    def run(
+        self,
+        searcher: Searcher,
+        evaluator: Evaluator,
+        *,
+        remaining: int,
+        on_result: Callable[[Completed], None],
+        run_dir: Path | None = None,
+    ) -> None:
+        """Run until ``remaining`` trials are done (or the searcher stops)."""
 
-    @abc.abstractmethod
-    def wait(self) -> list[Completed]:
-        """Block until at least one submitted trial finishes; return the finished ones."""
-
-    @property
-    @abc.abstractmethod
-    def in_flight(self) -> int:
-        """Trials submitted and not yet returned by ``wait``."""
-
-    def close(self) -> None:  # noqa: B027 (optional hook)
-        """Release resources."""
+    def describe(self) -> dict[str, Any]:
+        """Settings recorded in the run directory."""
+        return {"kind": type(self).__name__}

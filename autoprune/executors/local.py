@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 
+from autoprune.evaluate import Evaluator
 from autoprune.executors.base import Completed, Executor
-from autoprune.searcher import Trial
+from autoprune.searcher import Searcher
 
 
 class LocalExecutor(Executor):
-    """Evaluates trials sequentially, in submission order, in this process."""
+    """Asks, evaluates and tells one trial at a time, in this process."""
 
-    def __init__(self) -> None:
-        self._queue: deque[Trial] = deque()
-
-    @property
-    def capacity(self) -> int:
-        return 1
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._queue)
-
-    def submit(self, trial: Trial) -> None:
-        self._queue.append(trial)
-
-    def wait(self) -> list[Completed]:
-        trial = self._queue.popleft()
-        score = self.evaluator.evaluate_safely(trial.policy, fidelity=trial.fidelity)
-        return [Completed(trial, score, {"node": "local", "pid": os.getpid()})]
+    def run(
+        self,
+        searcher: Searcher,
+        evaluator: Evaluator,
+        *,
+        remaining: int,
+        on_result: Callable[[Completed], None],
+        run_dir: Path | None = None,
+    ) -> None:
+        for _ in range(remaining):
+            trial = searcher.ask()
+            if trial is None:  # nothing runs here in the background, so nothing more will come
+                return
+            score = evaluator.evaluate_safely(trial.policy, fidelity=trial.fidelity)
+            searcher.tell(trial, score)
+            on_result(Completed(trial, score, {"node": "local", "pid": os.getpid()}))

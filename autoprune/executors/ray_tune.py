@@ -1,0 +1,217 @@
+"""Ray Tune executor: every evaluation is a Ray Tune trial, on this machine or a Ray cluster.
+
+The autoprune searcher is wrapped in a ``ray.tune.search.Searcher`` adapter, so Ray Tune asks it for
+configs and reports completions (out of order) back to it in the driver. The evaluator (model weights and
+data loaders) goes to the object store once through ``tune.with_parameters``. ``fidelity="asha"`` reports
+a score after each finetune rung and lets Ray Tune's ASHA scheduler stop poor candidates early; every
+score reaches the searcher with the fidelity it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import AutopruneError, ConfigError
+from autoprune.evaluate import Evaluator, Score
+from autoprune.executors.base import Completed, Executor
+from autoprune.options import check_int, check_number
+from autoprune.searcher import Searcher, Trial
+
+log = logging.getLogger(__name__)
+METRIC = "objective"
+FIDELITIES = (None, "asha")
+_SCORE_FIELDS = ("accuracy", "loss", "flops", "params", "feasible", "fidelity", "seconds", "status", "error")
+
+
+def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[int, ...], threads: int) -> None:
+    """The Ray Tune trainable: score one policy, reporting after each rung (the last is full fidelity)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from autoprune.policy import Policy
+
+    torch.set_num_threads(threads)
+    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    policy = Policy(config["ratios"], fingerprint=evaluator.cost_model.space.fingerprint)
+    try:
+        for score in evaluator.evaluate_rungs(policy, rungs=rungs):
+            tune.report({**_result(score), **where})
+    except AutopruneError:
+        raise  # bad input: the trial errors (and is retried, then recorded as failed)
+    except Exception as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
+        tune.report({**_result(Score.failed(exc, fidelity=0, seconds=0.0)), **where})
+
+
+def _result(score: Score) -> dict[str, Any]:
+    values = {name: getattr(score, name) for name in _SCORE_FIELDS}
+    values[METRIC] = score.accuracy if score.ok and math.isfinite(score.accuracy) else 0.0
+    values["error"] = values["error"] or ""
+    return values
+
+
+def _score(result: dict[str, Any]) -> Score:
+    fields = {name: result[name] for name in _SCORE_FIELDS}
+    fields["error"] = fields["error"] or None
+    return Score(**fields)
+
+
+class _TuneSearcherAdapter:
+    """Presents an autoprune Searcher to Ray Tune (built lazily so Ray is imported only when used)."""
+
+    def __new__(cls, searcher: Searcher, on_result: Callable[[Completed], None]) -> Any:
+        from ray.tune.search import Searcher as TuneSearcher
+
+        class Adapter(TuneSearcher):
+            def __init__(self) -> None:
+                super().__init__()
+                self.trials: dict[str, Trial] = {}
+
+            def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+                self._metric, self._mode = metric, mode  # the search space is autoprune's, not a Tune config
+                return True
+
+            def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+                trial = searcher.ask()
+                if trial is None:
+                    return TuneSearcher.FINISHED if not searcher.pending else None
+                self.trials[trial_id] = trial
+                return {"ratios": dict(trial.policy), "trial_id": trial.id}
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+                trial = self.trials.pop(trial_id, None)
+                if trial is None:
+                    return
+                if error or not result or "status" not in result:
+                    score = Score.failed("the trial's worker failed more often than max_failures allows",
+                                         fidelity=0, seconds=0.0)
+                    where: dict[str, Any] = {}
+                else:
+                    score = _score(result)
+                    where = {"node": result.get("node", ""), "pid": result.get("pid", -1)}
+                searcher.tell(trial, score)
+                on_result(Completed(trial, score, where))
+
+        return Adapter()
+
+
+@dataclass
+class RayExecutor(Executor):
+    """Evaluations as Ray Tune trials.
+
+    Args:
+        address: None starts a local Ray sized to this machine and shuts it down afterwards; ``auto`` or
+            ``ray://host:10001`` joins a running cluster.
+        cpus_per_trial: CPUs reserved per trial (fractions allowed); also torch's thread count (>= 1).
+        gpus_per_trial: GPUs reserved per trial (fractions allowed).
+        max_concurrent: cap on trials running at once (None: as many as the cluster's resources allow).
+        max_failures: retries of a trial whose worker died (Ray Tune's ``FailureConfig``).
+        fidelity: None (every trial finetunes fully) or ``asha`` (ASHA stops poor candidates early).
+        rungs: finetune steps at which ASHA compares candidates (default: full/9 and full/3).
+        storage_path: where Ray Tune keeps its results (default: ``<run_dir>/ray`` or a temporary dir).
+        dashboard: start Ray's dashboard with an embedded local Ray.
+        dashboard_host: interface the dashboard binds to (default ``127.0.0.1``).
+    """
+
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    fidelity: str | None = None
+    rungs: tuple[int, ...] | None = None
+    storage_path: str | None = None
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        check_number("cpus_per_trial", self.cpus_per_trial, low=0, inclusive=False)
+        check_number("gpus_per_trial", self.gpus_per_trial, low=0)
+        check_int("max_failures", self.max_failures, low=0)
+        if self.max_concurrent is not None:
+            check_int("max_concurrent", self.max_concurrent, low=1)
+        if self.fidelity not in FIDELITIES:
+            raise ConfigError(f"fidelity {self.fidelity!r} is not accepted; accepted: None, 'asha'")
+        if self.rungs is not None:
+            self.rungs = tuple(int(r) for r in self.rungs)
+            for rung in self.rungs:
+                check_int("rung", rung, low=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "ray", **asdict(self)}
+
+    def _rungs(self, full: int) -> tuple[int, ...]:
+        if self.fidelity is None or full == 0:
+            return ()
+        rungs = self.rungs or tuple(sorted({max(1, full // 9), max(1, full // 3)}))
+        return tuple(r for r in rungs if r < full)
+
+    def _init_ray(self) -> bool:
+        """Connect to (or start) Ray; True if this call started it."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        options: dict[str, Any] = {"include_dashboard": self.dashboard, "logging_level": logging.WARNING,
+                                   "log_to_driver": False}
+        if self.dashboard:
+            options["dashboard_host"] = self.dashboard_host
+        if self.address is None:
+            ray.init(address="local", num_cpus=os.cpu_count(), **options)
+        else:
+            ray.init(address=self.address, **options)
+        return True
+
+    def run(
+        self,
+        searcher: Searcher,
+        evaluator: Evaluator,
+        *,
+        remaining: int,
+        on_result: Callable[[Completed], None],
+        run_dir: Path | None = None,
+    ) -> None:
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+
+        # Ctrl+C / SIGINT must stop the search (resumable) instead of ending Ray Tune's loop "successfully".
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        started = self._init_ray()
+        try:
+            full = evaluator.config.finetune_steps
+            rungs = self._rungs(full)
+            threads = max(1, int(self.cpus_per_trial))
+            trainable = tune.with_resources(
+                tune.with_parameters(_evaluate_trial, evaluator=evaluator, rungs=rungs, threads=threads),
+                {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
+            )
+            scheduler = None
+            if rungs:
+                scheduler = ASHAScheduler(time_attr="fidelity", max_t=full, grace_period=rungs[0],
+                                          reduction_factor=3)
+            storage = self.storage_path or str(run_dir / "ray" if run_dir else tempfile.mkdtemp(prefix="autoprune-"))
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=_TuneSearcherAdapter(searcher, on_result), metric=METRIC, mode="max",
+                    num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=str(Path(storage).resolve()), name=f"trials-{time.strftime('%Y%m%d-%H%M%S')}",
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                ),
+            )
+            tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
