@@ -1,0 +1,87 @@
+"""The Ray Tune executor on a two-node Ray cluster running on this machine."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+import autoprune as ap
+from autoprune.errors import ConfigError
+from autoprune.executors import make_executor
+
+FAST = {"bn_batches": 1, "finetune_steps": 3, "val_batches": 1}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _search(model, digits, **kwargs):
+    options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, evaluator=FAST,
+                   measure_latency=False, executor="ray")
+    options.update(kwargs)
+    return ap.search(model, digits.example_inputs(), **options)
+
+
+def test_trials_run_on_both_nodes_out_of_order(cluster, trained_cnn, digits, tmp_path) -> None:
+    result = _search(trained_cnn, digits, trials=4, run_dir=tmp_path / "run")
+    trials = result.trials
+    assert sorted(trials["trial_id"]) == [0, 1, 2, 3]
+    assert trials["status"].eq("ok").all() and trials["feasible"].all()
+    node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert set(trials["node"]) == node_ids and len(node_ids) == 2  # both nodes did work
+    assert trials["pid"].gt(0).all()
+    assert result.best_policy is not None and (tmp_path / "run" / "ray").is_dir()
+
+
+def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows(cluster, trained_cnn,
+                                                                                   digits) -> None:
+    killed: list[int] = []
+
+    def kill_first_trial_worker() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                if any("ImplicitFunc" in part for part in process.info["cmdline"] or []):
+                    process.kill()
+                    killed.append(process.info["pid"])
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_first_trial_worker, daemon=True)
+    killer.start()
+    result = _search(trained_cnn, digits, trials=3, executor_options={"max_failures": 3})
+    killer.join(timeout=1)
+    assert killed, "no trial worker was found to kill"
+    assert sorted(result.trials["trial_id"]) == [0, 1, 2]
+    assert result.trials["status"].eq("ok").all()
+
+
+def test_asha_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn, digits) -> None:
+    result = _search(trained_cnn, digits, trials=6, evaluator={**FAST, "finetune_steps": 9},
+                     executor_options={"fidelity": "asha"})
+    assert len(result.trials) == 6
+    assert set(result.trials["fidelity"]) <= {1, 3, 9} and (result.trials["fidelity"] == 9).any()
+    best = result.trials[result.trials["trial_id"] == result.summary["best_trial_id"]]
+    assert int(best["fidelity"].iloc[0]) == 9  # the best policy is chosen among full-fidelity scores
+
+
+def test_executor_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="fidelity 'hyperband'"):
+        make_executor("ray", {"fidelity": "hyperband"})
+    with pytest.raises(ConfigError, match="cpus_per_trial must be a number > 0"):
+        make_executor("ray", {"cpus_per_trial": 0})
+    with pytest.raises(ConfigError, match="unknown ray executor options"):
+        make_executor("ray", {"cpu": 1})
