@@ -83,10 +83,11 @@ def render(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
         f"Model `{config['model']}` on `{config['dataset']}`; every candidate: {config['bn_batches']} BatchNorm "
         f"recalibration batches, {config['finetune_steps']} finetune steps, {config['val_batches']} validation "
         f"batches; the best policy of each search then gets {config['final_finetune_steps']} finetune steps and "
-        "is scored on the test set. `uniform` and `global` are one evaluation each by construction.",
+        "is scored on the test set. `uniform` and `global` are one evaluation each by construction. Wall time "
+        "is the whole `search()` call: evaluations, final finetune and latency measurement.",
         "",
         "| budget (FLOPs kept) | method | seeds | test accuracy | drop vs unpruned | FLOPs kept | params kept "
-        "| evaluations | search time (s) |",
+        "| evaluations | wall time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[float, str], list[dict[str, Any]]] = {}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
-import psutil
 import pytest
 import ray
 from ray.cluster_utils import Cluster
@@ -26,6 +28,19 @@ def cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+def _trial_worker_pids() -> list[int]:
+    """Processes running a Ray Tune trial (their title names the trainable's actor, ImplicitFunc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"ImplicitFunc" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
 
 
 def _search(model, digits, **kwargs):
@@ -53,11 +68,10 @@ def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows
     def kill_first_trial_worker() -> None:
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            for process in psutil.process_iter(["pid", "cmdline"]):
-                if any("ImplicitFunc" in part for part in process.info["cmdline"] or []):
-                    process.kill()
-                    killed.append(process.info["pid"])
-                    return
+            for pid in _trial_worker_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_first_trial_worker, daemon=True)
