@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.tune.search import Searcher as TuneSearcher
+
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate import Evaluator, Score
 from autoprune.executors.base import Completed, Executor
@@ -64,43 +66,44 @@ def _score(result: dict[str, Any]) -> Score:
     return Score(**fields)
 
 
-class _TuneSearcherAdapter:
-    """Presents an autoprune Searcher to Ray Tune (built lazily so Ray is imported only when used)."""
+class TuneSearcherAdapter(TuneSearcher):
+    """Presents an autoprune Searcher to Ray Tune: ``suggest`` asks it, ``on_trial_complete`` tells it."""
 
-    def __new__(cls, searcher: Searcher, on_result: Callable[[Completed], None]) -> Any:
-        from ray.tune.search import Searcher as TuneSearcher
+    def __init__(self, searcher: Searcher, on_result: Callable[[Completed], None]) -> None:
+        super().__init__()
+        # not named ``searcher``: Ray Tune takes any object with that attribute for a wrapper of one
+        self.wrapped, self.on_result = searcher, on_result
+        self.trials: dict[str, Trial] = {}
 
-        class Adapter(TuneSearcher):
-            def __init__(self) -> None:
-                super().__init__()
-                self.trials: dict[str, Trial] = {}
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles its search algorithm into the experiment state; the autoprune searcher and the
+        # callbacks stay in the driver and are saved by autoprune's run directory instead.
+        return {"_metric": self._metric, "_mode": self._mode}
 
-            def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-                self._metric, self._mode = metric, mode  # the search space is autoprune's, not a Tune config
-                return True
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        self._metric, self._mode = metric, mode  # the search space is autoprune's, not a Tune config
+        return True
 
-            def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-                trial = searcher.ask()
-                if trial is None:
-                    return TuneSearcher.FINISHED if not searcher.pending else None
-                self.trials[trial_id] = trial
-                return {"ratios": dict(trial.policy), "trial_id": trial.id}
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        trial = self.wrapped.ask()
+        if trial is None:  # nothing now: finished unless running trials may change the searcher's mind
+            return TuneSearcher.FINISHED if not self.wrapped.pending else None
+        self.trials[trial_id] = trial
+        return {"ratios": dict(trial.policy), "trial_id": trial.id}
 
-            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-                trial = self.trials.pop(trial_id, None)
-                if trial is None:
-                    return
-                if error or not result or "status" not in result:
-                    score = Score.failed("the trial's worker failed more often than max_failures allows",
-                                         fidelity=0, seconds=0.0)
-                    where: dict[str, Any] = {}
-                else:
-                    score = _score(result)
-                    where = {"node": result.get("node", ""), "pid": result.get("pid", -1)}
-                searcher.tell(trial, score)
-                on_result(Completed(trial, score, where))
-
-        return Adapter()
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self.trials.pop(trial_id, None)
+        if trial is None:
+            return
+        if error or not result or "status" not in result:
+            score = Score.failed("the trial's worker failed more often than max_failures allows",
+                                 fidelity=0, seconds=0.0)
+            where: dict[str, Any] = {}
+        else:
+            score = _score(result)
+            where = {"node": result.get("node", ""), "pid": result.get("pid", -1)}
+        self.wrapped.tell(trial, score)
+        self.on_result(Completed(trial, score, where))
 
 
 @dataclass
@@ -202,7 +205,7 @@ class RayExecutor(Executor):
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=_TuneSearcherAdapter(searcher, on_result), metric=METRIC, mode="max",
+                    search_alg=TuneSearcherAdapter(searcher, on_result), metric=METRIC, mode="max",
                     num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
                 ),
                 run_config=tune.RunConfig(
