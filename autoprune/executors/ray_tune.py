@@ -207,6 +207,7 @@ class RayExecutor(Executor):
                 tune_config=tune.TuneConfig(
                     search_alg=TuneSearcherAdapter(searcher, on_result), metric=METRIC, mode="max",
                     num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
+                    reuse_actors=True,  # one worker process per slot: no re-import or re-fetch per trial
                 ),
                 run_config=tune.RunConfig(
                     storage_path=str(Path(storage).resolve()), name=f"trials-{time.strftime('%Y%m%d-%H%M%S')}",
