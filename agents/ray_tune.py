@@ -8,24 +8,72 @@ The adapter drives a ``ray.tune.search.Searcher`` through its public interface (
 from __future__ import annotations
 
 import importlib
+import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from autoprune.errors import ConfigError
 from autoprune.policy import Policy
 from autoprune.searcher import SearchContext, Searcher, Trial
 
 ALGORITHMS = {
+    "basic": ("agents.ray_tune", "BasicVariantSearch", "seed"),
     "optuna": ("ray.tune.search.optuna", "OptunaSearch", "seed"),
     "hyperopt": ("ray.tune.search.hyperopt", "HyperOptSearch", "random_state_seed"),
 }
+
+
+class BasicVariantSearch:
+    """Ray Tune's basic variant generation (random sampling of the Tune search space), as a Tune Searcher.
+
+    ``BasicVariantGenerator`` itself is a trial factory, not a ``Searcher``; this draws each config with
+    the same function it uses, ``generate_variants``, seeded per suggestion.
+    """
+
+    FINISHED = "FINISHED"
+
+    def __new__(cls, *, seed: int = 0) -> Any:
+        from ray.tune.search import Searcher as TuneSearcher
+        from ray.tune.search.variant_generator import generate_variants
+
+        class _Basic(TuneSearcher):
+            def __init__(self) -> None:
+                super().__init__()
+                self.space: dict[str, Any] | None = None
+                self.seed, self.drawn = seed, 0
+
+            def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+                if self.space is not None:
+                    return False
+                self._metric, self._mode, self.space = metric, mode, config
+                return True
+
+            def suggest(self, trial_id: str) -> dict[str, Any]:
+                state = np.random.RandomState([self.seed, self.drawn])
+                self.drawn += 1
+                _, resolved = next(generate_variants({"config": self.space}, random_state=state))
+                return resolved["config"]
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+                pass  # non-adaptive
+
+            def save(self, checkpoint_path: str) -> None:
+                Path(checkpoint_path).write_text(json.dumps({"seed": self.seed, "drawn": self.drawn}))
+
+            def restore(self, checkpoint_path: str) -> None:
+                state = json.loads(Path(checkpoint_path).read_text())
+                self.seed, self.drawn = state["seed"], state["drawn"]
+
+        return _Basic()
 METRIC = "accuracy"
 
 
 class RayTuneSearcher(Searcher):
-    """A Ray Tune search algorithm, by name (``optuna``, ``hyperopt``) or as a ``ray.tune.search.Searcher``.
+    """A Ray Tune search algorithm, by name (``basic``, ``optuna``, ``hyperopt``) or as a Tune ``Searcher``.
 
     Args:
         algorithm: the algorithm's name or instance (an instance must not have a search space set yet).

@@ -101,3 +101,8 @@ def test_executor_options_are_checked() -> None:
         make_executor("ray", {"cpus_per_trial": 0})
     with pytest.raises(ConfigError, match="unknown ray executor options"):
         make_executor("ray", {"cpu": 1})
+
+
+def test_ray_tune_search_algorithm_runs_on_the_ray_executor(cluster, trained_cnn, digits) -> None:
+    result = _search(trained_cnn, digits, trials=3, searcher="ray_tune", searcher_options={"algorithm": "basic"})
+    assert sorted(result.trials["trial_id"]) == [0, 1, 2] and result.trials["feasible"].all()

@@ -27,6 +27,7 @@ FAST_OPTIONS = {"amc": {"warmup": 2, "batch_size": 8, "hidden": [32, 32]}}
 VARIANTS = {
     "optuna-cmaes": ("optuna", {"sampler": "cmaes"}),
     "optuna-nsga2": ("optuna", {"sampler": "nsga2"}),
+    "ray_tune-basic": ("ray_tune", {"algorithm": "basic"}),
 }
 
 
