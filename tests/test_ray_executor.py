@@ -106,3 +106,14 @@ def test_executor_options_are_checked() -> None:
 def test_ray_tune_search_algorithm_runs_on_the_ray_executor(cluster, trained_cnn, digits) -> None:
     result = _search(trained_cnn, digits, trials=3, searcher="ray_tune", searcher_options={"algorithm": "basic"})
     assert sorted(result.trials["trial_id"]) == [0, 1, 2] and result.trials["feasible"].all()
+
+
+def test_embedded_ray_is_local_and_its_dashboard_binds_to_loopback(monkeypatch) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert make_executor("ray", {"dashboard": True})._init_ray() is True
+    assert make_executor("ray", {"address": "auto"})._init_ray() is True
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == os.cpu_count()
+    assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
+    assert calls[1]["address"] == "auto" and calls[1]["include_dashboard"] is False
