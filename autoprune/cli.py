@@ -109,17 +109,25 @@ def _progress() -> Iterator[Progress]:
         yield bar
 
 
+def _training_progress(bar: Progress, config: Any) -> Any:
+    """An ``on_epoch`` callback that shows baseline training (only if training actually happens)."""
+    task = None
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("train baseline", total=config.train.get("epochs", 30), info="")
+        bar.update(task, completed=epoch, info=f"val acc {accuracy:.4f}")
+
+    return on_epoch
+
+
 def _run(config: Any, *, resume: bool) -> Any:
     from autoprune.config import run_search
 
     with _progress() as bar:
-        train_task = search_task = None
-
-        def on_epoch(epoch: int, accuracy: float) -> None:
-            nonlocal train_task
-            if train_task is None:
-                train_task = bar.add_task("train baseline", total=config.train.get("epochs", 30), info="")
-            bar.update(train_task, completed=epoch, info=f"val acc {accuracy:.4f}")
+        search_task = None
+        on_epoch = _training_progress(bar, config)
 
         def on_progress(event: Any) -> None:
             nonlocal search_task
@@ -199,15 +207,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     levels = [float(v) for v in args.levels.split(",")] if args.levels else None
     with _progress() as bar:
-        train_task = None
-
-        def on_epoch(epoch: int, accuracy: float) -> None:
-            nonlocal train_task
-            if train_task is None:
-                train_task = bar.add_task("train baseline", total=config.train.get("epochs", 30), info="")
-            bar.update(train_task, completed=epoch, info=f"val acc {accuracy:.4f}")
-
-        model, data, _ = load_model_and_data(config, on_epoch=on_epoch)
+        model, data, _ = load_model_and_data(config, on_epoch=_training_progress(bar, config))
         inputs = data.example_inputs()
         space = SearchSpace.from_model(model, inputs, preset=config.preset or default_preset(config.model),
                                        ignore=config.ignore, round_to=config.round_to, max_ratio=config.max_ratio)
