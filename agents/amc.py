@@ -3,13 +3,15 @@
 Each ``ask()`` plays one episode of :class:`PruningEnv` with the current actor (random actions during
 warm-up, then the actor's action plus truncated-normal noise whose sigma decays per episode). The
 episode's transitions wait, keyed by trial id, until ``tell()`` brings its score; then every transition
-gets the episode's reward minus a moving-average baseline (discount 1, as in AMC), goes into SB3's
-replay buffer, and the agent trains. Several episodes may be out at once and come back in any order.
+gets the episode's reward (discount 1, as in AMC) and goes into SB3's replay buffer, and the agent trains.
+As in AMC's reference code, rewards are stored raw and a moving average of sampled batch means is
+subtracted from each training batch. Several episodes may be out at once and come back in any order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,10 +21,13 @@ import numpy as np
 import torch
 from scipy.stats import truncnorm
 from stable_baselines3 import DDPG, TD3
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from agents.pruning_env import PruningEnv
 from autoprune.errors import ConfigError
+from autoprune.options import check_int, check_number
 from autoprune.policy import Policy
 from autoprune.searcher import SearchContext, SeededSearcher, Trial
 
@@ -35,6 +40,25 @@ class _Episode:
     observations: list[np.ndarray] = field(default_factory=list)
     actions: list[float] = field(default_factory=list)
     next_observations: list[np.ndarray] = field(default_factory=list)
+
+
+class BaselineReplayBuffer(ReplayBuffer):
+    """SB3's replay buffer that subtracts AMC's moving baseline from each sampled batch's rewards.
+
+    The baseline moves toward every sampled batch's mean reward by ``baseline_alpha`` before it is
+    subtracted (AMC's ``update_policy``), so stored rewards stay raw and comparable across episodes.
+    """
+
+    def __init__(self, *args: Any, baseline_alpha: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.baseline_alpha = baseline_alpha
+        self.baseline: float | None = None
+
+    def sample(self, batch_size: int, env: Any = None) -> ReplayBufferSamples:
+        samples = super().sample(batch_size, env)
+        mean = float(samples.rewards.mean())
+        self.baseline = mean if self.baseline is None else self.baseline + self.baseline_alpha * (mean - self.baseline)
+        return samples._replace(rewards=samples.rewards - self.baseline)
 
 
 @contextlib.contextmanager
@@ -59,7 +83,7 @@ class AMCSearcher(SeededSearcher):
         warmup: episodes of uniformly random actions before the actor acts (AMC: 100).
         sigma: initial exploration noise (AMC: 0.5); decays as ``sigma * sigma_decay ** (episode - warmup)``.
         sigma_decay: per-episode noise decay (AMC: 0.95).
-        baseline_alpha: weight of the newest reward in the moving-average baseline (AMC: 0.5).
+        baseline_alpha: step of the moving-average reward baseline toward each batch's mean (AMC: 0.5).
         hidden: hidden layer sizes of actor and critic (AMC: 300, 300).
         learning_rate: Adam learning rate of actor and critic (SB3 uses one for both; AMC used 1e-4 for
             the actor and 1e-3 for the critic).
@@ -92,14 +116,21 @@ class AMCSearcher(SeededSearcher):
             raise ConfigError(f"amc algorithm {algorithm!r} is not accepted; accepted: {', '.join(ALGORITHMS)}")
         if reward not in REWARDS:
             raise ConfigError(f"amc reward {reward!r} is not accepted; accepted: {', '.join(REWARDS)}")
-        for key, value in {"warmup": warmup, "batch_size": batch_size, "buffer_size": buffer_size}.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "warmup" else 1):
-                raise ConfigError(f"amc {key} must be a non-negative integer, got {value!r}")
-        if not sigma >= 0 or not 0 < sigma_decay <= 1 or not 0 < baseline_alpha <= 1 or not 0 < tau <= 1:
-            raise ConfigError(
-                f"amc needs sigma >= 0, 0 < sigma_decay <= 1, 0 < baseline_alpha <= 1, 0 < tau <= 1; got "
-                f"sigma={sigma!r}, sigma_decay={sigma_decay!r}, baseline_alpha={baseline_alpha!r}, tau={tau!r}"
-            )
+        check_int("amc warmup", warmup, low=0)
+        check_int("amc batch_size", batch_size, low=1)
+        check_int("amc buffer_size", buffer_size, low=1)
+        if updates_per_episode is not None:
+            check_int("amc updates_per_episode", updates_per_episode, low=1)
+        check_number("amc sigma", sigma, low=0)
+        check_number("amc learning_rate", learning_rate, low=0, inclusive=False)
+        for key, value in {"sigma_decay": sigma_decay, "baseline_alpha": baseline_alpha, "tau": tau}.items():
+            check_number(f"amc {key}", value, low=0, inclusive=False)
+            if value > 1:
+                raise ConfigError(f"amc {key} must be in (0, 1], got {value!r}")
+        if not isinstance(hidden, (list, tuple)) or not hidden:
+            raise ConfigError(f"amc hidden must be a non-empty list of layer sizes, got {hidden!r}")
+        for size in hidden:
+            check_int("amc hidden layer size", size, low=1)
         self.algorithm, self.reward = algorithm, reward
         self.warmup, self.sigma, self.sigma_decay = warmup, float(sigma), float(sigma_decay)
         self.baseline_alpha = float(baseline_alpha)
@@ -110,7 +141,6 @@ class AMCSearcher(SeededSearcher):
         self._episodes: dict[int, _Episode] = {}
         self._asked = 0
         self._told = 0
-        self._baseline: float | None = None
 
     def _setup(self, context: SearchContext) -> None:
         super()._setup(context)
@@ -119,6 +149,8 @@ class AMCSearcher(SeededSearcher):
             self.agent = ALGORITHMS[self.algorithm](
                 "MlpPolicy", self.env, learning_rate=self.learning_rate, buffer_size=self.buffer_size,
                 learning_starts=0, batch_size=self.batch_size, tau=self.tau, gamma=1.0,
+                replay_buffer_class=BaselineReplayBuffer,
+                replay_buffer_kwargs={"baseline_alpha": self.baseline_alpha},
                 policy_kwargs={"net_arch": list(self.hidden)}, seed=context.seed, device="cpu", verbose=0,
             )
         self.agent.set_logger(configure(folder=None, format_strings=[]))
@@ -165,18 +197,16 @@ class AMCSearcher(SeededSearcher):
         episode = self._episodes.pop(trial.id)
         if not score.ok or not math.isfinite(score.accuracy):
             return  # a failed evaluation teaches nothing about the policy
+        if score.fidelity < self.context.full_fidelity:
+            return  # stopped early by a multi-fidelity scheduler: its accuracy is not comparable
         reward = self.episode_reward(score.accuracy, score.flops)
-        self._baseline = reward if self._baseline is None else (
-            (1 - self.baseline_alpha) * self._baseline + self.baseline_alpha * reward
-        )
-        advantage = reward - self._baseline
         last = len(episode.actions) - 1
         for t, (obs, action, next_obs) in enumerate(
             zip(episode.observations, episode.actions, episode.next_observations, strict=True)
         ):
             scaled = self.agent.policy.scale_action(np.array([[action]], dtype=np.float32))
             self.agent.replay_buffer.add(
-                obs[None], next_obs[None], scaled, np.array([advantage]), np.array([t == last]), [{}]
+                obs[None], next_obs[None], scaled, np.array([reward]), np.array([t == last]), [{}]
             )
         self._told += 1
         if self._told >= self.warmup and self.agent.replay_buffer.size() >= self.batch_size:
@@ -186,7 +216,8 @@ class AMCSearcher(SeededSearcher):
 
     # -- state --------------------------------------------------------------------------------------
     def _state_dict(self) -> dict[str, Any]:
-        return {
+        """A snapshot (deep copies): later training does not change a state already taken."""
+        return copy.deepcopy({
             **super()._state_dict(),
             "policy": self.agent.policy.state_dict(),
             "actor_optimizer": self.agent.actor.optimizer.state_dict(),
@@ -195,15 +226,14 @@ class AMCSearcher(SeededSearcher):
             "n_updates": self.agent._n_updates,
             "asked": self._asked,
             "told": self._told,
-            "baseline": self._baseline,
-        }
+        })
 
     def _load_state_dict(self, state: Mapping[str, Any]) -> None:
         super()._load_state_dict(state)
         self.agent.policy.load_state_dict(state["policy"])
         self.agent.actor.optimizer.load_state_dict(state["actor_optimizer"])
         self.agent.critic.optimizer.load_state_dict(state["critic_optimizer"])
-        self.agent.replay_buffer = state["replay_buffer"]
+        self.agent.replay_buffer = copy.deepcopy(state["replay_buffer"])
         self.agent._n_updates = state["n_updates"]
-        self._asked, self._told, self._baseline = state["asked"], state["told"], state["baseline"]
+        self._asked, self._told = state["asked"], state["told"]
         self._episodes.clear()

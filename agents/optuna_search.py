@@ -101,6 +101,9 @@ class OptunaSearcher(Searcher):
         if not score.ok:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
             return
+        if score.fidelity < self.context.full_fidelity:  # stopped early by ASHA: Optuna's "pruned"
+            self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            return
         flops_ratio = score.flops / self.context.cost_model.base.flops
         self.study.tell(number, [score.accuracy, flops_ratio] if self.multi_objective else score.accuracy)
 

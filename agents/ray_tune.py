@@ -34,8 +34,6 @@ class BasicVariantSearch:
     the same function it uses, ``generate_variants``, seeded per suggestion.
     """
 
-    FINISHED = "FINISHED"
-
     def __new__(cls, *, seed: int = 0) -> Any:
         from ray.tune.search import Searcher as TuneSearcher
         from ray.tune.search.variant_generator import generate_variants

@@ -20,7 +20,7 @@ import pandas as pd
 from torch import nn
 
 from autoprune.budget import Budget, CostModel, bisect_feasible
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, EvaluationFailedError
 from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
 from autoprune.io import atomic_write
 from autoprune.policy import Policy
@@ -47,14 +47,17 @@ def scan_plan(space: SearchSpace, levels: Sequence[float]) -> list[tuple[str | N
 
 def allocate(table: pd.DataFrame, baseline: float, cost_model: CostModel, budget: Budget) -> dict[str, float]:
     """Greedy allocation: cheapest accuracy loss per unit of the budget's metric saved, until feasible."""
+    if not math.isfinite(baseline):
+        raise EvaluationFailedError("the unpruned probe of the sensitivity scan failed; nothing to compare with")
     space = cost_model.space
     curves: dict[str, list[tuple[float, float]]] = {}
     for group in space:
         rows = table[table["group"] == group.name].sort_values("ratio")
         loss, points = 0.0, [(0.0, 0.0)]
         for ratio, accuracy in zip(rows["ratio"], rows["accuracy"], strict=True):
-            drop = baseline - accuracy if math.isfinite(accuracy) else math.inf
-            loss = max(loss, drop)  # losses never shrink with more pruning
+            if not math.isfinite(accuracy):
+                continue  # a failed probe: that level is skipped, the next one still counts
+            loss = max(loss, baseline - accuracy)  # losses never shrink with more pruning
             points.append((float(ratio), loss))
         curves[group.name] = points
     step = dict.fromkeys(space.names, 0)

@@ -65,7 +65,8 @@ _EXECUTOR_FLAGS = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurren
 
 
 def _with_executor_flags(config: Any, args: argparse.Namespace) -> Any:
-    options = dict(config.executor_options)
+    # switching to the local executor drops the Ray options of an earlier run
+    options = {} if args.executor == "local" else dict(config.executor_options)
     options.update({k: getattr(args, k) for k in _EXECUTOR_FLAGS if getattr(args, k, None) is not None})
     executor = args.executor or ("ray" if options and config.executor == "local" else config.executor)
     return config.with_overrides(executor=executor, executor_options=options)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.budget import Budget, CostModel
-from autoprune.errors import AutopruneError, DataError, unknown_name
+from autoprune.errors import AutopruneError, ConfigError, DataError, unknown_name
 from autoprune.inputs import as_tuple
 from autoprune.options import check_int, check_number, from_mapping
 from autoprune.policy import Policy
@@ -37,6 +37,8 @@ class EvaluatorConfig:
         val_batches: validation batches scored per candidate (None: all of them).
         importance: channel importance: l1, l2, bn_scale, taylor or random.
         seed: seed for data order and any randomness, per evaluation.
+        device: where candidates are recovered and scored: ``cpu`` or ``cuda`` (``cuda:N``); pruning
+            itself (tracing) happens on the CPU.
     """
 
     bn_batches: int = 10
@@ -46,6 +48,7 @@ class EvaluatorConfig:
     val_batches: int | None = None
     importance: str = "l1"
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_int("evaluator bn_batches", self.bn_batches, low=0)
@@ -57,6 +60,10 @@ class EvaluatorConfig:
         check_number("evaluator weight_decay", self.weight_decay, low=0)
         if self.importance not in IMPORTANCES:
             raise unknown_name("importance", self.importance, list(IMPORTANCES))
+        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"evaluator device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"evaluator device {self.device!r} was asked for but CUDA is not available here")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | EvaluatorConfig | None) -> EvaluatorConfig:
@@ -121,17 +128,23 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _cycle(data: Iterable) -> Iterator:
+def _moved(data: Iterable, device: str) -> Iterator:
+    """``(inputs, targets)`` batches of ``data`` on ``device``."""
+    for inputs, targets in data:
+        yield inputs.to(device), targets.to(device)
+
+
+def _cycle(data: Iterable, device: str = "cpu") -> Iterator:
     while True:
         empty = True
-        for batch in data:
+        for batch in _moved(data, device):
             empty = False
             yield batch
         if empty:
             raise DataError("the training data yielded no batches")
 
 
-def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int) -> None:
+def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int, *, device: str = "cpu") -> None:
     """Re-estimate BatchNorm running statistics from ``batches`` training batches (cumulative average)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or batches == 0:
@@ -142,7 +155,7 @@ def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int) -> Non
         m.momentum = None
     model.train()
     with torch.no_grad():
-        for inputs, _ in itertools.islice(_cycle(data), batches):
+        for inputs, _ in itertools.islice(_cycle(data, device), batches):
             model(inputs)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
@@ -151,7 +164,7 @@ def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int) -> Non
 
 def finetune_stages(
     model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0,
-    stops: Sequence[int] = (),
+    stops: Sequence[int] = (), device: str = "cpu",
 ) -> Iterator[int]:
     """SGD (momentum 0.9, one cosine schedule over ``steps``) on cross-entropy, pausing at each stop.
 
@@ -165,7 +178,7 @@ def finetune_stages(
         return
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    batches = _cycle(data)
+    batches = _cycle(data, device)
     done = 0
     for pause in pauses:
         model.train()
@@ -182,13 +195,17 @@ def finetune_stages(
         yield done
 
 
-def finetune(model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0) -> None:
+def finetune(
+    model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0, device: str = "cpu"
+) -> None:
     """SGD (momentum 0.9, cosine-decayed learning rate) for ``steps`` batches of cross-entropy."""
-    for _ in finetune_stages(model, data, steps=steps, lr=lr, weight_decay=weight_decay):
+    for _ in finetune_stages(model, data, steps=steps, lr=lr, weight_decay=weight_decay, device=device):
         pass
 
 
-def validate(model: nn.Module, data: Iterable, *, batches: int | None = None) -> tuple[float, float]:
+def validate(
+    model: nn.Module, data: Iterable, *, batches: int | None = None, device: str = "cpu"
+) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy over ``batches`` batches of ``data`` (all if None).
 
     The model is scored in eval mode and left in the mode it was in.
@@ -197,7 +214,7 @@ def validate(model: nn.Module, data: Iterable, *, batches: int | None = None) ->
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
     with torch.no_grad():
-        for inputs, targets in itertools.islice(data, batches):
+        for inputs, targets in itertools.islice(_moved(data, device), batches):
             logits = model(inputs)
             loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             correct += (logits.argmax(dim=1) == targets).sum().item()
@@ -269,14 +286,17 @@ class Evaluator:
         steps = self.config.finetune_steps if steps is None else steps
         start = time.perf_counter()
         self._seed()
+        device = self.config.device
         pruned = self.prune(policy).model
-        recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches)
         flops, params = count_flops(pruned, self.example_inputs), count_params(pruned)
         cost = flops if self.budget.metric == "flops" else params
         feasible = cost <= self.budget.limit(self.cost_model.base)
+        pruned.to(device)
+        recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches, device=device)
         for done in finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
-                                    weight_decay=self.config.weight_decay, stops=rungs):
-            accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches)
+                                    weight_decay=self.config.weight_decay, stops=rungs, device=device):
+            with torch.random.fork_rng(devices=[]):  # scoring a rung must not change the rest of the run
+                accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches, device=device)
             yield Score(accuracy=accuracy, loss=loss, flops=flops, params=params, feasible=feasible,
                         fidelity=done, seconds=time.perf_counter() - start)
 

@@ -241,6 +241,7 @@ def search(
     context = SearchContext(
         space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
         run_dir=run.path if run else None, model=model, example_inputs=example_inputs,
+        full_fidelity=eval_config.finetune_steps,
     )
     try:
         search_engine.setup(context)
@@ -329,8 +330,12 @@ def _finalize(
     space, cost_model, budget = result.space, evaluator.cost_model, evaluator.budget
     policy = _policy_from_row(best, space)
     pruned = evaluator.prune(policy)
-    recalibrate_batchnorm(pruned.model, evaluator.train_data, evaluator.config.bn_batches)
-    finetune(pruned.model, evaluator.train_data, steps=steps, lr=lr, weight_decay=evaluator.config.weight_decay)
+    device = evaluator.config.device
+    pruned.model.to(device)
+    recalibrate_batchnorm(pruned.model, evaluator.train_data, evaluator.config.bn_batches, device=device)
+    finetune(pruned.model, evaluator.train_data, steps=steps, lr=lr, weight_decay=evaluator.config.weight_decay,
+             device=device)
+    pruned.model.to("cpu")  # exported, counted and timed on the CPU
     flops = count_flops(pruned.model, example_inputs)
     limit = budget.limit(cost_model.base)
     measured = flops if budget.metric == "flops" else count_params(pruned.model)

@@ -156,7 +156,11 @@ def group_importances(
         for group in graph.get_all_groups(root_module_types=ROOT_MODULE_TYPES):
             root = names.get(group[0].dep.target.module)
             if root in wanted:
-                scores[root] = scorer(group).detach().cpu()
+                score = scorer(group)
+                if score is None:
+                    raise ConfigError(f"importance {importance!r} cannot score group {root!r} of "
+                                      f"{type(model).__name__} (bn_scale needs a BatchNorm in every group)")
+                scores[root] = score.detach().cpu()
     model.train(was_training)
     missing = sorted(wanted - set(scores))
     if missing:

@@ -44,6 +44,8 @@ class SearchContext:
         run_dir: the run directory, for searchers that keep files of their own (None: in memory).
         model: the unpruned model, for searchers that rank channels by weights (e.g. ``global``).
         example_inputs: inputs for tracing ``model``.
+        full_fidelity: finetune steps of a complete evaluation; scores with a lower ``fidelity`` were
+            stopped early by a multi-fidelity scheduler.
     """
 
     space: SearchSpace
@@ -54,6 +56,7 @@ class SearchContext:
     run_dir: Path | None = None
     model: nn.Module | None = None
     example_inputs: Any = None
+    full_fidelity: int = 0
 
     def feasible(self, ratios: Mapping[str, float]) -> bool:
         return self.cost_model.feasible(ratios, self.budget)

@@ -34,3 +34,14 @@ class SearcherThatRefusesTheSpace(RandomSearcher):
 
     def _setup(self, context: SearchContext) -> None:
         raise ConfigError(f"needs at least {context.trials + 100} trials")
+
+
+class RecordingSearcher(RandomSearcher):
+    """Random search that remembers the fidelity of every score it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told_fidelities: list[int] = []
+
+    def _tell(self, trial, score) -> None:
+        self.told_fidelities.append(score.fidelity)

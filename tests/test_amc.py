@@ -92,7 +92,10 @@ def test_noise_schedule_rewards_and_options() -> None:
     assert agent.episode_reward(0.9, 1000) == pytest.approx(-0.1 * math.log(1000))
     assert AMCSearcher().episode_reward(0.9, 1000) == 0.9
     for options, match in [({"algorithm": "ppo"}, "'ppo'.*ddpg, td3"), ({"reward": "loss"}, "'loss'"),
-                           ({"warmup": -1}, "warmup"), ({"sigma_decay": 0}, "sigma_decay")]:
+                           ({"warmup": -1}, "warmup"), ({"sigma_decay": 0}, "sigma_decay"),
+                           ({"learning_rate": "fast"}, "learning_rate"), ({"hidden": [0]}, "hidden layer size"),
+                           ({"updates_per_episode": -3}, "updates_per_episode"),
+                           ({"tau": 2}, r"tau must be in \(0, 1\]")]:
         with pytest.raises(ConfigError, match=match):
             AMCSearcher(**options)
 
@@ -118,3 +121,36 @@ def test_amc_search_resumes_with_its_networks_and_replay_buffer(trained_cnn, dig
     assert len(resumed.trials) == 5
     assert np.allclose(resumed.trials[ratio_cols].to_numpy(), straight.trials[ratio_cols].to_numpy())
     assert resumed.trials["feasible"].all()
+
+
+def test_rewards_are_stored_raw_and_the_baseline_moves_per_sampled_batch() -> None:
+    agent = AMCSearcher(warmup=0, batch_size=4, hidden=[8])
+    agent.setup(_context(SPACES["small_cnn"], Budget.flops(0.5)))
+    for accuracy in (0.5, 0.7, 0.5):
+        trial = agent.ask()
+        agent.tell(trial, Score(accuracy, 1.0, 1, 1, True, 0, 0.0))
+    buffer = agent.agent.replay_buffer
+    stored = sorted({round(float(r), 6) for r in buffer.rewards[: buffer.size()].ravel()})
+    assert stored == [0.5, 0.7]  # raw accuracies, equal rewards stay equal
+    before = buffer.baseline
+    batch = buffer.sample(4)
+    mean = float((batch.rewards + buffer.baseline).mean())
+    assert buffer.baseline == pytest.approx(before + 0.5 * (mean - before))
+
+
+def test_state_dict_is_a_snapshot_and_low_fidelity_scores_are_not_learned_from() -> None:
+    context = SearchContext(space=SPACES["small_cnn"], budget=Budget.flops(0.5),
+                            cost_model=CostModel(SPACES["small_cnn"]), seed=0, full_fidelity=9)
+    agent = AMCSearcher(warmup=0, batch_size=4, hidden=[8])
+    agent.setup(context)
+    trial = agent.ask()
+    agent.tell(trial, Score(0.5, 1.0, 1, 1, True, 9, 0.0))
+    state = agent.state_dict()
+    saved_size = state["replay_buffer"].size()
+    weights = {k: v.clone() for k, v in state["policy"].items()}
+    for fidelity in (9, 1):
+        trial = agent.ask()
+        agent.tell(trial, Score(0.6, 1.0, 1, 1, True, fidelity, 0.0))
+    assert state["replay_buffer"].size() == saved_size  # the snapshot did not grow with the agent
+    assert all(torch.equal(weights[k], v) for k, v in state["policy"].items())
+    assert agent.agent.replay_buffer.size() == 2 * saved_size  # the fidelity-1 episode was skipped

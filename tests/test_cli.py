@@ -148,3 +148,15 @@ def test_searcher_options_from_flags(tmp_path) -> None:
     saved = json.loads((run / "config.json").read_text())
     assert saved["searcher_options"] == {"sampler": "random"} and (run / "optuna.journal").exists()
     assert main(["search", "--searcher-option", "oops", "--trials", "1"]) == 2
+
+
+def test_switching_to_the_local_executor_drops_ray_options() -> None:
+    from autoprune.cli import _with_executor_flags
+    from autoprune.config import SearchConfig
+
+    ray_run = SearchConfig(executor="ray", executor_options={"cpus_per_trial": 1, "fidelity": "asha"})
+    args = build_parser().parse_args(["search", "--executor", "local"])
+    assert _with_executor_flags(ray_run, args).executor_options == {}
+    args = build_parser().parse_args(["search", "--address", "auto"])
+    switched = _with_executor_flags(SearchConfig(), args)
+    assert switched.executor == "ray" and switched.executor_options == {"address": "auto"}

@@ -9,7 +9,7 @@ import autoprune as ap
 from agents.global_magnitude import GlobalSearcher, threshold_allocation
 from agents.sensitivity import allocate
 from autoprune import Budget, CostModel
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, EvaluationFailedError
 from autoprune.models import resnet20
 from autoprune.searcher import SearchContext
 from search_spaces import SearchSpace
@@ -106,3 +106,27 @@ def test_sensitivity_searcher_scans_then_allocates(trained_cnn, digits, tmp_path
     with pytest.raises(ConfigError, match="at least 6 trials"):
         ap.search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
                   val_data=digits.val, searcher="sensitivity", trials=5, evaluator=FAST)
+
+
+def test_allocation_skips_failed_probes_and_needs_a_baseline(resnet) -> None:
+    _, _, space = resnet
+    cost = CostModel(space)
+    rows = [{"group": g.name, "ratio": level * g.max_ratio,
+             "accuracy": float("nan") if (i == 0 and level == 0.5) else 0.9 - 0.1 * level}
+            for i, g in enumerate(space) for level in (0.5, 1.0)]
+    ratios = allocate(pd.DataFrame(rows), 0.9, cost, Budget.flops(0.3))
+    assert cost.feasible(ratios, Budget.flops(0.3))
+    with pytest.raises(EvaluationFailedError, match="unpruned probe"):
+        allocate(pd.DataFrame(rows), float("nan"), cost, Budget.flops(0.3))
+
+
+def test_bn_scale_on_a_model_without_batchnorm_is_a_clear_error() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    inputs = torch.zeros(1, 3, 8, 8)
+    model(inputs)
+    space = SearchSpace.from_model(model, inputs)
+    with pytest.raises(ConfigError, match="bn_scale needs a BatchNorm"):
+        GlobalSearcher(importance="bn_scale").setup(SearchContext(
+            space=space, budget=Budget.flops(0.5), cost_model=CostModel(space), seed=0, model=model,
+            example_inputs=inputs))

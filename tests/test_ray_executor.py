@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import ray
+from factories import RecordingSearcher
 from ray.cluster_utils import Cluster
 
 import autoprune as ap
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, DataError
 from autoprune.executors import make_executor
 
 FAST = {"bn_batches": 1, "finetune_steps": 3, "val_batches": 1}
@@ -86,12 +87,21 @@ def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows
 
 
 def test_asha_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn, digits) -> None:
-    result = _search(trained_cnn, digits, trials=6, evaluator={**FAST, "finetune_steps": 9},
+    searcher = RecordingSearcher()
+    result = _search(trained_cnn, digits, trials=6, evaluator={**FAST, "finetune_steps": 9}, searcher=searcher,
                      executor_options={"fidelity": "asha"})
     assert len(result.trials) == 6
     assert set(result.trials["fidelity"]) <= {1, 3, 9} and (result.trials["fidelity"] == 9).any()
+    assert sorted(searcher.told_fidelities) == sorted(result.trials["fidelity"])  # told what it came from
     best = result.trials[result.trials["trial_id"] == result.summary["best_trial_id"]]
     assert int(best["fidelity"].iloc[0]) == 9  # the best policy is chosen among full-fidelity scores
+
+
+def test_bad_input_stops_a_ray_search_with_the_real_error(cluster, trained_cnn, digits) -> None:
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="no samples"):
+        _search(trained_cnn, digits, trials=20, val_data=[])
+    assert time.perf_counter() - start < 120  # not 20 trials x retries
 
 
 def test_executor_options_are_checked() -> None:
@@ -101,6 +111,12 @@ def test_executor_options_are_checked() -> None:
         make_executor("ray", {"cpus_per_trial": 0})
     with pytest.raises(ConfigError, match="unknown ray executor options"):
         make_executor("ray", {"cpu": 1})
+    with pytest.raises(ConfigError, match="reduction_factor must be an integer >= 2"):
+        make_executor("ray", {"reduction_factor": 1})
+    with pytest.raises(ConfigError, match="gpus_per_trial=1 but this machine's Ray has 0 GPUs"):
+        make_executor("ray", {"gpus_per_trial": 1})._check_resources({"CPU": 2.0})
+    assert make_executor("ray", {"fidelity": "asha"})._rungs(27) == (3, 9)
+    assert make_executor("ray", {"fidelity": "asha", "grace_period": 2, "reduction_factor": 2})._rungs(10) == (2, 4, 8)
 
 
 def test_ray_tune_search_algorithm_runs_on_the_ray_executor(cluster, trained_cnn, digits) -> None:

@@ -15,12 +15,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ray.tune.search import Searcher as TuneSearcher
 
+from autoprune import errors
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate import Evaluator, Score
 from autoprune.executors.base import Completed, Executor
@@ -29,6 +30,7 @@ from autoprune.searcher import Searcher, Trial
 
 log = logging.getLogger(__name__)
 METRIC = "objective"
+FATAL = "fatal_error_type"
 FIDELITIES = (None, "asha")
 _SCORE_FIELDS = ("accuracy", "loss", "flops", "params", "feasible", "fidelity", "seconds", "status", "error")
 
@@ -42,13 +44,16 @@ def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[i
     from autoprune.policy import Policy
 
     torch.set_num_threads(threads)
+    if ray.get_gpu_ids() and evaluator.config.device == "cpu":
+        evaluator.config = replace(evaluator.config, device="cuda")  # this worker's copy: use its GPU
     where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     policy = Policy(config["ratios"], fingerprint=evaluator.cost_model.space.fingerprint)
     try:
         for score in evaluator.evaluate_rungs(policy, rungs=rungs):
             tune.report({**_result(score), **where})
-    except AutopruneError:
-        raise  # bad input: the trial errors (and is retried, then recorded as failed)
+    except AutopruneError as exc:  # bad input: every trial would fail; the driver stops the search
+        failed = Score.failed(exc, fidelity=0, seconds=0.0)
+        tune.report({**_result(failed), **where, FATAL: type(exc).__name__})
     except Exception as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
         tune.report({**_result(Score.failed(exc, fidelity=0, seconds=0.0)), **where})
 
@@ -74,6 +79,7 @@ class TuneSearcherAdapter(TuneSearcher):
         # not named ``searcher``: Ray Tune takes any object with that attribute for a wrapper of one
         self.wrapped, self.on_result = searcher, on_result
         self.trials: dict[str, Trial] = {}
+        self.fatal: AutopruneError | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray Tune pickles its search algorithm into the experiment state; the autoprune searcher and the
@@ -85,6 +91,8 @@ class TuneSearcherAdapter(TuneSearcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.fatal is not None:
+            return TuneSearcher.FINISHED
         trial = self.wrapped.ask()
         if trial is None:  # nothing now: finished unless running trials may change the searcher's mind
             return TuneSearcher.FINISHED if not self.wrapped.pending else None
@@ -95,9 +103,13 @@ class TuneSearcherAdapter(TuneSearcher):
         trial = self.trials.pop(trial_id, None)
         if trial is None:
             return
+        if result and result.get(FATAL):
+            kind = getattr(errors, str(result[FATAL]), AutopruneError)
+            self.fatal = kind(result.get("error", "")) if isinstance(kind, type) else AutopruneError(result)
+            return
         if error or not result or "status" not in result:
-            score = Score.failed("the trial's worker failed more often than max_failures allows",
-                                 fidelity=0, seconds=0.0)
+            score = Score.failed("the trial's worker died more often than max_failures allows "
+                                 "(Ray Tune's logs in the storage path say why)", fidelity=0, seconds=0.0)
             where: dict[str, Any] = {}
         else:
             score = _score(result)
@@ -118,7 +130,9 @@ class RayExecutor(Executor):
         max_concurrent: cap on trials running at once (None: as many as the cluster's resources allow).
         max_failures: retries of a trial whose worker died (Ray Tune's ``FailureConfig``).
         fidelity: None (every trial finetunes fully) or ``asha`` (ASHA stops poor candidates early).
-        rungs: finetune steps at which ASHA compares candidates (default: full/9 and full/3).
+        grace_period: finetune steps before ASHA's first comparison (default: full steps / 9).
+        reduction_factor: ASHA keeps the best 1/reduction_factor at each rung; rungs are at
+            ``grace_period * reduction_factor**k`` steps below the full finetune.
         storage_path: where Ray Tune keeps its results (default: ``<run_dir>/ray`` or a temporary dir).
         dashboard: start Ray's dashboard with an embedded local Ray.
         dashboard_host: interface the dashboard binds to (default ``127.0.0.1``).
@@ -130,7 +144,8 @@ class RayExecutor(Executor):
     max_concurrent: int | None = None
     max_failures: int = 2
     fidelity: str | None = None
-    rungs: tuple[int, ...] | None = None
+    grace_period: int | None = None
+    reduction_factor: int = 3
     storage_path: str | None = None
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
@@ -143,19 +158,22 @@ class RayExecutor(Executor):
             check_int("max_concurrent", self.max_concurrent, low=1)
         if self.fidelity not in FIDELITIES:
             raise ConfigError(f"fidelity {self.fidelity!r} is not accepted; accepted: None, 'asha'")
-        if self.rungs is not None:
-            self.rungs = tuple(int(r) for r in self.rungs)
-            for rung in self.rungs:
-                check_int("rung", rung, low=1)
+        if self.grace_period is not None:
+            check_int("grace_period", self.grace_period, low=1)
+        check_int("reduction_factor", self.reduction_factor, low=2)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ray", **asdict(self)}
 
     def _rungs(self, full: int) -> tuple[int, ...]:
+        """ASHA's milestones below the full finetune (where it may stop a trial)."""
         if self.fidelity is None or full == 0:
             return ()
-        rungs = self.rungs or tuple(sorted({max(1, full // 9), max(1, full // 3)}))
-        return tuple(r for r in rungs if r < full)
+        rung, rungs = self.grace_period or max(1, full // 9), []
+        while rung < full:
+            rungs.append(rung)
+            rung *= self.reduction_factor
+        return tuple(rungs)
 
     def _init_ray(self) -> bool:
         """Connect to (or start) Ray; True if this call started it."""
@@ -187,9 +205,13 @@ class RayExecutor(Executor):
         from ray.tune.schedulers import ASHAScheduler
 
         # Ctrl+C / SIGINT must stop the search (resumable) instead of ending Ray Tune's loop "successfully".
+        previous_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         started = self._init_ray()
+        scratch = None
         try:
+            if started and self.address is None:
+                self._check_resources(ray.cluster_resources())
             full = evaluator.config.finetune_steps
             rungs = self._rungs(full)
             threads = max(1, int(self.cpus_per_trial))
@@ -200,12 +222,15 @@ class RayExecutor(Executor):
             scheduler = None
             if rungs:
                 scheduler = ASHAScheduler(time_attr="fidelity", max_t=full, grace_period=rungs[0],
-                                          reduction_factor=3)
-            storage = self.storage_path or str(run_dir / "ray" if run_dir else tempfile.mkdtemp(prefix="autoprune-"))
+                                          reduction_factor=self.reduction_factor)
+            if self.storage_path is None and run_dir is None:
+                scratch = tempfile.TemporaryDirectory(prefix="autoprune-ray-")
+            storage = self.storage_path or (str(run_dir / "ray") if run_dir else scratch.name)
+            adapter = TuneSearcherAdapter(searcher, on_result)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=TuneSearcherAdapter(searcher, on_result), metric=METRIC, mode="max",
+                    search_alg=adapter, metric=METRIC, mode="max",
                     num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
                     reuse_actors=True,  # one worker process per slot: no re-import or re-fetch per trial
                 ),
@@ -216,6 +241,23 @@ class RayExecutor(Executor):
                 ),
             )
             tuner.fit()
+            if adapter.fatal is not None:
+                raise adapter.fatal
         finally:
             if started:
                 ray.shutdown()
+            if scratch is not None:
+                scratch.cleanup()
+            if previous_sigint is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_sigint
+
+    def _check_resources(self, available: dict[str, float]) -> None:
+        """On an embedded Ray, a trial that asks for more than the machine has would wait forever."""
+        for name, wanted in (("CPU", self.cpus_per_trial), ("GPU", self.gpus_per_trial)):
+            if wanted > available.get(name, 0.0):
+                raise ConfigError(
+                    f"{name.lower()}s_per_trial={wanted} but this machine's Ray has {available.get(name, 0.0):g} "
+                    f"{name}s; lower it, or pass address= to use a cluster that has them"
+                )
