@@ -118,22 +118,25 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated searcher names")
     parser.add_argument("--budgets", default="0.3", help="comma-separated FLOPs fractions (default 0.3)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    parser.add_argument("--evaluations", type=int, default=60, help="evaluations per search (default 60)")
+    parser.add_argument("--evaluations", type=int, default=40, help="evaluations per search (default 40)")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--epochs", type=int, default=15, help="baseline training epochs (default 15)")
     parser.add_argument("--bn-batches", type=int, default=5)
-    parser.add_argument("--finetune-steps", type=int, default=30)
+    parser.add_argument("--finetune-steps", type=int, default=20)
     parser.add_argument("--val-batches", type=int, default=4)
-    parser.add_argument("--final-finetune-steps", type=int, default=600)
+    parser.add_argument("--final-finetune-steps", type=int, default=400)
     parser.add_argument("--run-root", default="bench/runs", help="where the search run directories go")
     parser.add_argument("--results", default=str(ROWS), help="directory of the per-row JSON files")
     parser.add_argument("--docs", default=str(DOCS / "searchers.md"), help="rendered table")
-    parser.add_argument("--quick", action="store_true", help="small CNN on digits, 6 evaluations, tiny fidelity")
+    parser.add_argument("--quick", action="store_true",
+                        help="small CNN on digits, 16 evaluations, tiny fidelity; results under bench/results/quick")
     args = parser.parse_args()
     if args.quick:
         args.model, args.dataset, args.epochs, args.evaluations = "small_cnn", "digits", 5, 16
         args.bn_batches, args.finetune_steps, args.val_batches, args.final_finetune_steps = 2, 2, 2, 20
+        args.results, args.run_root = str(RESULTS / "quick" / "searchers"), "bench/runs/quick"
+        args.docs = str(RESULTS / "quick" / "searchers.md")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -142,13 +145,16 @@ def main() -> None:
     model, data, info = load_model_and_data(
         SearchConfig(model=args.model, dataset=args.dataset, train={"epochs": args.epochs})
     )
-    config["checkpoint"] = info["checkpoint"]
+    config["checkpoint"] = Path(info["checkpoint"]).name
     config["baseline_test_accuracy"] = validate(model, data.test)[0]
     for budget in (float(b) for b in args.budgets.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             for method in args.methods.split(","):
                 path = results / f"{method}-{budget}-{seed}.json"
                 if path.exists():
+                    saved = json.loads(path.read_text())["config"]
+                    if {k: saved.get(k) for k in config} != config:
+                        raise SystemExit(f"{path} was made with other settings ({saved}); use another --results")
                     print(f"skip {path.name} (done)")
                     continue
                 row = run_row(args, method, budget, seed, model, data)
