@@ -268,7 +268,7 @@ class Evaluator:
             self.example_inputs,
             importance=self.config.importance,
             data=self.train_data,
-            round_to=self.cost_model.space[0].round_to if len(self.cost_model.space) else None,
+            space=self.cost_model.space,  # already traced: no second trace per evaluation
         )
 
     def evaluate(self, policy: Policy, *, fidelity: int | None = None) -> Score:

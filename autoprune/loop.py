@@ -33,6 +33,7 @@ from autoprune.executors import Completed, Executor, make_executor
 from autoprune.export import save_pruned_model
 from autoprune.inputs import batch_size, shapes
 from autoprune.latency import measure_latency_ms
+from autoprune.options import check_int
 from autoprune.policy import Policy
 from autoprune.registry import searcher_class
 from autoprune.searcher import SearchContext, Searcher
@@ -92,12 +93,6 @@ def _make_searcher(searcher: str | Searcher, options: Mapping[str, Any] | None) 
         return cls(**dict(options or {}))
     except TypeError as exc:
         raise ConfigError(f"bad options {dict(options or {})!r} for searcher {searcher!r}: {exc}") from exc
-
-
-def _check_positive_int(name: str, value: object, *, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str, Any]:
@@ -205,9 +200,9 @@ def search(
     """
     if not isinstance(budget, Budget):
         raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
-    _check_positive_int("trials", trials)
-    _check_positive_int("final_finetune_steps", final_finetune_steps, allow_zero=True)
-    _check_positive_int("seed", seed, allow_zero=True)
+    check_int("trials", trials, low=1)
+    check_int("final_finetune_steps", final_finetune_steps, low=0)
+    check_int("seed", seed, low=0)
     eval_config = EvaluatorConfig.from_dict(
         {**EvaluatorConfig.from_dict(evaluator).to_dict(), "seed": seed}
     )
@@ -265,7 +260,8 @@ def search(
         model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
         cost_model=cost_model, config=eval_config,
     )
-    best_acc: float | None = None
+    feasible_done = [r["accuracy"] for r in rows if r["status"] == "ok" and r["feasible"]]
+    best_acc: float | None = max(feasible_done) if feasible_done else None
 
     def record(done: Completed) -> None:
         nonlocal best_acc

@@ -68,24 +68,28 @@ def prune(
     data: Iterable | None = None,
     gradient_batches: int = 4,
     round_to: int | None = None,
-    inplace: bool = False,
+    space: Any = None,
 ) -> PruneResult:
-    """Prune a copy of ``model`` (or the model itself with ``inplace=True``) by ``policy``.
+    """Prune a copy of ``model`` by ``policy``.
 
     Each policy key names a group's root module; its ratio of that group's channels is removed by
     Torch-Pruning (``BasePruner`` with one ratio per group, so coupled layers never disagree). Groups the
     policy does not name keep their channels; the output layer can never be named. ``round_to`` defaults
-    to the one recorded in the policy's fingerprint.
+    to the space's, else the one recorded in the policy's fingerprint. Given the model's ``space``, the
+    policy is checked against it (every group named); otherwise the model is traced to check it.
     """
-    from search_spaces.space import SearchSpace  # search_spaces imports this module: import at use
-
     inputs = as_tuple(example_inputs)
-    if round_to is None and policy.fingerprint is not None:
-        round_to = policy.fingerprint.get("round_to")
+    if space is not None:
+        policy.validate(space)
+        round_to = space.round_to if round_to is None else round_to
+    else:
+        from search_spaces.space import SearchSpace  # search_spaces imports this module: import at use
+
+        if round_to is None and policy.fingerprint is not None:
+            round_to = policy.fingerprint.get("round_to")
+        policy.validate(SearchSpace.from_model(model, inputs, round_to=round_to or 1, max_ratio=0.999), partial=True)
     round_to = round_to or 1
-    target = model if inplace else copy.deepcopy(model)
-    full_space = SearchSpace.from_model(target, inputs, round_to=round_to, max_ratio=0.999)
-    policy.validate(full_space, partial=True)
+    target = copy.deepcopy(model)
     scorer = make_importance(importance)
     was_training = target.training
     if isinstance(importance, str) and importance in NEEDS_GRADIENTS:
