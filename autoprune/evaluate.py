@@ -88,6 +88,10 @@ class Score:
         seconds: wall time of the evaluation.
         status: ``ok`` or ``failed``.
         error: the failure, if any.
+        prune_seconds: copying and pruning the model (and counting its FLOPs).
+        recalibrate_seconds: BatchNorm recalibration.
+        finetune_seconds: finetuning (up to this fidelity).
+        validate_seconds: scoring on the validation subset (every rung so far).
     """
 
     accuracy: float
@@ -99,6 +103,10 @@ class Score:
     seconds: float
     status: str = "ok"
     error: str | None = None
+    prune_seconds: float = 0.0
+    recalibrate_seconds: float = 0.0
+    finetune_seconds: float = 0.0
+    validate_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -292,13 +300,23 @@ class Evaluator:
         cost = flops if self.budget.metric == "flops" else params
         feasible = cost <= self.budget.limit(self.cost_model.base)
         pruned.to(device)
+        pruned_at = time.perf_counter()
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches, device=device)
+        recalibrated_at = lap = time.perf_counter()
+        finetuning = validating = 0.0
         for done in finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
                                     weight_decay=self.config.weight_decay, stops=rungs, device=device):
+            finetuning += time.perf_counter() - lap
+            lap = time.perf_counter()
             with torch.random.fork_rng(devices=[]):  # scoring a rung must not change the rest of the run
                 accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches, device=device)
+            validating += time.perf_counter() - lap
+            lap = time.perf_counter()
             yield Score(accuracy=accuracy, loss=loss, flops=flops, params=params, feasible=feasible,
-                        fidelity=done, seconds=time.perf_counter() - start)
+                        fidelity=done, seconds=lap - start, prune_seconds=pruned_at - start,
+                        recalibrate_seconds=recalibrated_at - pruned_at, finetune_seconds=finetuning,
+                        validate_seconds=validating)
+            lap = time.perf_counter()  # time the caller spent between rungs is not ours
 
     def _seed(self) -> None:
         """Fix every source of randomness: torch's global RNG and a loader's own shuffling generator."""

@@ -41,6 +41,7 @@ from search_spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
 RATIO_PREFIX = "ratio:"
+PHASE_COLUMNS = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "validate_seconds")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class SearchResult:
         best_policy: the best feasible policy at full fidelity (None if no trial was feasible).
         trials: one row per finished trial: ``trial_id``, ``status``, ``accuracy``, ``loss``, ``flops``,
             ``params``, ``flops_ratio``, ``params_ratio``, ``feasible``, ``fidelity``, ``seconds``,
-            ``error``, ``node``, ``pid`` and one ``ratio:<group>`` column per group.
+            where the seconds went (``prune_seconds``, ``recalibrate_seconds``, ``finetune_seconds``,
+            ``validate_seconds``), ``error``, ``node``, ``pid`` and one ``ratio:<group>`` column per group.
         pareto: the accuracy-vs-FLOPs non-dominated trials (ok, full fidelity).
         space: the search space.
         summary: baseline vs pruned accuracy, FLOPs, params and latency after the final finetune.
@@ -110,7 +112,7 @@ def _row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str
 def _table(rows: Sequence[Mapping[str, Any]], space: SearchSpace) -> pd.DataFrame:
     columns = [
         "trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible",
-        "fidelity", "seconds", "error", "node", "pid", *(RATIO_PREFIX + n for n in space.names),
+        "fidelity", "seconds", *PHASE_COLUMNS, "error", "node", "pid", *(RATIO_PREFIX + n for n in space.names),
     ]
     table = pd.DataFrame(list(rows), columns=columns)
     table["error"] = table["error"].astype("string")

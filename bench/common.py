@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ def machine() -> dict[str, Any]:
     """CPU, core count, Python and library versions."""
     import torch
 
-    packages = ("torch", "torchvision", "torch-pruning", "numpy")
+    packages = ("torch", "torchvision", "torch-pruning", "numpy", "optuna", "stable-baselines3", "ray")
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -34,4 +35,55 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path
+
+
+# The evaluator fidelity every search benchmark uses (docs/benchmarks.md says why).
+FIDELITY = {"bn_batches": 5, "finetune_steps": 20, "val_batches": 4, "lr": 0.01}
+BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 15}
+QUICK_BASELINE = {"model": "small_cnn", "dataset": "digits", "epochs": 5}
+QUICK_FIDELITY = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2, "lr": 0.01}
+
+
+def add_fidelity_options(parser: argparse.ArgumentParser) -> None:
+    """Baseline and evaluator options shared by the search benchmarks, and ``--quick``."""
+    parser.add_argument("--model", default=BASELINE["model"])
+    parser.add_argument("--dataset", default=BASELINE["dataset"])
+    parser.add_argument("--epochs", type=int, default=BASELINE["epochs"], help="baseline training epochs")
+    parser.add_argument("--bn-batches", type=int, default=FIDELITY["bn_batches"])
+    parser.add_argument("--finetune-steps", type=int, default=FIDELITY["finetune_steps"])
+    parser.add_argument("--val-batches", type=int, default=FIDELITY["val_batches"])
+    parser.add_argument("--quick", action="store_true",
+                        help="small CNN on digits, tiny fidelity, results under bench/results/quick")
+
+
+def apply_quick(args: argparse.Namespace, full: Path, quick: Path) -> argparse.Namespace:
+    """With ``--quick``: the small model and fidelity; ``args.results`` defaults to ``quick`` or ``full``."""
+    if args.quick:
+        for key, value in {**QUICK_BASELINE, **QUICK_FIDELITY}.items():
+            setattr(args, key, value)
+    if args.results is None:
+        args.results = str(quick if args.quick else full)
+    return args
+
+
+def fidelity(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluator options a benchmark's arguments ask for."""
+    return {"bn_batches": args.bn_batches, "finetune_steps": args.finetune_steps,
+            "val_batches": args.val_batches, "lr": FIDELITY["lr"]}
+
+
+def load_baseline(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """The trained baseline (trained once, then from the cache), its data and checkpoint info."""
+    from autoprune.config import SearchConfig, load_model_and_data
+
+    return load_model_and_data(SearchConfig(model=args.model, dataset=args.dataset, train={"epochs": args.epochs}))
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` with the machine info, atomically (a stopped run never leaves half a file)."""
+    from autoprune.io import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path

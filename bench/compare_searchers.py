@@ -1,59 +1,77 @@
-"""Searchers side by side: best test accuracy at a FLOPs budget, same evaluator fidelity and evaluations.
+"""Search quality: every searcher at FLOPs budgets, same evaluator fidelity and evaluations, 3 seeds.
 
 For each (method, budget, seed) this runs ``autoprune.search`` on ResNet-20 trained on Fashion-MNIST
 (the baseline is trained once and cached), then the same final finetune for every best policy, and writes
-one JSON file per row to ``bench/results/searchers/``. Rows already there are skipped, so the benchmark
-can run in parts. ``docs/searchers.md`` is rendered from all row files at the end.
+one JSON file per row to ``bench/results/search_quality/`` (machine, versions, config and the row, with the
+best-so-far validation accuracy after every evaluation). Rows already there are skipped and a stopped
+search resumes from its run directory, so the benchmark runs in parts. ``bench/report.py`` renders
+``docs/benchmarks.md`` from the rows.
 
-    python bench/compare_searchers.py                        # defaults below
-    python bench/compare_searchers.py --methods uniform,amc --budgets 0.3,0.5 --seeds 0,1,2
-    python bench/compare_searchers.py --quick                # small CNN on digits, a few evaluations
+    python bench/compare_searchers.py                       # 6 methods x budgets 0.3,0.5 x seeds 0,1,2
+    python bench/compare_searchers.py --methods amc --budgets 0.3 --seeds 0
+    python bench/compare_searchers.py --quick               # small CNN on digits, 12 evaluations
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DOCS, RESULTS, machine
+from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.config import SearchConfig, load_model_and_data
 from autoprune.evaluate import validate
+from autoprune.registry import SEARCHERS
 from search_spaces import default_preset
 
 METHODS = ("uniform", "global", "random", "sensitivity", "optuna", "amc")
-ROWS = RESULTS / "searchers"
+MAX_EVALUATIONS = 200
 
 
-def method_options(method: str, evaluations: int) -> dict[str, Any]:
-    """Searcher options for a method at a number of evaluations (AMC warms up on a third of them)."""
+def method_options(method: str, evaluations: int, groups: int) -> dict[str, Any]:
+    """Searcher options for a method at a number of evaluations.
+
+    AMC warms up on a third of them; the sensitivity scan gets as many levels per group as fit.
+    """
     if method == "amc":
         return {"warmup": max(1, evaluations // 3)}
     if method == "optuna":
         return {"sampler": "tpe"}
+    if method == "sensitivity":
+        count = max(1, min(10, (evaluations - 2) // groups))
+        return {"levels": [round((i + 1) / count, 4) for i in range(count)]}
     return {}
+
+
+def best_so_far(trials: pd.DataFrame, fidelity: int) -> list[float | None]:
+    """Best feasible full-fidelity validation accuracy after each evaluation, in trial order."""
+    best, curve = -math.inf, []
+    for _, row in trials.sort_values("trial_id").iterrows():
+        if row["status"] == "ok" and row["feasible"] and row["fidelity"] >= fidelity:
+            best = max(best, float(row["accuracy"]))
+        curve.append(best if math.isfinite(best) else None)
+    return curve
 
 
 def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, model, data) -> dict[str, Any]:
     inputs = data.example_inputs()
-    evaluator = {"bn_batches": args.bn_batches, "finetune_steps": args.finetune_steps,
-                 "val_batches": args.val_batches, "lr": 0.01}
+    preset = default_preset(args.model)
+    space = ap.SearchSpace.from_model(model, inputs, preset=preset)
     run_dir = Path(args.run_root) / f"{method}-{budget}-{seed}"
     start = time.perf_counter()
     result = ap.search(
         model, inputs, budget=ap.Budget.flops(budget), train_data=data.train, val_data=data.val,
-        test_data=data.test, searcher=method, searcher_options=method_options(method, args.evaluations),
-        trials=args.evaluations, seed=seed, evaluator=evaluator, final_finetune_steps=args.final_finetune_steps,
-        run_dir=run_dir, resume=run_dir.exists(), preset=default_preset(args.model),
+        test_data=data.test, searcher=method, searcher_options=method_options(method, args.evaluations, len(space)),
+        trials=args.evaluations, seed=seed, evaluator=fidelity(args), final_finetune_steps=args.final_finetune_steps,
+        run_dir=run_dir, resume=run_dir.exists(), space=space,
     )
     seconds = time.perf_counter() - start
     summary = result.summary
@@ -70,81 +88,34 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         "evaluations": len(result.trials),
         "search_seconds": seconds,
         "seconds_per_evaluation": float(ok["seconds"].median()) if len(ok) else None,
+        "best_val_accuracy_by_evaluation": best_so_far(result.trials, args.finetune_steps),
     }
-
-
-def render(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
-    """Markdown table of mean (and spread over seeds) per method and budget."""
-    lines = [
-        "# Searchers compared",
-        "",
-        "Generated by `python bench/compare_searchers.py` from `bench/results/searchers/*.json` (do not edit).",
-        "",
-        f"Model `{config['model']}` on `{config['dataset']}`; every candidate: {config['bn_batches']} BatchNorm "
-        f"recalibration batches, {config['finetune_steps']} finetune steps, {config['val_batches']} validation "
-        f"batches; the best policy of each search then gets {config['final_finetune_steps']} finetune steps and "
-        "is scored on the test set. `uniform` and `global` are one evaluation each by construction. Wall time "
-        "is the whole `search()` call: evaluations, final finetune and latency measurement.",
-        "",
-        "| budget (FLOPs kept) | method | seeds | test accuracy | drop vs unpruned | FLOPs kept | params kept "
-        "| evaluations | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["budget"], row["method"]), []).append(row)
-    order = {m: i for i, m in enumerate(METHODS)}
-    for (budget, method), items in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
-        acc = [r["test_accuracy"] for r in items]
-        drop = [r["baseline_test_accuracy"] - r["test_accuracy"] for r in items]
-
-        def fmt(values: list[float], scale: float = 100.0) -> str:
-            mean = statistics.mean(values) * scale
-            return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {statistics.stdev(values) * scale:.2f}"
-
-        lines.append(
-            f"| {budget} | {method} | {len(items)} | {fmt(acc)}% | {fmt(drop)} pt | "
-            f"{fmt([r['flops_ratio'] for r in items])}% | {fmt([r['params_ratio'] for r in items])}% | "
-            f"{statistics.mean(r['evaluations'] for r in items):.0f} | "
-            f"{statistics.mean(r['search_seconds'] for r in items):.0f} |"
-        )
-    baseline = statistics.mean(r["baseline_test_accuracy"] for r in rows) * 100
-    lines += ["", f"Unpruned test accuracy: {baseline:.2f}%.", ""]
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated searcher names")
-    parser.add_argument("--budgets", default="0.3", help="comma-separated FLOPs fractions (default 0.3)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    parser.add_argument("--evaluations", type=int, default=40, help="evaluations per search (default 40)")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=15, help="baseline training epochs (default 15)")
-    parser.add_argument("--bn-batches", type=int, default=5)
-    parser.add_argument("--finetune-steps", type=int, default=20)
-    parser.add_argument("--val-batches", type=int, default=4)
+    parser.add_argument("--budgets", default="0.3,0.5", help="comma-separated FLOPs fractions kept (default 0.3,0.5)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--evaluations", type=int, default=100,
+                        help=f"evaluations per search (default 100, at most {MAX_EVALUATIONS})")
     parser.add_argument("--final-finetune-steps", type=int, default=400)
-    parser.add_argument("--run-root", default="bench/runs", help="where the search run directories go")
-    parser.add_argument("--results", default=str(ROWS), help="directory of the per-row JSON files")
-    parser.add_argument("--docs", default=str(DOCS / "searchers.md"), help="rendered table")
-    parser.add_argument("--quick", action="store_true",
-                        help="small CNN on digits, 16 evaluations, tiny fidelity; results under bench/results/quick")
-    args = parser.parse_args()
+    parser.add_argument("--run-root", default="bench/runs/search_quality", help="search run directories")
+    parser.add_argument("--results", help="directory of the per-row JSON files (default bench/results/search_quality)")
+    add_fidelity_options(parser)
+    args = apply_quick(parser.parse_args(), RESULTS / "search_quality", RESULTS / "quick" / "search_quality")
     if args.quick:
-        args.model, args.dataset, args.epochs, args.evaluations = "small_cnn", "digits", 5, 16
-        args.bn_batches, args.finetune_steps, args.val_batches, args.final_finetune_steps = 2, 2, 2, 20
-        args.results, args.run_root = str(RESULTS / "quick" / "searchers"), "bench/runs/quick"
-        args.docs = str(RESULTS / "quick" / "searchers.md")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+        args.evaluations, args.final_finetune_steps, args.seeds = 12, 20, "0"
+        args.run_root = "bench/runs/quick/search_quality"
+    if not 1 <= args.evaluations <= MAX_EVALUATIONS:
+        parser.error(f"--evaluations must be in [1, {MAX_EVALUATIONS}], got {args.evaluations}")
+    unknown = set(args.methods.split(",")) - set(SEARCHERS)
+    if unknown:
+        parser.error(f"unknown --methods {sorted(unknown)}; accepted: {', '.join(METHODS)}")
     results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
     config = {k: getattr(args, k) for k in ("model", "dataset", "epochs", "bn_batches", "finetune_steps",
                                             "val_batches", "final_finetune_steps", "evaluations")}
-    model, data, info = load_model_and_data(
-        SearchConfig(model=args.model, dataset=args.dataset, train={"epochs": args.epochs})
-    )
+    model, data, info = load_baseline(args)
     config["checkpoint"] = Path(info["checkpoint"]).name
     config["baseline_test_accuracy"] = validate(model, data.test)[0]
     for budget in (float(b) for b in args.budgets.split(",")):
@@ -158,11 +129,8 @@ def main() -> None:
                     print(f"skip {path.name} (done)")
                     continue
                 row = run_row(args, method, budget, seed, model, data)
-                path.write_text(json.dumps({"machine": machine(), "config": config, "row": row}, indent=2) + "\n")
-                print(json.dumps(row))
-    files = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
-    Path(args.docs).write_text(render([f["row"] for f in files], files[0]["config"]))
-    print(f"wrote {args.docs}")
+                write_json(path, {"config": {**config, "seeds": args.seeds}, "row": row})
+                print(json.dumps({k: v for k, v in row.items() if k != "best_val_accuracy_by_evaluation"}), flush=True)
 
 
 if __name__ == "__main__":

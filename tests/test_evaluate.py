@@ -31,6 +31,18 @@ def test_score_is_deterministic_for_a_seed(trained_cnn, digits) -> None:
     assert evaluator.evaluate(policy, fidelity=0).fidelity == 0
 
 
+def test_score_says_where_the_time_went(trained_cnn, digits) -> None:
+    evaluator, space = _evaluator(trained_cnn, digits, bn_batches=3, finetune_steps=5, val_batches=2)
+    rungs = list(evaluator.evaluate_rungs(space.policy([0.3] * 4), rungs=(2,)))
+    phases = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "validate_seconds")
+    for score in rungs:
+        assert all(getattr(score, p) > 0 for p in phases)
+        assert sum(getattr(score, p) for p in phases) <= score.seconds
+    first, last = rungs
+    assert last.finetune_seconds > first.finetune_seconds and last.validate_seconds > first.validate_seconds
+    assert last.prune_seconds == first.prune_seconds
+
+
 def test_recovery_helps_a_pruned_model(trained_cnn, digits) -> None:
     plain, space = _evaluator(trained_cnn, digits, bn_batches=0, finetune_steps=0)
     recovered, _ = _evaluator(trained_cnn, digits, bn_batches=5, finetune_steps=30)

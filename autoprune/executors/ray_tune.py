@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 METRIC = "objective"
 FATAL = "fatal_error_type"
 FIDELITIES = (None, "asha")
-_SCORE_FIELDS = ("accuracy", "loss", "flops", "params", "feasible", "fidelity", "seconds", "status", "error")
+_SCORE_FIELDS = tuple(f.name for f in fields(Score))
 
 
 def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[int, ...], threads: int) -> None:
@@ -66,9 +66,9 @@ def _result(score: Score) -> dict[str, Any]:
 
 
 def _score(result: dict[str, Any]) -> Score:
-    fields = {name: result[name] for name in _SCORE_FIELDS}
-    fields["error"] = fields["error"] or None
-    return Score(**fields)
+    values = {name: result[name] for name in _SCORE_FIELDS}
+    values["error"] = values["error"] or None
+    return Score(**values)
 
 
 class TuneSearcherAdapter(TuneSearcher):
