@@ -30,7 +30,7 @@ _OVERRIDES: list[argparse.Action] = []
 def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("overrides (take precedence over the config file)")
     before = len(group._group_actions)
-    group.add_argument("--model", help="built-in model (small_cnn, resnet20, resnet56, mobilenet_v2) "
+    group.add_argument("--model", help="built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) "
                        "or package.module:factory(in_channels=, num_classes=)")
     group.add_argument("--dataset", help="digits (embedded), fashion-mnist (local IDX files), cifar10 "
                        "(downloads), or package.module:factory returning a DataBundle")
@@ -267,7 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from autoprune.data import load_dataset
     from autoprune.evaluate import count_flops, count_params
-    from autoprune.export import save_pruned_model
+    from autoprune.export import export_model
     from autoprune.inputs import shapes
     from autoprune.models import build_model
     from autoprune.policy import Policy
@@ -281,11 +281,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     load_checkpoint(model, args.checkpoint, name=f"model {args.model!r}")
     inputs = data.example_inputs()
     result = prune(model, policy, inputs, importance=args.importance, data=data.train)
-    save_pruned_model(args.out, result.model, result.history,
-                      meta={"architecture": architecture_name(model), "input_shape": shapes(inputs),
-                            "policy": str(Path(args.policy).resolve())})
+    written = export_model(result.model, inputs, args.out, [f.strip() for f in args.format.split(",")],
+                           history=result.history,
+                           meta={"architecture": architecture_name(model), "input_shape": shapes(inputs),
+                                 "policy": str(Path(args.policy).resolve())})
     base_flops, flops = count_flops(model, inputs), count_flops(result.model, inputs)
-    out.print(f"pruned model written to {args.out} (state dict + pruning history)")
+    for name, info in written.items():
+        check = "" if "max_abs_diff" not in info else f" (outputs match eager, max |diff| {info['max_abs_diff']:.1e})"
+        out.print(f"{name}: {info['path']}{check}")
     out.print(f"FLOPs {base_flops:,} -> {flops:,} ({flops / base_flops:.1%}); "
               f"params {count_params(model):,} -> {count_params(result.model):,}")
     return 0
@@ -341,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("apply", help="prune a checkpoint with a saved policy",
-                       description="Apply POLICY.json to a trained checkpoint and write the pruned model "
-                       "(state dict + pruning history; load with autoprune.load_pruned_model).")
+                       description="Apply POLICY.json to a trained checkpoint and write the pruned model in the "
+                       "--format(s) asked for, each checked for the same outputs as the eager model.")
     p.add_argument("policy", help="policy JSON written by a search (best_policy.json)")
     p.add_argument("--checkpoint", required=True, help="trained weights (state dict) of the unpruned model")
     p.add_argument("--out", required=True, help="output directory for the pruned model")
@@ -350,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", help="dataset that sets the input shape (default digits)")
     p.add_argument("--data-dir", help="dataset directory")
     p.add_argument("--importance", default="l1", help="channel importance (default l1)")
+    p.add_argument("--format", default="eager",
+                   help="comma-separated: eager (state dict + pruning history), export (torch.export model.pt2), "
+                   "compile (AOTInductor-compiled model_compiled.pt2), onnx (model.onnx, checked in onnxruntime); "
+                   "default eager")
     p.set_defaults(func=cmd_apply)
     return parser
 

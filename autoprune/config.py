@@ -27,7 +27,7 @@ class SearchConfig:
     """Everything ``autoprune search CONFIG.yaml`` needs. Every field has a default.
 
     Attributes:
-        model: built-in model (small_cnn, resnet20, resnet56, mobilenet_v2) or ``package.module:factory``.
+        model: built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) or ``package.module:factory``.
         dataset: built-in dataset (digits, fashion-mnist, cifar10) or ``package.module:factory``.
         data_dir: dataset directory (fashion-mnist: the IDX files; default the Debian package's).
         batch_size: training batch size (default: the dataset's).

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from autoprune.budget import Budget, CostModel
 from autoprune.errors import AutopruneError, ConfigError, DataError, unknown_name
 from autoprune.inputs import as_tuple
+from autoprune.latency import measure_latency_ms, with_batch
 from autoprune.options import check_int, check_number, from_mapping
 from autoprune.policy import Policy
 from autoprune.pruning import IMPORTANCES, prune
@@ -88,6 +89,7 @@ class Score:
         seconds: wall time of the evaluation.
         status: ``ok`` or ``failed``.
         error: the failure, if any.
+        latency_ms: measured latency of the pruned model (latency budgets only; NaN otherwise).
         prune_seconds: copying and pruning the model (and counting its FLOPs).
         recalibrate_seconds: BatchNorm recalibration.
         finetune_seconds: finetuning (up to this fidelity).
@@ -103,6 +105,7 @@ class Score:
     seconds: float
     status: str = "ok"
     error: str | None = None
+    latency_ms: float = math.nan
     prune_seconds: float = 0.0
     recalibrate_seconds: float = 0.0
     finetune_seconds: float = 0.0
@@ -297,8 +300,14 @@ class Evaluator:
         device = self.config.device
         pruned = self.prune(policy).model
         flops, params = count_flops(pruned, self.example_inputs), count_params(pruned)
-        cost = flops if self.budget.metric == "flops" else params
-        feasible = cost <= self.budget.limit(self.cost_model.base)
+        latency_ms = math.nan
+        if self.budget.metric == "latency":  # predicted by the table; measured for the record
+            feasible = self.cost_model.feasible(policy, self.budget)
+            latency_ms = measure_latency_ms(pruned, with_batch(self.example_inputs, self.budget.batch),
+                                            threads=self.budget.threads, device=self.budget.device,
+                                            min_run_time=0.1)
+        else:
+            feasible = (flops if self.budget.metric == "flops" else params) <= self.budget.limit(self.cost_model.base)
         pruned.to(device)
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches, device=device)
@@ -313,7 +322,7 @@ class Evaluator:
             validating += time.perf_counter() - lap
             lap = time.perf_counter()
             yield Score(accuracy=accuracy, loss=loss, flops=flops, params=params, feasible=feasible,
-                        fidelity=done, seconds=lap - start, prune_seconds=pruned_at - start,
+                        fidelity=done, seconds=lap - start, latency_ms=latency_ms, prune_seconds=pruned_at - start,
                         recalibrate_seconds=recalibrated_at - pruned_at, finetune_seconds=finetuning,
                         validate_seconds=validating)
             lap = time.perf_counter()  # time the caller spent between rungs is not ours

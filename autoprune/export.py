@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoprune.errors import RunDirError
+from autoprune.errors import AutopruneError, RunDirError, unknown_name
+from autoprune.inputs import as_tuple
 from autoprune.io import atomic_write, atomic_write_json
 from autoprune.pruning import PruningHistory, replay_history
 
 STATE_FILE = "pruned_state_dict.pt"
 HISTORY_FILE = "pruning_history.json"
 META_FILE = "meta.json"
+
+
+class ExportError(AutopruneError):
+    """An exported model could not be written or does not reproduce the eager model's outputs."""
 
 
 def save_pruned_model(
@@ -45,3 +51,81 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
     fresh_model.load_state_dict(state)
     return fresh_model
+
+
+FORMATS = ("eager", "compile", "export", "onnx")
+FORMAT_FILES = {"export": "model.pt2", "compile": "model_compiled.pt2", "onnx": "model.onnx"}
+CHECK_TOLERANCE = 1e-4
+
+
+def _traced(model: nn.Module, example_inputs: Any) -> torch.export.ExportedProgram:
+    """``torch.export`` of the model in eval mode with a dynamic batch dimension on every input."""
+    inputs = tuple(x[:1].expand(2, *x.shape[1:]).contiguous() for x in as_tuple(example_inputs))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return torch.export.export(model.eval(), inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+
+
+def _check_outputs(name: str, run: Any, model: nn.Module, example_inputs: Any) -> float:
+    """Max absolute difference between ``run(inputs)`` and the eager model on a batch of 3 random inputs."""
+    inputs = tuple(torch.randn(3, *x.shape[1:]) for x in as_tuple(example_inputs))
+    with torch.no_grad():
+        expected = model.eval()(*inputs)
+        got = torch.as_tensor(run(inputs))
+    difference = float((got - expected).abs().max())
+    if not difference <= CHECK_TOLERANCE * max(1.0, float(expected.abs().max())):
+        raise ExportError(f"{name} export gives different outputs than the eager model (max |diff| {difference:.3g})")
+    return difference
+
+
+def _onnx_runner(path: Path) -> Any:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda inputs: session.run(None, {n: x.numpy() for n, x in zip(names, inputs, strict=True)})[0]
+
+
+def _write_format(name: str, traced: torch.export.ExportedProgram, path: Path) -> Any:
+    """Write ``traced`` as ``name`` to ``path`` (atomically); return a function running the written file."""
+    if name == "export":
+        atomic_write(path, lambda tmp: torch.export.save(traced, tmp))
+        program = torch.export.load(path).module()
+        return lambda inputs: program(*inputs)
+    if name == "compile":
+        atomic_write(path, lambda tmp: torch._inductor.aoti_compile_and_package(traced, package_path=str(tmp)))
+        compiled = torch._inductor.aoti_load_package(str(path))
+        return lambda inputs: compiled(*inputs)
+    onnx_program = torch.onnx.export(traced, (), dynamo=True, verbose=False)
+    atomic_write(path, lambda tmp: onnx_program.save(str(tmp), external_data=False))  # one self-contained file
+    return _onnx_runner(path)
+
+
+def export_model(
+    model: nn.Module, example_inputs: Any, directory: str | Path, formats: Sequence[str] = ("eager",), *,
+    history: PruningHistory | None = None, meta: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Write the (pruned) model in each of ``formats`` to ``directory``, each checked against eager outputs.
+
+    ``eager``: state dict + pruning history (needs ``history``; :func:`load_pruned_model`); ``export``:
+    ``torch.export`` program ``model.pt2`` (``torch.export.load``); ``compile``: the same program compiled
+    ahead of time by TorchInductor, ``model_compiled.pt2`` (``torch._inductor.aoti_load_package``); ``onnx``:
+    ``model.onnx``, run in onnxruntime for the check. Batch size is dynamic in the traced formats.
+    Returns, per format, the file written and the max output difference found.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise unknown_name("export format", unknown[0] if unknown else "(none)", list(FORMATS))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    written: dict[str, dict[str, Any]] = {}
+    if "eager" in formats:
+        if history is None:
+            raise ExportError("the eager format needs the pruning history (PruneResult.history)")
+        written["eager"] = {"path": str(save_pruned_model(directory, model, history, meta=meta))}
+    traced = _traced(model, example_inputs) if set(formats) & set(FORMAT_FILES) else None
+    for name in (f for f in FORMATS if f in formats and f in FORMAT_FILES):
+        path = directory / FORMAT_FILES[name]
+        runner = _write_format(name, traced, path)
+        written[name] = {"path": str(path), "max_abs_diff": _check_outputs(name, runner, model, example_inputs)}
+    return written

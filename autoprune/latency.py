@@ -1,30 +1,68 @@
-"""Measured CPU/GPU latency with ``torch.utils.benchmark`` (warm-up, fixed threads, median)."""
+"""Measured latency with ``torch.utils.benchmark`` (warm-up, fixed threads, median)."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils import benchmark
 
+from autoprune.errors import ConfigError
 from autoprune.inputs import as_tuple
 
 
+def with_batch(example_inputs: Any, batch: int) -> tuple[torch.Tensor, ...]:
+    """``example_inputs`` resized to ``batch`` along the first dimension (repeating the first sample)."""
+    return tuple(x[:1].expand(batch, *x.shape[1:]).contiguous() for x in as_tuple(example_inputs))
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`ConfigError` for a device that is not usable here."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"latency device {device!r} was asked for but CUDA is not available here")
+
+
 def measure_latency_ms(
-    model: nn.Module, example_inputs: Any, *, threads: int = 1, min_run_time: float = 0.3
+    model: nn.Module, example_inputs: Any, *, threads: int = 1, device: str = "cpu", min_run_time: float = 0.3
 ) -> float:
-    """Median wall time of one forward pass in milliseconds, in eval mode without gradients."""
-    inputs = as_tuple(example_inputs)
+    """Median wall time of one forward pass in milliseconds, in eval mode without gradients.
+
+    The model is timed on ``device`` (CUDA is synchronized by the timer) and left where it was.
+    """
+    check_device(device)
+    inputs = tuple(x.to(device) for x in as_tuple(example_inputs))
     was_training = model.training
-    model.eval()
+    home = next(model.parameters(), torch.empty(0)).device
+    model.eval().to(device)
     timer = benchmark.Timer(
         stmt="with torch.no_grad(): model(*inputs)",
         globals={"model": model, "inputs": inputs, "torch": torch},
         num_threads=threads,
     )
-    with torch.no_grad():
-        model(*inputs)  # warm-up
-    median = timer.blocked_autorange(min_run_time=min_run_time).median
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            model(*inputs)  # warm-up
+        median = timer.blocked_autorange(min_run_time=min_run_time).median
+    finally:
+        model.to(home).train(was_training)
     return median * 1e3
+
+
+def latency_ratio(
+    candidate: nn.Module, reference: nn.Module, example_inputs: Any, *, threads: int = 1, device: str = "cpu",
+    rounds: int = 5, min_run_time: float = 0.1,
+) -> tuple[float, float, float]:
+    """Median over ``rounds`` of candidate/reference latency, timed alternately in this process.
+
+    Alternating the two models puts them under the same machine load, so the ratio is steadier than two
+    separate measurements. Returns ``(ratio, candidate_ms, reference_ms)`` (medians).
+    """
+    pairs = [
+        (measure_latency_ms(candidate, example_inputs, threads=threads, device=device, min_run_time=min_run_time),
+         measure_latency_ms(reference, example_inputs, threads=threads, device=device, min_run_time=min_run_time))
+        for _ in range(rounds)
+    ]
+    return (statistics.median(c / r for c, r in pairs), statistics.median(c for c, _ in pairs),
+            statistics.median(r for _, r in pairs))

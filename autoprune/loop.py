@@ -32,7 +32,9 @@ from autoprune.evaluate import (
 from autoprune.executors import Completed, Executor, make_executor
 from autoprune.export import save_pruned_model
 from autoprune.inputs import batch_size, shapes
-from autoprune.latency import measure_latency_ms
+from autoprune.latency import measure_latency_ms, with_batch
+from autoprune.latency_check import check_and_repair
+from autoprune.latency_table import latency_table
 from autoprune.options import check_int
 from autoprune.policy import Policy
 from autoprune.registry import searcher_class
@@ -63,8 +65,9 @@ class SearchResult:
         best_policy: the best feasible policy at full fidelity (None if no trial was feasible).
         trials: one row per finished trial: ``trial_id``, ``status``, ``accuracy``, ``loss``, ``flops``,
             ``params``, ``flops_ratio``, ``params_ratio``, ``feasible``, ``fidelity``, ``seconds``,
-            where the seconds went (``prune_seconds``, ``recalibrate_seconds``, ``finetune_seconds``,
-            ``validate_seconds``), ``error``, ``node``, ``pid`` and one ``ratio:<group>`` column per group.
+            ``latency_ms`` (measured, latency budgets), where the seconds went (``prune_seconds``,
+            ``recalibrate_seconds``, ``finetune_seconds``, ``validate_seconds``), ``error``, ``node``, ``pid``
+            and one ``ratio:<group>`` column per group.
         pareto: the accuracy-vs-FLOPs non-dominated trials (ok, full fidelity).
         space: the search space.
         summary: baseline vs pruned accuracy, FLOPs, params and latency after the final finetune.
@@ -112,7 +115,8 @@ def _row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str
 def _table(rows: Sequence[Mapping[str, Any]], space: SearchSpace) -> pd.DataFrame:
     columns = [
         "trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible",
-        "fidelity", "seconds", *PHASE_COLUMNS, "error", "node", "pid", *(RATIO_PREFIX + n for n in space.names),
+        "fidelity", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node", "pid",
+        *(RATIO_PREFIX + n for n in space.names),
     ]
     table = pd.DataFrame(list(rows), columns=columns)
     table["error"] = table["error"].astype("string")
@@ -214,7 +218,12 @@ def search(
         )
     if len(space) == 0:
         raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
-    cost_model = CostModel(space)
+    table = None
+    if budget.metric == "latency":
+        if progress is not None:
+            progress(Progress("latency_table", 0, trials, None, "measuring the latency lookup table"))
+        table = latency_table(model, space, example_inputs, **budget.setting)
+    cost_model = CostModel(space, table)
     cost_model.check_reachable(budget)
     search_engine = _make_searcher(searcher, searcher_options)
     run_executor = make_executor(executor, executor_options)
@@ -327,7 +336,12 @@ def _finalize(
     """Finetune the best policy's model, compare it with the baseline, write the outputs."""
     space, cost_model, budget = result.space, evaluator.cost_model, evaluator.budget
     policy = _policy_from_row(best, space)
-    pruned = evaluator.prune(policy)
+    latency_check = None
+    if budget.metric == "latency":  # the table predicted it; the measurement decides (and repairs)
+        policy, pruned, latency_check = check_and_repair(policy, model, example_inputs, budget, cost_model,
+                                                         evaluator.prune)
+    else:
+        pruned = evaluator.prune(policy)
     device = evaluator.config.device
     pruned.model.to(device)
     recalibrate_batchnorm(pruned.model, evaluator.train_data, evaluator.config.bn_batches, device=device)
@@ -335,10 +349,13 @@ def _finalize(
              device=device)
     pruned.model.to("cpu")  # exported, counted and timed on the CPU
     flops = count_flops(pruned.model, example_inputs)
-    limit = budget.limit(cost_model.base)
-    measured = flops if budget.metric == "flops" else count_params(pruned.model)
-    if measured > limit:  # the analytic cost model is exact; this guards the invariant
-        raise AutopruneError(f"internal error: final model has {measured:,} {budget.metric} > budget {limit:,.0f}")
+    if budget.metric != "latency":
+        limit = budget.limit(cost_model.base)
+        measured = flops if budget.metric == "flops" else count_params(pruned.model)
+        if measured > limit:  # the analytic cost model is exact; this guards the invariant
+            raise AutopruneError(
+                f"internal error: final model has {measured:,} {budget.metric} > budget {limit:,.0f}"
+            )
     base_acc, base_loss = validate(model, test_data)
     acc, loss = validate(pruned.model, test_data)
     summary: dict[str, Any] = {
@@ -354,12 +371,17 @@ def _finalize(
     }
     summary["pruned"]["flops_ratio"] = flops / cost_model.base.flops
     summary["pruned"]["params_ratio"] = summary["pruned"]["params"] / cost_model.base.params
+    if latency_check is not None:
+        summary["latency_check"] = latency_check
     if measure_latency:
-        base_ms = measure_latency_ms(model, example_inputs)
-        pruned_ms = measure_latency_ms(pruned.model, example_inputs)
+        setting = budget.setting if budget.metric == "latency" else \
+            {"batch": batch_size(example_inputs), "threads": 1, "device": "cpu"}
+        inputs = with_batch(example_inputs, setting["batch"])
+        base_ms = measure_latency_ms(model, inputs, threads=setting["threads"], device=setting["device"])
+        pruned_ms = measure_latency_ms(pruned.model, inputs, threads=setting["threads"], device=setting["device"])
         summary["baseline"]["latency_ms"], summary["pruned"]["latency_ms"] = base_ms, pruned_ms
         summary["latency_speedup"] = base_ms / pruned_ms
-        summary["latency_setting"] = {"threads": 1, "batch": batch_size(example_inputs), "device": "cpu"}
+        summary["latency_setting"] = setting
     scores = {"search_accuracy": float(best["accuracy"]), "final_accuracy": acc, "flops": flops,
               "params": summary["pruned"]["params"], "flops_ratio": summary["pruned"]["flops_ratio"]}
     result.best_policy = policy.with_metadata(budget=budget.to_dict(), scores=scores)

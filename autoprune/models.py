@@ -108,6 +108,16 @@ def mobilenet_v2(*, in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     return model
 
 
+def resnet18(*, in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """torchvision ResNet-18 with the usual small-image stem (3x3 stride-1 convolution, no max pooling)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    model = tv_resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
 def small_cnn(*, in_channels: int = 1, num_classes: int = 10) -> SmallCNN:
     """The small concat CNN used by the demo."""
     return SmallCNN(in_channels=in_channels, num_classes=num_classes)
@@ -118,6 +128,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20,
     "resnet56": resnet56,
     "mobilenet_v2": mobilenet_v2,
+    "resnet18": resnet18,
 }
 
 

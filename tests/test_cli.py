@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import json
 
+import onnxruntime
 import pytest
+import torch
 import yaml
 
-from autoprune import Policy
+from autoprune import Policy, load_pruned_model
 from autoprune.cli import build_parser, main
+from autoprune.models import small_cnn
 
 
 def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
@@ -19,9 +22,24 @@ def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
     assert summary["pruned"]["accuracy"] > 0.5  # a trained model, finetuned after pruning
     checkpoint = json.loads((run / "config.json").read_text())["checkpoint"]
     out = tmp_path / "applied"
-    assert main(["apply", str(run / "best_policy.json"), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    assert main(["apply", str(run / "best_policy.json"), "--checkpoint", checkpoint, "--out", str(out),
+                 "--format", "eager,export,compile,onnx"]) == 0
     assert (out / "pruned_state_dict.pt").exists() and (out / "pruning_history.json").exists()
-    assert "FLOPs" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "FLOPs" in shown and shown.count("outputs match eager") == 3
+    pruned = load_pruned_model(small_cnn(in_channels=1), out, torch.zeros(1, 1, 8, 8)).eval()
+    batch = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        expected = pruned(batch)
+        assert torch.allclose(torch.export.load(out / "model.pt2").module()(batch), expected, atol=1e-5)
+        compiled = torch._inductor.aoti_load_package(str(out / "model_compiled.pt2"))
+        assert torch.allclose(compiled(batch), expected, atol=1e-5)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: batch.numpy()})
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+    assert main(["apply", str(run / "best_policy.json"), "--checkpoint", checkpoint, "--out", str(out),
+                 "--format", "tflite"]) == 2
+    assert "unknown export format 'tflite'" in capsys.readouterr().err.lower()
 
 
 def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:

@@ -1,0 +1,275 @@
+"""NetAdapt-style latency lookup table: each layer's latency on a grid of kept channel counts, measured once.
+
+A policy's latency is predicted as ``residual + scale * sum(layer latency at its kept in/out sizes)``
+(bilinear interpolation between grid points). ``residual`` and ``scale`` are fitted (least squares) to the
+measured latency of whole models: the unpruned one, the one with every group at its max ratio and a few
+random policies. They absorb parameter-free work (activations, additions, pooling), framework overhead,
+and the difference between a layer timed alone and inside the network.
+Tables are cached on disk per (model fingerprint, input shapes, device, batch, threads, torch, CPU).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoprune.errors import ConfigError
+from autoprune.inputs import as_tuple, shapes
+from autoprune.io import atomic_write_json
+from autoprune.latency import check_device, measure_latency_ms, with_batch
+
+if TYPE_CHECKING:
+    from search_spaces.space import SearchSpace
+
+log = logging.getLogger(__name__)
+GRID_POINTS = 6
+PROBE_SECONDS = 0.05
+CALIBRATION_POLICIES = 8
+SCHEMA = 1
+
+
+@dataclass
+class LayerEntry:
+    """Measured latency (ms) of one layer at ``ms[i][j]`` = (in_grid[i], out_grid[j]); ``diagonal`` layers
+    (depthwise convolutions, BatchNorm) depend on one size only and keep ``ms[i][0]`` at in_grid[i]."""
+
+    in_grid: list[int]
+    out_grid: list[int]
+    ms: list[list[float]]
+    diagonal: bool = False
+
+    def at(self, in_dim: int, out_dim: int) -> float:
+        if self.diagonal:
+            return float(np.interp(in_dim, self.in_grid, [row[0] for row in self.ms]))
+        i, a = _bracket(self.in_grid, in_dim)
+        j, b = _bracket(self.out_grid, out_dim)
+        ms = self.ms
+        i2, j2 = min(i + 1, len(self.in_grid) - 1), min(j + 1, len(self.out_grid) - 1)
+        low = ms[i][j] * (1 - b) + ms[i][j2] * b
+        high = ms[i2][j] * (1 - b) + ms[i2][j2] * b
+        return low * (1 - a) + high * a
+
+
+def _bracket(grid: list[int], value: int) -> tuple[int, float]:
+    """Index of the grid point at or below ``value`` and the interpolation weight toward the next one."""
+    if value <= grid[0] or len(grid) == 1:
+        return 0, 0.0
+    if value >= grid[-1]:
+        return len(grid) - 1, 0.0
+    i = bisect.bisect_right(grid, value) - 1
+    return i, (value - grid[i]) / (grid[i + 1] - grid[i])
+
+
+@dataclass
+class LatencyTable:
+    """Per-layer latency tables plus a constant residual; predicts a pruned model's latency in ms."""
+
+    key: dict[str, Any]
+    base_ms: float
+    residual_ms: float
+    scale: float = 1.0
+    layers: dict[str, LayerEntry] = field(default_factory=dict)
+
+    def layer_sum(self, dims: Mapping[str, tuple[int, int]]) -> float:
+        """Sum of the tabled layers' latencies at kept (in, out) sizes."""
+        return sum(entry.at(*dims[name]) for name, entry in self.layers.items())
+
+    def predict(self, dims: Mapping[str, tuple[int, int]]) -> float:
+        """Latency for kept (in, out) sizes per layer (``CostModel.layer_dims``)."""
+        return self.residual_ms + self.scale * self.layer_sum(dims)
+
+    def check_layers(self, full_dims: Mapping[str, tuple[int, int]]) -> None:
+        """Raise :class:`ConfigError` if the table was built for layers other than these."""
+        for name, entry in self.layers.items():
+            if name not in full_dims or full_dims[name] != (entry.in_grid[-1], entry.out_grid[-1]):
+                raise ConfigError(
+                    f"latency table layer {name!r} does not match the model (built for another model); rebuild it"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "key": self.key, "base_ms": self.base_ms, "residual_ms": self.residual_ms,
+                "scale": self.scale, "layers": {n: asdict(e) for n, e in self.layers.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
+        if data.get("schema") != SCHEMA:
+            raise ConfigError(f"latency table schema {data.get('schema')!r} is not supported (expected {SCHEMA})")
+        layers = {n: LayerEntry(**e) for n, e in data["layers"].items()}
+        return cls(dict(data["key"]), float(data["base_ms"]), float(data["residual_ms"]), float(data["scale"]), layers)
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: int, device: str) -> dict[str, Any]:
+    """What a table is valid for: the model, input shapes and the measurement setting."""
+    return {"fingerprint": space.fingerprint, "input_shapes": shapes(with_batch(example_inputs, batch)),
+            "device": device, "batch": batch, "threads": threads, "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "grid_points": GRID_POINTS}
+
+
+def _input_shapes(model: nn.Module, names: set[str], inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Size]:
+    """The input shape of each named layer in one forward pass."""
+    seen: dict[str, torch.Size] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple, _out: Any) -> None:
+            seen.setdefault(name, args[0].shape)
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n in names]
+    try:
+        with torch.no_grad():
+            model.eval()(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _probe(module: nn.Module, shape: torch.Size, in_dim: int, out_dim: int) -> tuple[nn.Module, torch.Tensor] | None:
+    """A fresh layer like ``module`` resized to (in_dim, out_dim) and an input for it (None: not tabled)."""
+    if isinstance(module, nn.Conv2d):
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        layer = nn.Conv2d(in_dim, out_dim, module.kernel_size, module.stride, module.padding, module.dilation,
+                          groups=in_dim if depthwise else module.groups, bias=module.bias is not None,
+                          padding_mode=module.padding_mode)
+        return layer, torch.randn(shape[0], in_dim, *shape[2:])
+    if isinstance(module, nn.Linear):
+        return nn.Linear(in_dim, out_dim, bias=module.bias is not None), torch.randn(*shape[:-1], in_dim)
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return type(module)(out_dim).eval(), torch.randn(shape[0], out_dim, *shape[2:])
+    return None
+
+
+def _is_diagonal(module: nn.Module) -> bool:
+    depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+    return depthwise or isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
+
+
+def _grids(space: SearchSpace) -> dict[str, tuple[list[int], list[int]]]:
+    """Kept (in, out) sizes per layer when every group is pruned by the same fraction of its max ratio."""
+    from autoprune.budget import CostModel
+
+    cost_model = CostModel(space)
+    ins: dict[str, set[int]] = {layer.name: set() for layer in space.layers}
+    outs: dict[str, set[int]] = {layer.name: set() for layer in space.layers}
+    for fraction in np.linspace(0.0, 1.0, GRID_POINTS):
+        ratios = {g.name: float(fraction) * g.max_ratio for g in space}
+        for name, (in_dim, out_dim) in cost_model.layer_dims(ratios).items():
+            ins[name].add(in_dim)
+            outs[name].add(out_dim)
+    return {name: (sorted(ins[name]), sorted(outs[name])) for name in ins}
+
+
+def build_latency_table(
+    model: nn.Module, space: SearchSpace, example_inputs: Any, *, batch: int = 1, threads: int = 1,
+    device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+) -> LatencyTable:
+    """Measure every tabled layer of ``model`` on its grid, and the unpruned model, on ``device``."""
+    check_device(device)
+    inputs = with_batch(example_inputs, batch)
+    grids = _grids(space)
+    input_shapes = _input_shapes(model, set(grids), as_tuple(inputs))
+    plan = []
+    for name, (in_grid, out_grid) in grids.items():
+        module = model.get_submodule(name)
+        if name not in input_shapes or _probe(module, input_shapes[name], in_grid[-1], out_grid[-1]) is None:
+            continue  # not run, or a layer kind without a probe: its time stays in the residual
+        diagonal = _is_diagonal(module)
+        points = [(i, 0) for i in range(len(in_grid))] if diagonal else \
+            [(i, j) for i in range(len(in_grid)) for j in range(len(out_grid))]
+        plan.append((name, module, diagonal, in_grid, out_grid, points))
+    total, done = sum(len(p[-1]) for p in plan), 0
+    memo: dict[tuple, float] = {}
+    layers: dict[str, LayerEntry] = {}
+    with torch.no_grad():
+        for name, module, diagonal, in_grid, out_grid, points in plan:
+            ms = [[0.0] * (1 if diagonal else len(out_grid)) for _ in in_grid]
+            for i, j in points:
+                in_dim = in_grid[i]
+                out_dim = (out_grid[-1] * in_dim // in_grid[-1]) if diagonal else out_grid[j]
+                layer, x = _probe(module, input_shapes[name], in_dim, out_dim)
+                signature = (repr(layer), tuple(x.shape))
+                if signature not in memo:
+                    memo[signature] = measure_latency_ms(layer, x, threads=threads, device=device,
+                                                         min_run_time=PROBE_SECONDS)
+                ms[i][j] = memo[signature]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            layers[name] = LayerEntry(in_grid, out_grid, ms, diagonal)
+    table = LatencyTable(table_key(space, example_inputs, batch=batch, threads=threads, device=device), 0.0, 0.0,
+                         layers=layers)
+    _calibrate(table, model, space, example_inputs, inputs)
+    log.info("latency table: %d layers, %d probes, unpruned %.3f ms", len(layers), len(memo), table.base_ms)
+    return table
+
+
+def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, example_inputs: Any,
+               inputs: tuple[torch.Tensor, ...]) -> None:
+    """Fit ``residual`` and ``scale`` (least squares) to measured whole models: unpruned, most pruned and
+    ``CALIBRATION_POLICIES`` random policies in between."""
+    from autoprune.budget import CostModel
+    from autoprune.pruning import prune
+
+    setting = {"threads": table.key["threads"], "device": table.key["device"]}
+    cost_model = CostModel(space)
+    rng = np.random.default_rng(0)
+    policies = [{}, space.max_ratios] + [
+        {g.name: float(rng.uniform(0, g.max_ratio)) for g in space} for _ in range(CALIBRATION_POLICIES)
+    ]
+    sums, measured = [], []
+    for ratios in policies:
+        pruned = model if not ratios else prune(model, space.policy(ratios), example_inputs, space=space).model
+        measured.append(measure_latency_ms(pruned, inputs, min_run_time=0.3, **setting))
+        sums.append(table.layer_sum(cost_model.layer_dims(ratios)))
+    scale, residual = np.polyfit(sums, measured, 1) if max(sums) - min(sums) > 1e-9 else (1.0, 0.0)
+    table.scale, table.residual_ms = float(scale), float(residual)
+    table.base_ms = table.residual_ms + table.scale * sums[0]  # the fitted unpruned latency: ratios stay consistent
+
+
+def table_path(key: Mapping[str, Any], cache_dir: str | Path | None = None) -> Path:
+    """Where the table for ``key`` is cached (default ``<autoprune cache>/latency/``)."""
+    from autoprune.train import cache_dir as default_cache
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir or default_cache() / "latency") / f"{digest}.json"
+
+
+def latency_table(
+    model: nn.Module, space: SearchSpace, example_inputs: Any, *, batch: int = 1, threads: int = 1,
+    device: str = "cpu", cache_dir: str | Path | None = None, rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> LatencyTable:
+    """The cached table for this model and setting, built (and cached) when missing, stale or ``rebuild``."""
+    key = table_key(space, example_inputs, batch=batch, threads=threads, device=device)
+    path = table_path(key, cache_dir)
+    if path.exists() and not rebuild:
+        try:
+            table = LatencyTable.load(path)
+        except (ValueError, KeyError, TypeError, ConfigError) as exc:
+            log.warning("ignoring unreadable latency table %s (%s)", path, exc)
+        else:
+            if table.key == key:
+                return table
+            log.info("latency table %s was built for another model or setting; rebuilding", path)
+    table = build_latency_table(model, space, example_inputs, batch=batch, threads=threads, device=device,
+                                progress=progress)
+    table.save(path)
+    return table

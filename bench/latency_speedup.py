@@ -1,0 +1,160 @@
+"""FLOPs ratio vs measured latency ratio, and how well the latency lookup table predicts latency.
+
+Part 1 (``speedups``): ResNet-20 (1x28x28), MobileNetV2 and ResNet-18 (3x32x32) pruned uniformly to 50% and
+30% of their FLOPs, with ``round_to`` 1 and 8; latency at batch 1 and 64 on one CPU thread in eager PyTorch,
+``torch.compile`` and onnxruntime, each pruned model against its own unpruned model in the same runtime.
+Latency does not depend on the weights, so the models are freshly initialized.
+
+Part 2 (``table_error``): per model, the lookup table (autoprune.latency_table) against measurement on 30
+random policies (batch 1, one thread): the error of the predicted latency (ms) and of the predicted latency
+ratio against a side-by-side measured ratio.
+
+    python bench/latency_speedup.py             # writes bench/results/latency_speedup.json
+    python bench/latency_speedup.py --quick     # ResNet-20 only, eager/onnxruntime, 6 policies
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, write_json
+
+from autoprune.budget import Budget, CostModel, uniform_ratios
+from autoprune.evaluate import count_flops
+from autoprune.export import export_model
+from autoprune.latency import latency_ratio, measure_latency_ms, with_batch
+from autoprune.latency_table import build_latency_table
+from autoprune.models import build_model
+from autoprune.pruning import prune
+from search_spaces import SearchSpace, default_preset
+
+MODELS = {"resnet20": (1, 28), "mobilenet_v2": (3, 32), "resnet18": (3, 32)}
+RUNTIMES = ("eager", "compiled", "onnxruntime")
+
+
+def onnx_latency_ms(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int) -> float:
+    """Median latency of the model exported to ONNX and run in onnxruntime (``threads`` intra-op threads)."""
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_model(model, inputs[:1], tmp, ["onnx"])["onnx"]["path"]
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
+    session.run(None, feed)
+    timer = benchmark.Timer(stmt="session.run(None, feed)", globals={"session": session, "feed": feed})
+    return timer.blocked_autorange(min_run_time=0.3).median * 1e3
+
+
+def latency_ms(model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: str) -> float:
+    if runtime == "eager":
+        return measure_latency_ms(model, inputs)
+    if runtime == "compiled":
+        torch._dynamo.reset()
+        return measure_latency_ms(torch.compile(model, dynamic=False), inputs)
+    return onnx_latency_ms(model, inputs, threads=1)
+
+
+def variants(name: str, budgets: list[float]) -> list[dict[str, Any]]:
+    """The unpruned model and its uniform prunings at each budget and round_to."""
+    channels, size = MODELS[name]
+    model = build_model(name, in_channels=channels, num_classes=10).eval()
+    inputs = torch.zeros(1, channels, size, size)
+    rows = [{"model": name, "budget": 1.0, "round_to": 1, "net": model, "flops_ratio": 1.0}]
+    base_flops = count_flops(model, inputs)
+    for round_to in (1, 8):
+        space = SearchSpace.from_model(model, inputs, preset=default_preset(name), round_to=round_to)
+        for budget in budgets:
+            ratios = uniform_ratios(CostModel(space), Budget.flops(budget))
+            pruned = prune(model, space.policy(ratios), inputs, space=space).model.eval()
+            rows.append({"model": name, "budget": budget, "round_to": round_to, "net": pruned,
+                         "flops_ratio": count_flops(pruned, inputs) / base_flops})
+    return rows
+
+
+def speedups(names: list[str], budgets: list[float], batches: list[int], runtimes: list[str]) -> list[dict]:
+    out = []
+    for name in names:
+        models = variants(name, budgets)
+        channels, size = MODELS[name]
+        for batch in batches:
+            inputs = (torch.randn(batch, channels, size, size),)
+            for runtime in runtimes:
+                base = latency_ms(models[0]["net"], inputs, runtime)
+                for row in models:
+                    ms = base if row["budget"] == 1.0 else latency_ms(row["net"], inputs, runtime)
+                    out.append({k: v for k, v in row.items() if k != "net"} |
+                               {"batch": batch, "runtime": runtime, "latency_ms": ms, "latency_ratio": ms / base})
+                    print(out[-1], flush=True)
+    return out
+
+
+def table_error(name: str, policies: int, seed: int = 0) -> dict[str, Any]:
+    """Predicted vs measured latency of random policies for one model (batch 1, one thread)."""
+    channels, size = MODELS[name]
+    model = build_model(name, in_channels=channels, num_classes=10).eval()
+    inputs = torch.zeros(1, channels, size, size)
+    space = SearchSpace.from_model(model, inputs, preset=default_preset(name))
+    start = time.perf_counter()
+    table = build_latency_table(model, space, inputs)
+    build_seconds = time.perf_counter() - start
+    cost_model = CostModel(space, table)
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(policies):
+        ratios = {g.name: rng.uniform(0, g.max_ratio) for g in space}
+        pruned = prune(model, space.policy(ratios), inputs, space=space).model.eval()
+        predicted = cost_model.cost(ratios).latency_ms
+        measured = measure_latency_ms(pruned, with_batch(inputs, 1))
+        ratio, _, _ = latency_ratio(pruned, model, inputs, rounds=3)
+        rows.append({"predicted_ms": predicted, "measured_ms": measured,
+                     "error": predicted / measured - 1,
+                     "predicted_ratio": predicted / table.base_ms, "measured_ratio": ratio,
+                     "ratio_error": predicted / table.base_ms / ratio - 1})
+    return {"model": name, "policies": policies, "build_seconds": build_seconds, "base_ms": table.base_ms,
+            "median_abs_error": statistics.median(abs(r["error"]) for r in rows),
+            "median_abs_ratio_error": statistics.median(abs(r["ratio_error"]) for r in rows),
+            "max_abs_error": max(abs(r["error"]) for r in rows), "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default all three)")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated eager,compiled,onnxruntime")
+    parser.add_argument("--policies", type=int, default=30, help="random policies for the table error (default 30)")
+    parser.add_argument("--results", help="result file (default bench/results/latency_speedup.json)")
+    parser.add_argument("--quick", action="store_true", help="ResNet-20, eager and onnxruntime, 6 policies")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.runtimes, args.policies = "resnet20", "eager,onnxruntime", 6
+    args.results = args.results or str(RESULTS / ("quick" if args.quick else "") / "latency_speedup.json")
+    torch.set_num_threads(1)
+    names, runtimes = args.models.split(","), args.runtimes.split(",")
+    unknown = [n for n in names if n not in MODELS] + [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        parser.error(f"unknown --models/--runtimes {unknown}; accepted: {', '.join([*MODELS, *RUNTIMES])}")
+    payload = {
+        "config": {"models": names, "runtimes": runtimes, "budgets": [0.5, 0.3], "batches": [1, 64], "threads": 1,
+                   "policies": args.policies},
+        "table_error": [table_error(n, args.policies) for n in names],
+        "speedups": speedups(names, [0.5, 0.3], [1, 64], runtimes),
+    }
+    write_json(Path(args.results), payload)
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()

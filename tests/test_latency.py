@@ -1,0 +1,105 @@
+"""Latency budgets: the lookup table, its cache, the measured final check, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from factories import tiny_model
+
+import autoprune as ap
+from autoprune import latency_table as lt
+from autoprune.budget import CostModel
+from autoprune.errors import BudgetError, ConfigError
+from autoprune.latency import latency_ratio
+from autoprune.models import small_cnn
+from search_spaces import SearchSpace
+
+TOLERANCE = 0.10  # measured side by side on a shared 2-core machine: 10% noise allowed on the ratio
+
+
+@pytest.fixture(autouse=True)
+def _fast_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lt, "PROBE_SECONDS", 0.01)
+
+
+def _space(model: torch.nn.Module, inputs: torch.Tensor) -> SearchSpace:
+    return SearchSpace.from_model(model, inputs)
+
+
+def test_budget_latency_round_trips_and_rejects_bad_settings() -> None:
+    budget = ap.Budget.latency(0.5, batch=8, threads=2)
+    assert ap.Budget.from_dict(budget.to_dict()) == budget
+    assert ap.Budget.from_dict({"latency": 0.5, "batch": 8, "threads": 2}) == budget
+    assert ap.Budget.latency(ms=2.5).limit(ap.Cost(1, 1, 10.0)) == 2.5
+    assert "batch 8" in budget.describe()
+    with pytest.raises(BudgetError, match="threads must be a positive integer, got 0"):
+        ap.Budget.latency(0.5, threads=0)
+    with pytest.raises(BudgetError, match="device must be 'cpu' or 'cuda"):
+        ap.Budget.latency(0.5, device="tpu")
+    with pytest.raises(BudgetError, match="apply to latency budgets only"):
+        ap.Budget("flops", 0.5, batch=4)
+    with pytest.raises(BudgetError, match="latency table"):
+        CostModel(_space(small_cnn(in_channels=1), torch.zeros(1, 1, 8, 8))).cost({}).metric("latency")
+
+
+def test_table_round_trips_and_is_rebuilt_when_model_or_device_changes(tmp_path, cnn_inputs) -> None:
+    model = small_cnn(in_channels=1).eval()
+    space = _space(model, cnn_inputs)
+    table = lt.latency_table(model, space, cnn_inputs, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1
+    loaded = lt.LatencyTable.load(files[0])
+    assert loaded == table  # exact round trip, so predictions are identical
+    ratios = {g.name: g.max_ratio / 2 for g in space}
+    assert CostModel(space, loaded).cost(ratios).latency_ms == CostModel(space, table).cost(ratios).latency_ms
+    assert lt.latency_table(model, space, cnn_inputs, cache_dir=tmp_path) == table  # from the cache, not rebuilt
+
+    other = tiny_model(in_channels=1, num_classes=10).eval()
+    other_space = _space(other, cnn_inputs)
+    assert lt.table_key(other_space, cnn_inputs, batch=1, threads=1, device="cpu") != table.key
+    lt.latency_table(other, other_space, cnn_inputs, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 2  # another model: another table
+    with pytest.raises(ConfigError, match="does not match the model"):
+        CostModel(other_space, table)
+
+    # a cached table whose recorded setting differs (as after a device change) is not trusted
+    stale = json.loads(files[0].read_text())
+    stale["key"]["device"] = "cuda:0"
+    files[0].write_text(json.dumps(stale))
+    rebuilt = lt.latency_table(model, space, cnn_inputs, cache_dir=tmp_path)
+    assert rebuilt.key["device"] == "cpu" and json.loads(files[0].read_text())["key"]["device"] == "cpu"
+    assert lt.table_key(space, cnn_inputs, batch=1, threads=1, device="cuda") != table.key
+
+
+def test_prediction_is_calibrated_to_the_unpruned_model(tmp_path, cnn_inputs) -> None:
+    model = small_cnn(in_channels=1).eval()
+    space = _space(model, cnn_inputs)
+    table = lt.latency_table(model, space, cnn_inputs, cache_dir=tmp_path)
+    cost_model = CostModel(space, table)
+    assert cost_model.base.latency_ms == pytest.approx(table.base_ms)
+    assert cost_model.cost({}).latency_ms == pytest.approx(table.base_ms)
+    assert cost_model.cost(space.max_ratios).latency_ms < table.base_ms
+
+
+def test_impossible_latency_budget_is_a_clear_error(trained_cnn, digits) -> None:
+    with pytest.raises(BudgetError, match=r"cannot be met: pruning every group to its max_ratio still takes"):
+        ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.latency(0.01), train_data=digits.train,
+                  val_data=digits.val, trials=2)
+    with pytest.raises(BudgetError, match=r"ms >= "):
+        ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.latency(ms=1e-6),
+                  train_data=digits.train, val_data=digits.val, trials=2)
+
+
+def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, digits, tmp_path) -> None:
+    budget = ap.Budget.latency(0.8)
+    result = ap.search(trained_cnn, digits.example_inputs(), budget=budget, train_data=digits.train,
+                       val_data=digits.val, trials=6, evaluator={"finetune_steps": 2, "bn_batches": 2},
+                       run_dir=tmp_path / "run")
+    check = result.summary["latency_check"]
+    assert check["met"] and check["measured_ratio"] <= budget.fraction
+    assert result.trials["latency_ms"].notna().all()
+    exported = ap.load_pruned_model(small_cnn(in_channels=1), tmp_path / "run" / "model", digits.example_inputs())
+    ratio, _, _ = latency_ratio(exported, trained_cnn, digits.example_inputs(), rounds=7)
+    assert ratio <= budget.fraction * (1 + TOLERANCE), f"measured latency ratio {ratio:.3f} vs budget 0.8"
