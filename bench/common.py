@@ -39,7 +39,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 
 # The evaluator fidelity every search benchmark uses (docs/benchmarks.md says why).
-FIDELITY = {"bn_batches": 5, "finetune_steps": 20, "val_batches": 4, "lr": 0.01}
+FIDELITY = {"bn_batches": 5, "finetune_steps": 10, "val_batches": 4, "lr": 0.01}
 BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 15}
 QUICK_BASELINE = {"model": "small_cnn", "dataset": "digits", "epochs": 5}
 QUICK_FIDELITY = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2, "lr": 0.01}

@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--evaluations", type=int, default=100,
                         help=f"evaluations per search (default 100, at most {MAX_EVALUATIONS})")
-    parser.add_argument("--final-finetune-steps", type=int, default=400)
+    parser.add_argument("--final-finetune-steps", type=int, default=300)
     parser.add_argument("--run-root", default="bench/runs/search_quality", help="search run directories")
     parser.add_argument("--results", help="directory of the per-row JSON files (default bench/results/search_quality)")
     add_fidelity_options(parser)
