@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from autoprune.errors import BudgetError
 
 if TYPE_CHECKING:
-    from autoprune.latency_table import LatencyTable
+    from autoprune.latency_lut import LatencyTable
     from autoprune.policy import Policy
     from search_spaces.space import SearchSpace
 

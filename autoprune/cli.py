@@ -41,6 +41,12 @@ def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
                        help="keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5")
     group.add_argument("--budget-params", type=float, metavar="FRACTION",
                        help="keep at most this fraction of the unpruned model's parameters")
+    group.add_argument("--budget-latency", type=float, metavar="FRACTION",
+                       help="at most this fraction of the unpruned model's measured latency (see --latency-*)")
+    group.add_argument("--budget-latency-ms", type=float, metavar="MS",
+                       help="at most this many milliseconds of measured latency (see --latency-*)")
+    group.add_argument("--latency-batch", type=int, help="batch size latency is measured at (default 1)")
+    group.add_argument("--latency-threads", type=int, help="CPU threads latency is measured with (default 1)")
     group.add_argument("--searcher", help=f"searcher name ({', '.join(sorted(SEARCHERS))}) or package.module:Class")
     group.add_argument("--searcher-option", action="append", metavar="KEY=VALUE", dest="searcher_option",
                        help="a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable")
@@ -50,6 +56,7 @@ def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bn-batches", type=int, help="batches for BatchNorm recalibration per candidate")
     group.add_argument("--importance", help="channel importance: l1, l2, bn_scale, taylor, random")
     group.add_argument("--final-finetune-steps", type=int, help="finetune steps for the best policy at the end")
+    group.add_argument("--round-to", type=int, help="keep channel counts at multiples of this (e.g. 8)")
     group.add_argument("--run-dir", help="output directory (must be empty unless --resume)")
     _OVERRIDES[:] = group._group_actions[before:]
     where = parser.add_argument_group("where evaluations run (may change on --resume)")
@@ -77,12 +84,25 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
     config = SearchConfig.from_yaml(args.config) if getattr(args, "config", None) else SearchConfig()
     budget = None
-    if args.budget_flops is not None and args.budget_params is not None:
-        raise AutopruneError("give only one of --budget-flops and --budget-params")
+    given = {flag: value for flag, value in (
+        ("--budget-flops", args.budget_flops), ("--budget-params", args.budget_params),
+        ("--budget-latency", args.budget_latency), ("--budget-latency-ms", args.budget_latency_ms),
+    ) if value is not None}
+    if len(given) > 1:
+        raise AutopruneError(f"give only one budget, got {', '.join(given)}")
+    setting = {"batch": 1 if args.latency_batch is None else args.latency_batch,
+               "threads": 1 if args.latency_threads is None else args.latency_threads}
+    latency_flags = args.latency_batch is not None or args.latency_threads is not None
+    if latency_flags and args.budget_latency is None and args.budget_latency_ms is None:
+        raise ConfigError("--latency-batch and --latency-threads need --budget-latency or --budget-latency-ms")
     if args.budget_flops is not None:
         budget = {"flops": args.budget_flops}
     elif args.budget_params is not None:
         budget = {"params": args.budget_params}
+    elif args.budget_latency is not None:
+        budget = {"latency": args.budget_latency, **setting}
+    elif args.budget_latency_ms is not None:
+        budget = {"metric": "latency", "absolute": args.budget_latency_ms, **setting}
     options = dict(config.searcher_options)
     for item in args.searcher_option or []:
         key, sep, value = item.partition("=")
@@ -96,7 +116,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     config = config.with_overrides(
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, checkpoint=args.checkpoint, budget=budget,
         searcher=args.searcher, searcher_options=options, trials=args.trials, seed=args.seed, evaluator=evaluator,
-        final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir,
+        final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir, round_to=args.round_to,
     )
     return _with_executor_flags(config, args)
 
@@ -165,7 +185,8 @@ def _report(result: Any) -> None:
     out.print(table)
     line = f"FLOPs kept: {s['pruned']['flops_ratio']:.1%}  params kept: {s['pruned']['params_ratio']:.1%}"
     if "latency_speedup" in s:
-        line += f"  latency speedup: {s['latency_speedup']:.2f}x (1 thread, batch {s['latency_setting']['batch']})"
+        where = s["latency_setting"]
+        line += f"  latency speedup: {s['latency_speedup']:.2f}x ({where['threads']} thread(s), batch {where['batch']})"
     out.print(line)
     if result.run_dir is not None:
         out.print(f"run directory: {result.run_dir}")

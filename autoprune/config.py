@@ -33,7 +33,8 @@ class SearchConfig:
         batch_size: training batch size (default: the dataset's).
         checkpoint: trained weights (a state dict file); default: train the baseline and cache it.
         train: baseline training recipe when no checkpoint is given (epochs, lr, weight_decay, seed).
-        budget: ``{flops: 0.5}`` or ``{params: 0.3}`` (fraction of the unpruned model kept at most).
+        budget: ``{flops: 0.5}``, ``{params: 0.3}`` or ``{latency: 0.5, batch: 1, threads: 1}`` (fraction of the
+            unpruned model kept at most; ``{metric: latency, absolute: 2.0}`` for milliseconds).
         searcher: searcher name or ``package.module:Class``.
         searcher_options: keyword options for the searcher.
         trials: evaluations to run.

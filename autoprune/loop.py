@@ -34,7 +34,7 @@ from autoprune.export import save_pruned_model
 from autoprune.inputs import batch_size, shapes
 from autoprune.latency import measure_latency_ms, with_batch
 from autoprune.latency_check import check_and_repair
-from autoprune.latency_table import latency_table
+from autoprune.latency_lut import latency_table
 from autoprune.options import check_int
 from autoprune.policy import Policy
 from autoprune.registry import searcher_class

@@ -106,7 +106,7 @@ def main() -> None:
     args = apply_quick(parser.parse_args(), RESULTS / "search_quality", RESULTS / "quick" / "search_quality")
     if args.quick:
         args.evaluations, args.final_finetune_steps, args.seeds = 12, 20, "0"
-        args.run_root = "bench/runs/quick/search_quality"
+        args.run_root = str(Path(args.results) / "runs")
     if not 1 <= args.evaluations <= MAX_EVALUATIONS:
         parser.error(f"--evaluations must be in [1, {MAX_EVALUATIONS}], got {args.evaluations}")
     unknown = set(args.methods.split(",")) - set(SEARCHERS)

@@ -5,12 +5,12 @@ Part 1 (``speedups``): ResNet-20 (1x28x28), MobileNetV2 and ResNet-18 (3x32x32) 
 ``torch.compile`` and onnxruntime, each pruned model against its own unpruned model in the same runtime.
 Latency does not depend on the weights, so the models are freshly initialized.
 
-Part 2 (``table_error``): per model, the lookup table (autoprune.latency_table) against measurement on 30
+Part 2 (``table_error``): per model, the lookup table (autoprune.latency_lut) against measurement on 30
 random policies (batch 1, one thread): the error of the predicted latency (ms) and of the predicted latency
 ratio against a side-by-side measured ratio.
 
     python bench/latency_speedup.py             # writes bench/results/latency_speedup.json
-    python bench/latency_speedup.py --quick     # ResNet-20 only, eager/onnxruntime, 6 policies
+    python bench/latency_speedup.py --quick     # small CNN only, eager/onnxruntime, 6 policies
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,37 +36,40 @@ from autoprune.budget import Budget, CostModel, uniform_ratios
 from autoprune.evaluate import count_flops
 from autoprune.export import export_model
 from autoprune.latency import latency_ratio, measure_latency_ms, with_batch
-from autoprune.latency_table import build_latency_table
+from autoprune.latency_lut import build_latency_table
 from autoprune.models import build_model
 from autoprune.pruning import prune
 from search_spaces import SearchSpace, default_preset
 
-MODELS = {"resnet20": (1, 28), "mobilenet_v2": (3, 32), "resnet18": (3, 32)}
+MODELS = {"resnet20": (1, 28), "mobilenet_v2": (3, 32), "resnet18": (3, 32), "small_cnn": (1, 8)}
+DEFAULT_MODELS = ("resnet20", "mobilenet_v2", "resnet18")
 RUNTIMES = ("eager", "compiled", "onnxruntime")
 
 
-def onnx_latency_ms(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int) -> float:
-    """Median latency of the model exported to ONNX and run in onnxruntime (``threads`` intra-op threads)."""
+def timer(model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: str, tmp: str) -> Callable[[], float]:
+    """A function measuring one forward pass (median ms, one thread) of ``model`` in ``runtime``."""
+    if runtime == "eager":
+        return lambda: measure_latency_ms(model, inputs, min_run_time=0.2)
+    if runtime == "compiled":
+        compiled = torch.compile(model, dynamic=False)
+        return lambda: measure_latency_ms(compiled, inputs, min_run_time=0.2)
     import onnxruntime
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_model(model, inputs[:1], tmp, ["onnx"])["onnx"]["path"]
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    path = export_model(model, inputs[:1], tmp, ["onnx"])["onnx"]["path"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
     session.run(None, feed)
-    timer = benchmark.Timer(stmt="session.run(None, feed)", globals={"session": session, "feed": feed})
-    return timer.blocked_autorange(min_run_time=0.3).median * 1e3
+    clock = benchmark.Timer(stmt="session.run(None, feed)", globals={"session": session, "feed": feed})
+    return lambda: clock.blocked_autorange(min_run_time=0.2).median * 1e3
 
 
-def latency_ms(model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: str) -> float:
-    if runtime == "eager":
-        return measure_latency_ms(model, inputs)
-    if runtime == "compiled":
-        torch._dynamo.reset()
-        return measure_latency_ms(torch.compile(model, dynamic=False), inputs)
-    return onnx_latency_ms(model, inputs, threads=1)
+def side_by_side(candidate: Callable[[], float], reference: Callable[[], float], rounds: int = 3) -> tuple:
+    """Median ratio of alternating measurements, and the medians of each."""
+    pairs = [(candidate(), reference()) for _ in range(rounds)]
+    return (statistics.median(c / r for c, r in pairs), statistics.median(c for c, _ in pairs),
+            statistics.median(r for _, r in pairs))
 
 
 def variants(name: str, budgets: list[float]) -> list[dict[str, Any]]:
@@ -73,7 +77,7 @@ def variants(name: str, budgets: list[float]) -> list[dict[str, Any]]:
     channels, size = MODELS[name]
     model = build_model(name, in_channels=channels, num_classes=10).eval()
     inputs = torch.zeros(1, channels, size, size)
-    rows = [{"model": name, "budget": 1.0, "round_to": 1, "net": model, "flops_ratio": 1.0}]
+    rows = [{"model": name, "net": model}]
     base_flops = count_flops(model, inputs)
     for round_to in (1, 8):
         space = SearchSpace.from_model(model, inputs, preset=default_preset(name), round_to=round_to)
@@ -93,12 +97,15 @@ def speedups(names: list[str], budgets: list[float], batches: list[int], runtime
         for batch in batches:
             inputs = (torch.randn(batch, channels, size, size),)
             for runtime in runtimes:
-                base = latency_ms(models[0]["net"], inputs, runtime)
-                for row in models:
-                    ms = base if row["budget"] == 1.0 else latency_ms(row["net"], inputs, runtime)
-                    out.append({k: v for k, v in row.items() if k != "net"} |
-                               {"batch": batch, "runtime": runtime, "latency_ms": ms, "latency_ratio": ms / base})
-                    print(out[-1], flush=True)
+                torch._dynamo.reset()
+                with tempfile.TemporaryDirectory() as tmp:
+                    base = timer(models[0]["net"], inputs, runtime, tmp + "/base")
+                    for row in models[1:]:
+                        ratio, ms, base_ms = side_by_side(timer(row["net"], inputs, runtime, tmp + "/pruned"), base)
+                        out.append({k: v for k, v in row.items() if k != "net"} | {
+                            "batch": batch, "runtime": runtime, "latency_ms": ms, "baseline_ms": base_ms,
+                            "latency_ratio": ratio})
+                        print(out[-1], flush=True)
     return out
 
 
@@ -132,14 +139,15 @@ def table_error(name: str, policies: int, seed: int = 0) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default all three)")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default all three)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated eager,compiled,onnxruntime")
     parser.add_argument("--policies", type=int, default=30, help="random policies for the table error (default 30)")
     parser.add_argument("--results", help="result file (default bench/results/latency_speedup.json)")
-    parser.add_argument("--quick", action="store_true", help="ResNet-20, eager and onnxruntime, 6 policies")
+    parser.add_argument("--quick", action="store_true",
+                        help="small CNN (8x8 digits), eager and onnxruntime, 6 policies")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.runtimes, args.policies = "resnet20", "eager,onnxruntime", 6
+        args.models, args.runtimes, args.policies = "small_cnn", "eager,onnxruntime", 6
     args.results = args.results or str(RESULTS / ("quick" if args.quick else "") / "latency_speedup.json")
     torch.set_num_threads(1)
     names, runtimes = args.models.split(","), args.runtimes.split(",")

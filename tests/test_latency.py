@@ -9,7 +9,7 @@ import torch
 from factories import tiny_model
 
 import autoprune as ap
-from autoprune import latency_table as lt
+from autoprune import latency_lut as lt
 from autoprune.budget import CostModel
 from autoprune.errors import BudgetError, ConfigError
 from autoprune.latency import latency_ratio
@@ -19,8 +19,9 @@ from search_spaces import SearchSpace
 TOLERANCE = 0.10  # measured side by side on a shared 2-core machine: 10% noise allowed on the ratio
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture()
 def _fast_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter layer timings where only the table's bookkeeping is tested."""
     monkeypatch.setattr(lt, "PROBE_SECONDS", 0.01)
 
 
@@ -44,6 +45,7 @@ def test_budget_latency_round_trips_and_rejects_bad_settings() -> None:
         CostModel(_space(small_cnn(in_channels=1), torch.zeros(1, 1, 8, 8))).cost({}).metric("latency")
 
 
+@pytest.mark.usefixtures("_fast_probes")
 def test_table_round_trips_and_is_rebuilt_when_model_or_device_changes(tmp_path, cnn_inputs) -> None:
     model = small_cnn(in_channels=1).eval()
     space = _space(model, cnn_inputs)
@@ -73,6 +75,7 @@ def test_table_round_trips_and_is_rebuilt_when_model_or_device_changes(tmp_path,
     assert lt.table_key(space, cnn_inputs, batch=1, threads=1, device="cuda") != table.key
 
 
+@pytest.mark.usefixtures("_fast_probes")
 def test_prediction_is_calibrated_to_the_unpruned_model(tmp_path, cnn_inputs) -> None:
     model = small_cnn(in_channels=1).eval()
     space = _space(model, cnn_inputs)
@@ -81,6 +84,8 @@ def test_prediction_is_calibrated_to_the_unpruned_model(tmp_path, cnn_inputs) ->
     assert cost_model.base.latency_ms == pytest.approx(table.base_ms)
     assert cost_model.cost({}).latency_ms == pytest.approx(table.base_ms)
     assert cost_model.cost(space.max_ratios).latency_ms < table.base_ms
+    predicted = [cost_model.cost({g.name: f * g.max_ratio for g in space}).latency_ms for f in (0, 0.3, 0.6, 1)]
+    assert predicted == sorted(predicted, reverse=True)  # monotone, so bisection onto the budget is sound
 
 
 def test_impossible_latency_budget_is_a_clear_error(trained_cnn, digits) -> None:

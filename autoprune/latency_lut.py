@@ -213,7 +213,9 @@ def build_latency_table(
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            layers[name] = LayerEntry(in_grid, out_grid, ms, diagonal)
+            # more channels are never faster: timing noise must not make the prediction non-monotone
+            monotone = np.maximum.accumulate(np.maximum.accumulate(np.array(ms), axis=0), axis=1)
+            layers[name] = LayerEntry(in_grid, out_grid, monotone.tolist(), diagonal)
     table = LatencyTable(table_key(space, example_inputs, batch=batch, threads=threads, device=device), 0.0, 0.0,
                          layers=layers)
     _calibrate(table, model, space, example_inputs, inputs)
@@ -240,6 +242,8 @@ def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, exampl
         measured.append(measure_latency_ms(pruned, inputs, min_run_time=0.3, **setting))
         sums.append(table.layer_sum(cost_model.layer_dims(ratios)))
     scale, residual = np.polyfit(sums, measured, 1) if max(sums) - min(sums) > 1e-9 else (1.0, 0.0)
+    if not scale > 0:  # noise swamped the fit: fall back to the table as measured, anchored at the unpruned model
+        scale, residual = 1.0, measured[0] - sums[0]
     table.scale, table.residual_ms = float(scale), float(residual)
     table.base_ms = table.residual_ms + table.scale * sums[0]  # the fitted unpruned latency: ratios stay consistent
 

@@ -1,0 +1,64 @@
+"""A latency-budgeted search against a FLOPs-budgeted one at equal measured latency.
+
+The FLOPs-budgeted search runs first; its final model's latency ratio (measured side by side with the
+unpruned model: batch 1, one thread) becomes the budget of a latency-budgeted search with the same searcher,
+evaluator and number of evaluations. Both final models are measured again the same way.
+
+    python bench/latency_search.py              # ResNet-20 on Fashion-MNIST, sensitivity, 50 evaluations
+    python bench/latency_search.py --quick      # small CNN on digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
+
+import autoprune as ap
+from autoprune.latency import latency_ratio
+from search_spaces import default_preset
+
+
+def run(args: argparse.Namespace, budget: ap.Budget, model, data) -> dict[str, Any]:
+    inputs = data.example_inputs()
+    result = ap.search(model, inputs, budget=budget, train_data=data.train, val_data=data.val, test_data=data.test,
+                       searcher=args.searcher, trials=args.evaluations, seed=args.seed, evaluator=fidelity(args),
+                       final_finetune_steps=args.final_finetune_steps, preset=default_preset(args.model))
+    ratio, ms, base_ms = latency_ratio(result.pruned_model, model, inputs, rounds=7)
+    return {"budget": budget.describe(), "metric": budget.metric, "test_accuracy": result.summary["pruned"]["accuracy"],
+            "baseline_test_accuracy": result.summary["baseline"]["accuracy"],
+            "flops_ratio": result.summary["pruned"]["flops_ratio"], "latency_ratio": ratio, "latency_ms": ms,
+            "baseline_latency_ms": base_ms, "latency_check": result.summary.get("latency_check"),
+            "evaluations": len(result.trials)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flops", type=float, default=0.5, help="FLOPs fraction of the first search (default 0.5)")
+    parser.add_argument("--searcher", default="sensitivity")
+    parser.add_argument("--evaluations", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--final-finetune-steps", type=int, default=300)
+    parser.add_argument("--results", help="result file (default bench/results/latency_search.json)")
+    add_fidelity_options(parser)
+    args = apply_quick(parser.parse_args(), RESULTS / "latency_search.json", RESULTS / "quick" / "latency_search.json")
+    if args.quick:
+        args.evaluations, args.final_finetune_steps = 12, 20
+    model, data, _ = load_baseline(args)
+    by_flops = run(args, ap.Budget.flops(args.flops), model, data)
+    print(by_flops, flush=True)
+    by_latency = run(args, ap.Budget.latency(by_flops["latency_ratio"]), model, data)
+    print(by_latency, flush=True)
+    config = {"model": args.model, "dataset": args.dataset, "searcher": args.searcher, "seed": args.seed,
+              "evaluations": args.evaluations, "evaluator": fidelity(args),
+              "final_finetune_steps": args.final_finetune_steps, "latency": {"batch": 1, "threads": 1}}
+    write_json(Path(args.results), {"config": config, "rows": [by_flops, by_latency]})
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The benchmark suite's quick mode runs end to end and renders a page from what it wrote."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parent.parent / "bench"
+ROW_KEYS = {"method", "budget", "seed", "test_accuracy", "baseline_test_accuracy", "flops_ratio", "evaluations",
+            "search_seconds", "params_ratio", "latency_ms", "best_val_accuracy_by_evaluation"}
+
+
+def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
+    subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(tmp_path)], check=True)
+
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "search_quality").glob("*.json"))]
+    assert {(r["row"]["method"], r["row"]["budget"]) for r in rows} == {
+        (m, b) for m in ("uniform", "global", "random", "sensitivity", "optuna", "amc") for b in (0.3, 0.5)
+    }
+    for record in rows:
+        assert {"machine", "config", "row"} <= set(record) and "torch" in record["machine"]["versions"]
+        row = record["row"]
+        assert set(row) >= ROW_KEYS
+        assert row["flops_ratio"] <= row["budget"] + 1e-9 and 0 < row["test_accuracy"] <= 1
+        assert len(row["best_val_accuracy_by_evaluation"]) == row["evaluations"]
+
+    cost = json.loads((tmp_path / "candidate_cost.json").read_text())
+    phases = cost["median_seconds"]
+    assert all(phases[p] > 0 for p in ("copy", "prune", "recalibrate", "finetune", "validate", "pure_compute"))
+    assert cost["overhead_ratio"] > 0 and cost["candidates_per_minute"] > 0
+
+    latency = json.loads((tmp_path / "latency_speedup.json").read_text())
+    assert len(latency["table_error"][0]["rows"]) == 6
+    assert {(r["runtime"], r["batch"]) for r in latency["speedups"]} == {
+        (rt, b) for rt in ("eager", "onnxruntime") for b in (1, 64)
+    }
+    by_flops, by_latency = json.loads((tmp_path / "latency_search.json").read_text())["rows"]
+    assert (by_flops["metric"], by_latency["metric"]) == ("flops", "latency")
+    assert by_latency["latency_check"]["met"]
+
+    page = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("## Baselines", "## Search quality", "**Goal**", "## Where a candidate's time goes",
+                    "## FLOPs vs measured latency", "## Latency budget vs FLOPs budget"):
+        assert heading in page
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
+    assert len(images) == 2 and all((tmp_path / image).stat().st_size > 10_000 for image in images)
