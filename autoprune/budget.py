@@ -63,7 +63,10 @@ class Budget:
         if self.absolute is not None and not _is_number(self.absolute, lo=0, hi=math.inf):
             raise BudgetError(f"absolute {self.metric} budget must be a positive number, got {self.absolute!r}")
         if self.metric != "latency" and (self.batch, self.threads, self.device) != (1, 1, "cpu"):
-            raise BudgetError(f"batch, threads and device apply to latency budgets only, not {self.metric}")
+            raise BudgetError(
+                f"batch, threads and device apply to latency budgets only, not {self.metric} "
+                f"(got batch={self.batch!r}, threads={self.threads!r}, device={self.device!r})"
+            )
         for name in ("batch", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

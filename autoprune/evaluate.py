@@ -90,7 +90,7 @@ class Score:
         status: ``ok`` or ``failed``.
         error: the failure, if any.
         latency_ms: measured latency of the pruned model (latency budgets only; NaN otherwise).
-        prune_seconds: copying and pruning the model (and counting its FLOPs).
+        prune_seconds: copying and pruning the model, counting its FLOPs (and, for latency budgets, measuring it).
         recalibrate_seconds: BatchNorm recalibration.
         finetune_seconds: finetuning (up to this fidelity).
         validate_seconds: scoring on the validation subset (every rung so far).

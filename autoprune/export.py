@@ -112,6 +112,7 @@ def export_model(
     ``model.onnx``, run in onnxruntime for the check. Batch size is dynamic in the traced formats.
     Returns, per format, the file written and the max output difference found.
     """
+    formats = [formats] if isinstance(formats, str) else list(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise unknown_name("export format", unknown[0] if unknown else "(none)", list(FORMATS))

@@ -39,23 +39,29 @@ def check_and_repair(
     it with :func:`autoprune.repair`. Returns the final policy, its PruneResult and the check's record.
     """
     limit = budget.limit(cost_model.base)
-    target = limit
+    space = cost_model.space
+    floor = cost_model.cost(space.max_ratios).latency_ms
     pruned = prune(policy)
     record: dict[str, Any] = {}
     for attempt in range(MAX_REPAIRS + 1):
-        record = {"predicted_ms": cost_model.cost(policy).latency_ms, "limit_predicted_ms": limit,
-                  "repairs": attempt, **measured_latency(pruned.model, model, example_inputs, budget)}
-        if record["met"]:
-            break
-        if attempt == MAX_REPAIRS:
-            log.warning("latency budget still missed after %d repairs: %s", MAX_REPAIRS, record)
+        predicted = cost_model.cost(policy).latency_ms
+        record = {"predicted_ms": predicted, "limit_predicted_ms": limit, "repairs": attempt,
+                  **measured_latency(pruned.model, model, example_inputs, budget)}
+        at_floor = dict(policy) == space.max_ratios
+        if record["met"] or attempt == MAX_REPAIRS or at_floor:
+            if not record["met"]:
+                log.warning("latency budget still missed after %d repairs%s: %s", attempt,
+                            " (every group at its max ratio)" if at_floor else "", record)
             break
         miss = (record["measured_ratio"] / budget.fraction if budget.fraction is not None
                 else record["measured_ms"] / budget.absolute)
-        target = target / miss * SAFETY
+        target = min(limit, predicted) / miss * SAFETY  # aim under what was measured, not under the old limit
         log.info("measured latency misses the budget by %.1f%%; repairing to %.3f ms predicted",
                  100 * (miss - 1), target)
-        ratios = repair(policy, cost_model, Budget.latency(ms=target, **budget.setting))
-        policy = cost_model.space.policy(ratios)
+        if target <= floor:
+            ratios = space.max_ratios
+        else:
+            ratios = repair(policy, cost_model, Budget.latency(ms=target, **budget.setting))
+        policy = space.policy(ratios)
         pruned = prune(policy)
     return policy, pruned, record

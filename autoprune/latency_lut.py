@@ -27,7 +27,7 @@ from torch import nn
 from autoprune.errors import ConfigError
 from autoprune.inputs import as_tuple, shapes
 from autoprune.io import atomic_write_json
-from autoprune.latency import check_device, measure_latency_ms, with_batch
+from autoprune.latency import check_device, latency_ratio, measure_latency_ms, with_batch
 
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
@@ -41,8 +41,9 @@ SCHEMA = 1
 
 @dataclass
 class LayerEntry:
-    """Measured latency (ms) of one layer at ``ms[i][j]`` = (in_grid[i], out_grid[j]); ``diagonal`` layers
-    (depthwise convolutions, BatchNorm) depend on one size only and keep ``ms[i][0]`` at in_grid[i]."""
+    """Measured latency (ms) of one layer at ``ms[i][j]`` = (in_grid[i], out_grid[j]). ``diagonal`` layers
+    (depthwise convolutions, BatchNorm) have one input size per channel, so they depend on the output size
+    only: ``in_grid`` is that single size and ``ms[0][j]`` is the latency at out_grid[j]."""
 
     in_grid: list[int]
     out_grid: list[int]
@@ -51,7 +52,7 @@ class LayerEntry:
 
     def at(self, in_dim: int, out_dim: int) -> float:
         if self.diagonal:
-            return float(np.interp(in_dim, self.in_grid, [row[0] for row in self.ms]))
+            return float(np.interp(out_dim, self.out_grid, self.ms[0]))
         i, a = _bracket(self.in_grid, in_dim)
         j, b = _bracket(self.out_grid, out_dim)
         ms = self.ms
@@ -118,9 +119,20 @@ class LatencyTable:
 
 def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: int, device: str) -> dict[str, Any]:
     """What a table is valid for: the model, input shapes and the measurement setting."""
-    return {"fingerprint": space.fingerprint, "input_shapes": shapes(with_batch(example_inputs, batch)),
-            "device": device, "batch": batch, "threads": threads, "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "grid_points": GRID_POINTS}
+    return {"fingerprint": space.fingerprint, "max_ratios": space.max_ratios,
+            "input_shapes": shapes(with_batch(example_inputs, batch)), "device": device, "batch": batch,
+            "threads": threads, "torch": torch.__version__, "cpu": cpu_model(), "grid_points": GRID_POINTS}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the platform's processor or machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _input_shapes(model: nn.Module, names: set[str], inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Size]:
@@ -133,22 +145,32 @@ def _input_shapes(model: nn.Module, names: set[str], inputs: tuple[torch.Tensor,
         return hook
 
     hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n in names]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(*inputs)
     finally:
         for hook in hooks:
             hook.remove()
+        model.train(was_training)
     return seen
 
 
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
 def _probe(module: nn.Module, shape: torch.Size, in_dim: int, out_dim: int) -> tuple[nn.Module, torch.Tensor] | None:
-    """A fresh layer like ``module`` resized to (in_dim, out_dim) and an input for it (None: not tabled)."""
-    if isinstance(module, nn.Conv2d):
-        depthwise = module.groups > 1 and module.groups == module.in_channels
+    """A fresh layer like ``module`` with ``out_dim`` outputs (and ``in_dim`` inputs per group), and an input
+    for it; None for layers without a probe (grouped but not depthwise convolutions, other kinds)."""
+    if _depthwise(module):
+        channels = out_dim // (module.out_channels // module.in_channels)
+        layer = nn.Conv2d(channels, out_dim, module.kernel_size, module.stride, module.padding, module.dilation,
+                          groups=channels, bias=module.bias is not None, padding_mode=module.padding_mode)
+        return layer, torch.randn(shape[0], channels, *shape[2:])
+    if isinstance(module, nn.Conv2d) and module.groups == 1:
         layer = nn.Conv2d(in_dim, out_dim, module.kernel_size, module.stride, module.padding, module.dilation,
-                          groups=in_dim if depthwise else module.groups, bias=module.bias is not None,
-                          padding_mode=module.padding_mode)
+                          bias=module.bias is not None, padding_mode=module.padding_mode)
         return layer, torch.randn(shape[0], in_dim, *shape[2:])
     if isinstance(module, nn.Linear):
         return nn.Linear(in_dim, out_dim, bias=module.bias is not None), torch.randn(*shape[:-1], in_dim)
@@ -158,8 +180,7 @@ def _probe(module: nn.Module, shape: torch.Size, in_dim: int, out_dim: int) -> t
 
 
 def _is_diagonal(module: nn.Module) -> bool:
-    depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-    return depthwise or isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
+    return _depthwise(module) or isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
 
 
 def _grids(space: SearchSpace) -> dict[str, tuple[list[int], list[int]]]:
@@ -192,19 +213,18 @@ def build_latency_table(
         if name not in input_shapes or _probe(module, input_shapes[name], in_grid[-1], out_grid[-1]) is None:
             continue  # not run, or a layer kind without a probe: its time stays in the residual
         diagonal = _is_diagonal(module)
-        points = [(i, 0) for i in range(len(in_grid))] if diagonal else \
-            [(i, j) for i in range(len(in_grid)) for j in range(len(out_grid))]
+        if diagonal:
+            in_grid = in_grid[-1:]
+        points = [(i, j) for i in range(len(in_grid)) for j in range(len(out_grid))]
         plan.append((name, module, diagonal, in_grid, out_grid, points))
     total, done = sum(len(p[-1]) for p in plan), 0
     memo: dict[tuple, float] = {}
     layers: dict[str, LayerEntry] = {}
     with torch.no_grad():
         for name, module, diagonal, in_grid, out_grid, points in plan:
-            ms = [[0.0] * (1 if diagonal else len(out_grid)) for _ in in_grid]
+            ms = [[0.0] * len(out_grid) for _ in in_grid]
             for i, j in points:
-                in_dim = in_grid[i]
-                out_dim = (out_grid[-1] * in_dim // in_grid[-1]) if diagonal else out_grid[j]
-                layer, x = _probe(module, input_shapes[name], in_dim, out_dim)
+                layer, x = _probe(module, input_shapes[name], in_grid[i], out_grid[j])
                 signature = (repr(layer), tuple(x.shape))
                 if signature not in memo:
                     memo[signature] = measure_latency_ms(layer, x, threads=threads, device=device,
@@ -216,6 +236,11 @@ def build_latency_table(
             # more channels are never faster: timing noise must not make the prediction non-monotone
             monotone = np.maximum.accumulate(np.maximum.accumulate(np.array(ms), axis=0), axis=1)
             layers[name] = LayerEntry(in_grid, out_grid, monotone.tolist(), diagonal)
+    if not layers:
+        raise ConfigError(
+            f"{space.architecture} has no layer the latency table can time (Conv2d, Linear, BatchNorm1d/2d); "
+            "use a flops or params budget"
+        )
     table = LatencyTable(table_key(space, example_inputs, batch=batch, threads=threads, device=device), 0.0, 0.0,
                          layers=layers)
     _calibrate(table, model, space, example_inputs, inputs)
@@ -236,12 +261,16 @@ def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, exampl
     policies = [{}, space.max_ratios] + [
         {g.name: float(rng.uniform(0, g.max_ratio)) for g in space} for _ in range(CALIBRATION_POLICIES)
     ]
-    sums, measured = [], []
-    for ratios in policies:
+    sums, ratios_measured, base_measured = [], [], []
+    for ratios in policies:  # each timed side by side with the unpruned model: steady under a changing load
         pruned = model if not ratios else prune(model, space.policy(ratios), example_inputs, space=space).model
-        measured.append(measure_latency_ms(pruned, inputs, min_run_time=0.3, **setting))
+        ratio, _, base_ms = latency_ratio(pruned, model, inputs, rounds=3, **setting)
+        ratios_measured.append(1.0 if not ratios else ratio)
+        base_measured.append(base_ms)
         sums.append(table.layer_sum(cost_model.layer_dims(ratios)))
-    scale, residual = np.polyfit(sums, measured, 1) if max(sums) - min(sums) > 1e-9 else (1.0, 0.0)
+    base = float(np.median(base_measured))
+    measured = [r * base for r in ratios_measured]
+    scale, residual = np.polyfit(sums, measured, 1)
     if not scale > 0:  # noise swamped the fit: fall back to the table as measured, anchored at the unpruned model
         scale, residual = 1.0, measured[0] - sums[0]
     table.scale, table.residual_ms = float(scale), float(residual)

@@ -32,9 +32,9 @@ from autoprune.evaluate import (
 from autoprune.executors import Completed, Executor, make_executor
 from autoprune.export import save_pruned_model
 from autoprune.inputs import batch_size, shapes
-from autoprune.latency import measure_latency_ms, with_batch
+from autoprune.latency import latency_ratio, with_batch
 from autoprune.latency_check import check_and_repair
-from autoprune.latency_lut import latency_table
+from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.options import check_int
 from autoprune.policy import Policy
 from autoprune.registry import searcher_class
@@ -48,7 +48,7 @@ PHASE_COLUMNS = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "va
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress event for callbacks: ``stage`` is ``trial``, ``final`` or ``done``."""
+    """A progress event for callbacks: ``stage`` is ``latency_table``, ``trial``, ``final`` or ``done``."""
 
     stage: str
     completed: int
@@ -220,9 +220,13 @@ def search(
         raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
     table = None
     if budget.metric == "latency":
-        if progress is not None:
-            progress(Progress("latency_table", 0, trials, None, "measuring the latency lookup table"))
-        table = latency_table(model, space, example_inputs, **budget.setting)
+        saved = Path(run_dir) / rd.LATENCY_TABLE if run_dir is not None and resume else None
+        if saved is not None and saved.exists():  # a resumed search keeps the table its trials were judged by
+            table = LatencyTable.load(saved)
+        else:
+            if progress is not None:
+                progress(Progress("latency_table", 0, trials, None, "measuring the latency lookup table"))
+            table = latency_table(model, space, example_inputs, **budget.setting)
     cost_model = CostModel(space, table)
     cost_model.check_reachable(budget)
     search_engine = _make_searcher(searcher, searcher_options)
@@ -244,6 +248,8 @@ def search(
     }
     run = rd.RunDir(run_dir) if run_dir is not None else None
     resuming = run is not None and run.prepare(config, resume=resume)
+    if run is not None and table is not None:
+        table.save(run.file(rd.LATENCY_TABLE))
     context = SearchContext(
         space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
         run_dir=run.path if run else None, model=model, example_inputs=example_inputs,
@@ -377,10 +383,10 @@ def _finalize(
         setting = budget.setting if budget.metric == "latency" else \
             {"batch": batch_size(example_inputs), "threads": 1, "device": "cpu"}
         inputs = with_batch(example_inputs, setting["batch"])
-        base_ms = measure_latency_ms(model, inputs, threads=setting["threads"], device=setting["device"])
-        pruned_ms = measure_latency_ms(pruned.model, inputs, threads=setting["threads"], device=setting["device"])
+        ratio, pruned_ms, base_ms = latency_ratio(pruned.model, model, inputs, threads=setting["threads"],
+                                                  device=setting["device"])  # side by side, as the check
         summary["baseline"]["latency_ms"], summary["pruned"]["latency_ms"] = base_ms, pruned_ms
-        summary["latency_speedup"] = base_ms / pruned_ms
+        summary["latency_speedup"] = 1 / ratio
         summary["latency_setting"] = setting
     scores = {"search_accuracy": float(best["accuracy"]), "final_accuracy": acc, "flops": flops,
               "params": summary["pruned"]["params"], "flops_ratio": summary["pruned"]["flops_ratio"]}

@@ -20,6 +20,7 @@ SEARCHER_STATE = "searcher_state.pt"
 BEST_POLICY = "best_policy.json"
 MODEL_DIR = "model"
 SUMMARY = "summary.json"
+LATENCY_TABLE = "latency_table.json"
 # Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator")
 

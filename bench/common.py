@@ -38,7 +38,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-# The evaluator fidelity every search benchmark uses (docs/benchmarks.md says why).
+# The evaluator fidelity every search benchmark uses (docs/benchmarks.md says why: the full mode fits ~2 runs).
 FIDELITY = {"bn_batches": 5, "finetune_steps": 10, "val_batches": 4, "lr": 0.01}
 BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 15}
 QUICK_BASELINE = {"model": "small_cnn", "dataset": "digits", "epochs": 5}

@@ -111,7 +111,7 @@ def main() -> None:
         parser.error(f"--evaluations must be in [1, {MAX_EVALUATIONS}], got {args.evaluations}")
     unknown = set(args.methods.split(",")) - set(SEARCHERS)
     if unknown:
-        parser.error(f"unknown --methods {sorted(unknown)}; accepted: {', '.join(METHODS)}")
+        parser.error(f"unknown --methods {sorted(unknown)}; accepted: {', '.join(sorted(SEARCHERS))}")
     results = Path(args.results)
     config = {k: getattr(args, k) for k in ("model", "dataset", "epochs", "bn_batches", "finetune_steps",
                                             "val_batches", "final_finetune_steps", "evaluations")}

@@ -54,7 +54,9 @@ def quality_section(rows: list[dict[str, Any]], config: dict[str, Any], img: Pat
         f"(`uniform` and `global` need one); the best policy then gets the same {config['final_finetune_steps']} "
         "finetune steps and is scored on the held-out test set. Latency: batch 1, one CPU thread, eager. "
         "Wall time is the whole `search()` call (evaluations, final finetune, latency measurement). Mean ± "
-        "standard deviation over seeds.",
+        "standard deviation over seeds. The fidelity was chosen so that the full mode (2 budgets x 6 methods x "
+        "3 seeds) fits in about two runs of at most 2 hours on this 2-core machine; the cost section below "
+        "gives the seconds per candidate it implies.",
         "",
         "| FLOPs budget | method | seeds | test accuracy (%) | drop (pt) | FLOPs kept (%) | params kept (%) "
         "| latency speedup | evaluations | wall time (s) |",
@@ -191,7 +193,7 @@ def latency_sections(speed: dict[str, Any] | None, search: dict[str, Any] | None
             "## FLOPs vs measured latency",
             "",
             "`python bench/latency_speedup.py` — uniform pruning to each FLOPs budget, freshly initialized models "
-            "(ResNet-20 on 1x28x28, MobileNetV2 and ResNet-18 on 3x32x32), one CPU thread; each pruned model "
+            f"({', '.join(speed['config']['models'])}; input sizes in the script), one CPU thread; each pruned model "
             "against its unpruned model in the same runtime, timed alternately (median of per-round ratios). "
             "Latency ratio = pruned / unpruned (lower is faster).",
             "",
@@ -210,7 +212,8 @@ def latency_sections(speed: dict[str, Any] | None, search: dict[str, Any] | None
             "measured latency, and predicted latency ratio vs a ratio measured side by side with the unpruned "
             "model.",
             "",
-            "| model | table build (s) | median abs error (ms) | median abs error (ratio) | max abs error (ms) |",
+            "| model | table build (s) | median abs error, latency | median abs error, latency ratio "
+            "| max abs error, latency |",
             "|---|---|---|---|---|",
         ]
         for t in speed["table_error"]:

@@ -108,3 +108,23 @@ def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, dig
     exported = ap.load_pruned_model(small_cnn(in_channels=1), tmp_path / "run" / "model", digits.example_inputs())
     ratio, _, _ = latency_ratio(exported, trained_cnn, digits.example_inputs(), rounds=7)
     assert ratio <= budget.fraction * (1 + TOLERANCE), f"measured latency ratio {ratio:.3f} vs budget 0.8"
+
+
+@pytest.mark.usefixtures("_fast_probes")
+def test_depthwise_and_batchnorm_layers_are_timed_over_their_channel_count(tmp_path) -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10),
+    ).eval()
+    inputs = torch.zeros(1, 3, 16, 16)
+    space = _space(model, inputs)
+    table = lt.latency_table(model, space, inputs, cache_dir=tmp_path)
+    for name in ("3", "4"):  # the depthwise conv and its BatchNorm
+        entry = table.layers[name]
+        assert entry.diagonal and len(entry.out_grid) > 2 and len(entry.ms[0]) == len(entry.out_grid)
+        assert entry.ms[0] == sorted(entry.ms[0])
+    layer, x = lt._probe(model[3], torch.Size([1, 16, 16, 16]), 1, 8)
+    assert (layer.in_channels, layer.out_channels, layer.groups, x.shape[1]) == (8, 8, 8, 8)
+    with torch.no_grad():
+        layer(x)  # a valid depthwise layer at the reduced width
