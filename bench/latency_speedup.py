@@ -154,13 +154,16 @@ def main() -> None:
     unknown = [n for n in names if n not in MODELS] + [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         parser.error(f"unknown --models/--runtimes {unknown}; accepted: {', '.join([*MODELS, *RUNTIMES])}")
-    payload = {
-        "config": {"models": names, "runtimes": runtimes, "budgets": [0.5, 0.3], "batches": [1, 64], "threads": 1,
+    payload: dict[str, Any] = {
+        "config": {"models": [], "runtimes": runtimes, "budgets": [0.5, 0.3], "batches": [1, 64], "threads": 1,
                    "policies": args.policies},
-        "table_error": [table_error(n, args.policies) for n in names],
-        "speedups": speedups(names, [0.5, 0.3], [1, 64], runtimes),
+        "table_error": [], "speedups": [],
     }
-    write_json(Path(args.results), payload)
+    for name in names:  # written after each model, so a stopped run keeps what it measured
+        payload["table_error"].append(table_error(name, args.policies))
+        payload["speedups"] += speedups([name], [0.5, 0.3], [1, 64], runtimes)
+        payload["config"]["models"].append(name)
+        write_json(Path(args.results), payload)
     print(f"wrote {args.results}")
 
 

@@ -76,7 +76,7 @@ def quality_section(rows: list[dict[str, Any]], config: dict[str, Any], img: Pat
             f"{statistics.mean(r['evaluations'] for r in items):.0f} | "
             f"{statistics.mean(r['search_seconds'] for r in items):.0f} |"
         )
-    lines += ["", *goal_lines(groups), ""]
+    lines += ["", *goal_lines(groups), "", *fidelity_lines(rows), ""]
     lines += plot_quality(rows, groups, img, rel)
     return lines
 
@@ -100,6 +100,22 @@ def goal_lines(groups: dict[tuple[float, str], list[dict[str, Any]]]) -> list[st
         f"Uniform drops {100 * uniform:.2f} pt; the best searcher, `{best}`, drops {100 * searched[best]:.2f} pt "
         f"({ratio:.2f}x uniform's; the goal is ≤ 0.50x)."
     ]
+
+
+def fidelity_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Does the search's low-fidelity validation accuracy rank policies as the final test accuracy does?"""
+    import pandas as pd
+
+    table = pd.DataFrame([r for r in rows if r["method"] not in ("uniform", "global")])
+    if len(table) < 4:
+        return []
+    parts = []
+    for budget, group in table.groupby("budget"):
+        if len(group) >= 4:
+            rho = group["search_val_accuracy"].corr(group["test_accuracy"], method="spearman")
+            parts.append(f"{rho:.2f} at budget {budget} ({len(group)} searches)")
+    return ["Fidelity check: Spearman correlation between the best policy's search-time validation accuracy "
+            "and its final test accuracy, over the searched rows: " + "; ".join(parts) + "."] if parts else []
 
 
 def plot_quality(rows: list[dict[str, Any]], groups: dict, img: Path, rel: str) -> list[str]:
