@@ -389,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except AutopruneError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # no hard line breaks
         return 2
     except KeyboardInterrupt:
         console.print("interrupted; resume with: autoprune search --resume RUN_DIR")
