@@ -18,7 +18,7 @@ from torch import nn
 
 from autoprune import rundir as rd
 from autoprune.budget import Budget, CostModel
-from autoprune.errors import AutopruneError, BudgetError, ConfigError, EvaluationFailedError
+from autoprune.errors import AutopruneError, BudgetError, ConfigError, EvaluationFailedError, RunDirError
 from autoprune.evaluate import (
     Evaluator,
     EvaluatorConfig,
@@ -222,7 +222,11 @@ def search(
     if budget.metric == "latency":
         saved = Path(run_dir) / rd.LATENCY_TABLE if run_dir is not None and resume else None
         if saved is not None and saved.exists():  # a resumed search keeps the table its trials were judged by
-            table = LatencyTable.load(saved)
+            try:
+                table = LatencyTable.load(saved)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RunDirError(f"{str(saved)!r} is not a readable latency table ({exc}); delete it to "
+                                  "rebuild the table, or start a new run directory") from exc
         else:
             if progress is not None:
                 progress(Progress("latency_table", 0, trials, None, "measuring the latency lookup table"))
