@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,10 +60,15 @@ def latency_ratio(
     Alternating the two models puts them under the same machine load, so the ratio is steadier than two
     separate measurements. Returns ``(ratio, candidate_ms, reference_ms)`` (medians).
     """
-    pairs = [
-        (measure_latency_ms(candidate, example_inputs, threads=threads, device=device, min_run_time=min_run_time),
-         measure_latency_ms(reference, example_inputs, threads=threads, device=device, min_run_time=min_run_time))
-        for _ in range(rounds)
-    ]
+    setting = {"threads": threads, "device": device, "min_run_time": min_run_time}
+    return alternating_ratio(lambda: measure_latency_ms(candidate, example_inputs, **setting),
+                             lambda: measure_latency_ms(reference, example_inputs, **setting), rounds=rounds)
+
+
+def alternating_ratio(
+    candidate: Callable[[], float], reference: Callable[[], float], *, rounds: int = 5
+) -> tuple[float, float, float]:
+    """Call two timing functions alternately ``rounds`` times: (median ratio, median of each)."""
+    pairs = [(candidate(), reference()) for _ in range(rounds)]
     return (statistics.median(c / r for c, r in pairs), statistics.median(c for c, _ in pairs),
             statistics.median(r for _, r in pairs))

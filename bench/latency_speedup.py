@@ -35,7 +35,7 @@ from common import RESULTS, write_json
 from autoprune.budget import Budget, CostModel, uniform_ratios
 from autoprune.evaluate import count_flops
 from autoprune.export import export_model
-from autoprune.latency import latency_ratio, measure_latency_ms, with_batch
+from autoprune.latency import alternating_ratio, latency_ratio, measure_latency_ms, with_batch
 from autoprune.latency_lut import build_latency_table
 from autoprune.models import build_model
 from autoprune.pruning import prune
@@ -63,13 +63,6 @@ def timer(model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: str, tmp:
     session.run(None, feed)
     clock = benchmark.Timer(stmt="session.run(None, feed)", globals={"session": session, "feed": feed})
     return lambda: clock.blocked_autorange(min_run_time=0.2).median * 1e3
-
-
-def side_by_side(candidate: Callable[[], float], reference: Callable[[], float], rounds: int = 3) -> tuple:
-    """Median ratio of alternating measurements, and the medians of each."""
-    pairs = [(candidate(), reference()) for _ in range(rounds)]
-    return (statistics.median(c / r for c, r in pairs), statistics.median(c for c, _ in pairs),
-            statistics.median(r for _, r in pairs))
 
 
 def variants(name: str, budgets: list[float]) -> list[dict[str, Any]]:
@@ -101,7 +94,8 @@ def speedups(names: list[str], budgets: list[float], batches: list[int], runtime
                 with tempfile.TemporaryDirectory() as tmp:
                     base = timer(models[0]["net"], inputs, runtime, tmp + "/base")
                     for row in models[1:]:
-                        ratio, ms, base_ms = side_by_side(timer(row["net"], inputs, runtime, tmp + "/pruned"), base)
+                        pruned = timer(row["net"], inputs, runtime, tmp + "/pruned")
+                        ratio, ms, base_ms = alternating_ratio(pruned, base, rounds=3)
                         out.append({k: v for k, v in row.items() if k != "net"} | {
                             "batch": batch, "runtime": runtime, "latency_ms": ms, "baseline_ms": base_ms,
                             "latency_ratio": ratio})
