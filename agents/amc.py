@@ -26,10 +26,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from agents.pruning_env import PruningEnv
-from autoprune.errors import ConfigError
-from autoprune.options import check_int, check_number
-from autoprune.policy import Policy
 from autoprune.searcher import SearchContext, SeededSearcher, Trial
+from search_spaces.errors import ConfigError
+from search_spaces.options import check_int, check_number
+from search_spaces.policy import Policy
 
 REWARDS = ("accuracy", "accuracy_guaranteed")
 ALGORITHMS = {"ddpg": DDPG, "td3": TD3}

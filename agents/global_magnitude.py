@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from autoprune.budget import bisect_feasible
-from autoprune.errors import ConfigError
-from autoprune.policy import Policy
 from autoprune.pruning import group_importances
 from autoprune.searcher import SearchContext, Searcher
+from search_spaces.cost import bisect_feasible
+from search_spaces.errors import ConfigError
+from search_spaces.policy import Policy
 
 IMPORTANCES = ("l1", "l2", "bn_scale")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import optuna
 
-from autoprune.errors import ConfigError
-from autoprune.policy import Policy
 from autoprune.searcher import SearchContext, Searcher, Trial
+from search_spaces.errors import ConfigError
+from search_spaces.policy import Policy
 
 SAMPLERS = ("tpe", "cmaes", "nsga2", "random")
 JOURNAL = "optuna.journal"
@@ -88,10 +88,11 @@ class OptunaSearcher(Searcher):
         context = self.context
         trial = self.study.ask()
         sampled = {g.name: trial.suggest_float(g.name, 0.0, g.max_ratio) for g in context.space}
-        limit = context.budget.limit(context.cost_model.base)
-        cost = context.cost_model.cost(sampled).metric(context.budget.metric)
+        budget, cost_model = context.budget, context.cost_model
+        limit = budget.limit(cost_model.base)
+        cost = budget.predicted(cost_model.cost(sampled))
         if not isinstance(self.sampler, optuna.samplers.CmaEsSampler):  # CMA-ES ignores constraints
-            violation = (cost - limit) / context.cost_model.base.metric(context.budget.metric)
+            violation = (cost - limit) / budget.predicted(cost_model.base)
             trial.set_constraint(CONSTRAINT, violation)
         self._trials[trial_id] = trial.number
         return context.policy(context.repair(sampled))

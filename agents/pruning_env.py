@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from autoprune.budget import Budget, CostModel, bisect_feasible
+from search_spaces.budget import Budget
+from search_spaces.cost import CostModel, bisect_feasible
 
 STATIC_FEATURES = ("op_type", "in_channels", "out_channels", "kernel", "stride", "feature_size", "flops", "params")
 # index, static features, FLOPs already removed, FLOPs of the groups still to come, previous action
@@ -50,7 +51,7 @@ class PruningEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         t = self._t
-        removed = 1.0 - self.cost_model.ratio(self._ratios, "flops")
+        removed = 1.0 - self.cost_model.cost(self._ratios).flops / self.cost_model.base.flops
         index = t / max(1, len(self.names) - 1)
         features = [index, *self._static[t], removed, self._rest[t], self._previous]
         return np.clip(np.asarray(features, dtype=np.float32), 0.0, 1.0)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from autoprune.budget import tighten
-from autoprune.errors import ConfigError
-from autoprune.policy import Policy
 from autoprune.searcher import SeededSearcher
+from search_spaces.cost import tighten
+from search_spaces.errors import ConfigError
+from search_spaces.policy import Policy
 
 
 class RandomSearcher(SeededSearcher):

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from autoprune.errors import ConfigError
-from autoprune.policy import Policy
 from autoprune.searcher import SearchContext, Searcher, Trial
+from search_spaces.errors import ConfigError
+from search_spaces.policy import Policy
 
 ALGORITHMS = {
     "basic": ("agents.ray_tune", "BasicVariantSearch", "seed"),

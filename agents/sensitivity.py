@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from autoprune.budget import Budget, CostModel, bisect_feasible
-from autoprune.errors import ConfigError, EvaluationFailedError
 from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
-from autoprune.io import atomic_write
-from autoprune.policy import Policy
 from autoprune.report import plot_sensitivity
 from autoprune.searcher import SearchContext, Searcher, Trial
+from search_spaces.budget import Budget
+from search_spaces.cost import CostModel, bisect_feasible
+from search_spaces.errors import ConfigError, EvaluationFailedError
+from search_spaces.io import atomic_write
+from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 
 DEFAULT_LEVELS = (0.25, 0.5, 0.75, 1.0)
@@ -62,15 +63,14 @@ def allocate(table: pd.DataFrame, baseline: float, cost_model: CostModel, budget
         curves[group.name] = points
     step = dict.fromkeys(space.names, 0)
     ratios = dict.fromkeys(space.names, 0.0)
-    metric = budget.metric
     while not cost_model.feasible(ratios, budget):
-        here = cost_model.cost(ratios).metric(metric)
+        here = budget.predicted(cost_model.cost(ratios))
         best, best_value = None, math.inf
         for name, points in curves.items():
             if step[name] + 1 >= len(points):
                 continue
             ratio, loss = points[step[name] + 1]
-            saved = here - cost_model.cost({**ratios, name: ratio}).metric(metric)
+            saved = here - budget.predicted(cost_model.cost({**ratios, name: ratio}))
             if saved <= 0:
                 continue
             value = (loss - points[step[name]][1]) / saved

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from autoprune.budget import uniform_ratios
-from autoprune.policy import Policy
 from autoprune.searcher import Searcher
+from search_spaces.cost import uniform_ratios
+from search_spaces.policy import Policy
 
 
 class UniformSearcher(Searcher):

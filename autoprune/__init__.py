@@ -12,42 +12,34 @@ physically smaller model::
 
 from __future__ import annotations
 
-from typing import Any
-
-from autoprune.budget import Budget, Cost, CostModel, repair
-from autoprune.errors import (
+from agents.sensitivity import sensitivity
+from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
+from autoprune.export import export_model, load_pruned_model
+from autoprune.final import FinalConfig
+from autoprune.latency_lut import LatencyTable, latency_table
+from autoprune.loop import SearchResult, search
+from autoprune.pruning import apply_policy
+from autoprune.searcher import Searcher, Trial
+from autoprune.study import Progress
+from autoprune.summary import LatencyCheck, ModelFigures, Summary
+from search_spaces.budget import Budget, Cost, LatencySetting
+from search_spaces.cost import CostModel, repair
+from search_spaces.errors import (
     AutopruneError,
     BudgetError,
     ConfigError,
     DataError,
+    EvaluationFailedError,
     PolicyError,
     RunDirError,
     TraceError,
     UnknownNameError,
 )
-from autoprune.policy import Policy
-from autoprune.pruning import apply_policy
+from search_spaces.measure import measure_latency_ms
+from search_spaces.policy import Policy
+from search_spaces.space import ChannelGroup, SearchSpace
 
 __version__ = "0.1.0"
-
-_LAZY = {
-    # search_spaces imports autoprune's core, so it is loaded on first use to avoid an import cycle.
-    "SearchSpace": ("search_spaces.space", "SearchSpace"),
-    "ChannelGroup": ("search_spaces.space", "ChannelGroup"),
-    "Evaluator": ("autoprune.evaluate", "Evaluator"),
-    "EvaluatorConfig": ("autoprune.evaluate", "EvaluatorConfig"),
-    "Score": ("autoprune.evaluate", "Score"),
-    "Searcher": ("autoprune.searcher", "Searcher"),
-    "Trial": ("autoprune.searcher", "Trial"),
-    "search": ("autoprune.loop", "search"),
-    "SearchResult": ("autoprune.loop", "SearchResult"),
-    "load_pruned_model": ("autoprune.export", "load_pruned_model"),
-    "export_model": ("autoprune.export", "export_model"),
-    "LatencyTable": ("autoprune.latency_lut", "LatencyTable"),
-    "latency_table": ("autoprune.latency_lut", "latency_table"),
-    "measure_latency_ms": ("autoprune.latency", "measure_latency_ms"),
-    "sensitivity": ("agents.sensitivity", "sensitivity"),
-}
 
 __all__ = [
     "AutopruneError",
@@ -58,16 +50,23 @@ __all__ = [
     "Cost",
     "CostModel",
     "DataError",
+    "EvaluationFailedError",
     "Evaluator",
     "EvaluatorConfig",
+    "FinalConfig",
+    "LatencyCheck",
+    "LatencySetting",
     "LatencyTable",
+    "ModelFigures",
     "Policy",
     "PolicyError",
+    "Progress",
     "RunDirError",
     "Score",
     "SearchResult",
     "SearchSpace",
     "Searcher",
+    "Summary",
     "TraceError",
     "Trial",
     "UnknownNameError",
@@ -81,13 +80,3 @@ __all__ = [
     "sensitivity",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'autoprune' has no attribute {name!r}")

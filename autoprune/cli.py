@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,106 +18,135 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autoprune.errors import AutopruneError, ConfigError, RunDirError
+from agents.sensitivity import sensitivity
+from autoprune.config import SearchConfig, demo_config, load_model_and_data, run_search
+from autoprune.data import load_dataset
+from autoprune.evaluate import EvaluatorConfig, validate
+from autoprune.executors import RayOptions
+from autoprune.export import export_model
+from autoprune.loop import SearchResult
+from autoprune.models import build_model
+from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
+from autoprune.study import Progress as SearchProgress
+from autoprune.train import TrainConfig, load_checkpoint, trained_model
+from search_spaces import SearchSpace, default_preset
+from search_spaces.budget import Budget
+from search_spaces.errors import AutopruneError, ConfigError, RunDirError
+from search_spaces.inputs import shapes
+from search_spaces.measure import count_flops, count_params
+from search_spaces.policy import Policy
+from search_spaces.space import architecture_name
 
 console = Console(stderr=True)
 out = Console()
 
 
 
-_OVERRIDES: list[argparse.Action] = []
+# Search settings a flag may override: (flags, argparse keywords). ``--resume`` accepts only ``--trials``.
+_SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--model", {"help": "built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) "
+                 "or package.module:factory(in_channels=, num_classes=)"}),
+    ("--dataset", {"help": "digits (embedded), fashion-mnist (local IDX files), cifar10 (downloads), or "
+                   "package.module:factory returning a DataBundle"}),
+    ("--data-dir", {"help": "dataset directory (fashion-mnist default: /usr/share/datasets/fashion-mnist from the "
+                    "Debian package dataset-fashion-mnist)"}),
+    ("--checkpoint", {"help": "trained weights (state dict); default: train the baseline and cache it"}),
+    ("--budget-flops", {"type": float, "metavar": "FRACTION",
+                        "help": "keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5"}),
+    ("--budget-params", {"type": float, "metavar": "FRACTION",
+                         "help": "keep at most this fraction of the unpruned model's parameters"}),
+    ("--budget-latency", {"type": float, "metavar": "FRACTION",
+                          "help": "at most this fraction of the unpruned model's measured latency (see --latency-*)"}),
+    ("--budget-latency-ms", {"type": float, "metavar": "MS",
+                             "help": "at most this many milliseconds of measured latency (see --latency-*)"}),
+    ("--latency-batch", {"type": int, "help": "batch size latency is measured at (default 1)"}),
+    ("--latency-threads", {"type": int, "help": "CPU threads latency is measured with (default 1)"}),
+    ("--searcher", {"help": f"searcher name ({', '.join(sorted(SEARCHERS))}) or package.module:Class"}),
+    ("--searcher-option", {"action": "append", "metavar": "KEY=VALUE", "dest": "searcher_option",
+                           "help": "a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable"}),
+    ("--trials", {"type": int, "help": "number of evaluations"}),
+    ("--seed", {"type": int, "help": "seed for the searcher, data order and evaluations"}),
+    ("--finetune-steps", {"type": int, "help": "finetune steps per candidate (evaluator fidelity)"}),
+    ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
+    ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
+    ("--final-finetune-steps", {"type": int, "help": "finetune steps for the best policy at the end"}),
+    ("--round-to", {"type": int, "help": "keep channel counts at multiples of this (e.g. 8)"}),
+    ("--run-dir", {"help": "output directory (must be empty unless --resume)"}),
+)
+# Where evaluations run: may change on --resume. Every flag but --executor is a Ray executor option.
+_EXECUTOR_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--executor", {"choices": ["local", "ray"], "help": "in this process (local) or as Ray Tune trials"}),
+    ("--address", {"help": "Ray cluster to join: auto or ray://host:10001 (default: start a local Ray)"}),
+    ("--cpus-per-trial", {"type": float, "help": "CPUs per Ray trial (default 1)"}),
+    ("--gpus-per-trial", {"type": float, "help": "GPUs per Ray trial (default 0)"}),
+    ("--max-concurrent", {"type": int, "help": "cap on Ray trials running at once"}),
+    ("--fidelity", {"choices": ["asha"], "help": "asha: stop poor candidates early (Ray executor)"}),
+)
+
+
+def _dest(flag: str, keywords: dict[str, Any]) -> str:
+    return keywords.get("dest", flag.lstrip("-").replace("-", "_"))
 
 
 def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("overrides (take precedence over the config file)")
-    before = len(group._group_actions)
-    group.add_argument("--model", help="built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) "
-                       "or package.module:factory(in_channels=, num_classes=)")
-    group.add_argument("--dataset", help="digits (embedded), fashion-mnist (local IDX files), cifar10 "
-                       "(downloads), or package.module:factory returning a DataBundle")
-    group.add_argument("--data-dir", help="dataset directory (fashion-mnist default: "
-                       "/usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist)")
-    group.add_argument("--checkpoint", help="trained weights (state dict); default: train the baseline and cache it")
-    group.add_argument("--budget-flops", type=float, metavar="FRACTION",
-                       help="keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5")
-    group.add_argument("--budget-params", type=float, metavar="FRACTION",
-                       help="keep at most this fraction of the unpruned model's parameters")
-    group.add_argument("--budget-latency", type=float, metavar="FRACTION",
-                       help="at most this fraction of the unpruned model's measured latency (see --latency-*)")
-    group.add_argument("--budget-latency-ms", type=float, metavar="MS",
-                       help="at most this many milliseconds of measured latency (see --latency-*)")
-    group.add_argument("--latency-batch", type=int, help="batch size latency is measured at (default 1)")
-    group.add_argument("--latency-threads", type=int, help="CPU threads latency is measured with (default 1)")
-    group.add_argument("--searcher", help=f"searcher name ({', '.join(sorted(SEARCHERS))}) or package.module:Class")
-    group.add_argument("--searcher-option", action="append", metavar="KEY=VALUE", dest="searcher_option",
-                       help="a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable")
-    group.add_argument("--trials", type=int, help="number of evaluations")
-    group.add_argument("--seed", type=int, help="seed for the searcher, data order and evaluations")
-    group.add_argument("--finetune-steps", type=int, help="finetune steps per candidate (evaluator fidelity)")
-    group.add_argument("--bn-batches", type=int, help="batches for BatchNorm recalibration per candidate")
-    group.add_argument("--importance", help="channel importance: l1, l2, bn_scale, taylor, random")
-    group.add_argument("--final-finetune-steps", type=int, help="finetune steps for the best policy at the end")
-    group.add_argument("--round-to", type=int, help="keep channel counts at multiples of this (e.g. 8)")
-    group.add_argument("--run-dir", help="output directory (must be empty unless --resume)")
-    _OVERRIDES[:] = group._group_actions[before:]
+    for flag, keywords in _SEARCH_FLAGS:
+        group.add_argument(flag, **keywords)
     where = parser.add_argument_group("where evaluations run (may change on --resume)")
-    where.add_argument("--executor", choices=["local", "ray"], help="in this process (local) or as Ray Tune trials")
-    where.add_argument("--address", help="Ray cluster to join: auto or ray://host:10001 (default: start a local Ray)")
-    where.add_argument("--cpus-per-trial", type=float, help="CPUs per Ray trial (default 1)")
-    where.add_argument("--gpus-per-trial", type=float, help="GPUs per Ray trial (default 0)")
-    where.add_argument("--max-concurrent", type=int, help="cap on Ray trials running at once")
-    where.add_argument("--fidelity", choices=["asha"], help="asha: stop poor candidates early (Ray executor)")
+    for flag, keywords in _EXECUTOR_FLAGS:
+        where.add_argument(flag, **keywords)
 
 
-_EXECUTOR_FLAGS = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "fidelity")
+def _with_executor_flags(config: SearchConfig, args: argparse.Namespace) -> SearchConfig:
+    """Apply the executor flags; Ray options switch a local run to Ray, ``--executor local`` drops them."""
+    given = {_dest(f, k): getattr(args, _dest(f, k), None) for f, k in _EXECUTOR_FLAGS[1:]}
+    given = {k: v for k, v in given.items() if v is not None}
+    executor = args.executor or ("ray" if given and config.executor == "local" else config.executor)
+    if executor == "local":
+        return replace(config, executor="local", executor_options=None)
+    options = replace(config.executor_options or RayOptions(), **given)
+    return replace(config, executor=executor, executor_options=options)
 
 
-def _with_executor_flags(config: Any, args: argparse.Namespace) -> Any:
-    # switching to the local executor drops the Ray options of an earlier run
-    options = {} if args.executor == "local" else dict(config.executor_options)
-    options.update({k: getattr(args, k) for k in _EXECUTOR_FLAGS if getattr(args, k, None) is not None})
-    executor = args.executor or ("ray" if options and config.executor == "local" else config.executor)
-    return config.with_overrides(executor=executor, executor_options=options)
-
-
-def _config_from_args(args: argparse.Namespace) -> Any:
-    from autoprune.config import SearchConfig
-
-    config = SearchConfig.from_yaml(args.config) if getattr(args, "config", None) else SearchConfig()
-    budget = None
+def _budget_from_args(args: argparse.Namespace) -> Budget | None:
+    """The budget the flags ask for (None: keep the config's)."""
     given = {flag: value for flag, value in (
         ("--budget-flops", args.budget_flops), ("--budget-params", args.budget_params),
         ("--budget-latency", args.budget_latency), ("--budget-latency-ms", args.budget_latency_ms),
     ) if value is not None}
     if len(given) > 1:
-        raise AutopruneError(f"give only one budget, got {', '.join(given)}")
+        raise ConfigError(f"give only one budget, got {', '.join(given)}")
     setting = {"batch": 1 if args.latency_batch is None else args.latency_batch,
                "threads": 1 if args.latency_threads is None else args.latency_threads}
     latency_flags = args.latency_batch is not None or args.latency_threads is not None
     if latency_flags and args.budget_latency is None and args.budget_latency_ms is None:
         raise ConfigError("--latency-batch and --latency-threads need --budget-latency or --budget-latency-ms")
     if args.budget_flops is not None:
-        budget = {"flops": args.budget_flops}
-    elif args.budget_params is not None:
-        budget = {"params": args.budget_params}
-    elif args.budget_latency is not None:
-        budget = {"latency": args.budget_latency, **setting}
-    elif args.budget_latency_ms is not None:
-        budget = {"metric": "latency", "absolute": args.budget_latency_ms, **setting}
+        return Budget.flops(args.budget_flops)
+    if args.budget_params is not None:
+        return Budget.params(args.budget_params)
+    if args.budget_latency is not None:
+        return Budget.latency(args.budget_latency, **setting)
+    if args.budget_latency_ms is not None:
+        return Budget.latency(ms=args.budget_latency_ms, **setting)
+    return None
+
+
+def _config_from_args(args: argparse.Namespace) -> SearchConfig:
+    config = SearchConfig.from_yaml(args.config) if getattr(args, "config", None) else SearchConfig()
     options = dict(config.searcher_options)
     for item in args.searcher_option or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--searcher-option expects KEY=VALUE, got {item!r}")
         options[key] = yaml.safe_load(value)
-    evaluator = dict(config.evaluator)
-    for key in ("finetune_steps", "bn_batches", "importance"):
-        if getattr(args, key) is not None:
-            evaluator[key] = getattr(args, key)
+    recipe = {key: getattr(args, key) for key in ("finetune_steps", "bn_batches", "importance")
+              if getattr(args, key) is not None}
     config = config.with_overrides(
-        model=args.model, dataset=args.dataset, data_dir=args.data_dir, checkpoint=args.checkpoint, budget=budget,
-        searcher=args.searcher, searcher_options=options, trials=args.trials, seed=args.seed, evaluator=evaluator,
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, checkpoint=args.checkpoint,
+        budget=_budget_from_args(args), searcher=args.searcher, searcher_options=options, trials=args.trials,
+        seed=args.seed, evaluator=EvaluatorConfig.from_dict({**config.evaluator.to_dict(), **recipe}),
         final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir, round_to=args.round_to,
     )
     return _with_executor_flags(config, args)
@@ -130,27 +161,25 @@ def _progress() -> Iterator[Progress]:
         yield bar
 
 
-def _training_progress(bar: Progress, config: Any) -> Any:
+def _training_progress(bar: Progress, config: SearchConfig) -> Callable[[int, float], None]:
     """An ``on_epoch`` callback that shows baseline training (only if training actually happens)."""
     task = None
 
     def on_epoch(epoch: int, accuracy: float) -> None:
         nonlocal task
         if task is None:
-            task = bar.add_task("train baseline", total=config.train.get("epochs", 30), info="")
+            task = bar.add_task("train baseline", total=config.train.epochs, info="")
         bar.update(task, completed=epoch, info=f"val acc {accuracy:.4f}")
 
     return on_epoch
 
 
-def _run(config: Any, *, resume: bool) -> Any:
-    from autoprune.config import run_search
-
+def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
     with _progress() as bar:
         search_task = None
         on_epoch = _training_progress(bar, config)
 
-        def on_progress(event: Any) -> None:
+        def on_progress(event: SearchProgress) -> None:
             nonlocal search_task
             if search_task is None:
                 search_task = bar.add_task("search", total=event.total, info="")
@@ -161,15 +190,13 @@ def _run(config: Any, *, resume: bool) -> Any:
         return run_search(config, resume=resume, progress=on_progress, on_epoch=on_epoch)
 
 
-def _report(result: Any) -> None:
-    if result.best_policy is None:
+def _report(result: SearchResult) -> None:
+    if result.best_policy is None or result.summary is None:
         out.print("[red]No feasible trial finished; nothing exported.[/red]")
         return
     policy = Table(title="best policy (fraction of channels removed per group)")
-    policy.add_column("group")
-    policy.add_column("channels", justify="right")
-    policy.add_column("ratio", justify="right")
-    policy.add_column("kept", justify="right")
+    for column, justify in (("group", "left"), ("channels", "right"), ("ratio", "right"), ("kept", "right")):
+        policy.add_column(column, justify=justify)
     for group in result.space:
         ratio = result.best_policy[group.name]
         policy.add_row(group.name, str(group.channels), f"{ratio:.3f}", str(group.kept_channels(ratio)))
@@ -178,24 +205,22 @@ def _report(result: Any) -> None:
     table = Table(title="baseline vs pruned (test set)")
     for col in ("", "accuracy", "MFLOPs", "params", "CPU latency (ms)"):
         table.add_column(col, justify="right")
-    for name in ("baseline", "pruned"):
-        row = s[name]
-        latency = f"{row['latency_ms']:.3f}" if "latency_ms" in row else "-"
-        table.add_row(name, f"{row['accuracy']:.4f}", f"{row['flops'] / 1e6:.3f}", f"{row['params']:,}", latency)
+    for name, row in (("baseline", s.baseline), ("pruned", s.pruned)):
+        latency = "-" if row.latency_ms is None else f"{row.latency_ms:.3f}"
+        table.add_row(name, f"{row.accuracy:.4f}", f"{row.flops / 1e6:.3f}", f"{row.params:,}", latency)
     out.print(table)
-    line = f"FLOPs kept: {s['pruned']['flops_ratio']:.1%}  params kept: {s['pruned']['params_ratio']:.1%}"
-    if "latency_speedup" in s:
-        where = s["latency_setting"]
-        line += f"  latency speedup: {s['latency_speedup']:.2f}x ({where['threads']} thread(s), batch {where['batch']})"
+    line = f"FLOPs kept: {s.flops_ratio:.1%}  params kept: {s.params_ratio:.1%}"
+    if s.latency_speedup is not None and s.latency_setting is not None:
+        where = s.latency_setting
+        line += f"  latency speedup: {s.latency_speedup:.2f}x ({where.threads} thread(s), batch {where.batch})"
     out.print(line)
     if result.run_dir is not None:
         out.print(f"run directory: {result.run_dir}")
 
 
-def _resume_config(args: argparse.Namespace) -> Any:
-    from autoprune.config import SearchConfig
-
-    others = [a.option_strings[0] for a in _OVERRIDES if a.dest != "trials" and getattr(args, a.dest) is not None]
+def _resume_config(args: argparse.Namespace) -> SearchConfig:
+    others = [flag for flag, keywords in _SEARCH_FLAGS
+              if flag != "--trials" and getattr(args, _dest(flag, keywords)) is not None]
     if args.config or others:
         given = [args.config] if args.config else []
         raise ConfigError(
@@ -220,12 +245,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    import time
-
-    from agents.sensitivity import sensitivity
-    from autoprune.config import load_model_and_data
-    from search_spaces import SearchSpace, default_preset
-
     config = _config_from_args(args)
     levels = [float(v) for v in args.levels.split(",")] if args.levels else None
     with _progress() as bar:
@@ -255,8 +274,6 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from autoprune.config import demo_config
-
     config = demo_config(trials=args.trials, run_dir=args.run_dir, seed=args.seed)
     out.print(f"autoprune demo: {config.model} on {config.dataset}, {config.searcher} search, "
               f"{config.trials} trials, budget {config.budget}")
@@ -265,11 +282,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from autoprune.data import load_dataset
-    from autoprune.evaluate import validate
-    from autoprune.models import build_model
-    from autoprune.train import TrainConfig, trained_model
-
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
     recipe = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
@@ -286,16 +298,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from autoprune.data import load_dataset
-    from autoprune.evaluate import count_flops, count_params
-    from autoprune.export import export_model
-    from autoprune.inputs import shapes
-    from autoprune.models import build_model
-    from autoprune.policy import Policy
-    from autoprune.pruning import prune
-    from autoprune.train import load_checkpoint
-    from search_spaces.space import architecture_name
-
     policy = Policy.load(args.policy)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
@@ -315,15 +317,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autoprune",
-        description="AutoML structure search for PyTorch: find per-layer channel pruning ratios under a FLOPs "
-        "or params budget and export the policy with the physically smaller model.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run a search described by a YAML config",
                        description="Run a budgeted pruning search. Writes config.json, trials.csv/.parquet, "
                        "best_policy.json, model/ and summary.json to the run directory.")
@@ -334,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_overrides(p)
     p.set_defaults(func=cmd_search)
 
+
+def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sensitivity", help="prune each group alone at several ratios; write a table and a plot",
                        description="Distiller-style sensitivity analysis: the unpruned model and every group "
                        "pruned alone at each level (fraction of its max ratio), scored by the evaluator. "
@@ -343,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_overrides(p)
     p.set_defaults(func=cmd_sensitivity)
 
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and search at 50%% FLOPs",
                        description="The quickstart: small CNN on scikit-learn's digits, random search at 50%% FLOPs, "
                        "then the best policy is finetuned and compared with the baseline.")
@@ -351,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="output directory (default runs/small_cnn-digits-<time>)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a baseline and cache its checkpoint",
                        description="Train a built-in model on a dataset and cache the checkpoint under "
                        "$AUTOPRUNE_CACHE (default ~/.cache/autoprune); a cached one is reused.")
@@ -364,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train even if a cached checkpoint exists")
     p.set_defaults(func=cmd_train)
 
+
+def _add_apply_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="prune a checkpoint with a saved policy",
                        description="Apply POLICY.json to a trained checkpoint and write the pruned model in the "
                        "--format(s) asked for, each checked for the same outputs as the eager model.")
@@ -379,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "compile (AOTInductor-compiled model_compiled.pt2), onnx (model.onnx, checked in onnxruntime); "
                    "default eager")
     p.set_defaults(func=cmd_apply)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoprune",
+        description="AutoML structure search for PyTorch: find per-layer channel pruning ratios under a FLOPs "
+        "or params budget and export the policy with the physically smaller model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_search_command(sub)
+    _add_sensitivity_command(sub)
+    _add_demo_command(sub)
+    _add_train_command(sub)
+    _add_apply_command(sub)
     return parser
 
 

@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from autoprune.budget import Budget
 from autoprune.data import DataBundle, load_dataset
-from autoprune.errors import ConfigError
 from autoprune.evaluate import EvaluatorConfig
-from autoprune.loop import Progress, SearchResult, search
+from autoprune.executors import EXECUTORS, RayOptions
+from autoprune.loop import SearchResult, search
 from autoprune.models import build_model
-from autoprune.options import check_int, check_number, check_str, from_mapping
+from autoprune.study import Progress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
+from search_spaces.budget import Budget
+from search_spaces.errors import ConfigError, unknown_name
+from search_spaces.options import check_int, check_number, check_str, from_mapping
 from search_spaces.presets import default_preset
+
+_TYPED = ("train", "budget", "evaluator", "executor_options")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything ``autoprune search CONFIG.yaml`` needs. Every field has a default.
+
+    The YAML file's mappings (``train``, ``budget``, ``evaluator``, ``executor_options``) become typed
+    values here; :meth:`to_dict` gives the file's layout back.
 
     Attributes:
         model: built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) or ``package.module:factory``.
@@ -32,16 +39,17 @@ class SearchConfig:
         data_dir: dataset directory (fashion-mnist: the IDX files; default the Debian package's).
         batch_size: training batch size (default: the dataset's).
         checkpoint: trained weights (a state dict file); default: train the baseline and cache it.
-        train: baseline training recipe when no checkpoint is given (epochs, lr, weight_decay, seed).
-        budget: ``{flops: 0.5}``, ``{params: 0.3}`` or ``{latency: 0.5, batch: 1, threads: 1}`` (fraction of the
-            unpruned model kept at most; ``{metric: latency, absolute: 2.0}`` for milliseconds).
+        train: baseline training recipe when no checkpoint is given (YAML: epochs, lr, weight_decay, seed).
+        budget: YAML ``{flops: 0.5}``, ``{params: 0.3}`` or ``{latency: 0.5, batch: 1, threads: 1}`` (fraction of
+            the unpruned model kept at most; ``{metric: latency, absolute: 2.0}`` for milliseconds).
         searcher: searcher name or ``package.module:Class``.
-        searcher_options: keyword options for the searcher.
+        searcher_options: keyword options for the searcher (each searcher checks its own).
         trials: evaluations to run.
         seed: seed for data order, searcher and evaluations.
         evaluator: per-candidate recovery; entries left out take :class:`EvaluatorConfig`'s defaults.
         final_finetune_steps: finetune steps for the best policy before the final report.
-        executor: ``local`` or ``ray``; executor_options: e.g. ``{address: auto, cpus_per_trial: 1, fidelity: asha}``.
+        executor: ``local`` or ``ray``; executor_options: the Ray executor's :class:`RayOptions`
+            (YAML e.g. ``{address: auto, cpus_per_trial: 1, fidelity: asha}``), None for ``local``.
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
         preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
     """
@@ -51,16 +59,16 @@ class SearchConfig:
     data_dir: str | None = None
     batch_size: int | None = None
     checkpoint: str | None = None
-    train: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, Any] = field(default_factory=lambda: {"flops": 0.5})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    budget: Budget = field(default_factory=lambda: Budget.flops(0.5))
     searcher: str = "random"
     searcher_options: dict[str, Any] = field(default_factory=dict)
     trials: int = 40
     seed: int = 0
-    evaluator: dict[str, Any] = field(default_factory=dict)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     final_finetune_steps: int = 300
     executor: str = "local"
-    executor_options: dict[str, Any] = field(default_factory=dict)
+    executor_options: RayOptions | None = None
     run_dir: str | None = None
     preset: str | None = None
     ignore: list[str] = field(default_factory=list)
@@ -68,28 +76,27 @@ class SearchConfig:
     max_ratio: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("train", "searcher_options", "evaluator", "budget", "executor_options"):
-            if not isinstance(getattr(self, name), Mapping):
-                raise ConfigError(f"config entry {name!r} must be a mapping, got {getattr(self, name)!r}")
+        for name in _TYPED:  # mappings (from YAML or keyword arguments) become typed values
+            object.__setattr__(self, name, _typed(name, getattr(self, name), self.executor))
+        if not isinstance(self.searcher_options, Mapping):
+            raise ConfigError(f"config entry 'searcher_options' must be a mapping, got {self.searcher_options!r}")
         for name in ("model", "dataset", "searcher", "executor"):
             check_str(f"config entry {name!r}", getattr(self, name))
+        if self.executor not in EXECUTORS:
+            raise unknown_name("executor", self.executor, list(EXECUTORS))
         for name in ("data_dir", "checkpoint", "run_dir", "preset"):
             if getattr(self, name) is not None:
                 check_str(f"config entry {name!r}", getattr(self, name))
         check_int("config entry 'trials'", self.trials, low=1)
         check_int("config entry 'seed'", self.seed, low=0)
         check_int("config entry 'final_finetune_steps'", self.final_finetune_steps, low=0)
-        if self.batch_size is not None:
-            check_int("config entry 'batch_size'", self.batch_size, low=1)
-        if self.round_to is not None:
-            check_int("config entry 'round_to'", self.round_to, low=1)
+        for name in ("batch_size", "round_to"):
+            if getattr(self, name) is not None:
+                check_int(f"config entry {name!r}", getattr(self, name), low=1)
         if self.max_ratio is not None:
             check_number("config entry 'max_ratio'", self.max_ratio, low=0, inclusive=False)
         if not isinstance(self.ignore, list) or not all(isinstance(n, str) for n in self.ignore):
             raise ConfigError(f"config entry 'ignore' must be a list of module names, got {self.ignore!r}")
-        Budget.from_dict(self.budget)
-        EvaluatorConfig.from_dict(self.evaluator)
-        from_mapping(TrainConfig, self.train, what="train options")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> SearchConfig:
@@ -113,18 +120,40 @@ class SearchConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config file's layout (mappings for the typed entries)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["budget"] = self.budget.to_dict()
+        data["executor_options"] = {} if self.executor_options is None else asdict(self.executor_options)
+        data["train"], data["evaluator"] = asdict(self.train), self.evaluator.to_dict()
+        data["searcher_options"], data["ignore"] = dict(self.searcher_options), list(self.ignore)
+        return data
 
     def default_run_dir(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return str(Path("runs") / f"{self.model}-{self.dataset}-{stamp}".replace(":", "_"))
 
 
+def _typed(name: str, value: Any, executor: str) -> Any:
+    """A config entry as its typed value (a mapping is converted; a typed value is kept)."""
+    if name == "budget":
+        return value if isinstance(value, Budget) else Budget.from_dict(value)
+    if name == "train":
+        return from_mapping(TrainConfig, value, what="train options")
+    if name == "evaluator":
+        return EvaluatorConfig.from_dict(value)
+    if executor != "ray":
+        if value:
+            raise ConfigError(f"executor_options apply to the ray executor only; executor is {executor!r}, "
+                              f"options {value!r}")
+        return None
+    return value if isinstance(value, RayOptions) else from_mapping(RayOptions, value, what="ray executor options")
+
+
 def demo_config(**overrides: Any) -> SearchConfig:
     """The ``autoprune demo`` search: small CNN on digits, random search, 50% FLOPs (docs/examples/demo.yaml)."""
     return SearchConfig(
-        model="small_cnn", dataset="digits", budget={"flops": 0.5}, searcher="random", trials=40,
-        evaluator={"bn_batches": 5, "finetune_steps": 20}, final_finetune_steps=300,
+        model="small_cnn", dataset="digits", budget=Budget.flops(0.5), searcher="random", trials=40,
+        evaluator=EvaluatorConfig(bn_batches=5, finetune_steps=20), final_finetune_steps=300,
     ).with_overrides(**overrides)
 
 
@@ -138,8 +167,7 @@ def load_model_and_data(
         load_checkpoint(model, config.checkpoint, name=f"model {config.model!r}")
         info = {"checkpoint": config.checkpoint, "trained_now": False}
     else:
-        recipe = from_mapping(TrainConfig, config.train, what="train options")
-        model, path, trained = trained_model(config.model, model, data, recipe, on_epoch=on_epoch)
+        model, path, trained = trained_model(config.model, model, data, config.train, on_epoch=on_epoch)
         info = {"checkpoint": str(path), "trained_now": trained}
     return model, data, info
 
@@ -157,7 +185,7 @@ def run_search(
     return search(
         model,
         data.example_inputs(),
-        budget=Budget.from_dict(config.budget),
+        budget=config.budget,
         train_data=data.train,
         val_data=data.val,
         test_data=data.test,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from autoprune.errors import DataError, unknown_name
+from search_spaces.errors import DataError, unknown_name
 
 FASHION_MNIST_DIR = Path(os.environ.get("AUTOPRUNE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 

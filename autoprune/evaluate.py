@@ -11,19 +11,24 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from autoprune.budget import Budget, CostModel
-from autoprune.errors import AutopruneError, ConfigError, DataError, unknown_name
-from autoprune.inputs import as_tuple
-from autoprune.latency import measure_latency_ms, with_batch
-from autoprune.options import check_int, check_number, from_mapping
-from autoprune.policy import Policy
-from autoprune.pruning import IMPORTANCES, prune
+from autoprune.pruning import IMPORTANCES, PruneResult, prune
+from search_spaces.budget import Budget, Cost
+from search_spaces.cost import CostModel
+from search_spaces.errors import AutopruneError, ConfigError, DataError, unknown_name
+from search_spaces.measure import count_flops, count_params
+from search_spaces.options import check_int, check_number, from_mapping
+from search_spaces.policy import Policy
 
 
 class EvaluationError(RuntimeError):
     """An evaluation diverged (NaN/inf loss); the trial is marked failed and the search goes on."""
+
+
+#: Exceptions a pruned candidate itself can cause (divergence, shape/index errors, out of memory): such a
+#: trial fails and the search goes on. Anything else is a bug or bad input and stops the search.
+CANDIDATE_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, IndexError, ValueError, ArithmeticError,
+                                                       MemoryError)
 
 
 @dataclass(frozen=True)
@@ -122,21 +127,6 @@ class Score:
     def failed(cls, error: BaseException | str, *, fidelity: int, seconds: float) -> Score:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         return cls(math.nan, math.nan, 0, 0, False, fidelity, seconds, status="failed", error=text)
-
-
-def count_flops(model: nn.Module, example_inputs: Any) -> int:
-    """FLOPs of one forward pass on ``example_inputs``, counted by ``torch.utils.flop_counter``."""
-    inputs = as_tuple(example_inputs)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    model.train(was_training)
-    return int(counter.get_total_flops())
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _moved(data: Iterable, device: str) -> Iterator:
@@ -271,7 +261,7 @@ class Evaluator:
         self.cost_model = cost_model
         self.config = config or EvaluatorConfig()
 
-    def prune(self, policy: Policy) -> Any:
+    def prune(self, policy: Policy) -> PruneResult:
         """Prune a copy of the model (the same surgery ``evaluate`` does); returns a PruneResult."""
         return prune(
             self.model,
@@ -301,13 +291,11 @@ class Evaluator:
         pruned = self.prune(policy).model
         flops, params = count_flops(pruned, self.example_inputs), count_params(pruned)
         latency_ms = math.nan
-        if self.budget.metric == "latency":  # predicted by the table; measured for the record
+        if self.budget.exact:
+            feasible = self.budget.allows(Cost(flops, params), self.cost_model.base)
+        else:  # latency: feasible as the table predicts it (what the searcher saw); measured for the record
             feasible = self.cost_model.feasible(policy, self.budget)
-            latency_ms = measure_latency_ms(pruned, with_batch(self.example_inputs, self.budget.batch),
-                                            threads=self.budget.threads, device=self.budget.device,
-                                            min_run_time=0.1)
-        else:
-            feasible = (flops if self.budget.metric == "flops" else params) <= self.budget.limit(self.cost_model.base)
+            latency_ms = self.budget.measure(pruned, self.example_inputs)
         pruned.to(device)
         pruned_at = time.perf_counter()
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches, device=device)
@@ -336,15 +324,17 @@ class Evaluator:
                 generator.manual_seed(self.config.seed)
 
     def evaluate_safely(self, policy: Policy, *, fidelity: int | None = None) -> Score:
-        """Like :meth:`evaluate`, but an exception becomes a failed Score and the search goes on.
+        """Like :meth:`evaluate`, but a candidate-caused failure becomes a failed Score and the search goes on.
 
-        An :class:`AutopruneError` (bad data, policy or options) is raised: no trial could succeed.
+        Candidate-caused: divergence, shape or index errors in the pruned model, running out of memory
+        (:data:`CANDIDATE_FAILURES`). An :class:`AutopruneError` (bad data, policy or options) is raised: no
+        trial could succeed; any other exception is a bug and is raised with its traceback.
         """
         start = time.perf_counter()
         try:
             return self.evaluate(policy, fidelity=fidelity)
         except AutopruneError:
-            raise  # bad input (data, policy, options): every trial would fail the same way
-        except Exception as exc:
+            raise
+        except CANDIDATE_FAILURES as exc:
             steps = self.config.finetune_steps if fidelity is None else fidelity
             return Score.failed(exc, fidelity=steps, seconds=time.perf_counter() - start)

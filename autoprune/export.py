@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoprune.errors import AutopruneError, RunDirError, unknown_name
-from autoprune.inputs import as_tuple
-from autoprune.io import atomic_write, atomic_write_json
 from autoprune.pruning import PruningHistory, replay_history
+from search_spaces.errors import AutopruneError, RunDirError, unknown_name
+from search_spaces.inputs import as_tuple
+from search_spaces.io import atomic_write, atomic_write_json
 
 STATE_FILE = "pruned_state_dict.pt"
 HISTORY_FILE = "pruning_history.json"

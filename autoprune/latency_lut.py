@@ -18,19 +18,20 @@ import platform
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from autoprune.errors import ConfigError
-from autoprune.inputs import as_tuple, shapes
-from autoprune.io import atomic_write_json
-from autoprune.latency import check_device, latency_ratio, measure_latency_ms, with_batch
-
-if TYPE_CHECKING:
-    from search_spaces.space import SearchSpace
+from autoprune.cache import cache_dir as default_cache
+from autoprune.pruning import prune
+from search_spaces.cost import CostModel
+from search_spaces.errors import ConfigError
+from search_spaces.inputs import as_tuple, shapes
+from search_spaces.io import atomic_write_json
+from search_spaces.measure import check_device, latency_ratio, measure_latency_ms, with_batch
+from search_spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
 GRID_POINTS = 6
@@ -185,8 +186,6 @@ def _is_diagonal(module: nn.Module) -> bool:
 
 def _grids(space: SearchSpace) -> dict[str, tuple[list[int], list[int]]]:
     """Kept (in, out) sizes per layer when every group is pruned by the same fraction of its max ratio."""
-    from autoprune.budget import CostModel
-
     cost_model = CostModel(space)
     ins: dict[str, set[int]] = {layer.name: set() for layer in space.layers}
     outs: dict[str, set[int]] = {layer.name: set() for layer in space.layers}
@@ -252,9 +251,6 @@ def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, exampl
                inputs: tuple[torch.Tensor, ...]) -> None:
     """Fit ``residual`` and ``scale`` (least squares) to measured whole models: unpruned, most pruned and
     ``CALIBRATION_POLICIES`` random policies in between."""
-    from autoprune.budget import CostModel
-    from autoprune.pruning import prune
-
     setting = {"threads": table.key["threads"], "device": table.key["device"]}
     cost_model = CostModel(space)
     rng = np.random.default_rng(0)
@@ -279,8 +275,6 @@ def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, exampl
 
 def table_path(key: Mapping[str, Any], cache_dir: str | Path | None = None) -> Path:
     """Where the table for ``key`` is cached (default ``<autoprune cache>/latency/``)."""
-    from autoprune.train import cache_dir as default_cache
-
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache() / "latency") / f"{digest}.json"
 

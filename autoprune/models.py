@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from autoprune.errors import ConfigError, unknown_name
+from search_spaces.errors import ConfigError, unknown_name
 
 
 class SmallCNN(nn.Module):

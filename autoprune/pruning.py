@@ -12,9 +12,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from autoprune.errors import ConfigError, DataError, unknown_name
-from autoprune.inputs import as_tuple
-from autoprune.policy import Policy
+from search_spaces.errors import ConfigError, DataError, unknown_name
+from search_spaces.inputs import as_tuple
+from search_spaces.policy import Policy
+from search_spaces.space import ROOT_MODULE_TYPES, SearchSpace, dependency_graph
 
 PruningHistory = list[tuple[str, bool, list[int]]]
 
@@ -26,8 +27,6 @@ IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "random": lambda: tp.importance.RandomImportance(),
 }
 NEEDS_GRADIENTS = frozenset({"taylor"})
-# Modules whose output channels root a prunable group (shared with the search space's tracing).
-ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def prune(
     data: Iterable | None = None,
     gradient_batches: int = 4,
     round_to: int | None = None,
-    space: Any = None,
+    space: SearchSpace | None = None,
 ) -> PruneResult:
     """Prune a copy of ``model`` by ``policy``.
 
@@ -83,8 +82,6 @@ def prune(
         policy.validate(space)
         round_to = space.round_to if round_to is None else round_to
     else:
-        from search_spaces.space import SearchSpace  # search_spaces imports this module: import at use
-
         if round_to is None and policy.fingerprint is not None:
             round_to = policy.fingerprint.get("round_to")
         policy.validate(SearchSpace.from_model(model, inputs, round_to=round_to or 1, max_ratio=0.999), partial=True)
@@ -151,7 +148,7 @@ def group_importances(
     inputs = as_tuple(example_inputs)
     was_training = model.training
     model.eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+    graph = dependency_graph(model, inputs)
     scorer = make_importance(importance)
     names = {m: n for n, m in model.named_modules()}
     wanted = set(group_names)
@@ -178,7 +175,7 @@ def replay_history(model: nn.Module, history: PruningHistory, example_inputs: An
         raise ConfigError(f"pruning history must be a list of [module, is_out, indices], got {type(history)}")
     was_training = model.training
     model.eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_tuple(example_inputs), verbose=False)
+    graph = dependency_graph(model, as_tuple(example_inputs))
     graph.load_pruning_history([(str(n), bool(o), list(i)) for n, o, i in history])
     model.train(was_training)
     return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from autoprune.errors import ConfigError, unknown_name
+from search_spaces.errors import ConfigError, unknown_name
 
 SEARCHERS: dict[str, str] = {
     "amc": "agents.amc:AMCSearcher",
@@ -40,3 +40,4 @@ def searcher_class(name: str) -> type:
     if name not in SEARCHERS:
         raise unknown_name("searcher", name, [*SEARCHERS, "package.module:Class"])
     return import_object(SEARCHERS[name], kind="searcher")
+

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from autoprune.io import atomic_write
+from search_spaces.io import atomic_write
 
 
 def plot_sensitivity(table: pd.DataFrame, path: str | Path, *, baseline: float | None = None) -> Path:

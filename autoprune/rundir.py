@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from autoprune.errors import RunDirError
-from autoprune.io import atomic_write, atomic_write_json
+from search_spaces.errors import RunDirError
+from search_spaces.io import atomic_write, atomic_write_json
 
 CONFIG = "config.json"
 TRIALS_CSV = "trials.csv"
@@ -21,6 +21,8 @@ BEST_POLICY = "best_policy.json"
 MODEL_DIR = "model"
 SUMMARY = "summary.json"
 LATENCY_TABLE = "latency_table.json"
+# Layout of the run directory; config.json records it. 1: written before "format_version" existed (same layout).
+FORMAT_VERSION = 2
 # Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator")
 
@@ -58,6 +60,10 @@ class RunDir:
         if not self.file(CONFIG).exists():
             raise RunDirError(f"run_dir {str(self.path)!r} has files but no {CONFIG}: not an autoprune run")
         saved = json.loads(self.file(CONFIG).read_text())
+        version = saved.get("format_version", 1)
+        if version not in (1, FORMAT_VERSION):
+            raise RunDirError(f"{str(self.path)!r} holds run directory format version {version!r}; this autoprune "
+                              f"reads versions 1 and {FORMAT_VERSION}: resume it with the autoprune that wrote it")
         fresh = json.loads(json.dumps(dict(config), default=str))
         differ = [k for k in RESUME_KEYS if saved.get(k) != fresh.get(k)]
         if differ:

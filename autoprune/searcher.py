@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autoprune.budget import Budget, CostModel, repair
-from autoprune.errors import ConfigError
-from autoprune.policy import Policy
+from autoprune.registry import searcher_class
+from search_spaces.budget import Budget
+from search_spaces.cost import CostModel, repair
+from search_spaces.errors import ConfigError
+from search_spaces.policy import Policy
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -162,3 +164,20 @@ class SeededSearcher(Searcher):
 
     def _load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def make_searcher(searcher: str | Searcher, options: Mapping[str, Any] | None = None) -> Searcher:
+    """A searcher from a name (or ``package.module:Class``) and keyword options, or an instance as given."""
+    if isinstance(searcher, Searcher):
+        if options:
+            raise ConfigError("searcher_options apply only when the searcher is given by name")
+        return searcher
+    if not isinstance(searcher, str):
+        raise ConfigError(f"searcher must be a name or a Searcher instance, got {type(searcher).__name__}")
+    cls = searcher_class(searcher)
+    if not (isinstance(cls, type) and issubclass(cls, Searcher)):
+        raise ConfigError(f"searcher {searcher!r} is {cls!r}, not an autoprune.Searcher subclass")
+    try:
+        return cls(**dict(options or {}))
+    except TypeError as exc:
+        raise ConfigError(f"bad options {dict(options or {})!r} for searcher {searcher!r}: {exc}") from exc

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,18 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from autoprune.cache import cache_dir
 from autoprune.data import DataBundle
-from autoprune.errors import ConfigError, DataError
 from autoprune.evaluate import validate
-from autoprune.io import atomic_write, atomic_write_json
-from autoprune.options import check_int, check_number
+from search_spaces.errors import ConfigError, DataError
+from search_spaces.io import atomic_write, atomic_write_json
+from search_spaces.options import check_int, check_number
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Checkpoint cache: ``$AUTOPRUNE_CACHE`` or ``~/.cache/autoprune``."""
-    return Path(os.environ.get("AUTOPRUNE_CACHE", Path.home() / ".cache" / "autoprune"))
 
 
 @dataclass(frozen=True)

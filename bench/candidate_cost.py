@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.loop import RATIO_PREFIX
 from autoprune.pruning import prune
+from autoprune.trials import policy_of
 from search_spaces import default_preset
 
 PHASES = ("copy", "prune", "recalibrate", "finetune", "validate")
@@ -77,7 +77,7 @@ def main() -> None:
         tick = time.perf_counter()
         copy.deepcopy(model)
         copies.append(time.perf_counter() - tick)
-        policy = result.space.policy({n: float(row[RATIO_PREFIX + n]) for n in result.space.names})
+        policy = policy_of(row, result.space)
         pruned = prune(model, policy, inputs, space=result.space).model
         pure.append(pure_compute_seconds(pruned, batches, evaluator))
     median = {

@@ -76,13 +76,15 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
 def load_baseline(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The trained baseline (trained once, then from the cache), its data and checkpoint info."""
     from autoprune.config import SearchConfig, load_model_and_data
+    from autoprune.train import TrainConfig
 
-    return load_model_and_data(SearchConfig(model=args.model, dataset=args.dataset, train={"epochs": args.epochs}))
+    return load_model_and_data(SearchConfig(model=args.model, dataset=args.dataset,
+                                            train=TrainConfig(epochs=args.epochs)))
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` with the machine info, atomically (a stopped run never leaves half a file)."""
-    from autoprune.io import atomic_write_text
+    from search_spaces.io import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+from dataclasses import asdict
+
 from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.latency import latency_ratio
 from search_spaces import default_preset
+from search_spaces.measure import latency_ratio
 
 
 def run(args: argparse.Namespace, budget: ap.Budget, model, data) -> dict[str, Any]:
@@ -29,10 +31,12 @@ def run(args: argparse.Namespace, budget: ap.Budget, model, data) -> dict[str, A
                        searcher=args.searcher, trials=args.evaluations, seed=args.seed, evaluator=fidelity(args),
                        final_finetune_steps=args.final_finetune_steps, preset=default_preset(args.model))
     ratio, ms, base_ms = latency_ratio(result.pruned_model, model, inputs, rounds=7)
-    return {"budget": budget.describe(), "metric": budget.metric, "test_accuracy": result.summary["pruned"]["accuracy"],
-            "baseline_test_accuracy": result.summary["baseline"]["accuracy"],
-            "flops_ratio": result.summary["pruned"]["flops_ratio"], "latency_ratio": ratio, "latency_ms": ms,
-            "baseline_latency_ms": base_ms, "latency_check": result.summary.get("latency_check"),
+    check = result.summary.latency_check
+    return {"budget": budget.describe(), "metric": budget.metric, "test_accuracy": result.summary.pruned.accuracy,
+            "baseline_test_accuracy": result.summary.baseline.accuracy,
+            "flops_ratio": result.summary.flops_ratio, "latency_ratio": ratio, "latency_ms": ms,
+            "baseline_latency_ms": base_ms,
+            "latency_check": None if check is None else asdict(check),
             "evaluations": len(result.trials)}
 
 

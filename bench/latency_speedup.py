@@ -32,14 +32,14 @@ from torch.utils import benchmark
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_json
 
-from autoprune.budget import Budget, CostModel, uniform_ratios
-from autoprune.evaluate import count_flops
 from autoprune.export import export_model
-from autoprune.latency import alternating_ratio, latency_ratio, measure_latency_ms, with_batch
 from autoprune.latency_lut import build_latency_table
 from autoprune.models import build_model
 from autoprune.pruning import prune
 from search_spaces import SearchSpace, default_preset
+from search_spaces.budget import Budget
+from search_spaces.cost import CostModel, uniform_ratios
+from search_spaces.measure import alternating_ratio, count_flops, latency_ratio, measure_latency_ms, with_batch
 
 MODELS = {"resnet20": (1, 28), "mobilenet_v2": (3, 32), "resnet18": (3, 32), "small_cnn": (1, 8)}
 DEFAULT_MODELS = ("resnet20", "mobilenet_v2", "resnet18")

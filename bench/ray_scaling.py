@@ -22,7 +22,8 @@ from common import DOCS, write_result
 
 import autoprune as ap
 from autoprune.config import SearchConfig, load_model_and_data
-from autoprune.loop import Progress
+from autoprune.study import Progress
+from autoprune.train import TrainConfig
 
 
 def timed_search(model, data, args: argparse.Namespace, executor: str, options: dict) -> float:
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="baseline training epochs (cached)")
     args = parser.parse_args()
     model, data, _ = load_model_and_data(
-        SearchConfig(model="resnet20", dataset="fashion-mnist", train={"epochs": args.epochs})
+        SearchConfig(model="resnet20", dataset="fashion-mnist", train=TrainConfig(epochs=args.epochs))
     )
     torch.set_num_threads(1)
     settings = {

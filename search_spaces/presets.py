@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from autoprune.errors import ConfigError, unknown_name
+from search_spaces.errors import ConfigError, unknown_name
 
 PRESET_DIR = Path(__file__).parent / "presets"
 _KEYS = {"ignore", "max_ratio", "round_to", "ratio_bounds", "description"}

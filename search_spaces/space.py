@@ -1,7 +1,7 @@
 """SearchSpace: the model's coupled channel groups, traced once with Torch-Pruning's dependency graph.
 
 The space holds only strings and numbers (no module references), so it pickles and can be shipped to
-remote workers. Its per-layer cost entries let :class:`autoprune.budget.CostModel` compute a policy's
+remote workers. Its per-layer cost entries let :class:`search_spaces.cost.CostModel` compute a policy's
 FLOPs and parameters exactly without touching the model.
 """
 
@@ -17,14 +17,16 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from autoprune.errors import ConfigError, TraceError
-from autoprune.inputs import as_tuple
-from autoprune.pruning import ROOT_MODULE_TYPES
+from search_spaces.errors import ConfigError, TraceError
+from search_spaces.inputs import as_tuple
+from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
 
 log = logging.getLogger(__name__)
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Modules whose output channels root a prunable group (Torch-Pruning's root module types).
+ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -227,10 +229,8 @@ class SearchSpace(Sequence[ChannelGroup]):
         """Channel rounding shared by every group."""
         return self._round_to
 
-    def policy(self, ratios: Mapping[str, float] | Sequence[float]) -> Any:
+    def policy(self, ratios: Mapping[str, float] | Sequence[float]) -> Policy:
         """Make a validated :class:`autoprune.Policy` for this space from a mapping or a vector in order."""
-        from autoprune.policy import Policy
-
         if not isinstance(ratios, Mapping):
             values = [float(r) for r in ratios]
             if len(values) != len(self):
@@ -286,90 +286,30 @@ class SearchSpace(Sequence[ChannelGroup]):
 
     @classmethod
     def _trace(
-        cls,
-        model: nn.Module,
-        inputs: tuple[Any, ...],
-        spec: Preset,
-        ignore: list[str | nn.Module],
-        round_to: int,
+        cls, model: nn.Module, inputs: tuple[Any, ...], spec: Preset, ignore: list[str | nn.Module], round_to: int,
         max_ratio: float,
     ) -> SearchSpace:
         arch = architecture_name(model)
         try:
             order = _execution_order(model, inputs)
             total_flops, leaf_flops, spatial = _leaf_flops(model, inputs)
-        except Exception as exc:
+        except Exception as exc:  # any failure of the user's forward pass: report it as untraceable
             raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
-        try:
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
-        except Exception as exc:
-            raise TraceError(
-                f"Torch-Pruning cannot trace {arch} into a dependency graph: {type(exc).__name__}: {exc}. "
-                "Models with data-dependent control flow or non-tensor outputs are not supported."
-            ) from exc
-
+        graph = dependency_graph(model, inputs)
         modules = dict(model.named_modules())
-        names = {m: n for n, m in modules.items()}
-        ignored_names = set(spec.ignore)
-        for item in ignore:
-            ignored_names.add(names.get(item, "<module not in model>") if isinstance(item, nn.Module) else item)
-        unknown = sorted(n for n in ignored_names if n not in modules)
-        if unknown:
-            raise ConfigError(f"ignored modules not found in {arch}: {unknown}")
-        roots_in_order = sorted(
-            (n for n, m in modules.items() if isinstance(m, ROOT_MODULE_TYPES) and n in order),
-            key=order.__getitem__,
-        )
-        if not roots_in_order:
-            raise TraceError(f"{arch} has no Conv or Linear layer that ran on the example inputs")
-        ignored_names.add(roots_in_order[-1])  # the output layer keeps its channels
-        for n, m in modules.items():
-            if isinstance(m, _CONV_TYPES) and 1 < m.groups < m.in_channels:
-                ignored_names.add(n)  # grouped (non-depthwise) convs are kept whole
-                log.info("keeping grouped conv %s unpruned", n)
-        ignored_modules = [sub for n in sorted(ignored_names) for sub in modules[n].modules()]
-
-        raw_groups = []
-        for group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=ROOT_MODULE_TYPES):
-            root = group[0].dep.target.module
-            channels = graph.get_out_channels(root)
-            members, consumers = [], []
-            seg_out: dict[str, int] = {}
-            seg_in: dict[str, int] = {}
-            for dep, idxs in group:
-                target = dep.target.module
-                if not isinstance(target, nn.Module) or target not in names:
-                    continue
-                tname = names[target]
-                if graph.is_out_channel_pruning_fn(dep.handler):
-                    members.append(tname)
-                    seg_out[tname] = len(idxs)
-                elif graph.is_in_channel_pruning_fn(dep.handler):
-                    consumers.append(tname)
-                    seg_in[tname] = len(idxs)
-            if channels is None or channels <= 1 or any(graph.get_out_channels(modules[m]) == 1 for m in members):
-                continue
-            raw_groups.append((names[root], channels, members, consumers, seg_out, seg_in))
-
-        def first_run(entry: tuple) -> int:
-            return min((order[m] for m in entry[2] if m in order), default=len(order))
-
-        raw_groups.sort(key=first_run)
-        layers, constant_params = cls._layer_costs(modules, leaf_flops, raw_groups)
+        ignored_names = _ignored(model, modules, order, spec, ignore)
+        raw = _raw_groups(graph, modules, ignored_names)
+        raw.sort(key=lambda entry: min((order[m] for m in entry.members if m in order), default=len(order)))
+        layers, constant_params = cls._layer_costs(modules, leaf_flops, raw)
         base_params = sum(p.numel() for p in model.parameters())
-        constant_flops = total_flops - sum(lc.flops_unit * lc.out_dim * lc.in_dim for lc in layers)
-        groups = [
-            cls._make_group(i, entry, modules, layers, leaf_flops, spatial, spec, round_to, max_ratio,
-                            total_flops, base_params)
-            for i, entry in enumerate(raw_groups)
-        ]
+        totals = _Totals(flops=total_flops, params=base_params, leaf_flops=leaf_flops, spatial=spatial)
         return cls(
             architecture=arch,
-            groups=groups,
+            groups=[_make_group(i, entry, modules, totals, spec, round_to, max_ratio) for i, entry in enumerate(raw)],
             layers=layers,
             base_flops=total_flops,
             base_params=base_params,
-            constant_flops=constant_flops,
+            constant_flops=total_flops - sum(lc.flops_unit * lc.out_dim * lc.in_dim for lc in layers),
             constant_params=constant_params,
             ignored=sorted(ignored_names),
             preset=spec.name,
@@ -378,15 +318,16 @@ class SearchSpace(Sequence[ChannelGroup]):
 
     @staticmethod
     def _layer_costs(
-        modules: dict[str, nn.Module], leaf_flops: dict[str, int], raw_groups: list[tuple]
+        modules: dict[str, nn.Module], leaf_flops: dict[str, int], raw_groups: list[_RawGroup]
     ) -> tuple[list[LayerCost], int]:
+        """Per-layer cost entries (which groups set each layer's widths) and the parameters no group touches."""
         out_of: dict[str, list[Segment]] = {}
         in_of: dict[str, list[Segment]] = {}
-        for gname, _channels, _members, _consumers, seg_out, seg_in in raw_groups:
-            for m, size in seg_out.items():
-                out_of.setdefault(m, []).append(Segment(gname, size))
-            for m, size in seg_in.items():
-                in_of.setdefault(m, []).append(Segment(gname, size))
+        for entry in raw_groups:
+            for m, size in entry.seg_out.items():
+                out_of.setdefault(m, []).append(Segment(entry.name, size))
+            for m, size in entry.seg_in.items():
+                in_of.setdefault(m, []).append(Segment(entry.name, size))
 
         def segments(known: list[Segment], total: int) -> tuple[Segment, ...]:
             rest = total - sum(s.size for s in known)
@@ -436,54 +377,136 @@ class SearchSpace(Sequence[ChannelGroup]):
                 constant_params += n_params
         return layers, constant_params
 
-    @staticmethod
-    def _make_group(
-        index: int,
-        entry: tuple,
-        modules: dict[str, nn.Module],
-        layers: list[LayerCost],
-        leaf_flops: dict[str, int],
-        spatial: dict[str, list[int]],
-        spec: Preset,
-        round_to: int,
-        max_ratio: float,
-        total_flops: int,
-        total_params: int,
-    ) -> ChannelGroup:
-        name, channels, members, consumers, _seg_out, _seg_in = entry
-        touched = set(members) | set(consumers)
-        flops = sum(leaf_flops.get(m, 0) for m in touched)
-        params = sum(p.numel() for m in touched for p in modules[m].parameters(recurse=False))
-        group_max = min(spec.ratio_bounds.get(name, max_ratio), max_ratio)
-        floor = max(1, round_to)  # never leave a group with fewer than ``round_to`` (or zero) channels
-        group_max = max(0.0, min(group_max, (channels - floor) / channels))
-        while group_max > 0 and int(channels * (1 - group_max)) < floor:
-            group_max = max(0.0, group_max - 1e-9)
-        root = modules[name]
-        is_conv = isinstance(root, _CONV_TYPES)
-        depthwise = any(
-            isinstance(modules[m], _CONV_TYPES) and modules[m].groups == modules[m].in_channels > 1 for m in members
-        )
-        size = spatial.get(name, [1])
-        features = {
-            "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),
-            "in_channels": float(root.in_channels if is_conv else root.in_features),
-            "out_channels": float(channels),
-            "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
-            "stride": float(root.stride[0]) if is_conv else 1.0,
-            "feature_size": float(size[0]) if size else 1.0,
-            "flops": float(flops),
-            "params": float(params),
-        }
-        return ChannelGroup(
-            name=name,
-            index=index,
-            channels=channels,
-            max_ratio=group_max,
-            round_to=round_to,
-            members=tuple(members),
-            consumers=tuple(consumers),
-            flops_share=flops / total_flops if total_flops else 0.0,
-            params_share=params / total_params if total_params else 0.0,
-            features=features,
-        )
+
+@dataclass(frozen=True)
+class _RawGroup:
+    """One coupled group as Torch-Pruning traced it: root name, channel count, members, consumers and how
+    many of each layer's output (``seg_out``) and input (``seg_in``) channels follow it."""
+
+    name: str
+    channels: int
+    members: list[str]
+    consumers: list[str]
+    seg_out: dict[str, int]
+    seg_in: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """Whole-model figures every group's shares and features are computed from."""
+
+    flops: int
+    params: int
+    leaf_flops: dict[str, int]
+    spatial: dict[str, list[int]]
+
+
+def dependency_graph(model: nn.Module, inputs: tuple[Any, ...]) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` (in eval mode) traced on ``inputs``."""
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+    except Exception as exc:  # Torch-Pruning's tracer fails in many ways on models it cannot handle
+        raise TraceError(
+            f"Torch-Pruning cannot trace {architecture_name(model)} into a dependency graph: "
+            f"{type(exc).__name__}: {exc}. Models with data-dependent control flow or non-tensor outputs are not "
+            "supported."
+        ) from exc
+
+
+def _ignored(
+    model: nn.Module, modules: dict[str, nn.Module], order: dict[str, int], spec: Preset,
+    ignore: list[str | nn.Module],
+) -> set[str]:
+    """Module names whose output channels are kept: the preset's and the user's, the output layer and grouped
+    (non-depthwise) convolutions."""
+    arch = architecture_name(model)
+    names = {m: n for n, m in modules.items()}
+    ignored = set(spec.ignore)
+    for item in ignore:
+        ignored.add(names.get(item, "<module not in model>") if isinstance(item, nn.Module) else item)
+    unknown = sorted(n for n in ignored if n not in modules)
+    if unknown:
+        raise ConfigError(f"ignored modules not found in {arch}: {unknown}")
+    roots = sorted((n for n, m in modules.items() if isinstance(m, ROOT_MODULE_TYPES) and n in order),
+                   key=order.__getitem__)
+    if not roots:
+        raise TraceError(f"{arch} has no Conv or Linear layer that ran on the example inputs")
+    ignored.add(roots[-1])  # the output layer keeps its channels
+    for n, m in modules.items():
+        if isinstance(m, _CONV_TYPES) and 1 < m.groups < m.in_channels:
+            ignored.add(n)  # grouped (non-depthwise) convs are kept whole
+            log.info("keeping grouped conv %s unpruned", n)
+    return ignored
+
+
+def _raw_groups(graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored: set[str]) -> list[_RawGroup]:
+    """Every prunable coupled group of the graph (more than one channel), ignored modules left out."""
+    names = {m: n for n, m in modules.items()}
+    ignored_modules = [sub for n in sorted(ignored) for sub in modules[n].modules()]
+    raw = []
+    for group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=ROOT_MODULE_TYPES):
+        root = group[0].dep.target.module
+        channels = graph.get_out_channels(root)
+        entry = _RawGroup(names[root], channels or 0, [], [], {}, {})
+        for dep, idxs in group:
+            target = dep.target.module
+            if not isinstance(target, nn.Module) or target not in names:
+                continue
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                entry.members.append(names[target])
+                entry.seg_out[names[target]] = len(idxs)
+            elif graph.is_in_channel_pruning_fn(dep.handler):
+                entry.consumers.append(names[target])
+                entry.seg_in[names[target]] = len(idxs)
+        if channels is None or channels <= 1 or any(graph.get_out_channels(modules[m]) == 1 for m in entry.members):
+            continue
+        raw.append(entry)
+    return raw
+
+
+def _group_max_ratio(name: str, channels: int, spec: Preset, round_to: int, max_ratio: float) -> float:
+    """The largest ratio a policy may give a group: the preset's bound, and never fewer than ``round_to``
+    (or zero) channels left."""
+    group_max = min(spec.ratio_bounds.get(name, max_ratio), max_ratio)
+    floor = max(1, round_to)
+    group_max = max(0.0, min(group_max, (channels - floor) / channels))
+    while group_max > 0 and int(channels * (1 - group_max)) < floor:
+        group_max = max(0.0, group_max - 1e-9)
+    return group_max
+
+
+def _make_group(
+    index: int, entry: _RawGroup, modules: dict[str, nn.Module], totals: _Totals, spec: Preset, round_to: int,
+    max_ratio: float,
+) -> ChannelGroup:
+    touched = set(entry.members) | set(entry.consumers)
+    flops = sum(totals.leaf_flops.get(m, 0) for m in touched)
+    params = sum(p.numel() for m in touched for p in modules[m].parameters(recurse=False))
+    root = modules[entry.name]
+    is_conv = isinstance(root, _CONV_TYPES)
+    depthwise = any(
+        isinstance(modules[m], _CONV_TYPES) and modules[m].groups == modules[m].in_channels > 1 for m in entry.members
+    )
+    size = totals.spatial.get(entry.name, [1])
+    features = {
+        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),
+        "in_channels": float(root.in_channels if is_conv else root.in_features),
+        "out_channels": float(entry.channels),
+        "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
+        "stride": float(root.stride[0]) if is_conv else 1.0,
+        "feature_size": float(size[0]) if size else 1.0,
+        "flops": float(flops),
+        "params": float(params),
+    }
+    return ChannelGroup(
+        name=entry.name,
+        index=index,
+        channels=entry.channels,
+        max_ratio=_group_max_ratio(entry.name, entry.channels, spec, round_to, max_ratio),
+        round_to=round_to,
+        members=tuple(entry.members),
+        consumers=tuple(entry.consumers),
+        flops_share=flops / totals.flops if totals.flops else 0.0,
+        params_share=params / totals.params if totals.params else 0.0,
+        features=features,
+    )

@@ -8,8 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from agents.random_search import RandomSearcher
 from autoprune.data import DataBundle
-from autoprune.errors import ConfigError
 from autoprune.searcher import SearchContext
+from search_spaces.errors import ConfigError
 
 
 def tiny_model(*, in_channels: int, num_classes: int) -> nn.Module:

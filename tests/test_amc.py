@@ -12,12 +12,12 @@ import autoprune as ap
 from agents.amc import AMCSearcher
 from agents.pruning_env import N_FEATURES, PruningEnv
 from autoprune import Budget, CostModel
-from autoprune.errors import ConfigError
 from autoprune.evaluate import Score
 from autoprune.models import mobilenet_v2, resnet20, small_cnn
 from autoprune.registry import searcher_class
 from autoprune.searcher import SearchContext
 from search_spaces import SearchSpace
+from search_spaces.errors import ConfigError
 
 SPACES = {
     "small_cnn": SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8)),
@@ -36,8 +36,8 @@ SPACES = {
 def test_legal_action_clamp_never_yields_an_infeasible_policy(name, metric, slack, data) -> None:
     space = SPACES[name]
     cost_model = CostModel(space)
-    floor = cost_model.ratio(space.max_ratios, metric)
-    budget = Budget(metric, min(1.0, floor + slack * (1 - floor) + 1e-9))
+    floor = cost_model.ratio(space.max_ratios, Budget.from_dict({metric: 1.0}))
+    budget = Budget.from_dict({metric: min(1.0, floor + slack * (1 - floor) + 1e-9)})
     env = PruningEnv(cost_model, budget)
     observation, _ = env.reset()
     done, info = False, {}

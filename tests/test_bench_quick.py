@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the whole quick benchmark suite: minutes
+
 BENCH = Path(__file__).parent.parent / "bench"
 ROW_KEYS = {"method", "budget", "seed", "test_accuracy", "baseline_test_accuracy", "flops_ratio", "evaluations",
             "search_seconds", "params_ratio", "latency_ms", "best_val_accuracy_by_evaluation"}

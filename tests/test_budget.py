@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprune import Budget, BudgetError, CostModel, repair
-from autoprune.budget import tighten, uniform_ratios
 from autoprune.models import resnet20, small_cnn
 from search_spaces import SearchSpace
+from search_spaces.cost import tighten, uniform_ratios
 
 SPACES = {
     "small_cnn": SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8)),
@@ -24,7 +24,7 @@ SPACES = {
         (lambda: Budget.flops(), "exactly one of"),
         (lambda: Budget.flops(0.5, absolute=10), "exactly one of"),
         (lambda: Budget.params(absolute=-3), "positive number"),
-        (lambda: Budget("latency_ms", 0.5), "'latency_ms' is not supported; accepted: flops, params"),
+        (lambda: Budget.from_dict({"latency_ms": 0.5}), "'latency_ms' is not supported; accepted: flops, params"),
         (lambda: Budget.from_dict({"flops": 0.5, "params": 0.5}), "one entry"),
     ],
 )
@@ -70,7 +70,7 @@ def test_impossible_budget_is_a_clear_error() -> None:
 )
 def test_repair_and_tighten_always_end_feasible(name, fraction, metric, data) -> None:
     space = SPACES[name]
-    cost, budget = CostModel(space), Budget(metric, fraction)
+    cost, budget = CostModel(space), Budget.from_dict({metric: fraction})
     ratios = {g.name: data.draw(st.floats(0, g.max_ratio)) for g in space}
     fixed = repair(ratios, cost, budget)
     assert cost.feasible(fixed, budget)

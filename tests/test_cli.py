@@ -12,6 +12,7 @@ from autoprune.cli import build_parser, main
 from autoprune.models import small_cnn
 
 
+@pytest.mark.slow  # the demo, then exports incl. an AOTInductor compile
 def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
     run = tmp_path / "demo"
     assert main(["demo", "--trials", "3", "--run-dir", str(run)]) == 0
@@ -173,10 +174,11 @@ def test_searcher_options_from_flags(tmp_path) -> None:
 def test_switching_to_the_local_executor_drops_ray_options() -> None:
     from autoprune.cli import _with_executor_flags
     from autoprune.config import SearchConfig
+    from autoprune.executors import RayOptions
 
     ray_run = SearchConfig(executor="ray", executor_options={"cpus_per_trial": 1, "fidelity": "asha"})
     args = build_parser().parse_args(["search", "--executor", "local"])
-    assert _with_executor_flags(ray_run, args).executor_options == {}
+    assert _with_executor_flags(ray_run, args).executor_options is None
     args = build_parser().parse_args(["search", "--address", "auto"])
     switched = _with_executor_flags(SearchConfig(), args)
-    assert switched.executor == "ray" and switched.executor_options == {"address": "auto"}
+    assert switched.executor == "ray" and switched.executor_options == RayOptions(address="auto")

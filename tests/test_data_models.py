@@ -7,8 +7,8 @@ import torch
 
 from autoprune.cli import main
 from autoprune.data import FASHION_MNIST_DIR, load_dataset, load_digits, load_fashion_mnist
-from autoprune.errors import ConfigError, DataError, UnknownNameError
 from autoprune.models import MODELS, build_model
+from search_spaces.errors import ConfigError, DataError, UnknownNameError
 
 
 def test_digits_split_is_fixed_and_standardized() -> None:

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from autoprune import Budget, CostModel
-from autoprune.errors import ConfigError, DataError, UnknownNameError
 from autoprune.evaluate import Evaluator, EvaluatorConfig, recalibrate_batchnorm
 from search_spaces import SearchSpace
+from search_spaces.errors import ConfigError, DataError, UnknownNameError
 
 
 def _evaluator(model, digits, **config) -> tuple[Evaluator, SearchSpace]:

@@ -10,11 +10,11 @@ from factories import tiny_model
 
 import autoprune as ap
 from autoprune import latency_lut as lt
-from autoprune.budget import CostModel
-from autoprune.errors import BudgetError, ConfigError
-from autoprune.latency import latency_ratio
 from autoprune.models import small_cnn
 from search_spaces import SearchSpace
+from search_spaces.cost import CostModel
+from search_spaces.errors import BudgetError, ConfigError
+from search_spaces.measure import latency_ratio
 
 TOLERANCE = 0.10  # measured side by side on a shared 2-core machine: 10% noise allowed on the ratio
 
@@ -40,11 +40,12 @@ def test_budget_latency_round_trips_and_rejects_bad_settings() -> None:
     with pytest.raises(BudgetError, match="device must be 'cpu' or 'cuda"):
         ap.Budget.latency(0.5, device="tpu")
     with pytest.raises(BudgetError, match="apply to latency budgets only"):
-        ap.Budget("flops", 0.5, batch=4)
+        ap.Budget.from_dict({"flops": 0.5, "batch": 4})
     with pytest.raises(BudgetError, match="latency table"):
-        CostModel(_space(small_cnn(in_channels=1), torch.zeros(1, 1, 8, 8))).cost({}).metric("latency")
+        ap.Budget.latency(0.5).predicted(CostModel(_space(small_cnn(in_channels=1), torch.zeros(1, 1, 8, 8))).cost({}))
 
 
+@pytest.mark.slow  # builds and times a latency table
 @pytest.mark.usefixtures("_fast_probes")
 def test_table_round_trips_and_is_rebuilt_when_model_or_device_changes(tmp_path, cnn_inputs) -> None:
     model = small_cnn(in_channels=1).eval()
@@ -75,6 +76,7 @@ def test_table_round_trips_and_is_rebuilt_when_model_or_device_changes(tmp_path,
     assert lt.table_key(space, cnn_inputs, batch=1, threads=1, device="cuda") != table.key
 
 
+@pytest.mark.slow  # builds and times a latency table
 @pytest.mark.usefixtures("_fast_probes")
 def test_prediction_is_calibrated_to_the_unpruned_model(tmp_path, cnn_inputs) -> None:
     model = small_cnn(in_channels=1).eval()
@@ -88,6 +90,7 @@ def test_prediction_is_calibrated_to_the_unpruned_model(tmp_path, cnn_inputs) ->
     assert predicted == sorted(predicted, reverse=True)  # monotone, so bisection onto the budget is sound
 
 
+@pytest.mark.slow  # builds and times a latency table
 def test_impossible_latency_budget_is_a_clear_error(trained_cnn, digits) -> None:
     with pytest.raises(BudgetError, match=r"cannot be met: pruning every group to its max_ratio still takes"):
         ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.latency(0.01), train_data=digits.train,
@@ -97,19 +100,21 @@ def test_impossible_latency_budget_is_a_clear_error(trained_cnn, digits) -> None
                   train_data=digits.train, val_data=digits.val, trials=2)
 
 
+@pytest.mark.slow  # builds and times a latency table
 def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, digits, tmp_path) -> None:
     budget = ap.Budget.latency(0.8)
     result = ap.search(trained_cnn, digits.example_inputs(), budget=budget, train_data=digits.train,
                        val_data=digits.val, trials=6, evaluator={"finetune_steps": 2, "bn_batches": 2},
                        run_dir=tmp_path / "run")
-    check = result.summary["latency_check"]
-    assert check["met"] and check["measured_ratio"] <= budget.fraction
+    check = result.summary.latency_check
+    assert check.met and check.measured_ratio <= budget.fraction
     assert result.trials["latency_ms"].notna().all()
     exported = ap.load_pruned_model(small_cnn(in_channels=1), tmp_path / "run" / "model", digits.example_inputs())
     ratio, _, _ = latency_ratio(exported, trained_cnn, digits.example_inputs(), rounds=7)
     assert ratio <= budget.fraction * (1 + TOLERANCE), f"measured latency ratio {ratio:.3f} vs budget 0.8"
 
 
+@pytest.mark.slow  # builds and times a latency table
 @pytest.mark.usefixtures("_fast_probes")
 def test_depthwise_and_batchnorm_layers_are_timed_over_their_channel_count(tmp_path) -> None:
     model = torch.nn.Sequential(

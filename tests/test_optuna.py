@@ -5,7 +5,7 @@ import pytest
 
 import autoprune as ap
 from agents.optuna_search import JOURNAL, OptunaSearcher
-from autoprune.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 FAST = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from autoprune import Policy
-from autoprune.errors import PolicyError
 from autoprune.models import resnet20, small_cnn
 from search_spaces import SearchSpace
+from search_spaces.errors import PolicyError
 
 
 @pytest.fixture()
@@ -73,7 +73,7 @@ def test_loading_bad_files_raises_policy_error(tmp_path) -> None:
     bad.write_text("{not json")
     with pytest.raises(PolicyError, match="not valid JSON"):
         Policy.load(bad)
-    bad.write_text(json.dumps({"kind": "autoprune.policy", "schema_version": 99, "ratios": {}}))
+    bad.write_text(json.dumps({"kind": "search_spaces.policy", "schema_version": 99, "ratios": {}}))
     with pytest.raises(PolicyError, match="schema_version 99"):
         Policy.load(bad)
     bad.write_text(json.dumps({"ratios": {}}))

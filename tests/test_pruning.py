@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from autoprune import Policy, apply_policy, load_pruned_model
-from autoprune.errors import DataError, PolicyError, UnknownNameError
-from autoprune.evaluate import count_params
 from autoprune.export import save_pruned_model
 from autoprune.models import resnet20, small_cnn
 from autoprune.pruning import IMPORTANCES, prune
 from search_spaces import SearchSpace
+from search_spaces.errors import DataError, PolicyError, UnknownNameError
+from search_spaces.measure import count_params
 
 
 @pytest.fixture()

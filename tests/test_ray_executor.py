@@ -14,8 +14,8 @@ from factories import RecordingSearcher
 from ray.cluster_utils import Cluster
 
 import autoprune as ap
-from autoprune.errors import ConfigError, DataError
 from autoprune.executors import make_executor
+from search_spaces.errors import ConfigError, DataError
 
 FAST = {"bn_batches": 1, "finetune_steps": 3, "val_batches": 1}
 
@@ -51,6 +51,7 @@ def _search(model, digits, **kwargs):
     return ap.search(model, digits.example_inputs(), **options)
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 def test_trials_run_on_both_nodes_out_of_order(cluster, trained_cnn, digits, tmp_path) -> None:
     # trials long enough that the second node's worker starts before the first worker has done them all
     result = _search(trained_cnn, digits, trials=4, run_dir=tmp_path / "run",
@@ -64,6 +65,7 @@ def test_trials_run_on_both_nodes_out_of_order(cluster, trained_cnn, digits, tmp
     assert result.best_policy is not None and (tmp_path / "run" / "ray").is_dir()
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows(cluster, trained_cnn,
                                                                                    digits) -> None:
     killed: list[int] = []
@@ -86,6 +88,7 @@ def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows
     assert result.trials["status"].eq("ok").all()
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 def test_asha_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn, digits) -> None:
     searcher = RecordingSearcher()
     result = _search(trained_cnn, digits, trials=6, evaluator={**FAST, "finetune_steps": 9}, searcher=searcher,
@@ -93,10 +96,11 @@ def test_asha_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn
     assert len(result.trials) == 6
     assert set(result.trials["fidelity"]) <= {1, 3, 9} and (result.trials["fidelity"] == 9).any()
     assert sorted(searcher.told_fidelities) == sorted(result.trials["fidelity"])  # told what it came from
-    best = result.trials[result.trials["trial_id"] == result.summary["best_trial_id"]]
+    best = result.trials[result.trials["trial_id"] == result.summary.best_trial_id]
     assert int(best["fidelity"].iloc[0]) == 9  # the best policy is chosen among full-fidelity scores
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 def test_bad_input_stops_a_ray_search_with_the_real_error(cluster, trained_cnn, digits) -> None:
     start = time.perf_counter()
     with pytest.raises(DataError, match="no samples"):
@@ -119,6 +123,7 @@ def test_executor_options_are_checked() -> None:
     assert make_executor("ray", {"fidelity": "asha", "grace_period": 2, "reduction_factor": 2})._rungs(10) == (2, 4, 8)
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 def test_ray_tune_search_algorithm_runs_on_the_ray_executor(cluster, trained_cnn, digits) -> None:
     result = _search(trained_cnn, digits, trials=3, searcher="ray_tune", searcher_options={"algorithm": "basic"})
     assert sorted(result.trials["trial_id"]) == [0, 1, 2] and result.trials["feasible"].all()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # starts Ray drivers, kills them and resumes: minutes
+
 ARGS = ["--executor", "ray", "--max-concurrent", "1", "--bn-batches", "1", "--finetune-steps", "3",
         "--final-finetune-steps", "0"]
 

@@ -7,7 +7,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 import autoprune as ap
 from agents.ray_tune import RayTuneSearcher
-from autoprune.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 FAST = {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
 

@@ -9,9 +9,9 @@ import torch
 import autoprune as ap
 from autoprune import evaluate as evaluate_module
 from autoprune import rundir as rundir_module
-from autoprune.errors import BudgetError, ConfigError, EvaluationFailedError, RunDirError, UnknownNameError
-from autoprune.evaluate import count_flops
 from autoprune.models import small_cnn
+from search_spaces.errors import BudgetError, ConfigError, EvaluationFailedError, RunDirError, UnknownNameError
+from search_spaces.measure import count_flops
 
 FAST = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2}
 
@@ -46,6 +46,7 @@ def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -
     assert summary["pruned"]["flops"] == flops and summary["pruned"]["flops_ratio"] <= 0.5
     assert 0 <= summary["pruned"]["accuracy"] <= 1 and summary["baseline"]["accuracy"] > 0.5
     assert summary["baseline"]["latency_ms"] > 0 and summary["pruned"]["latency_ms"] > 0
+    assert ap.Summary.from_dict(summary) == result.summary  # summary.json reads back into the typed Summary
     fresh.eval()
     result.pruned_model.eval()
     x = next(iter(digits.test))[0]
@@ -161,3 +162,26 @@ def test_search_leaves_the_model_unchanged(trained_cnn, digits) -> None:
         assert all(torch.equal(before[k], v) for k, v in trained_cnn.state_dict().items())
     finally:
         trained_cnn.eval()
+
+
+def test_run_directories_of_the_previous_format_resume_and_unknown_formats_are_refused(trained_cnn, digits,
+                                                                                       tmp_path) -> None:
+    run = tmp_path / "run"
+    _search(trained_cnn, digits, run_dir=run, trials=2)
+    config = json.loads((run / "config.json").read_text())
+    assert config["format_version"] == 2
+    del config["format_version"]  # as written before the format was versioned (version 1, same layout)
+    (run / "config.json").write_text(json.dumps(config))
+    assert len(_search(trained_cnn, digits, run_dir=run, trials=3, resume=True).trials) == 3
+    (run / "config.json").write_text(json.dumps({**config, "format_version": 7}))
+    with pytest.raises(RunDirError, match="format version 7; this autoprune reads versions 1 and 2"):
+        _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
+
+
+def test_a_bug_surfaces_at_once_instead_of_becoming_failed_trials(trained_cnn, digits, monkeypatch) -> None:
+    def buggy(*args, **kwargs):
+        raise TypeError("a programming error in the recovery code")
+
+    monkeypatch.setattr(evaluate_module, "recalibrate_batchnorm", buggy)
+    with pytest.raises(TypeError, match="programming error"):
+        _search(trained_cnn, digits, trials=3)

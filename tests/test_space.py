@@ -9,10 +9,10 @@ from conftest import ARCHITECTURES
 from torch import nn
 
 from autoprune import apply_policy
-from autoprune.budget import CostModel
-from autoprune.errors import ConfigError, TraceError, UnknownNameError
-from autoprune.evaluate import count_flops, count_params
 from search_spaces import SearchSpace, available_presets, load_preset
+from search_spaces.cost import CostModel
+from search_spaces.errors import ConfigError, TraceError, UnknownNameError
+from search_spaces.measure import count_flops, count_params
 
 
 def _space(name: str, **options):

@@ -19,19 +19,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Tuner
 from ray.tune.search import Searcher as TuneSearcher
 
-from autoprune import errors
-from autoprune.errors import AutopruneError, ConfigError
-from autoprune.evaluate import Evaluator, Score
+from autoprune.evaluate import CANDIDATE_FAILURES, Evaluator, Score
 from autoprune.executors.base import Completed, Executor
-from autoprune.options import check_int, check_number
+from autoprune.executors.options import RayOptions
 from autoprune.searcher import Searcher, Trial
+from search_spaces import errors
+from search_spaces.errors import AutopruneError, ConfigError
 
 log = logging.getLogger(__name__)
 METRIC = "objective"
 FATAL = "fatal_error_type"
-FIDELITIES = (None, "asha")
 _SCORE_FIELDS = tuple(f.name for f in fields(Score))
 
 
@@ -41,7 +41,7 @@ def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[i
     import torch
     from ray import tune
 
-    from autoprune.policy import Policy
+    from search_spaces.policy import Policy
 
     torch.set_num_threads(threads)
     if ray.get_gpu_ids() and evaluator.config.device == "cpu":
@@ -54,7 +54,7 @@ def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[i
     except AutopruneError as exc:  # bad input: every trial would fail; the driver stops the search
         failed = Score.failed(exc, fidelity=0, seconds=0.0)
         tune.report({**_result(failed), **where, FATAL: type(exc).__name__})
-    except Exception as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
+    except CANDIDATE_FAILURES as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
         tune.report({**_result(Score.failed(exc, fidelity=0, seconds=0.0)), **where})
 
 
@@ -118,49 +118,9 @@ class TuneSearcherAdapter(TuneSearcher):
         self.on_result(Completed(trial, score, where))
 
 
-@dataclass
-class RayExecutor(Executor):
-    """Evaluations as Ray Tune trials.
-
-    Args:
-        address: None starts a local Ray sized to this machine and shuts it down afterwards; ``auto`` or
-            ``ray://host:10001`` joins a running cluster.
-        cpus_per_trial: CPUs reserved per trial (fractions allowed); also torch's thread count (>= 1).
-        gpus_per_trial: GPUs reserved per trial (fractions allowed).
-        max_concurrent: cap on trials running at once (None: as many as the cluster's resources allow).
-        max_failures: retries of a trial whose worker died (Ray Tune's ``FailureConfig``).
-        fidelity: None (every trial finetunes fully) or ``asha`` (ASHA stops poor candidates early).
-        grace_period: finetune steps before ASHA's first comparison (default: full steps / 9).
-        reduction_factor: ASHA keeps the best 1/reduction_factor at each rung; rungs are at
-            ``grace_period * reduction_factor**k`` steps below the full finetune.
-        storage_path: where Ray Tune keeps its results (default: ``<run_dir>/ray`` or a temporary dir).
-        dashboard: start Ray's dashboard with an embedded local Ray.
-        dashboard_host: interface the dashboard binds to (default ``127.0.0.1``).
-    """
-
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    max_failures: int = 2
-    fidelity: str | None = None
-    grace_period: int | None = None
-    reduction_factor: int = 3
-    storage_path: str | None = None
-    dashboard: bool = False
-    dashboard_host: str = "127.0.0.1"
-
-    def __post_init__(self) -> None:
-        check_number("cpus_per_trial", self.cpus_per_trial, low=0, inclusive=False)
-        check_number("gpus_per_trial", self.gpus_per_trial, low=0)
-        check_int("max_failures", self.max_failures, low=0)
-        if self.max_concurrent is not None:
-            check_int("max_concurrent", self.max_concurrent, low=1)
-        if self.fidelity not in FIDELITIES:
-            raise ConfigError(f"fidelity {self.fidelity!r} is not accepted; accepted: None, 'asha'")
-        if self.grace_period is not None:
-            check_int("grace_period", self.grace_period, low=1)
-        check_int("reduction_factor", self.reduction_factor, low=2)
+@dataclass(frozen=True)
+class RayExecutor(RayOptions, Executor):
+    """Evaluations as Ray Tune trials, with the options of :class:`RayOptions`."""
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ray", **asdict(self)}
@@ -201,8 +161,6 @@ class RayExecutor(Executor):
         run_dir: Path | None = None,
     ) -> None:
         import ray
-        from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
 
         # Ctrl+C / SIGINT must stop the search (resumable) instead of ending Ray Tune's loop "successfully".
         previous_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
@@ -212,35 +170,11 @@ class RayExecutor(Executor):
         try:
             if started and self.address is None:
                 self._check_resources(ray.cluster_resources())
-            full = evaluator.config.finetune_steps
-            rungs = self._rungs(full)
-            threads = max(1, int(self.cpus_per_trial))
-            trainable = tune.with_resources(
-                tune.with_parameters(_evaluate_trial, evaluator=evaluator, rungs=rungs, threads=threads),
-                {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
-            )
-            scheduler = None
-            if rungs:
-                scheduler = ASHAScheduler(time_attr="fidelity", max_t=full, grace_period=rungs[0],
-                                          reduction_factor=self.reduction_factor)
             if self.storage_path is None and run_dir is None:
                 scratch = tempfile.TemporaryDirectory(prefix="autoprune-ray-")
             storage = self.storage_path or (str(run_dir / "ray") if run_dir else scratch.name)
             adapter = TuneSearcherAdapter(searcher, on_result)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=adapter, metric=METRIC, mode="max",
-                    num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
-                    reuse_actors=True,  # one worker process per slot: no re-import or re-fetch per trial
-                ),
-                run_config=tune.RunConfig(
-                    storage_path=str(Path(storage).resolve()), name=f"trials-{time.strftime('%Y%m%d-%H%M%S')}",
-                    verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=self.max_failures),
-                ),
-            )
-            tuner.fit()
+            self._tuner(evaluator, adapter, remaining, storage).fit()
             if adapter.fatal is not None:
                 raise adapter.fatal
         finally:
@@ -252,6 +186,35 @@ class RayExecutor(Executor):
                 os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
             else:
                 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_sigint
+
+    def _tuner(self, evaluator: Evaluator, adapter: TuneSearcherAdapter, remaining: int, storage: str) -> Tuner:
+        """A Ray Tune ``Tuner`` running ``remaining`` trials of ``evaluator`` as the adapter suggests them."""
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+
+        full = evaluator.config.finetune_steps
+        rungs = self._rungs(full)
+        trainable = tune.with_resources(
+            tune.with_parameters(_evaluate_trial, evaluator=evaluator, rungs=rungs,
+                                 threads=max(1, int(self.cpus_per_trial))),
+            {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
+        )
+        scheduler = None
+        if rungs:
+            scheduler = ASHAScheduler(time_attr="fidelity", max_t=full, grace_period=rungs[0],
+                                      reduction_factor=self.reduction_factor)
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=adapter, metric=METRIC, mode="max",
+                num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
+                reuse_actors=True,  # one worker process per slot: no re-import or re-fetch per trial
+            ),
+            run_config=tune.RunConfig(
+                storage_path=str(Path(storage).resolve()), name=f"trials-{time.strftime('%Y%m%d-%H%M%S')}",
+                verbose=0, failure_config=tune.FailureConfig(max_failures=self.max_failures),
+            ),
+        )
 
     def _check_resources(self, available: dict[str, float]) -> None:
         """On an embedded Ray, a trial that asks for more than the machine has would wait forever."""

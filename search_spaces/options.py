@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
-from autoprune.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 T = TypeVar("T")
 

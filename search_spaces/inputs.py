@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from autoprune.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 
 def as_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:

@@ -10,11 +10,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from autoprune.errors import PolicyError
-from autoprune.io import atomic_write_text
+from search_spaces.errors import PolicyError
+from search_spaces.io import atomic_write_text
 
 SCHEMA_VERSION = 1
-_KIND = "autoprune.policy"
+_KIND = "search_spaces.policy"
 
 
 class _Group(Protocol):

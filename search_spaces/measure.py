@@ -1,4 +1,4 @@
-"""Measured latency with ``torch.utils.benchmark`` (warm-up, fixed threads, median)."""
+"""Measured costs of a real model: FLOPs (flop_counter), parameters, latency (``torch.utils.benchmark``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,26 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils import benchmark
+from torch.utils.flop_counter import FlopCounterMode
 
-from autoprune.errors import ConfigError
-from autoprune.inputs import as_tuple
+from search_spaces.errors import ConfigError
+from search_spaces.inputs import as_tuple
+
+
+def count_flops(model: nn.Module, example_inputs: Any) -> int:
+    """FLOPs of one forward pass on ``example_inputs``, counted by ``torch.utils.flop_counter``."""
+    inputs = as_tuple(example_inputs)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def with_batch(example_inputs: Any, batch: int) -> tuple[torch.Tensor, ...]:
