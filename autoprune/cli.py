@@ -28,6 +28,7 @@ from autoprune.loop import SearchResult
 from autoprune.models import build_model
 from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
+from autoprune.scheduler import SchedulerConfig
 from autoprune.study import Progress as SearchProgress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces import SearchSpace, default_preset
@@ -70,6 +71,11 @@ _SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--finetune-steps", {"type": int, "help": "finetune steps per candidate (evaluator fidelity)"}),
     ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
     ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
+    ("--scheduler", {"choices": ["none", "asha"],
+                     "help": "multi-fidelity: asha stops poor candidates at early finetune rungs (either executor)"}),
+    ("--rescore-top", {"type": int, "metavar": "K",
+                       "help": "re-score the best K candidates at 3x the finetune steps before exporting (default 3; "
+                       "0: off)"}),
     ("--final-finetune-steps", {"type": int, "help": "finetune steps for the best policy at the end"}),
     ("--round-to", {"type": int, "help": "keep channel counts at multiples of this (e.g. 8)"}),
     ("--run-dir", {"help": "output directory (must be empty unless --resume)"}),
@@ -81,7 +87,6 @@ _EXECUTOR_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--cpus-per-trial", {"type": float, "help": "CPUs per Ray trial (default 1)"}),
     ("--gpus-per-trial", {"type": float, "help": "GPUs per Ray trial (default 0)"}),
     ("--max-concurrent", {"type": int, "help": "cap on Ray trials running at once"}),
-    ("--fidelity", {"choices": ["asha"], "help": "asha: stop poor candidates early (Ray executor)"}),
 )
 
 
@@ -148,6 +153,8 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
         budget=_budget_from_args(args), searcher=args.searcher, searcher_options=options, trials=args.trials,
         seed=args.seed, evaluator=EvaluatorConfig.from_dict({**config.evaluator.to_dict(), **recipe}),
         final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir, round_to=args.round_to,
+        scheduler=None if args.scheduler is None else SchedulerConfig(kind=args.scheduler),
+        rescore=None if args.rescore_top is None else replace(config.rescore, top_k=args.rescore_top),
     )
     return _with_executor_flags(config, args)
 

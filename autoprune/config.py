@@ -16,6 +16,8 @@ from autoprune.evaluate import EvaluatorConfig
 from autoprune.executors import EXECUTORS, RayOptions
 from autoprune.loop import SearchResult, search
 from autoprune.models import build_model
+from autoprune.rescore import RescoreConfig
+from autoprune.scheduler import SchedulerConfig, split_legacy_options
 from autoprune.study import Progress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces.budget import Budget
@@ -23,7 +25,7 @@ from search_spaces.errors import ConfigError, unknown_name
 from search_spaces.options import check_int, check_number, check_str, from_mapping
 from search_spaces.presets import default_preset
 
-_TYPED = ("train", "budget", "evaluator", "executor_options")
+_TYPED = ("train", "budget", "evaluator", "executor_options", "scheduler", "rescore")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,11 @@ class SearchConfig:
         evaluator: per-candidate recovery; entries left out take :class:`EvaluatorConfig`'s defaults.
         final_finetune_steps: finetune steps for the best policy before the final report.
         executor: ``local`` or ``ray``; executor_options: the Ray executor's :class:`RayOptions`
-            (YAML e.g. ``{address: auto, cpus_per_trial: 1, fidelity: asha}``), None for ``local``.
+            (YAML e.g. ``{address: auto, cpus_per_trial: 1}``), None for ``local``.
+        scheduler: multi-fidelity on either executor: ``none`` (default) or ``asha``, or
+            ``{kind: asha, grace_period: 5, reduction_factor: 3}`` (:class:`SchedulerConfig`).
+        rescore: the best candidates scored again before one is exported: ``{top_k: 3, finetune_steps: ...,
+            val_batches: ...}`` or a count (:class:`RescoreConfig`).
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
         preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
     """
@@ -69,6 +75,8 @@ class SearchConfig:
     final_finetune_steps: int = 300
     executor: str = "local"
     executor_options: RayOptions | None = None
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    rescore: RescoreConfig = field(default_factory=RescoreConfig)
     run_dir: str | None = None
     preset: str | None = None
     ignore: list[str] = field(default_factory=list)
@@ -76,6 +84,11 @@ class SearchConfig:
     max_ratio: float | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.executor_options, Mapping):  # older configs chose the scheduler among Ray's options
+            options, legacy = split_legacy_options(self.executor_options)
+            object.__setattr__(self, "executor_options", options)
+            if legacy is not None and SchedulerConfig.from_value(self.scheduler) == SchedulerConfig():
+                object.__setattr__(self, "scheduler", legacy)
         for name in _TYPED:  # mappings (from YAML or keyword arguments) become typed values
             object.__setattr__(self, name, _typed(name, getattr(self, name), self.executor))
         if not isinstance(self.searcher_options, Mapping):
@@ -124,6 +137,7 @@ class SearchConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["budget"] = self.budget.to_dict()
         data["executor_options"] = {} if self.executor_options is None else asdict(self.executor_options)
+        data["scheduler"], data["rescore"] = self.scheduler.to_dict(), self.rescore.to_dict()
         data["train"], data["evaluator"] = asdict(self.train), self.evaluator.to_dict()
         data["searcher_options"], data["ignore"] = dict(self.searcher_options), list(self.ignore)
         return data
@@ -135,6 +149,10 @@ class SearchConfig:
 
 def _typed(name: str, value: Any, executor: str) -> Any:
     """A config entry as its typed value (a mapping is converted; a typed value is kept)."""
+    if name == "scheduler":
+        return SchedulerConfig.from_value(value)
+    if name == "rescore":
+        return RescoreConfig.from_value(value)
     if name == "budget":
         return value if isinstance(value, Budget) else Budget.from_dict(value)
     if name == "train":
@@ -199,6 +217,8 @@ def run_search(
         final_finetune_steps=config.final_finetune_steps,
         executor=config.executor,
         executor_options=config.executor_options,
+        scheduler=config.scheduler,
+        rescore=config.rescore,
         preset=config.preset or default_preset(config.model),
         ignore=config.ignore,
         round_to=config.round_to,

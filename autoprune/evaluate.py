@@ -91,6 +91,7 @@ class Score:
         params: parameter count of the pruned model.
         feasible: whether the pruned model meets the budget.
         fidelity: finetune steps spent on this candidate.
+        rung: how many rungs (scheduler stops) the candidate passed before this score (0: the first score).
         seconds: wall time of the evaluation.
         status: ``ok`` or ``failed``.
         error: the failure, if any.
@@ -108,6 +109,7 @@ class Score:
     feasible: bool
     fidelity: int
     seconds: float
+    rung: int = 0
     status: str = "ok"
     error: str | None = None
     latency_ms: float = math.nan
@@ -261,6 +263,11 @@ class Evaluator:
         self.cost_model = cost_model
         self.config = config or EvaluatorConfig()
 
+    def with_config(self, config: EvaluatorConfig) -> Evaluator:
+        """The same model, data, budget and cost model, scored with another recipe."""
+        return Evaluator(self.model, self.example_inputs, train_data=self.train_data, val_data=self.val_data,
+                         budget=self.budget, cost_model=self.cost_model, config=config)
+
     def prune(self, policy: Policy) -> PruneResult:
         """Prune a copy of the model (the same surgery ``evaluate`` does); returns a PruneResult."""
         return prune(
@@ -301,8 +308,9 @@ class Evaluator:
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches, device=device)
         recalibrated_at = lap = time.perf_counter()
         finetuning = validating = 0.0
-        for done in finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
-                                    weight_decay=self.config.weight_decay, stops=rungs, device=device):
+        stages = finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
+                                 weight_decay=self.config.weight_decay, stops=rungs, device=device)
+        for rung, done in enumerate(stages):
             finetuning += time.perf_counter() - lap
             lap = time.perf_counter()
             with torch.random.fork_rng(devices=[]):  # scoring a rung must not change the rest of the run
@@ -310,9 +318,9 @@ class Evaluator:
             validating += time.perf_counter() - lap
             lap = time.perf_counter()
             yield Score(accuracy=accuracy, loss=loss, flops=flops, params=params, feasible=feasible,
-                        fidelity=done, seconds=lap - start, latency_ms=latency_ms, prune_seconds=pruned_at - start,
-                        recalibrate_seconds=recalibrated_at - pruned_at, finetune_seconds=finetuning,
-                        validate_seconds=validating)
+                        fidelity=done, seconds=lap - start, rung=rung, latency_ms=latency_ms,
+                        prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
+                        finetune_seconds=finetuning, validate_seconds=validating)
             lap = time.perf_counter()  # time the caller spent between rungs is not ours
 
     def _seed(self) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pandas as pd
 from torch import nn
 
 from autoprune.evaluate import Evaluator, finetune, recalibrate_batchnorm, validate
 from autoprune.latency_check import check_and_repair
 from autoprune.pruning import PruneResult
-from autoprune.summary import ModelFigures, Summary
+from autoprune.rescore import RescoreConfig
+from autoprune.summary import ModelFigures, RescoredCandidate, Summary
 from search_spaces.budget import Budget, LatencyBudget, LatencySetting
 from search_spaces.errors import AutopruneError
 from search_spaces.measure import count_flops, count_params, latency_ratio, with_batch
@@ -28,11 +30,13 @@ class FinalConfig:
         steps: finetune steps for the best policy's model before the final report.
         lr: learning rate of that finetune (None: the evaluator's).
         measure_latency: time the baseline and the pruned model side by side for the summary.
+        rescore: how the best candidates are scored again before one is chosen.
     """
 
     steps: int = 0
     lr: float | None = None
     measure_latency: bool = True
+    rescore: RescoreConfig = field(default_factory=RescoreConfig)
 
     def __post_init__(self) -> None:
         check_int("final_finetune_steps", self.steps, low=0)
@@ -51,11 +55,12 @@ class FinalModel:
 
 def finalize(
     policy: Policy, *, evaluator: Evaluator, budget: Budget, test_data: Iterable, config: FinalConfig,
-    best_trial: tuple[int, float], trials: int, failed_trials: int,
+    best_trial: tuple[int, float], trials: int, failed_trials: int, rescored: pd.DataFrame | None = None,
 ) -> FinalModel:
     """Prune ``policy`` for real, make sure the budget holds, finetune, and compare with the baseline.
 
-    ``best_trial`` is the (id, search-time accuracy) of the trial ``policy`` comes from.
+    ``best_trial`` is the (id, search-time accuracy) of the trial ``policy`` comes from; ``rescored`` the
+    re-scored top candidates it was chosen from (if any), recorded in the summary.
     """
     model, inputs = evaluator.model, evaluator.example_inputs
     latency_check = None
@@ -76,6 +81,7 @@ def finalize(
         budget=budget, best_trial_id=best_trial[0], search_accuracy=best_trial[1], final_finetune_steps=config.steps,
         trials=trials, failed_trials=failed_trials, baseline=baseline, pruned=final, latency_check=latency_check,
         latency_speedup=speedup, latency_setting=setting if config.measure_latency else None,
+        rescored=() if rescored is None else tuple(RescoredCandidate(**r) for r in rescored.to_dict("records")),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     scores = {"search_accuracy": best_trial[1], "final_accuracy": final.accuracy, "flops": final.flops,

@@ -21,6 +21,8 @@ from autoprune.executors import Executor, make_executor
 from autoprune.export import save_pruned_model
 from autoprune.final import FinalConfig, FinalModel, finalize
 from autoprune.latency_lut import LatencyTable, latency_table
+from autoprune.rescore import RescoreConfig, best_rescored, rescore, top_candidates
+from autoprune.scheduler import SchedulerConfig, split_legacy_options
 from autoprune.searcher import SearchContext, Searcher, make_searcher
 from autoprune.study import Progress, ProgressCallback, Study
 from autoprune.summary import Summary
@@ -92,6 +94,8 @@ def search(
     measure_latency: bool = True,
     progress: ProgressCallback | None = None,
     run_config: Mapping[str, Any] | None = None,
+    scheduler: str | Mapping[str, Any] | SchedulerConfig | None = None,
+    rescore: int | Mapping[str, Any] | RescoreConfig | None = None,
 ) -> SearchResult:
     """Search per-group pruning ratios for ``model`` under ``budget`` and return the best policy.
 
@@ -117,12 +121,22 @@ def search(
         measure_latency: measure CPU latency of the baseline and pruned model for the summary.
         progress: called with a :class:`Progress` after every trial and at the end.
         run_config: extra settings recorded in the run directory's ``config.json`` (e.g. by the CLI).
+        scheduler: multi-fidelity: ``none`` (default: every candidate finetunes fully) or ``asha`` (or a
+            mapping / :class:`SchedulerConfig` with ``grace_period``, ``reduction_factor``): stops poor
+            candidates at early rungs, on either executor.
+        rescore: before the best policy is chosen, the best ``top_k`` candidates (default 3) are scored again
+            at a higher fidelity (:class:`RescoreConfig`; an int is ``top_k``; 0 turns it off).
     """
     if not isinstance(budget, Budget):
         raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
     check_int("trials", trials, low=1)
     check_int("seed", seed, low=0)
-    final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency)
+    final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency,
+                        rescore=RescoreConfig.from_value(rescore))
+    schedule = SchedulerConfig.from_value(scheduler)
+    if isinstance(executor_options, Mapping):  # the scheduler used to be chosen among the Ray executor's options
+        executor_options, legacy = split_legacy_options(executor_options)
+        schedule = legacy if legacy is not None and scheduler is None else schedule
     recipe = replace(EvaluatorConfig.from_dict(evaluator), seed=seed)
     if space is None:
         space = SearchSpace.from_model(
@@ -139,14 +153,15 @@ def search(
         run_dir=Path(run_dir) if run_dir is not None else None, model=model, example_inputs=example_inputs,
         full_fidelity=recipe.finetune_steps,
     )
-    config = _run_record(context, searcher, searcher_options, recipe, final, runner, run_config)
-    study = Study.open(context, chosen, config=config, resume=resume, progress=progress)
+    config = _run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config)
+    study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
     if study.run is not None and cost_model.latency is not None:
         cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
     scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
                        cost_model=cost_model, config=recipe)
     if study.remaining:
-        runner.run(chosen, scorer, remaining=study.remaining, on_result=study.record, run_dir=study.path)
+        runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining, on_result=study.record,
+                   run_dir=study.path)
     return _result(study, scorer, final, test_data if test_data is not None else val_data)
 
 
@@ -170,7 +185,8 @@ def _cost_model(
 
 def _run_record(
     context: SearchContext, searcher: str | Searcher, searcher_options: Mapping[str, Any] | None,
-    recipe: EvaluatorConfig, final: FinalConfig, runner: Executor, run_config: Mapping[str, Any] | None,
+    recipe: EvaluatorConfig, final: FinalConfig, runner: Executor, schedule: SchedulerConfig,
+    run_config: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What ``config.json`` records; the entries in ``rundir.RESUME_KEYS`` must match on resume."""
     space = context.space
@@ -182,8 +198,10 @@ def _run_record(
         "searcher_options": dict(searcher_options or {}),
         "seed": context.seed,
         "evaluator": recipe.to_dict(),
+        "scheduler": schedule.to_dict(),
         "trials": context.trials,
         "final_finetune_steps": final.steps,
+        "rescore": final.rescore.to_dict(),
         "executor": runner.describe(),
         "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
                   "max_ratios": space.max_ratios},
@@ -192,7 +210,7 @@ def _run_record(
 
 
 def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable) -> SearchResult:
-    """The search's result; with a feasible trial, its policy goes through the final step and is written out."""
+    """The search's result; with a feasible trial, the best policy goes through the final step and is written out."""
     table, space, full = study.checked_table(), study.context.space, evaluator.config.finetune_steps
     result = SearchResult(best_policy=None, trials=table, pareto=pareto_front(table, full), space=space,
                           run_dir=study.path)
@@ -200,17 +218,31 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
     if best is None:
         log.warning("no feasible trial finished among %d; no best policy", len(table))
         return result
+    rescored = _rescored(study, table, evaluator, final.rescore)
+    if rescored is not None:
+        best = table[table["trial_id"] == best_rescored(rescored)].iloc[0]
     study.notify("final", f"final finetune: {final.steps} steps")
     outcome = finalize(
         policy_of(best, space), evaluator=evaluator, budget=study.context.budget, test_data=test_data,
         config=final, best_trial=(int(best["trial_id"]), float(best["accuracy"])), trials=len(table),
-        failed_trials=int((table["status"] != "ok").sum()),
+        failed_trials=int((table["status"] != "ok").sum()), rescored=rescored,
     )
     if study.run is not None:
         _write_outputs(study.run, outcome, space, evaluator.example_inputs)
     result.best_policy, result.pruned_model, result.summary = outcome.policy, outcome.pruned.model, outcome.summary
     study.notify("done", "done")
     return result
+
+
+def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: RescoreConfig) -> pd.DataFrame | None:
+    """The top candidates scored again at the re-score fidelity (None when there is nothing to compare)."""
+    candidates = top_candidates(table, evaluator.config.finetune_steps, config.top_k)
+    if config.top_k < 2 or len(candidates) < 2:
+        return None
+    steps = config.steps(evaluator.config.finetune_steps)
+    study.notify("rescore", f"re-scoring the best {len(candidates)} candidates at {steps} finetune steps")
+    rescorer = evaluator.with_config(replace(evaluator.config, finetune_steps=steps, val_batches=config.val_batches))
+    return rescore(candidates, study.context.space, rescorer.evaluate)
 
 
 def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any) -> None:

@@ -17,6 +17,7 @@ CONFIG = "config.json"
 TRIALS_CSV = "trials.csv"
 TRIALS_PARQUET = "trials.parquet"
 SEARCHER_STATE = "searcher_state.pt"
+SCHEDULER_STATE = "scheduler_state.json"
 BEST_POLICY = "best_policy.json"
 MODEL_DIR = "model"
 SUMMARY = "summary.json"
@@ -24,7 +25,9 @@ LATENCY_TABLE = "latency_table.json"
 # Layout of the run directory; config.json records it. 1: written before "format_version" existed (same layout).
 FORMAT_VERSION = 2
 # Settings that must match when a search is resumed (trials may grow).
-RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator")
+RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
+# What a run directory written before a setting existed used (so it still resumes).
+RESUME_DEFAULTS = {"scheduler": {"kind": "none", "grace_period": None, "reduction_factor": 3}}
 
 
 class RunDir:
@@ -65,7 +68,7 @@ class RunDir:
             raise RunDirError(f"{str(self.path)!r} holds run directory format version {version!r}; this autoprune "
                               f"reads versions 1 and {FORMAT_VERSION}: resume it with the autoprune that wrote it")
         fresh = json.loads(json.dumps(dict(config), default=str))
-        differ = [k for k in RESUME_KEYS if saved.get(k) != fresh.get(k)]
+        differ = [k for k in RESUME_KEYS if saved.get(k, RESUME_DEFAULTS.get(k)) != fresh.get(k)]
         if differ:
             detail = "; ".join(f"{k}: saved {saved.get(k)!r} vs now {fresh.get(k)!r}" for k in differ)
             raise RunDirError(f"cannot resume {str(self.path)!r}: the search settings changed ({detail})")
@@ -93,6 +96,13 @@ class RunDir:
         path = self.file(SEARCHER_STATE)
         # Our own file in the user's run directory; searcher states hold numpy RNG states and networks.
         return torch.load(path, weights_only=False) if path.exists() else None
+
+    def write_scheduler_state(self, state: Mapping[str, Any]) -> None:
+        atomic_write_json(self.file(SCHEDULER_STATE), dict(state))
+
+    def read_scheduler_state(self) -> dict[str, Any] | None:
+        path = self.file(SCHEDULER_STATE)
+        return json.loads(path.read_text()) if path.exists() else None
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_json(self.file(SUMMARY), dict(summary))

@@ -26,11 +26,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Trial:
-    """One candidate: an id unique within a search, the policy, and the fidelity asked for (None: full)."""
+    """One candidate: an id unique within a search and the policy to evaluate."""
 
     id: int
     policy: Policy
-    fidelity: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from autoprune import rundir as rd
 from autoprune.executors.base import Completed
+from autoprune.scheduler import Scheduler
 from autoprune.searcher import SearchContext, Searcher
 from autoprune.trials import trial_row, trials_table
 from search_spaces.errors import EvaluationFailedError
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress event for callbacks: ``stage`` is ``latency_table``, ``trial``, ``final`` or ``done``."""
+    """A progress event for callbacks: ``stage`` is ``latency_table``, ``trial``, ``rescore``, ``final`` or ``done``."""
 
     stage: str
     completed: int
@@ -39,16 +40,18 @@ class Study:
     Open one with :meth:`open`; the executor hands each finished trial to :meth:`record`.
     """
 
-    def __init__(self, context: SearchContext, searcher: Searcher, run: rd.RunDir | None,
+    def __init__(self, context: SearchContext, searcher: Searcher, scheduler: Scheduler, run: rd.RunDir | None,
                  progress: ProgressCallback | None = None) -> None:
-        self.context, self.searcher, self.run, self.progress = context, searcher, run, progress
+        self.context, self.searcher, self.scheduler, self.run = context, searcher, scheduler, run
+        self.progress = progress
         self.rows: list[dict[str, Any]] = []
         self.best_accuracy: float | None = None
 
     @classmethod
-    def open(cls, context: SearchContext, searcher: Searcher, *, config: Mapping[str, Any], resume: bool,
-             progress: ProgressCallback | None = None) -> Study:
-        """Prepare the run directory, set the searcher up and, when resuming, restore trials and searcher state.
+    def open(cls, context: SearchContext, searcher: Searcher, scheduler: Scheduler, *, config: Mapping[str, Any],
+             resume: bool, progress: ProgressCallback | None = None) -> Study:
+        """Prepare the run directory, set the searcher up and, when resuming, restore the trials and the
+        searcher's and scheduler's state.
 
         A new run directory is removed again when the searcher's setup fails (nothing ran).
         """
@@ -60,7 +63,7 @@ class Study:
             if run is not None and not resuming:
                 run.discard()
             raise
-        study = cls(context, searcher, run, progress)
+        study = cls(context, searcher, scheduler, run, progress)
         if resuming:
             study._restore()
         return study
@@ -71,6 +74,9 @@ class Study:
             self.rows = previous.to_dict("records")
         if state is not None:
             self.searcher.load_state_dict(state)
+        scheduler_state = self.run.read_scheduler_state()
+        if scheduler_state is not None:
+            self.scheduler.load_state_dict(scheduler_state)
         if self.rows:
             self.searcher.skip_ids_below(max(int(r["trial_id"]) for r in self.rows) + 1)
         feasible = [r["accuracy"] for r in self.rows if r["status"] == "ok" and r["feasible"]]
@@ -97,6 +103,7 @@ class Study:
         log.info("trial %d: %s", done.trial.id, message)
         if self.run is not None:  # state first: a crash in between loses this row, never repeats it
             self.run.write_searcher_state(self.searcher.state_dict())
+            self.run.write_scheduler_state(self.scheduler.state_dict())
             self.run.write_trials(self.table())
         self.notify("trial", message)
 

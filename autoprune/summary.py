@@ -45,6 +45,18 @@ class ModelFigures:
 
 
 @dataclass(frozen=True)
+class RescoredCandidate:
+    """One of the best candidates scored again at a higher fidelity before the exported one was chosen."""
+
+    trial_id: int
+    search_accuracy: float
+    accuracy: float
+    loss: float
+    fidelity: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Summary:
     """Baseline vs pruned after the final finetune; ``summary.json`` is :meth:`to_dict`.
 
@@ -58,6 +70,7 @@ class Summary:
         latency_check: the measured check of a latency budget (None for other budgets).
         latency_speedup: baseline/pruned latency measured side by side (None when not measured).
         latency_setting: where the latency was measured.
+        rescored: the best candidates scored again (the exported one is the most accurate of them).
         finished: local time the outputs were written (ISO 8601).
     """
 
@@ -72,6 +85,7 @@ class Summary:
     latency_check: LatencyCheck | None = None
     latency_speedup: float | None = None
     latency_setting: LatencySetting | None = None
+    rescored: tuple[RescoredCandidate, ...] = ()
     finished: str = ""
 
     @property
@@ -94,6 +108,7 @@ class Summary:
         for name in ("latency_check", "latency_setting"):
             value = getattr(self, name)
             data[name] = None if value is None else _drop_none(asdict(value))
+        data["rescored"] = [asdict(r) for r in self.rescored]
         return _drop_none(data)
 
     @classmethod
@@ -109,6 +124,7 @@ class Summary:
                 values["latency_check"] = LatencyCheck(**values["latency_check"])
             if values.get("latency_setting") is not None:
                 values["latency_setting"] = LatencySetting(**values["latency_setting"])
+            values["rescored"] = tuple(RescoredCandidate(**r) for r in values.get("rescored", ()))
             return cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise RunDirError(f"not a summary written by this version of autoprune: {exc}") from exc

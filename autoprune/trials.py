@@ -16,7 +16,7 @@ from search_spaces.space import SearchSpace
 RATIO_PREFIX = "ratio:"
 PHASE_COLUMNS = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "validate_seconds")
 COLUMNS = ("trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible",
-           "fidelity", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node", "pid")
+           "fidelity", "rung", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node", "pid")
 
 
 def trial_row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str, Any]:

@@ -45,3 +45,36 @@ class RecordingSearcher(RandomSearcher):
 
     def _tell(self, trial, score) -> None:
         self.told_fidelities.append(score.fidelity)
+
+
+class QualitySearcher(RandomSearcher):
+    """Proposes uniform policies whose quality (1 - ratio) follows a fixed script, then random ones."""
+
+    def __init__(self, qualities: list[float]) -> None:
+        super().__init__()
+        self.qualities = qualities
+
+    def _ask(self, trial_id: int):
+        if trial_id >= len(self.qualities):
+            return super()._ask(trial_id)
+        ratio = 1.0 - self.qualities[trial_id]
+        return self.context.policy({g.name: min(ratio, g.max_ratio) for g in self.context.space})
+
+
+class ToyEvaluator:
+    """An evaluator with known scores: at ``steps`` finetune steps a policy scores ``quality * steps / full``,
+    where quality is 1 - its first group's ratio (picklable, so Ray workers can run it)."""
+
+    def __init__(self, full: int, space) -> None:
+        from autoprune.evaluate import EvaluatorConfig
+
+        self.config = EvaluatorConfig(finetune_steps=full)
+        self.space = space
+
+    def evaluate_rungs(self, policy, *, steps=None, rungs=()):
+        from autoprune.evaluate import Score
+
+        full = self.config.finetune_steps
+        quality = 1.0 - policy[self.space.names[0]]
+        for rung, done in enumerate([*[r for r in rungs if r < full], full]):
+            yield Score(quality * done / full, 0.0, 1, 1, True, done, 0.0, rung=rung)

@@ -6,11 +6,11 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from autoprune.evaluate import Evaluator, Score
-    from autoprune.searcher import Searcher, Trial
+from autoprune.evaluate import Evaluator, Score
+from autoprune.scheduler import Scheduler
+from autoprune.searcher import Searcher, Trial
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ class Completed:
 class Executor(abc.ABC):
     """Runs a search's evaluations: in this process, or as Ray Tune trials.
 
-    ``run`` asks ``searcher`` for trials, evaluates them with ``evaluator``, tells the searcher each score
-    (in completion order) and then hands the result to ``on_result``, until ``remaining`` trials have
-    finished or the searcher has nothing more to propose while nothing is running.
+    ``run`` asks ``searcher`` for trials, evaluates them with ``evaluator`` through the rungs of
+    ``scheduler`` (which alone decides whether a candidate continues), tells the searcher each score (in
+    completion order) and then hands the result to ``on_result``, until ``remaining`` trials have finished
+    or the searcher has nothing more to propose while nothing is running.
     """
 
     @abc.abstractmethod
@@ -36,6 +37,7 @@ class Executor(abc.ABC):
         searcher: Searcher,
         evaluator: Evaluator,
         *,
+        scheduler: Scheduler,
         remaining: int,
         on_result: Callable[[Completed], None],
         run_dir: Path | None = None,

@@ -8,17 +8,19 @@ from pathlib import Path
 
 from autoprune.evaluate import Evaluator
 from autoprune.executors.base import Completed, Executor
+from autoprune.scheduler import Scheduler, scheduled_score
 from autoprune.searcher import Searcher
 
 
 class LocalExecutor(Executor):
-    """Asks, evaluates and tells one trial at a time, in this process."""
+    """Asks, evaluates (through the scheduler's rungs) and tells one trial at a time, in this process."""
 
     def run(
         self,
         searcher: Searcher,
         evaluator: Evaluator,
         *,
+        scheduler: Scheduler,
         remaining: int,
         on_result: Callable[[Completed], None],
         run_dir: Path | None = None,
@@ -27,6 +29,6 @@ class LocalExecutor(Executor):
             trial = searcher.ask()
             if trial is None:  # nothing runs here in the background, so nothing more will come
                 return
-            score = evaluator.evaluate_safely(trial.policy, fidelity=trial.fidelity)
+            score = scheduled_score(evaluator, scheduler, trial.id, trial.policy)
             searcher.tell(trial, score)
             on_result(Completed(trial, score, {"node": "local", "pid": os.getpid()}))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search_spaces.errors import ConfigError
 from search_spaces.options import check_int, check_number
-
-FIDELITIES = (None, "asha")
 
 
 @dataclass(frozen=True)
@@ -21,10 +18,6 @@ class RayOptions:
         gpus_per_trial: GPUs reserved per trial (fractions allowed).
         max_concurrent: cap on trials running at once (None: as many as the cluster's resources allow).
         max_failures: retries of a trial whose worker died (Ray Tune's ``FailureConfig``).
-        fidelity: None (every trial finetunes fully) or ``asha`` (ASHA stops poor candidates early).
-        grace_period: finetune steps before ASHA's first comparison (default: full steps / 9).
-        reduction_factor: ASHA keeps the best 1/reduction_factor at each rung; rungs are at
-            ``grace_period * reduction_factor**k`` steps below the full finetune.
         storage_path: where Ray Tune keeps its results (default: ``<run_dir>/ray`` or a temporary dir).
         dashboard: start Ray's dashboard with an embedded local Ray.
         dashboard_host: interface the dashboard binds to (default ``127.0.0.1``).
@@ -35,9 +28,6 @@ class RayOptions:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_failures: int = 2
-    fidelity: str | None = None
-    grace_period: int | None = None
-    reduction_factor: int = 3
     storage_path: str | None = None
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
@@ -48,8 +38,3 @@ class RayOptions:
         check_int("max_failures", self.max_failures, low=0)
         if self.max_concurrent is not None:
             check_int("max_concurrent", self.max_concurrent, low=1)
-        if self.fidelity not in FIDELITIES:
-            raise ConfigError(f"fidelity {self.fidelity!r} is not accepted; accepted: None, 'asha'")
-        if self.grace_period is not None:
-            check_int("grace_period", self.grace_period, low=1)
-        check_int("reduction_factor", self.reduction_factor, low=2)

@@ -2,9 +2,9 @@
 
 The autoprune searcher is wrapped in a ``ray.tune.search.Searcher`` adapter, so Ray Tune asks it for
 configs and reports completions (out of order) back to it in the driver. The evaluator (model weights and
-data loaders) goes to the object store once through ``tune.with_parameters``. ``fidelity="asha"`` reports
-a score after each finetune rung and lets Ray Tune's ASHA scheduler stop poor candidates early; every
-score reaches the searcher with the fidelity it came from.
+data loaders) goes to the object store once through ``tune.with_parameters``. A trial reports a score at
+each of the autoprune scheduler's rungs; a ``TrialScheduler`` adapter lets that scheduler decide whether it
+continues, so both executors stop the same candidates. Every score reaches the searcher with its fidelity.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Tuner
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher as TuneSearcher
 
 from autoprune.evaluate import CANDIDATE_FAILURES, Evaluator, Score
 from autoprune.executors.base import Completed, Executor
 from autoprune.executors.options import RayOptions
+from autoprune.scheduler import Scheduler
 from autoprune.searcher import Searcher, Trial
 from search_spaces import errors
 from search_spaces.errors import AutopruneError, ConfigError
@@ -118,22 +120,30 @@ class TuneSearcherAdapter(TuneSearcher):
         self.on_result(Completed(trial, score, where))
 
 
+class TuneSchedulerAdapter(FIFOScheduler):
+    """Presents an autoprune Scheduler to Ray Tune: at every rung it decides whether the trial continues."""
+
+    def __init__(self, scheduler: Scheduler, full: int) -> None:
+        super().__init__()
+        self.wrapped, self.full = scheduler, full
+
+    def __getstate__(self) -> dict[str, Any]:  # the scheduler's state is saved by autoprune's run directory
+        return {"full": self.full}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        steps = int(result.get("fidelity", self.full))
+        if result.get("status") != "ok" or steps >= self.full:
+            return TrialScheduler.CONTINUE
+        keep = self.wrapped.keep_going(int(trial.config["trial_id"]), steps, float(result["accuracy"]))
+        return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
+
+
 @dataclass(frozen=True)
 class RayExecutor(RayOptions, Executor):
     """Evaluations as Ray Tune trials, with the options of :class:`RayOptions`."""
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ray", **asdict(self)}
-
-    def _rungs(self, full: int) -> tuple[int, ...]:
-        """ASHA's milestones below the full finetune (where it may stop a trial)."""
-        if self.fidelity is None or full == 0:
-            return ()
-        rung, rungs = self.grace_period or max(1, full // 9), []
-        while rung < full:
-            rungs.append(rung)
-            rung *= self.reduction_factor
-        return tuple(rungs)
 
     def _init_ray(self) -> bool:
         """Connect to (or start) Ray; True if this call started it."""
@@ -156,6 +166,7 @@ class RayExecutor(RayOptions, Executor):
         searcher: Searcher,
         evaluator: Evaluator,
         *,
+        scheduler: Scheduler,
         remaining: int,
         on_result: Callable[[Completed], None],
         run_dir: Path | None = None,
@@ -174,7 +185,7 @@ class RayExecutor(RayOptions, Executor):
                 scratch = tempfile.TemporaryDirectory(prefix="autoprune-ray-")
             storage = self.storage_path or (str(run_dir / "ray") if run_dir else scratch.name)
             adapter = TuneSearcherAdapter(searcher, on_result)
-            self._tuner(evaluator, adapter, remaining, storage).fit()
+            self._tuner(evaluator, scheduler, adapter, remaining, storage).fit()
             if adapter.fatal is not None:
                 raise adapter.fatal
         finally:
@@ -187,27 +198,24 @@ class RayExecutor(RayOptions, Executor):
             else:
                 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_sigint
 
-    def _tuner(self, evaluator: Evaluator, adapter: TuneSearcherAdapter, remaining: int, storage: str) -> Tuner:
+    def _tuner(self, evaluator: Evaluator, scheduler: Scheduler, adapter: TuneSearcherAdapter, remaining: int,
+               storage: str) -> Tuner:
         """A Ray Tune ``Tuner`` running ``remaining`` trials of ``evaluator`` as the adapter suggests them."""
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
 
         full = evaluator.config.finetune_steps
-        rungs = self._rungs(full)
+        rungs = scheduler.rungs(full)
         trainable = tune.with_resources(
             tune.with_parameters(_evaluate_trial, evaluator=evaluator, rungs=rungs,
                                  threads=max(1, int(self.cpus_per_trial))),
             {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
         )
-        scheduler = None
-        if rungs:
-            scheduler = ASHAScheduler(time_attr="fidelity", max_t=full, grace_period=rungs[0],
-                                      reduction_factor=self.reduction_factor)
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=adapter, metric=METRIC, mode="max",
-                num_samples=remaining, max_concurrent_trials=self.max_concurrent, scheduler=scheduler,
+                num_samples=remaining, max_concurrent_trials=self.max_concurrent,
+                scheduler=TuneSchedulerAdapter(scheduler, full),
                 reuse_actors=True,  # one worker process per slot: no re-import or re-fetch per trial
             ),
             run_config=tune.RunConfig(
