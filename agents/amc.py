@@ -222,7 +222,7 @@ class AMCSearcher(SeededSearcher):
             "policy": self.agent.policy.state_dict(),
             "actor_optimizer": self.agent.actor.optimizer.state_dict(),
             "critic_optimizer": self.agent.critic.optimizer.state_dict(),
-            "replay_buffer": self.agent.replay_buffer,
+            "replay_buffer": _buffer_arrays(self.agent.replay_buffer),
             "n_updates": self.agent._n_updates,
             "asked": self._asked,
             "told": self._told,
@@ -233,7 +233,23 @@ class AMCSearcher(SeededSearcher):
         self.agent.policy.load_state_dict(state["policy"])
         self.agent.actor.optimizer.load_state_dict(state["actor_optimizer"])
         self.agent.critic.optimizer.load_state_dict(state["critic_optimizer"])
-        self.agent.replay_buffer = copy.deepcopy(state["replay_buffer"])
+        _load_buffer(self.agent.replay_buffer, state["replay_buffer"])
         self.agent._n_updates = state["n_updates"]
         self._asked, self._told = state["asked"], state["told"]
         self._episodes.clear()
+
+
+_BUFFER_ARRAYS = ("observations", "actions", "rewards", "next_observations", "dones", "timeouts")
+
+
+def _buffer_arrays(buffer: Any) -> dict[str, Any]:
+    """An SB3 replay buffer's contents as arrays (saved as tensors; no pickled object)."""
+    return {**{name: getattr(buffer, name) for name in _BUFFER_ARRAYS}, "pos": int(buffer.pos),
+            "full": bool(buffer.full)}
+
+
+def _load_buffer(buffer: Any, state: Mapping[str, Any]) -> None:
+    for name in _BUFFER_ARRAYS:
+        getattr(buffer, name)[...] = state[name]
+    buffer.pos, buffer.full = int(state["pos"]), bool(state["full"])
+

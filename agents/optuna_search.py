@@ -2,26 +2,29 @@
 
 One float parameter per group in ``[0, max_ratio]``. A sampled point that misses the budget is repaired
 (the core's repair step) before evaluation, and its raw budget violation is recorded with
-``trial.set_constraint`` so constraint-aware samplers learn where the budget lies. With a run directory
-the study lives in ``<run_dir>/optuna.journal`` (Optuna's ``JournalStorage``), so it resumes and
-``optuna-dashboard <run_dir>/optuna.journal`` can open it.
+``trial.set_constraint`` so constraint-aware samplers learn where the budget lies. The first trial is the
+uniform policy (``warm_start``), so the sampler starts from the strongest one-evaluation baseline.
+
+A sampler given by name is created afresh for every ask, seeded by (search seed, trial number): its
+proposals depend only on the study's trials. The searcher's state is therefore the log of asks and tells,
+and a resumed search replays it into a fresh in-memory study (nothing is pickled; Optuna's own storages
+pickle CMA-ES state, so none is read back from a run directory).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
 from autoprune.searcher import SearchContext, Searcher, Trial
+from search_spaces.cost import uniform_ratios
 from search_spaces.errors import ConfigError
 from search_spaces.policy import Policy
 
 SAMPLERS = ("tpe", "cmaes", "nsga2", "random")
-JOURNAL = "optuna.journal"
 CONSTRAINT = "budget_violation"
 
 
@@ -56,6 +59,7 @@ class OptunaSearcher(Searcher):
         *,
         sampler: str | optuna.samplers.BaseSampler = "tpe",
         multi_objective: bool | None = None,
+        warm_start: bool = True,
         study_name: str = "autoprune",
     ) -> None:
         super().__init__()
@@ -65,60 +69,81 @@ class OptunaSearcher(Searcher):
             make_sampler(sampler, 0)  # raises the error naming the accepted samplers
         self.sampler_spec = sampler
         self.multi_objective = sampler == "nsga2" if multi_objective is None else bool(multi_objective)
+        self.warm_start = bool(warm_start)
         self.study_name = study_name
         self._trials: dict[int, int] = {}  # autoprune trial id -> optuna trial number
 
     def _setup(self, context: SearchContext) -> None:
         optuna.logging.set_verbosity(logging.WARNING)
-        sampler = self.sampler_spec
-        self.sampler = make_sampler(sampler, context.seed) if isinstance(sampler, str) else sampler
-        self.storage: Any = None
-        if context.run_dir is not None:
-            backend = optuna.storages.journal.JournalFileBackend(str(context.run_dir / JOURNAL))
-            self.storage = optuna.storages.JournalStorage(backend)
+        self._start(context.seed)
+
+    def _start(self, seed: int) -> None:
+        """A fresh in-memory study (the uniform policy enqueued first); the event log starts empty."""
+        self.seed = seed
+        self._events: list[list[Any]] = []
         directions = ["maximize", "minimize"] if self.multi_objective else ["maximize"]
-        self.study = optuna.create_study(
-            study_name=self.study_name, storage=self.storage, sampler=self.sampler, directions=directions,
-            load_if_exists=True,
-        )
-        for stale in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            self.study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # asked before a crash
+        self.study = optuna.create_study(study_name=self.study_name, sampler=self._sampler(0),
+                                         directions=directions)
+        if self.warm_start:
+            self.study.enqueue_trial(uniform_ratios(self.context.cost_model, self.context.budget))
+
+    def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
+        spec = self.sampler_spec
+        return make_sampler(spec, (self.seed * 1_000_003 + number) % 2**32) if isinstance(spec, str) else spec
 
     def _ask(self, trial_id: int) -> Policy:
+        sampled = self._ask_study()
+        return self.context.policy(self.context.repair(sampled))
+
+    def _ask_study(self) -> dict[str, float]:
+        """Ask the study for its next trial (recorded in the log); returns the sampled ratios."""
         context = self.context
+        self.study.sampler = self._sampler(len(self.study.trials))
         trial = self.study.ask()
         sampled = {g.name: trial.suggest_float(g.name, 0.0, g.max_ratio) for g in context.space}
         budget, cost_model = context.budget, context.cost_model
-        limit = budget.limit(cost_model.base)
-        cost = budget.predicted(cost_model.cost(sampled))
-        if not isinstance(self.sampler, optuna.samplers.CmaEsSampler):  # CMA-ES ignores constraints
-            violation = (cost - limit) / budget.predicted(cost_model.base)
+        if not isinstance(self.study.sampler, optuna.samplers.CmaEsSampler):  # CMA-ES ignores constraints
+            violation = (budget.predicted(cost_model.cost(sampled)) - budget.limit(cost_model.base)) \
+                / budget.predicted(cost_model.base)
             trial.set_constraint(CONSTRAINT, violation)
-        self._trials[trial_id] = trial.number
-        return context.policy(context.repair(sampled))
+        self._trials[self._next_id] = trial.number
+        self._events.append(["ask"])
+        return sampled
 
     def _tell(self, trial: Trial, score: Any) -> None:
         number = self._trials.pop(trial.id)
         if not score.ok:
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
-            return
-        if score.fidelity < self.context.full_fidelity:  # stopped early by ASHA: Optuna's "pruned"
-            self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
-            return
-        flops_ratio = score.flops / self.context.cost_model.base.flops
-        self.study.tell(number, [score.accuracy, flops_ratio] if self.multi_objective else score.accuracy)
+            outcome: list[Any] = ["fail"]
+        elif score.fidelity < self.context.full_fidelity:  # stopped early by the scheduler: Optuna's "pruned"
+            outcome = ["pruned"]
+        else:
+            flops_ratio = score.flops / self.context.cost_model.base.flops
+            outcome = ["value", [score.accuracy, flops_ratio] if self.multi_objective else [score.accuracy]]
+        self._events.append(["tell", number, *outcome])
+        self._tell_study(number, outcome)
+
+    def _tell_study(self, number: int, outcome: list[Any]) -> None:
+        if outcome[0] == "value":
+            values = outcome[1]
+            self.study.tell(number, values if self.multi_objective else values[0])
+        else:
+            state = optuna.trial.TrialState.FAIL if outcome[0] == "fail" else optuna.trial.TrialState.PRUNED
+            self.study.tell(number, state=state)
 
     def _state_dict(self) -> dict[str, Any]:
-        in_memory = self.storage is None
-        return {
-            "sampler": pickle.dumps(self.sampler),
-            "trials": self.study.get_trials(deepcopy=True) if in_memory else None,
-        }
+        return {"seed": self.seed, "events": [list(e) for e in self._events]}
 
     def _load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.sampler = pickle.loads(state["sampler"])
-        self.study.sampler = self.sampler
-        if state["trials"] is not None and self.storage is None:
-            done = [t for t in state["trials"] if t.state.is_finished()]
-            self.study.add_trials(done)
+        if not isinstance(self.sampler_spec, str):
+            raise ConfigError("an optuna searcher given a sampler instance cannot be restored; give the sampler "
+                              f"by name ({', '.join(SAMPLERS)}) to make the search resumable")
+        self._start(int(state["seed"]))  # the same asks and tells, in order, rebuild the same study
+        for event in state["events"]:
+            if event[0] == "ask":
+                self._ask_study()
+            else:
+                self._tell_study(int(event[1]), list(event[2:]))
+        self._events = [list(e) for e in state["events"]]
         self._trials.clear()
+        for stale in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            self.study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # asked, never told: runs again

@@ -1,17 +1,16 @@
 """Ray Tune's own search algorithms (``OptunaSearch``, ``HyperOptSearch``, ...) behind autoprune's ask/tell.
 
 The adapter drives a ``ray.tune.search.Searcher`` through its public interface (``set_search_properties``,
-``suggest``, ``on_trial_complete``, ``save``/``restore``), in this process: no Ray cluster is needed. One
-``tune.uniform(0, max_ratio)`` parameter per group; suggestions that miss the budget are repaired.
+``suggest``, ``on_trial_complete``), in this process: no Ray cluster is needed. One
+``tune.uniform(0, max_ratio)`` parameter per group; suggestions that miss the budget are repaired. Its state
+is the log of suggestions and results: a resumed search replays it into a fresh, equally seeded algorithm
+(Tune's own ``save`` pickles, and nothing pickled is read back from a run directory).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,13 +58,6 @@ class BasicVariantSearch:
             def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
                 pass  # non-adaptive
 
-            def save(self, checkpoint_path: str) -> None:
-                Path(checkpoint_path).write_text(json.dumps({"seed": self.seed, "drawn": self.drawn}))
-
-            def restore(self, checkpoint_path: str) -> None:
-                state = json.loads(Path(checkpoint_path).read_text())
-                self.seed, self.drawn = state["seed"], state["drawn"]
-
         return _Basic()
 METRIC = "accuracy"
 
@@ -104,10 +96,15 @@ class RayTuneSearcher(Searcher):
             raise ConfigError(f"Ray Tune's {cls_name} is not available here: {exc}") from exc
 
     def _setup(self, context: SearchContext) -> None:
+        self._start(context.seed)
+
+    def _start(self, seed: int) -> None:
+        """A fresh algorithm seeded with ``seed``, given the space; the event log starts empty."""
         from ray import tune
 
-        self.algorithm = self._build(context.seed)
-        config = {g.name: tune.uniform(0.0, g.max_ratio) for g in context.space}
+        self.algorithm, self.seed = self._build(seed), seed
+        self._events: list[list[Any]] = []
+        config = {g.name: tune.uniform(0.0, g.max_ratio) for g in self.context.space}
         if not self.algorithm.set_search_properties(METRIC, "max", config):
             raise ConfigError(f"{type(self.algorithm).__name__} already has a search space or metric; pass a fresh "
                               "instance (autoprune sets one parameter per channel group)")
@@ -116,25 +113,34 @@ class RayTuneSearcher(Searcher):
         from ray.tune.search import Searcher as TuneSearcher
 
         suggestion = self.algorithm.suggest(str(trial_id))
+        self._events.append(["suggest", trial_id])
         if suggestion is None or suggestion == TuneSearcher.FINISHED:
             return None
         ratios = {name: float(suggestion[name]) for name in self.context.space.names}
         return self.context.policy(self.context.repair(ratios))
 
     def _tell(self, trial: Trial, score: Any) -> None:
-        if not score.ok:
-            self.algorithm.on_trial_complete(str(trial.id), error=True)
-            return
-        self.algorithm.on_trial_complete(str(trial.id), result={METRIC: score.accuracy, "flops": score.flops})
+        result = {METRIC: score.accuracy, "flops": score.flops} if score.ok else None
+        self._events.append(["complete", trial.id, result])
+        self._complete(trial.id, result)
+
+    def _complete(self, trial_id: int, result: dict[str, Any] | None) -> None:
+        if result is None:
+            self.algorithm.on_trial_complete(str(trial_id), error=True)
+        else:
+            self.algorithm.on_trial_complete(str(trial_id), result=result)
 
     def _state_dict(self) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "searcher.pkl"
-            self.algorithm.save(str(path))
-            return {"algorithm": path.read_bytes()}
+        return {"seed": self.seed, "events": [list(e) for e in self._events]}
 
     def _load_state_dict(self, state: Mapping[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "searcher.pkl"
-            path.write_bytes(state["algorithm"])
-            self.algorithm.restore(str(path))
+        if not isinstance(self.algorithm_spec, str):
+            raise ConfigError("a ray_tune searcher given as an algorithm instance cannot be restored; give it by "
+                              "name to make the search resumable")
+        self._start(int(state["seed"]))  # a fresh algorithm with the same seed; then the same calls, in order
+        for event in state["events"]:
+            if event[0] == "suggest":
+                self.algorithm.suggest(str(event[1]))
+            else:
+                self._complete(int(event[1]), event[2])
+        self._events = [list(e) for e in state["events"]]

@@ -31,6 +31,7 @@ from search_spaces.budget import Budget, LatencyBudget
 from search_spaces.cost import CostModel
 from search_spaces.errors import BudgetError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
+from search_spaces.io import atomic_write_json
 from search_spaces.options import check_int
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
@@ -155,14 +156,17 @@ def search(
     )
     config = _run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config)
     study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
-    if study.run is not None and cost_model.latency is not None:
-        cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
-    scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
-                       cost_model=cost_model, config=recipe)
-    if study.remaining:
-        runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining, on_result=study.record,
-                   run_dir=study.path)
-    return _result(study, scorer, final, test_data if test_data is not None else val_data)
+    try:
+        if study.run is not None and cost_model.latency is not None:
+            cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
+        scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
+                           cost_model=cost_model, config=recipe)
+        if study.remaining:
+            runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining,
+                       on_result=study.record, run_dir=study.path)
+        return _result(study, scorer, final, test_data if test_data is not None else val_data)
+    finally:
+        study.close()
 
 
 def _cost_model(
@@ -246,11 +250,15 @@ def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: R
 
 
 def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any) -> None:
-    """best_policy.json, model/ (state dict + pruning history) and summary.json (last)."""
-    outcome.policy.save(run.file(rd.BEST_POLICY))
-    save_pruned_model(
-        run.file(rd.MODEL_DIR), outcome.pruned.model, outcome.pruned.history,
-        meta={"architecture": space.architecture, "input_shape": shapes(example_inputs),
-              "load": "autoprune.load_pruned_model(fresh_model, this_directory, example_inputs)"},
-    )
-    run.write_summary(outcome.summary.to_dict())
+    """best_policy.json, model/ (state dict + pruning history) and summary.json, switched in as one unit."""
+
+    def write(directory: Path) -> None:
+        outcome.policy.save(directory / rd.BEST_POLICY)
+        save_pruned_model(
+            directory / rd.MODEL_DIR, outcome.pruned.model, outcome.pruned.history,
+            meta={"architecture": space.architecture, "input_shape": shapes(example_inputs),
+                  "load": "autoprune.load_pruned_model(fresh_model, this_directory, example_inputs)"},
+        )
+        atomic_write_json(directory / rd.SUMMARY, outcome.summary.to_dict())
+
+    run.write_final(write)

@@ -1,40 +1,61 @@
-"""The run directory: config, trials table, searcher state, best policy, pruned model, summary."""
+"""The run directory: one writer at a time, an append-only trial log, pickle-free state, final outputs as a unit.
+
+Layout (format version 3):
+
+- ``config.json``: the search settings (checked on resume);
+- ``trials.jsonl``: the source of truth, one fsynced line per finished trial: its row and the digest of the
+  state saved with it; ``trials.parquet`` / ``trials.csv`` are derived from it (rebuilt when missing);
+- ``state/NNNNNN.json`` + ``.pt``: the searcher's and scheduler's state after N trials (JSON and tensors,
+  see :mod:`autoprune.state`; no pickle);
+- ``final`` → ``final-K/``: ``best_policy.json``, ``model/``, ``summary.json`` written into a new directory and
+  switched to by one atomic symlink replace, so they always belong together; the same names at the top level
+  link into ``final/``;
+- ``.lock``: held (``flock``) by the process writing the run; the OS releases it when the process dies.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Mapping
+import os
+import shutil
+import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
+from autoprune.state import StateError, digest, from_bytes, to_bytes
 from search_spaces.errors import RunDirError
 from search_spaces.io import atomic_write, atomic_write_json
 
 CONFIG = "config.json"
+TRIAL_LOG = "trials.jsonl"
 TRIALS_CSV = "trials.csv"
 TRIALS_PARQUET = "trials.parquet"
-SEARCHER_STATE = "searcher_state.pt"
-SCHEDULER_STATE = "scheduler_state.json"
+STATE_DIR = "state"
+LEGACY_STATE = "searcher_state.pt"
+FINAL = "final"
 BEST_POLICY = "best_policy.json"
 MODEL_DIR = "model"
 SUMMARY = "summary.json"
 LATENCY_TABLE = "latency_table.json"
-# Layout of the run directory; config.json records it. 1: written before "format_version" existed (same layout).
-FORMAT_VERSION = 2
+LOCK = ".lock"
+FORMAT_VERSION = 3
+MAX_CONFIG_BYTES = 4 << 20
 # Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
-# What a run directory written before a setting existed used (so it still resumes).
-RESUME_DEFAULTS = {"scheduler": {"kind": "none", "grace_period": None, "reduction_factor": 3}}
+# Inputs a resumed search must be given again unchanged: (config key, what it is).
+IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (sizes and a sample)"))
 
 
 class RunDir:
-    """One search's output directory. Every file in it is written atomically."""
+    """One search's output directory. Open it with :meth:`prepare`; :meth:`close` releases the lock."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock: int | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -42,67 +63,205 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    # -- opening -----------------------------------------------------------------------------------
     def prepare(self, config: Mapping[str, Any], *, resume: bool) -> bool:
-        """Create the directory or check it can be resumed; returns True when resuming earlier work.
+        """Lock the directory, then create it or check it can be resumed; True when resuming earlier work.
 
         Raises:
-            RunDirError: the directory holds files and ``resume`` is False, or it holds a different search.
+            RunDirError: another process holds the run; the directory holds files and ``resume`` is False; it
+                holds a different search, another format, or was started from other weights or data.
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"run_dir {str(self.path)!r} exists and is not a directory")
-        has_files = self.path.exists() and any(self.path.iterdir())
+        has_files = self.path.exists() and any(p.name != LOCK for p in self.path.iterdir())
         if has_files and not resume:
             raise RunDirError(
                 f"run_dir {str(self.path)!r} is not empty; pass resume=True (CLI: --resume) to continue "
                 "that search, or choose a new run_dir"
             )
-        if not has_files:
-            self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._acquire()
+        try:
+            if has_files:
+                self._check_resumable(config)
             atomic_write_json(self.file(CONFIG), dict(config))
-            return False
-        if not self.file(CONFIG).exists():
-            raise RunDirError(f"run_dir {str(self.path)!r} has files but no {CONFIG}: not an autoprune run")
-        saved = json.loads(self.file(CONFIG).read_text())
+        except BaseException:
+            self.close()
+            raise
+        return has_files
+
+    def _acquire(self) -> None:
+        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(f"run_dir {str(self.path)!r} is in use by {holder}; wait for it to finish or stop "
+                              "it (a killed process releases the directory)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self._lock = fd
+
+    def close(self) -> None:
+        """Release the directory for other processes."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
+
+    def _check_resumable(self, config: Mapping[str, Any]) -> None:
+        saved = self.read_config()
         version = saved.get("format_version", 1)
-        if version not in (1, FORMAT_VERSION):
-            raise RunDirError(f"{str(self.path)!r} holds run directory format version {version!r}; this autoprune "
-                              f"reads versions 1 and {FORMAT_VERSION}: resume it with the autoprune that wrote it")
+        if version != FORMAT_VERSION:
+            raise RunDirError(
+                f"{str(self.path)!r} holds run directory format version {version!r}; this autoprune reads version "
+                f"{FORMAT_VERSION} only (earlier versions pickled the searcher state, which is never loaded since "
+                "it could run code): start a new run directory, or finish it with the autoprune that wrote it"
+            )
         fresh = json.loads(json.dumps(dict(config), default=str))
-        differ = [k for k in RESUME_KEYS if saved.get(k, RESUME_DEFAULTS.get(k)) != fresh.get(k)]
+        for key, what in IDENTITY_KEYS:
+            if key in saved and saved.get(key) != fresh.get(key):
+                raise RunDirError(f"cannot resume {str(self.path)!r}: {what} differ from the ones it was started "
+                                  f"with ({key}: saved {saved.get(key)!r} vs now {fresh.get(key)!r}); resume with the "
+                                  "same checkpoint and data, or start a new run directory")
+        differ = [k for k in RESUME_KEYS if saved.get(k) != fresh.get(k)]
         if differ:
             detail = "; ".join(f"{k}: saved {saved.get(k)!r} vs now {fresh.get(k)!r}" for k in differ)
             raise RunDirError(f"cannot resume {str(self.path)!r}: the search settings changed ({detail})")
-        atomic_write_json(self.file(CONFIG), dict(config))
-        return True
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.file(CONFIG)
+        if not path.exists():
+            legacy = " (it has a pickled searcher_state.pt: written by an older autoprune)" \
+                if self.file(LEGACY_STATE).exists() else ""
+            raise RunDirError(f"run_dir {str(self.path)!r} has files but no {CONFIG}: not an autoprune run{legacy}")
+        return _read_json(path, MAX_CONFIG_BYTES)
 
     def discard(self) -> None:
         """Remove a run directory that was just created and holds nothing but its config."""
-        self.file(CONFIG).unlink(missing_ok=True)
+        self.close()
+        for name in (CONFIG, LOCK):
+            self.file(name).unlink(missing_ok=True)
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
+    # -- trials and state --------------------------------------------------------------------------
+    def record(self, row: Mapping[str, Any], count: int, state: Mapping[str, Any]) -> None:
+        """Save the state after ``count`` finished trials, then append ``row`` to the log naming that state.
+
+        A process killed anywhere in between leaves either the previous log (the trial re-runs from the
+        previous state) or the new one: a finished trial is never lost or repeated.
+        """
+        document, tensors = to_bytes(dict(state))
+        stem = self.file(STATE_DIR) / f"{count:06d}"
+        atomic_write(stem.with_suffix(".pt"), lambda tmp: tmp.write_bytes(tensors))
+        atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_bytes(document))
+        line = json.dumps({"trial": dict(row), "state": count, "state_sha256": digest(document, tensors)},
+                          default=_json_default) + "\n"
+        with open(self.file(TRIAL_LOG), "a", encoding="utf-8") as log:
+            log.write(line)
+            log.flush()
+            os.fsync(log.fileno())
+        for old in self.file(STATE_DIR).glob("*"):  # keep this state and the one before it
+            if old.stem.isdigit() and int(old.stem) < count - 1:
+                old.unlink(missing_ok=True)
+
+    def read_log(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Finished trial rows and the state saved with the last one (None: no trial finished yet).
+
+        A line cut short by a kill is dropped (and removed, so the log stays appendable).
+        """
+        path = self.file(TRIAL_LOG)
+        if not path.exists():
+            return [], None
+        raw = path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]
+        if len(complete) != len(raw):
+            with open(path, "r+b") as log:
+                log.truncate(len(complete))
+        entries = []
+        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RunDirError(f"{str(path)!r} line {number} is not a trial record ({exc}); the run directory "
+                                  "was changed by hand") from exc
+        if not entries:
+            return [], None
+        last = entries[-1]
+        return [e["trial"] for e in entries], self._read_state(int(last["state"]), str(last["state_sha256"]))
+
+    def _read_state(self, count: int, expected: str) -> dict[str, Any]:
+        stem = self.file(STATE_DIR) / f"{count:06d}"
+        json_path, tensor_path = stem.with_suffix(".json"), stem.with_suffix(".pt")
+        if not json_path.exists() or not tensor_path.exists():
+            raise RunDirError(f"the state saved with trial record {count} ({str(json_path)!r}) is missing; the run "
+                              "cannot continue where it stopped: start a new run directory")
+        document, tensors = json_path.read_bytes(), tensor_path.read_bytes()
+        if digest(document, tensors) != expected:
+            raise RunDirError(f"the state {str(json_path)!r} does not match the digest in {TRIAL_LOG} (changed or "
+                              "damaged); start a new run directory")
+        state = from_bytes(document, tensors, source=str(json_path))
+        if not isinstance(state, dict):
+            raise StateError(f"{str(json_path)!r} does not hold a state dict")
+        return state
+
     def write_trials(self, trials: pd.DataFrame) -> None:
+        """The derived tables (Parquet and CSV), rebuilt from the log whenever it grows."""
         atomic_write(self.file(TRIALS_PARQUET), lambda tmp: trials.to_parquet(tmp, index=False))
         atomic_write(self.file(TRIALS_CSV), lambda tmp: trials.to_csv(tmp, index=False))
 
-    def read_trials(self) -> pd.DataFrame | None:
-        path = self.file(TRIALS_PARQUET)
-        return pd.read_parquet(path) if path.exists() else None
+    # -- final outputs -----------------------------------------------------------------------------
+    def write_final(self, write: Callable[[Path], None]) -> None:
+        """``write(directory)`` fills a new ``final-K/``; one atomic symlink switch makes it ``final``.
 
-    def write_searcher_state(self, state: Mapping[str, Any]) -> None:
-        atomic_write(self.file(SEARCHER_STATE), lambda tmp: torch.save(dict(state), tmp))
+        ``best_policy.json``, ``model`` and ``summary.json`` at the top level link into ``final/``.
+        """
+        number = 1 + max((int(p.name[6:]) for p in self.path.glob("final-*") if p.name[6:].isdigit()), default=0)
+        target = self.file(f"final-{number}")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir()
+        write(target)
+        _fsync_tree(target)
+        previous = self.file(FINAL).resolve() if self.file(FINAL).is_symlink() else None
+        link = self.file(f".final-{number}.link")
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.name)
+        os.replace(link, self.file(FINAL))
+        for name in (BEST_POLICY, MODEL_DIR, SUMMARY):
+            if not self.file(name).is_symlink():
+                if self.file(name).is_dir():
+                    shutil.rmtree(self.file(name))
+                self.file(name).unlink(missing_ok=True)
+                self.file(name).symlink_to(Path(FINAL) / name)
+        if previous is not None and previous != target.resolve():
+            shutil.rmtree(previous, ignore_errors=True)
 
-    def read_searcher_state(self) -> dict[str, Any] | None:
-        path = self.file(SEARCHER_STATE)
-        # Our own file in the user's run directory; searcher states hold numpy RNG states and networks.
-        return torch.load(path, weights_only=False) if path.exists() else None
 
-    def write_scheduler_state(self, state: Mapping[str, Any]) -> None:
-        atomic_write_json(self.file(SCHEDULER_STATE), dict(state))
+def _read_json(path: Path, limit: int) -> dict[str, Any]:
+    size = path.stat().st_size
+    if size > limit:
+        raise RunDirError(f"{str(path)!r} is {size:,} bytes; more than the {limit:,} a run file may have")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{str(path)!r} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
 
-    def read_scheduler_state(self) -> dict[str, Any] | None:
-        path = self.file(SCHEDULER_STATE)
-        return json.loads(path.read_text()) if path.exists() else None
 
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        atomic_write_json(self.file(SUMMARY), dict(summary))
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy and torch scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in [*root.rglob("*"), root]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -69,19 +69,22 @@ class Study:
         return study
 
     def _restore(self) -> None:
-        previous, state = self.run.read_trials(), self.run.read_searcher_state()
-        if previous is not None:
-            self.rows = previous.to_dict("records")
+        rows, state = self.run.read_log()
+        self.rows = rows
         if state is not None:
-            self.searcher.load_state_dict(state)
-        scheduler_state = self.run.read_scheduler_state()
-        if scheduler_state is not None:
-            self.scheduler.load_state_dict(scheduler_state)
+            self.searcher.load_state_dict(state["searcher"])
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.rows:
             self.searcher.skip_ids_below(max(int(r["trial_id"]) for r in self.rows) + 1)
+            self.run.write_trials(self.table())  # the derived tables follow the log, whatever happened to them
         feasible = [r["accuracy"] for r in self.rows if r["status"] == "ok" and r["feasible"]]
         self.best_accuracy = max(feasible) if feasible else None
         log.info("resuming %s with %d finished trials", self.run.path, len(self.rows))
+
+    def close(self) -> None:
+        """Release the run directory (its lock)."""
+        if self.run is not None:
+            self.run.close()
 
     @property
     def path(self) -> Path | None:
@@ -101,9 +104,9 @@ class Study:
             self.best_accuracy = max(self.best_accuracy or 0.0, score.accuracy)
         message = _describe(done)
         log.info("trial %d: %s", done.trial.id, message)
-        if self.run is not None:  # state first: a crash in between loses this row, never repeats it
-            self.run.write_searcher_state(self.searcher.state_dict())
-            self.run.write_scheduler_state(self.scheduler.state_dict())
+        if self.run is not None:  # state and row as one record; the tables are derived from the log
+            state = {"searcher": self.searcher.state_dict(), "scheduler": self.scheduler.state_dict()}
+            self.run.record(self.rows[-1], len(self.rows), state)
             self.run.write_trials(self.table())
         self.notify("trial", message)
 

@@ -167,7 +167,7 @@ def test_searcher_options_from_flags(tmp_path) -> None:
             "--bn-batches", "1", "--finetune-steps", "0", "--final-finetune-steps", "0", "--run-dir", str(run)]
     assert main(argv) == 0
     saved = json.loads((run / "config.json").read_text())
-    assert saved["searcher_options"] == {"sampler": "random"} and (run / "optuna.journal").exists()
+    assert saved["searcher_options"] == {"sampler": "random"} and (run / "trials.jsonl").exists()
     assert main(["search", "--searcher-option", "oops", "--trials", "1"]) == 2
 
 

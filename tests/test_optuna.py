@@ -4,7 +4,8 @@ import optuna
 import pytest
 
 import autoprune as ap
-from agents.optuna_search import JOURNAL, OptunaSearcher
+from agents.optuna_search import OptunaSearcher
+from search_spaces.cost import uniform_ratios
 from search_spaces.errors import ConfigError
 
 FAST = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
@@ -17,19 +18,26 @@ def _search(model, digits, **kwargs):
     return ap.search(model, digits.example_inputs(), **options)
 
 
-def test_study_lives_in_a_journal_and_resumes(trained_cnn, digits, tmp_path) -> None:
+def test_resumed_study_continues_as_the_uninterrupted_one_from_a_pickle_free_state(trained_cnn, digits,
+                                                                                     tmp_path) -> None:
+    straight = _search(trained_cnn, digits, trials=5)
     run = tmp_path / "run"
     _search(trained_cnn, digits, run_dir=run, trials=3)
-    journal = run / JOURNAL
-    assert journal.exists()
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    assert len(optuna.load_study(study_name="autoprune", storage=storage).trials) == 3
     resumed = _search(trained_cnn, digits, run_dir=run, trials=5, resume=True)
-    study = optuna.load_study(study_name="autoprune", storage=storage)
-    assert len(resumed.trials) == 5 and len(study.trials) == 5
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert set(study.trials[0].constraints) == {"budget_violation"}
+    ratios = [c for c in straight.trials.columns if c.startswith("ratio:")]
+    assert resumed.trials[ratios].equals(straight.trials[ratios])
     assert resumed.trials["feasible"].all()
+    assert not list(run.glob("*.journal")) and not list(run.rglob("*.pkl"))
+
+
+def test_the_first_trial_is_the_uniform_policy_and_constraints_are_recorded(trained_cnn, digits) -> None:
+    searcher = OptunaSearcher()
+    result = _search(trained_cnn, digits, searcher=searcher, trials=3)
+    first = result.trials.iloc[0]
+    uniform = uniform_ratios(ap.CostModel(result.space), ap.Budget.flops(0.5))
+    assert all(float(first["ratio:" + n]) == pytest.approx(r, abs=1e-9) for n, r in uniform.items())
+    assert set(searcher.study.trials[0].constraints) == {"budget_violation"}
+    assert OptunaSearcher(warm_start=False).warm_start is False
 
 
 def test_nsga2_is_multi_objective_and_fills_the_pareto_front(trained_cnn, digits) -> None:

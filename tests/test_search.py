@@ -26,8 +26,10 @@ def _search(model, digits, **kwargs):
 def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
     result = _search(trained_cnn, digits, run_dir=run, final_finetune_steps=5, measure_latency=True)
-    assert {"config.json", "trials.csv", "trials.parquet", "searcher_state.pt", "best_policy.json",
-            "summary.json", "model"} <= {p.name for p in run.iterdir()}
+    assert {"config.json", "trials.jsonl", "trials.csv", "trials.parquet", "state", "best_policy.json",
+            "summary.json", "model", "final"} <= {p.name for p in run.iterdir()}
+    for name in ("best_policy.json", "summary.json", "model"):  # the final outputs are switched in as one unit
+        assert (run / name).is_symlink() and (run / name).resolve().parent == (run / "final").resolve()
     assert not list(run.glob(".*.tmp"))
     trials = result.trials
     assert len(trials) == 4 and list(trials["trial_id"]) == [0, 1, 2, 3]
@@ -118,7 +120,7 @@ def test_crash_between_state_and_table_writes_never_repeats_a_trial(trained_cnn,
     def crash_on_second(self, trials):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed after the state of trial 1 was saved, before its row
+            raise KeyboardInterrupt  # killed after trial 1 was logged, before the derived table was written
         return real(self, trials)
 
     monkeypatch.setattr(rundir_module.RunDir, "write_trials", crash_on_second)
@@ -127,7 +129,7 @@ def test_crash_between_state_and_table_writes_never_repeats_a_trial(trained_cnn,
     monkeypatch.setattr(rundir_module.RunDir, "write_trials", real)
     resumed = _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
     ids = list(resumed.trials["trial_id"])
-    assert len(ids) == 4 and len(set(ids)) == 4 and ids[0] == 0 and 1 not in ids
+    assert ids == [0, 1, 2, 3]  # the log is the truth: trial 1 is neither lost nor repeated
     ratio_cols = [c for c in resumed.trials.columns if c.startswith("ratio:")]
     assert not resumed.trials[ratio_cols].duplicated().any()
 
@@ -164,17 +166,18 @@ def test_search_leaves_the_model_unchanged(trained_cnn, digits) -> None:
         trained_cnn.eval()
 
 
-def test_run_directories_of_the_previous_format_resume_and_unknown_formats_are_refused(trained_cnn, digits,
-                                                                                       tmp_path) -> None:
+def test_run_directories_of_other_formats_are_refused_naming_the_version(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
     _search(trained_cnn, digits, run_dir=run, trials=2)
     config = json.loads((run / "config.json").read_text())
-    assert config["format_version"] == 2
-    del config["format_version"]  # as written before the format was versioned (version 1, same layout)
-    (run / "config.json").write_text(json.dumps(config))
+    assert config["format_version"] == 3
     assert len(_search(trained_cnn, digits, run_dir=run, trials=3, resume=True).trials) == 3
+    del config["format_version"]  # as written before the format was versioned (a pickled searcher state)
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunDirError, match="format version 1; this autoprune reads version 3 only"):
+        _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
     (run / "config.json").write_text(json.dumps({**config, "format_version": 7}))
-    with pytest.raises(RunDirError, match="format version 7; this autoprune reads versions 1 and 2"):
+    with pytest.raises(RunDirError, match="format version 7"):
         _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
 
 
