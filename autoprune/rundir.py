@@ -73,7 +73,8 @@ class RunDir:
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"run_dir {str(self.path)!r} exists and is not a directory")
-        has_files = self.path.exists() and any(p.name != LOCK for p in self.path.iterdir())
+        # hidden entries (the lock, temporary files a killed writer left) do not make a run
+        has_files = self.path.exists() and any(not p.name.startswith(".") for p in self.path.iterdir())
         if has_files and not resume:
             raise RunDirError(
                 f"run_dir {str(self.path)!r} is not empty; pass resume=True (CLI: --resume) to continue "
@@ -224,7 +225,6 @@ class RunDir:
         target.mkdir()
         write(target)
         _fsync_tree(target)
-        previous = self.file(FINAL).resolve() if self.file(FINAL).is_symlink() else None
         link = self.file(f".final-{number}.link")
         link.unlink(missing_ok=True)
         link.symlink_to(target.name)
@@ -235,8 +235,9 @@ class RunDir:
                     shutil.rmtree(self.file(name))
                 self.file(name).unlink(missing_ok=True)
                 self.file(name).symlink_to(Path(FINAL) / name)
-        if previous is not None and previous != target.resolve():
-            shutil.rmtree(previous, ignore_errors=True)
+        for stale in self.path.glob("final-*"):  # the previous outputs, and any a killed writer left half-made
+            if stale.resolve() != target.resolve():
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def _read_json(path: Path, limit: int) -> dict[str, Any]:
