@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -17,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from agents.sensitivity import sensitivity
 from autoprune.config import SearchConfig, demo_config, load_model_and_data, run_search
@@ -28,6 +28,7 @@ from autoprune.loop import SearchResult
 from autoprune.models import build_model
 from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
+from autoprune.rundir import RunDir
 from autoprune.scheduler import SchedulerConfig
 from autoprune.study import Progress as SearchProgress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
@@ -236,7 +237,7 @@ def _resume_config(args: argparse.Namespace) -> SearchConfig:
     saved = Path(args.resume) / "config.json"
     if not saved.exists():
         raise RunDirError(f"--resume {args.resume!r}: no config.json there; not an autoprune run directory")
-    stored = json.loads(saved.read_text()).get("config")
+    stored = RunDir(args.resume).read_config().get("config")
     if stored is None:
         raise RunDirError(
             f"{args.resume!r} was started from Python, not the CLI; resume it with search(..., resume=True)"
@@ -413,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except AutopruneError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # no hard line breaks
+        # the message literally (a value in it is never read as markup), on one line (no hard breaks)
+        console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted; resume with: autoprune search --resume RUN_DIR")

@@ -22,6 +22,7 @@ from autoprune.study import Progress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces.budget import Budget
 from search_spaces.errors import ConfigError, unknown_name
+from search_spaces.io import read_text
 from search_spaces.options import check_int, check_number, check_str, from_mapping
 from search_spaces.presets import default_preset
 
@@ -121,7 +122,7 @@ class SearchConfig:
         if not path.exists():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text(path, what="config file")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from search_spaces.errors import DataError, unknown_name
+from autoprune.registry import lookup
+from search_spaces.errors import DataError
 
 FASHION_MNIST_DIR = Path(os.environ.get("AUTOPRUNE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
@@ -159,22 +160,19 @@ DATASETS: dict[str, Callable[..., DataBundle]] = {
 def load_dataset(
     name: str, *, batch_size: int | None = None, seed: int = 0, data_dir: str | Path | None = None
 ) -> DataBundle:
-    """A built-in dataset by name, or ``package.module:factory`` returning a :class:`DataBundle`.
+    """A built-in dataset by name, one an installed package registers (entry point group ``autoprune.datasets``),
+    or ``package.module:factory`` (trusted input only) returning a :class:`DataBundle`.
 
     A user factory is called with ``batch_size``, ``seed`` and ``data_dir`` keyword arguments.
     """
     options: dict[str, object] = {"seed": seed}
     if batch_size is not None:
         options["batch_size"] = batch_size
-    if ":" in name:
-        from autoprune.registry import import_object
-
-        bundle = import_object(name, kind="dataset factory")(**options, data_dir=data_dir)
+    if name not in DATASETS:
+        bundle = lookup("dataset", name, DATASETS)(**options, data_dir=data_dir)
         if not isinstance(bundle, DataBundle):
             raise DataError(f"dataset factory {name!r} returned {type(bundle).__name__}, not a DataBundle")
         return bundle
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, [*DATASETS, "package.module:factory"])
     if name != "digits":
         options["data_dir"] = data_dir
     elif data_dir is not None:

@@ -13,7 +13,7 @@ from torch import nn
 from autoprune.pruning import PruningHistory, replay_history
 from search_spaces.errors import AutopruneError, RunDirError, unknown_name
 from search_spaces.inputs import as_tuple
-from search_spaces.io import atomic_write, atomic_write_json
+from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_text
 
 STATE_FILE = "pruned_state_dict.pt"
 HISTORY_FILE = "pruning_history.json"
@@ -46,7 +46,11 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     for name in (STATE_FILE, HISTORY_FILE):
         if not (directory / name).exists():
             raise RunDirError(f"{str(directory)!r} has no {name}; expected a directory written by save_pruned_model")
-    history = json.loads((directory / HISTORY_FILE).read_text())
+    try:
+        history = json.loads(read_text(directory / HISTORY_FILE, what="pruning history"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{str(directory / HISTORY_FILE)!r} is not valid JSON ({exc})") from exc
+    check_size(directory / STATE_FILE, what="pruned weights", limit=MAX_CHECKPOINT_BYTES)
     replay_history(fresh_model, history, example_inputs)
     state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
     fresh_model.load_state_dict(state)

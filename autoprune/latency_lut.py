@@ -29,7 +29,7 @@ from autoprune.pruning import prune
 from search_spaces.cost import CostModel
 from search_spaces.errors import ConfigError
 from search_spaces.inputs import as_tuple, shapes
-from search_spaces.io import atomic_write_json
+from search_spaces.io import atomic_write_json, read_text
 from search_spaces.measure import check_device, latency_ratio, measure_latency_ms, with_batch
 from search_spaces.space import SearchSpace
 
@@ -115,7 +115,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(read_text(path, what="latency table")))
 
 
 def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: int, device: str) -> dict[str, Any]:

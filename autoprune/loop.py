@@ -20,6 +20,7 @@ from autoprune.evaluate import Evaluator, EvaluatorConfig
 from autoprune.executors import Executor, make_executor
 from autoprune.export import save_pruned_model
 from autoprune.final import FinalConfig, FinalModel, finalize
+from autoprune.identity import data_identity, model_digest
 from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.rescore import RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.scheduler import SchedulerConfig, split_legacy_options
@@ -154,7 +155,8 @@ def search(
         run_dir=Path(run_dir) if run_dir is not None else None, model=model, example_inputs=example_inputs,
         full_fidelity=recipe.finetune_steps,
     )
-    config = _run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config)
+    config = _run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config,
+                         train_data, val_data)
     study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
     try:
         if study.run is not None and cost_model.latency is not None:
@@ -190,12 +192,14 @@ def _cost_model(
 def _run_record(
     context: SearchContext, searcher: str | Searcher, searcher_options: Mapping[str, Any] | None,
     recipe: EvaluatorConfig, final: FinalConfig, runner: Executor, schedule: SchedulerConfig,
-    run_config: Mapping[str, Any] | None,
+    run_config: Mapping[str, Any] | None, train_data: Iterable, val_data: Iterable,
 ) -> dict[str, Any]:
     """What ``config.json`` records; the entries in ``rundir.RESUME_KEYS`` must match on resume."""
     space = context.space
     return {
         "format_version": rd.FORMAT_VERSION,
+        "model_sha256": model_digest(context.model),
+        "data": data_identity(train_data, val_data),
         "fingerprint": space.fingerprint,
         "budget": context.budget.to_dict(),
         "searcher": searcher if isinstance(searcher, str) else type(searcher).__qualname__,

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from search_spaces.errors import ConfigError, unknown_name
+from autoprune.registry import lookup
+from search_spaces.errors import ConfigError
 
 
 class SmallCNN(nn.Module):
@@ -133,16 +134,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int) -> nn.Module:
-    """Build a built-in model by name, or a user model from ``package.module:factory``.
+    """Build a built-in model by name, one an installed package registers (entry point group
+    ``autoprune.models``), or a user model from ``package.module:factory`` (trusted input only).
 
     A user factory is called with ``in_channels`` and ``num_classes`` keyword arguments.
     """
-    if ":" in name:
-        from autoprune.registry import import_object
-
-        factory = import_object(name, kind="model factory")
-    elif name in MODELS:
-        factory = MODELS[name]
-    else:
-        raise unknown_name("model", name, [*MODELS, "package.module:factory"])
+    factory = lookup("model", name, MODELS)
     return factory(in_channels=in_channels, num_classes=num_classes)

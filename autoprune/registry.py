@@ -1,8 +1,17 @@
-"""Lazy lookup of searchers and user objects by name, so the core never imports agents eagerly."""
+"""Names to objects: built-in searchers, models and datasets, those installed packages register through entry
+points, and (trusted input only) ``package.module:attribute`` import strings.
+
+An import string runs the named module's code, so it is for input you trust (your own configs). Set
+``AUTOPRUNE_ALLOW_IMPORTS=0`` to refuse them; installed packages register their models, datasets and searchers
+safely through the entry point groups ``autoprune.models``, ``autoprune.datasets`` and ``autoprune.searchers``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 from search_spaces.errors import ConfigError, unknown_name
@@ -16,13 +25,23 @@ SEARCHERS: dict[str, str] = {
     "sensitivity": "agents.sensitivity:SensitivitySearcher",
     "uniform": "agents.uniform:UniformSearcher",
 }
+ALLOW_IMPORTS = "AUTOPRUNE_ALLOW_IMPORTS"
 
 
-def import_object(spec: str, *, kind: str) -> Any:
-    """Import ``package.module:attribute`` and return the attribute."""
+def imports_allowed() -> bool:
+    """Whether ``package.module:attribute`` strings may be imported (``AUTOPRUNE_ALLOW_IMPORTS``, default on)."""
+    return os.environ.get(ALLOW_IMPORTS, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def import_object(spec: str, *, kind: str, trusted: bool = False) -> Any:
+    """Import ``package.module:attribute`` and return the attribute (refused when imports are closed, unless
+    ``trusted``: autoprune's own built-ins)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{kind} {spec!r} is not of the form 'package.module:attribute'")
+    if not trusted and not imports_allowed():
+        raise ConfigError(f"{kind} {spec!r}: import strings are turned off ({ALLOW_IMPORTS}=0); use a built-in "
+                          f"name or one an installed package registers as an entry point")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -33,11 +52,25 @@ def import_object(spec: str, *, kind: str) -> Any:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r} ({kind} {spec!r})") from None
 
 
-def searcher_class(name: str) -> type:
-    """Return the searcher class registered under ``name`` (or given as ``package.module:Class``)."""
-    if ":" in name:
-        return import_object(name, kind="searcher")
-    if name not in SEARCHERS:
-        raise unknown_name("searcher", name, [*SEARCHERS, "package.module:Class"])
-    return import_object(SEARCHERS[name], kind="searcher")
+def registered(group: str) -> dict[str, Any]:
+    """Entry points of ``group`` (e.g. ``autoprune.models``) by name."""
+    return {ep.name: ep for ep in entry_points(group=group)}
 
+
+def lookup(kind: str, name: str, builtins: Mapping[str, Any]) -> Any:
+    """A built-in by name, else an installed package's entry point (group ``autoprune.<kind>s``), else an import
+    string; an unknown name lists what is accepted."""
+    if ":" in name:
+        return import_object(name, kind=kind)
+    if name in builtins:
+        found = builtins[name]
+        return import_object(found, kind=kind, trusted=True) if isinstance(found, str) else found
+    plugins = registered(f"autoprune.{kind}s")
+    if name in plugins:
+        return plugins[name].load()
+    raise unknown_name(kind, name, [*builtins, *plugins, "package.module:attribute"])
+
+
+def searcher_class(name: str) -> type:
+    """The searcher class registered under ``name`` (built-in, entry point, or ``package.module:Class``)."""
+    return lookup("searcher", name, SEARCHERS)

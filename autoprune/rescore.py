@@ -3,9 +3,11 @@ fluke of the cheap search-time score never becomes the exported policy."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from autoprune.evaluate import Score
@@ -40,7 +42,7 @@ class RescoreConfig:
     @classmethod
     def from_value(cls, value: int | dict | RescoreConfig | None) -> RescoreConfig:
         """From a count (``3``), a mapping of the fields, or a config (None: the defaults)."""
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             return cls(top_k=value)
         return from_mapping(cls, value, what="rescore options")
 

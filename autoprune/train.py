@@ -16,7 +16,7 @@ from autoprune.cache import cache_dir
 from autoprune.data import DataBundle
 from autoprune.evaluate import validate
 from search_spaces.errors import ConfigError, DataError
-from search_spaces.io import atomic_write, atomic_write_json
+from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size
 from search_spaces.options import check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,11 @@ class TrainConfig:
 def load_checkpoint(model: nn.Module, path: str | Path, *, name: str = "model") -> nn.Module:
     """Load a state dict file into ``model`` (``weights_only=True``); clear errors for a missing or unfit file."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    check_size(path, what="checkpoint", limit=MAX_CHECKPOINT_BYTES)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, EOFError, OSError) as exc:
         raise ConfigError(f"checkpoint {str(path)!r} does not fit {name}: {exc}") from exc
     return model.eval()
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from search_spaces.errors import BudgetError
@@ -46,7 +48,7 @@ class LatencySetting:
     def __post_init__(self) -> None:
         for name in ("batch", "threads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
                 raise BudgetError(f"latency budget {name} must be a positive integer, got {value!r}")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES:
             raise BudgetError(f"latency budget device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
@@ -85,6 +87,9 @@ class Budget(abc.ABC):
             raise BudgetError(f"budget fraction must be in (0, 1], got {self.fraction!r}")
         if self.absolute is not None and not _is_number(self.absolute, hi=math.inf):
             raise BudgetError(f"absolute {self.metric} budget must be a positive number, got {self.absolute!r}")
+        for name in ("fraction", "absolute"):  # numpy numbers are accepted and stored as Python floats
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
 
     # -- construction ------------------------------------------------------------------------------
     @staticmethod
@@ -251,6 +256,6 @@ def _make(metric: object, fraction: Any, absolute: Any, setting: Mapping[str, An
 
 
 def _is_number(value: object, *, hi: float, hi_inclusive: bool = False) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         return False
     return 0 < value <= hi if hi_inclusive else 0 < value < hi

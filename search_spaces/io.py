@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash never leaves a half-written file behind."""
+"""File boundaries: atomic writes (a crash never leaves a half-written file behind) and bounded, decoded reads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from search_spaces.errors import ConfigError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -42,3 +44,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+#: Largest text file (config, policy, preset, latency table, pruning history) autoprune reads.
+MAX_TEXT_BYTES = 16 << 20
+#: Largest checkpoint (state dict) autoprune loads.
+MAX_CHECKPOINT_BYTES = 8 << 30
+
+
+def read_text(path: str | Path, *, what: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of ``path``; a missing, oversized or undecodable file is a :class:`ConfigError` naming it."""
+    check_size(path, what=what, limit=limit)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text ({exc})") from exc
+
+
+def check_size(path: str | Path, *, what: str, limit: int) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is an existing file of at most ``limit`` bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    size = path.stat().st_size
+    if size > limit:
+        raise ConfigError(f"{what} {str(path)!r} is {size:,} bytes; at most {limit:,} are read")
+

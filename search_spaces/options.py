@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
+
+import numpy as np
 
 from search_spaces.errors import ConfigError
 
@@ -13,14 +16,14 @@ T = TypeVar("T")
 
 
 def check_int(name: str, value: object, *, low: int) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """Raise :class:`ConfigError` unless ``value`` is an integer (Python's or numpy's; not a bool) >= ``low``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def check_number(name: str, value: object, *, low: float, inclusive: bool = True) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a real number >= ``low`` (> with ``inclusive=False``)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
     if not ok or value < low or (not inclusive and value == low):
         relation = ">=" if inclusive else ">"
         raise ConfigError(f"{name} must be a number {relation} {low}, got {value!r}")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from search_spaces.errors import PolicyError
-from search_spaces.io import atomic_write_text
+import numpy as np
+
+from search_spaces.errors import ConfigError, PolicyError
+from search_spaces.io import atomic_write_text, read_text
 
 SCHEMA_VERSION = 1
 _KIND = "search_spaces.policy"
@@ -53,7 +56,7 @@ class Policy(Mapping[str, float]):
         for name, value in self.ratios.items():
             if not isinstance(name, str):
                 raise PolicyError(f"group names must be strings, got {name!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise PolicyError(f"ratio of group {name!r} must be a number in [0, 1), got {value!r}")
             if not 0 <= value < 1:
                 raise PolicyError(f"ratio of group {name!r} is {value!r}; accepted: 0 <= ratio < 1")
@@ -184,9 +187,9 @@ class Policy(Mapping[str, float]):
         """Read a policy written by :meth:`save`."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PolicyError(f"policy file {str(path)!r} does not exist") from None
+            data = json.loads(read_text(path, what="policy file"))
+        except ConfigError as exc:  # missing, too large, not text
+            raise PolicyError(str(exc)) from None
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy file {str(path)!r} is not valid JSON: {exc}") from None
         return cls.from_dict(data, source=f"policy file {str(path)!r}")

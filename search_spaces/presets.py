@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from search_spaces.errors import ConfigError, unknown_name
+from search_spaces.io import read_text
 
 PRESET_DIR = Path(__file__).parent / "presets"
 _KEYS = {"ignore", "max_ratio", "round_to", "ratio_bounds", "description"}
@@ -52,7 +53,10 @@ def load_preset(name_or_path: str | Path) -> Preset:
             raise unknown_name("preset", str(name_or_path), [*available_presets(), "path/to/preset.yaml"])
     elif not path.exists():
         raise ConfigError(f"preset file {str(path)!r} does not exist")
-    data: Any = yaml.safe_load(path.read_text()) or {}
+    try:
+        data: Any = yaml.safe_load(read_text(path, what="preset file")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"preset file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or set(data) - _KEYS:
         extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else data
         raise ConfigError(f"preset {str(path)!r} has unknown entries {extra}; accepted: {sorted(_KEYS)}")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -188,3 +190,29 @@ def test_a_bug_surfaces_at_once_instead_of_becoming_failed_trials(trained_cnn, d
     monkeypatch.setattr(evaluate_module, "recalibrate_batchnorm", buggy)
     with pytest.raises(TypeError, match="programming error"):
         _search(trained_cnn, digits, trials=3)
+
+
+def test_resume_refuses_other_weights_or_other_data(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    _search(trained_cnn, digits, run_dir=run, trials=2)
+    other = copy.deepcopy(trained_cnn)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(RunDirError, match="the model's weights differ.*same checkpoint and data"):
+        _search(other, digits, run_dir=run, trials=3, resume=True)
+    fewer = list(digits.val)[:2]
+    with pytest.raises(RunDirError, match=r"the data \(sizes and a sample\) differ"):
+        _search(trained_cnn, digits, run_dir=run, trials=3, resume=True, val_data=fewer[::-1])
+
+
+def test_one_writer_per_run_directory(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    _search(trained_cnn, digits, run_dir=run, trials=1)
+    holder = rundir_module.RunDir(run)
+    assert holder.prepare(json.loads((run / "config.json").read_text()), resume=True)
+    try:
+        with pytest.raises(RunDirError, match=rf"in use by pid {os.getpid()} on host"):
+            _search(trained_cnn, digits, run_dir=run, trials=2, resume=True)
+    finally:
+        holder.close()
+    assert len(_search(trained_cnn, digits, run_dir=run, trials=2, resume=True).trials) == 2

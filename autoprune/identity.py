@@ -1,0 +1,37 @@
+"""What a resumed search must be given again: the same weights and the same data, checked cheaply."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def model_digest(model: nn.Module | None) -> str | None:
+    """sha256 of the model's state dict (names, shapes, dtypes and values)."""
+    if model is None:
+        return None
+    hasher = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()
+
+
+def data_identity(train_data: Iterable, val_data: Iterable) -> dict[str, Any]:
+    """Sizes of the training and validation data (when they have one) and a digest of the first validation batch."""
+    identity: dict[str, Any] = {}
+    for name, data in (("train", train_data), ("val", val_data)):
+        sized = getattr(data, "dataset", data)
+        identity[f"{name}_size"] = len(sized) if hasattr(sized, "__len__") else None
+    hasher = hashlib.sha256()
+    for batch in itertools.islice(val_data, 1):
+        for tensor in batch if isinstance(batch, (list, tuple)) else (batch,):
+            if isinstance(tensor, torch.Tensor):
+                hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    identity["val_sample_sha256"] = hasher.hexdigest()
+    return identity
