@@ -16,7 +16,9 @@ from autoprune.evaluate import EvaluatorConfig
 from autoprune.executors import EXECUTORS, RayOptions
 from autoprune.loop import SearchResult, search
 from autoprune.models import build_model
+from autoprune.registry import searcher_class
 from autoprune.rescore import RescoreConfig
+from autoprune.rundir import check_can_start
 from autoprune.scheduler import SchedulerConfig, split_legacy_options
 from autoprune.study import Progress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
@@ -198,9 +200,15 @@ def run_search(
     progress: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> SearchResult:
-    """Run the search a config describes, writing its run directory."""
-    model, data, info = load_model_and_data(config, on_epoch=on_epoch)
+    """Run the search a config describes, writing its run directory.
+
+    Every check that needs no model (the names, the run directory) comes before the data and the model are
+    loaded or the baseline is trained.
+    """
+    searcher_class(config.searcher)
     run_dir = config.run_dir or config.default_run_dir()
+    check_can_start(run_dir, resume=resume)
+    model, data, info = load_model_and_data(config, on_epoch=on_epoch)
     return search(
         model,
         data.example_inputs(),

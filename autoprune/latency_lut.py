@@ -115,7 +115,10 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        return cls.from_dict(json.loads(read_text(path, what="latency table")))
+        try:
+            return cls.from_dict(json.loads(read_text(path, what="latency table")))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"latency table {str(path)!r} is not readable ({type(exc).__name__}: {exc})") from exc
 
 
 def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: int, device: str) -> dict[str, Any]:

@@ -50,6 +50,16 @@ RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options",
 IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (sizes and a sample)"))
 
 
+def check_can_start(path: str | Path, *, resume: bool) -> None:
+    """Fail early (before any expensive work) when a search could not start in ``path``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run_dir {str(path)!r} exists and is not a directory")
+    if not resume and path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
+        raise RunDirError(f"run_dir {str(path)!r} is not empty; pass resume=True (CLI: --resume) to continue "
+                          "that search, or choose a new run_dir")
+
+
 class RunDir:
     """One search's output directory. Open it with :meth:`prepare`; :meth:`close` releases the lock."""
 
@@ -71,15 +81,9 @@ class RunDir:
             RunDirError: another process holds the run; the directory holds files and ``resume`` is False; it
                 holds a different search, another format, or was started from other weights or data.
         """
-        if self.path.exists() and not self.path.is_dir():
-            raise RunDirError(f"run_dir {str(self.path)!r} exists and is not a directory")
+        check_can_start(self.path, resume=resume)
         # hidden entries (the lock, temporary files a killed writer left) do not make a run
         has_files = self.path.exists() and any(not p.name.startswith(".") for p in self.path.iterdir())
-        if has_files and not resume:
-            raise RunDirError(
-                f"run_dir {str(self.path)!r} is not empty; pass resume=True (CLI: --resume) to continue "
-                "that search, or choose a new run_dir"
-            )
         self.path.mkdir(parents=True, exist_ok=True)
         self._acquire()
         try:

@@ -1,0 +1,202 @@
+"""Malformed input of every kind (API, config files, other files, CLI) is an AutopruneError that names the bad
+value, the CLI exits 2 with one line quoting it, and nothing in an existing run directory changes."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import autoprune as ap
+from autoprune.cli import main
+from autoprune.config import SearchConfig
+from autoprune.latency_lut import LatencyTable
+from autoprune.models import build_model, small_cnn
+from autoprune.train import load_checkpoint
+from search_spaces.errors import AutopruneError
+
+FAST = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, trained_cnn, digits) -> Path:
+    run = tmp_path_factory.mktemp("bad-inputs") / "run"
+    ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
+              val_data=digits.val, trials=2, evaluator=FAST, run_dir=run, measure_latency=False)
+    return run
+
+
+def _snapshot(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def _search(model, digits, run, **kwargs) -> None:
+    options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, trials=3,
+                   evaluator=FAST, run_dir=run, resume=True, measure_latency=False)
+    ap.search(model, digits.example_inputs(), **{**options, **kwargs})
+
+
+# (case id, keyword arguments of search() that are wrong, text the error must contain)
+SEARCH_CASES = [
+    ("budget-not-a-budget", {"budget": "half"}, "'half'"),
+    ("trials-zero", {"trials": 0}, "got 0"),
+    ("trials-float", {"trials": 1.5}, "got 1.5"),
+    ("seed-negative", {"seed": -1}, "got -1"),
+    ("searcher-unknown", {"searcher": "nope"}, "'nope'"),
+    ("searcher-option-unknown", {"searcher_options": {"bogus": 1}}, "bogus"),
+    ("evaluator-steps", {"evaluator": {"finetune_steps": -1}}, "got -1"),
+    ("evaluator-lr", {"evaluator": {"lr": "fast"}}, "'fast'"),
+    ("evaluator-importance", {"evaluator": {"importance": "magic"}}, "'magic'"),
+    ("evaluator-unknown-key", {"evaluator": {"steps": 3}}, "steps"),
+    ("executor-unknown", {"executor": "cloud"}, "'cloud'"),
+    ("executor-local-options", {"executor_options": {"address": "auto"}}, "address"),
+    ("scheduler-unknown", {"scheduler": "hyperband"}, "'hyperband'"),
+    ("rescore-negative", {"rescore": -1}, "got -1"),
+    ("final-steps", {"final_finetune_steps": -5}, "got -5"),
+    ("changed-seed", {"seed": 7}, "seed"),
+    ("not-resuming", {"resume": False}, "not empty"),
+    ("budget-unreachable", {"budget": ap.Budget.flops(0.001)}, "cannot be met"),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "text"), SEARCH_CASES, ids=[c[0] for c in SEARCH_CASES])
+def test_bad_search_arguments(case, kwargs, text, finished_run, trained_cnn, digits) -> None:
+    before = _snapshot(finished_run)
+    with pytest.raises(AutopruneError, match=None) as caught:
+        _search(trained_cnn, digits, finished_run, **kwargs)
+    assert text in str(caught.value), f"{case}: {caught.value}"
+    assert _snapshot(finished_run) == before
+
+
+def test_bad_space_options_on_a_new_run_leave_nothing_behind(trained_cnn, digits, tmp_path) -> None:
+    for kwargs, text in (({"max_ratio": 1.5}, "1.5"), ({"round_to": 0}, "got 0"), ({"ignore": ["no.such"]}, "no.such"),
+                         ({"preset": "nope"}, "'nope'")):
+        with pytest.raises(AutopruneError, match=None) as caught:
+            _search(trained_cnn, digits, tmp_path / "new", resume=False, **kwargs)
+        assert text in str(caught.value)
+        assert not (tmp_path / "new").exists()
+
+
+VALUE_CASES = [
+    ("budget-fraction-above-1", lambda: ap.Budget.flops(1.5), "1.5"),
+    ("budget-fraction-zero", lambda: ap.Budget.flops(0), "got 0"),
+    ("budget-params-negative", lambda: ap.Budget.params(absolute=-1), "-1"),
+    ("budget-threads", lambda: ap.Budget.latency(0.5, threads=0), "got 0"),
+    ("budget-dict-value", lambda: ap.Budget.from_dict({"flops": "x"}), "'x'"),
+    ("budget-dict-metric", lambda: ap.Budget.from_dict({"energy": 0.5}), "'energy'"),
+    ("budget-not-a-mapping", lambda: ap.Budget.from_dict([1]), "[1]"),
+    ("policy-ratio-one", lambda: ap.Policy({"a": 1.0}), "1.0"),
+    ("policy-ratio-text", lambda: ap.Policy({"a": "x"}), "'x'"),
+    ("policy-name-number", lambda: ap.Policy({3: 0.5}), "3"),
+    ("config-unknown-entry", lambda: SearchConfig.from_dict({"trails": 3}), "trails"),
+    ("config-trials-text", lambda: SearchConfig.from_dict({"trials": "many"}), "'many'"),
+    ("config-budget", lambda: SearchConfig.from_dict({"budget": {"flops": 2}}), "2"),
+    ("config-model-number", lambda: SearchConfig.from_dict({"model": 42}), "42"),
+    ("config-local-options", lambda: SearchConfig.from_dict({"executor_options": {"address": "auto"}}), "address"),
+    ("config-scheduler", lambda: SearchConfig.from_dict({"scheduler": {"kind": "asha", "reduction_factor": 1}}),
+     "got 1"),
+    ("model-unknown", lambda: build_model("resnet9000", in_channels=1, num_classes=10), "'resnet9000'"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "text"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
+def test_bad_values(case, make, text) -> None:
+    with pytest.raises(AutopruneError) as caught:
+        make()
+    assert text in str(caught.value), f"{case}: {caught.value}"
+
+
+def _file(tmp_path: Path, name: str, content: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+FILE_CASES = [
+    ("policy-missing", lambda d: ap.Policy.load(d / "none.json"), "none.json"),
+    ("policy-not-json", lambda d: ap.Policy.load(_file(d, "p.json", b"{oops")), "p.json"),
+    ("policy-a-list", lambda d: ap.Policy.load(_file(d, "p.json", b"[1, 2]")), "p.json"),
+    ("policy-binary", lambda d: ap.Policy.load(_file(d, "p.json", b"\xff\xfe\x00")), "p.json"),
+    ("config-missing", lambda d: SearchConfig.from_yaml(d / "none.yaml"), "none.yaml"),
+    ("config-bad-yaml", lambda d: SearchConfig.from_yaml(_file(d, "c.yaml", b"trials: [")), "c.yaml"),
+    ("config-a-list", lambda d: SearchConfig.from_yaml(_file(d, "c.yaml", b"- 1\n- 2\n")), "c.yaml"),
+    ("config-python-tag", lambda d: SearchConfig.from_yaml(_file(d, "c.yaml", b"x: !!python/object/apply:os.system"
+                                                                               b" ['true']\n")), "c.yaml"),
+    ("latency-table-garbage", lambda d: LatencyTable.load(_file(d, "t.json", b"{}")), "t.json"),
+    ("checkpoint-garbage", lambda d: load_checkpoint(small_cnn(in_channels=1), _file(d, "w.pt", b"not a zip")),
+     "w.pt"),
+    ("checkpoint-pickled-code", lambda d: load_checkpoint(small_cnn(in_channels=1), _pickled(d)), "evil.pt"),
+    ("pruned-model-missing", lambda d: ap.load_pruned_model(small_cnn(in_channels=1), d, torch.zeros(1, 1, 8, 8)),
+     "has no"),
+]
+
+
+class _Evil:
+    def __reduce__(self):  # what a crafted checkpoint would do on an unsafe load
+        return (print, ("this must never run",))
+
+
+def _pickled(directory: Path) -> Path:
+    path = directory / "evil.pt"
+    torch.save({"weight": _Evil()}, path)
+    return path
+
+
+@pytest.mark.parametrize(("case", "read", "text"), FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_bad_files(case, read, text, tmp_path, capsys) -> None:
+    with pytest.raises(AutopruneError) as caught:
+        read(tmp_path)
+    assert text in str(caught.value), f"{case}: {caught.value}"
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_import_strings_can_be_turned_off(monkeypatch) -> None:
+    monkeypatch.setenv("AUTOPRUNE_ALLOW_IMPORTS", "0")
+    with pytest.raises(AutopruneError, match="'os:system'.*turned off"):
+        build_model("os:system", in_channels=1, num_classes=10)
+
+
+CLI_CASES = [
+    ("budget", ["--budget-flops", "2"], "2"),
+    ("two-budgets", ["--budget-flops", "0.5", "--budget-params", "0.5"], "--budget-flops"),
+    ("trials", ["--trials", "0"], "got 0"),
+    ("searcher", ["--searcher", "nope"], "'nope'"),
+    ("searcher-option", ["--searcher-option", "oops"], "'oops'"),
+    ("importance", ["--importance", "magic"], "'magic'"),
+    ("latency-flags", ["--latency-threads", "2"], "--latency-threads"),
+    ("markup-in-value", ["--searcher", "[bold]x[/bold]"], "'[bold]x[/bold]'"),
+]
+
+
+@pytest.mark.parametrize(("case", "argv", "text"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_cli_input_exits_2_with_one_line(case, argv, text, finished_run, capsys) -> None:
+    before = _snapshot(finished_run)
+    assert main(["search", "--run-dir", str(finished_run), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and text in err, f"{case}: {err!r}"
+    assert _snapshot(finished_run) == before
+
+
+def test_bad_resume_from_the_cli(finished_run, tmp_path, capsys) -> None:
+    assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in capsys.readouterr().err
+    assert main(["search", "--resume", str(finished_run), "--seed", "3"]) == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_no_unsafe_deserialization_in_the_source() -> None:
+    root = Path(__file__).parent.parent
+    offences = []
+    for path in sorted(p for d in ("autoprune", "agents", "search_spaces", "bench") for p in (root / d).rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            unsafe = (re.search(r"\bimport (c?pickle|dill|marshal|shelve)\b|\bpickle\.loads?\(", code)
+                      or ("torch.load(" in code and "weights_only=True" not in code)
+                      or re.search(r"\byaml\.(unsafe_)?load\((?!.*SafeLoader)", code))
+            if unsafe:
+                offences.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert not offences, "\n".join(offences)
