@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,7 +105,7 @@ def from_bytes(document: bytes, tensors: bytes, *, source: str) -> Any:
         return decode(json.loads(document), loaded)
     except StateError as exc:
         raise StateError(f"{source}: {exc}") from exc
-    except (ValueError, TypeError, KeyError, RuntimeError, EOFError) as exc:
+    except Exception as exc:  # whatever a damaged or crafted file raises, it is refused (and named)
         raise StateError(f"{source} is not a readable autoprune state ({type(exc).__name__}: {exc})") from exc
 
 
@@ -117,8 +116,3 @@ def digest(*parts: bytes) -> str:
         hasher.update(len(part).to_bytes(8, "little"))
         hasher.update(part)
     return hasher.hexdigest()
-
-
-def finite_or_none(value: float) -> float | None:
-    """NaN and infinities as None (for JSON readers that reject them)."""
-    return value if math.isfinite(value) else None

@@ -59,13 +59,15 @@ class Study:
         resuming = run is not None and run.prepare(config, resume=resume)
         try:
             searcher.setup(context)
+            study = cls(context, searcher, scheduler, run, progress)
+            if resuming:
+                study._restore()
         except BaseException:
-            if run is not None and not resuming:
+            if run is not None and resuming:  # nothing ran: the directory is released ...
+                run.close()
+            elif run is not None:  # ... or, new, goes away
                 run.discard()
             raise
-        study = cls(context, searcher, scheduler, run, progress)
-        if resuming:
-            study._restore()
         return study
 
     def _restore(self) -> None:

@@ -4,9 +4,12 @@ value, the CLI exits 2 with one line quoting it, and nothing in an existing run 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -15,6 +18,7 @@ from autoprune.cli import main
 from autoprune.config import SearchConfig
 from autoprune.latency_lut import LatencyTable
 from autoprune.models import build_model, small_cnn
+from autoprune.state import digest
 from autoprune.train import load_checkpoint
 from search_spaces.errors import AutopruneError
 
@@ -200,3 +204,45 @@ def test_no_unsafe_deserialization_in_the_source() -> None:
             if unsafe:
                 offences.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert not offences, "\n".join(offences)
+
+
+def test_a_crafted_state_file_in_a_run_directory_never_runs(finished_run, trained_cnn, digits, tmp_path,
+                                                            capsys) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run, symlinks=True)
+    state = max((run / "state").glob("*.pt"))
+    torch.save({"0": _Evil()}, state)  # a pickle that would call print() if it were ever unpickled
+    with pytest.raises(AutopruneError, match="does not match the digest"):
+        _search(trained_cnn, digits, run)
+    log = run / "trials.jsonl"  # the forger also fixes the digest: the tensors are loaded with weights_only
+    lines = log.read_text().splitlines()
+    record = json.loads(lines[-1])
+    document = (run / "state" / f"{record['state']:06d}.json").read_bytes()
+    record["state_sha256"] = digest(document, state.read_bytes())
+    log.write_text("\n".join([*lines[:-1], json.dumps(record)]) + "\n")
+    with pytest.raises(AutopruneError, match="not a readable autoprune state"):
+        _search(trained_cnn, digits, run)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_lost_tables_are_rebuilt_from_the_trial_log(finished_run, trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run, symlinks=True)
+    (run / "trials.parquet").unlink()
+    (run / "trials.csv").write_text("garbage")
+    _search(trained_cnn, digits, run, trials=3)
+    table = pd.read_csv(run / "trials.csv")
+    assert list(table["trial_id"]) == [0, 1, 2] and len(pd.read_parquet(run / "trials.parquet")) == 3
+
+
+def test_installed_plugins_register_by_entry_point(monkeypatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from autoprune import registry
+
+    plugin = EntryPoint(name="tiny", value="autoprune.models:small_cnn", group="autoprune.models")
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == "autoprune.models" else [])
+    monkeypatch.setenv("AUTOPRUNE_ALLOW_IMPORTS", "0")  # entry points stay open when import strings are closed
+    assert isinstance(build_model("tiny", in_channels=1, num_classes=10), torch.nn.Module)
+    with pytest.raises(AutopruneError, match="accepted: .*tiny"):
+        build_model("huge", in_channels=1, num_classes=10)
