@@ -2,7 +2,8 @@
 
 One float parameter per group in ``[0, max_ratio]``. A sampled point that misses the budget is repaired
 (the core's repair step) before evaluation, and its raw budget violation is recorded with
-``trial.set_constraint`` so constraint-aware samplers learn where the budget lies. The first trial is the
+``trial.set_constraint`` so constraint-aware samplers learn where the budget lies; a point with slack is
+scaled onto the budget's boundary (``fit``), since unused budget is lost accuracy. The first trial is the
 uniform policy (``warm_start``), so the sampler starts from the strongest one-evaluation baseline.
 
 A sampler given by name is created afresh for every ask, seeded by (search seed, trial number): its
@@ -19,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from autoprune.searcher import SearchContext, Searcher, Trial
+from autoprune.searcher import SearchContext, Searcher, Trial, check_fit
 from search_spaces.cost import uniform_ratios
 from search_spaces.errors import ConfigError
 from search_spaces.policy import Policy
@@ -49,6 +50,10 @@ class OptunaSearcher(Searcher):
         sampler: ``tpe``, ``cmaes``, ``nsga2``, ``random``, or an ``optuna.samplers.BaseSampler``.
         multi_objective: optimise (accuracy up, FLOPs ratio down) jointly; the trials table's Pareto
             front (``result.pareto``) is the answer. Default: True for ``nsga2``, else False.
+        fit: how a sampled point is fitted to the budget before evaluation: ``budget`` (onto the boundary, so
+            the budget is used fully; default for one objective), ``repair`` (only infeasible points; default
+            for two objectives, whose front needs the cheaper points), ``none``.
+        warm_start: enqueue the uniform policy as the first trial.
         study_name: name of the study in the journal.
     """
 
@@ -59,6 +64,7 @@ class OptunaSearcher(Searcher):
         *,
         sampler: str | optuna.samplers.BaseSampler = "tpe",
         multi_objective: bool | None = None,
+        fit: str | None = None,
         warm_start: bool = True,
         study_name: str = "autoprune",
     ) -> None:
@@ -69,6 +75,7 @@ class OptunaSearcher(Searcher):
             make_sampler(sampler, 0)  # raises the error naming the accepted samplers
         self.sampler_spec = sampler
         self.multi_objective = sampler == "nsga2" if multi_objective is None else bool(multi_objective)
+        self.fit = check_fit(fit or ("repair" if self.multi_objective else "budget"), "optuna")
         self.warm_start = bool(warm_start)
         self.study_name = study_name
         self._trials: dict[int, int] = {}  # autoprune trial id -> optuna trial number
@@ -93,7 +100,7 @@ class OptunaSearcher(Searcher):
 
     def _ask(self, trial_id: int) -> Policy:
         sampled = self._ask_study()
-        return self.context.policy(self.context.repair(sampled))
+        return self.context.policy(self.context.fit(sampled, self.fit))
 
     def _ask_study(self) -> dict[str, float]:
         """Ask the study for its next trial (recorded in the log); returns the sampled ratios."""

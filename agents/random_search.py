@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from autoprune.searcher import SeededSearcher
-from search_spaces.cost import tighten
-from search_spaces.errors import ConfigError
+from autoprune.searcher import SeededSearcher, check_fit
 from search_spaces.policy import Policy
 
 
@@ -18,18 +16,11 @@ class RandomSearcher(SeededSearcher):
     """
 
     name = "random"
-    FITS = ("budget", "repair", "none")
 
     def __init__(self, *, fit: str = "budget") -> None:
         super().__init__()
-        if fit not in self.FITS:
-            raise ConfigError(f"random searcher fit={fit!r} is not accepted; accepted: {', '.join(self.FITS)}")
-        self.fit = fit
+        self.fit = check_fit(fit, "random")
 
     def _ask(self, trial_id: int) -> Policy:
         ratios = {g.name: float(self.rng.uniform(0.0, g.max_ratio)) for g in self.context.space}
-        if self.fit == "budget":
-            ratios = tighten(ratios, self.context.cost_model, self.context.budget)
-        elif self.fit == "repair":
-            ratios = self.context.repair(ratios)
-        return self.context.policy(ratios)
+        return self.context.policy(self.context.fit(ratios, self.fit))

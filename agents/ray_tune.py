@@ -2,9 +2,9 @@
 
 The adapter drives a ``ray.tune.search.Searcher`` through its public interface (``set_search_properties``,
 ``suggest``, ``on_trial_complete``), in this process: no Ray cluster is needed. One
-``tune.uniform(0, max_ratio)`` parameter per group; suggestions that miss the budget are repaired. Its state
-is the log of suggestions and results: a resumed search replays it into a fresh, equally seeded algorithm
-(Tune's own ``save`` pickles, and nothing pickled is read back from a run directory).
+``tune.uniform(0, max_ratio)`` parameter per group; suggestions are fitted onto the budget's boundary
+(``fit``). Its state is the log of suggestions and results: a resumed search replays it into a fresh, equally
+seeded algorithm (Tune's own ``save`` pickles, and nothing pickled is read back from a run directory).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autoprune.searcher import SearchContext, Searcher, Trial
+from autoprune.searcher import SearchContext, Searcher, Trial, check_fit
 from search_spaces.errors import ConfigError
 from search_spaces.policy import Policy
 
@@ -68,12 +68,16 @@ class RayTuneSearcher(Searcher):
     Args:
         algorithm: the algorithm's name or instance (an instance must not have a search space set yet).
         options: keyword options for the named algorithm's constructor.
+        fit: how a suggestion is fitted to the budget: ``budget`` (onto the boundary; default), ``repair``
+            (only infeasible ones), ``none``.
     """
 
     name = "ray_tune"
 
-    def __init__(self, *, algorithm: Any = "optuna", options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, *, algorithm: Any = "optuna", options: Mapping[str, Any] | None = None,
+                 fit: str = "budget") -> None:
         super().__init__()
+        self.fit = check_fit(fit, "ray_tune")
         if isinstance(algorithm, str) and algorithm not in ALGORITHMS:
             raise ConfigError(f"ray_tune algorithm {algorithm!r} is not accepted; accepted: "
                               f"{', '.join(ALGORITHMS)} or a ray.tune.search.Searcher instance")
@@ -117,7 +121,7 @@ class RayTuneSearcher(Searcher):
         if suggestion is None or suggestion == TuneSearcher.FINISHED:
             return None
         ratios = {name: float(suggestion[name]) for name in self.context.space.names}
-        return self.context.policy(self.context.repair(ratios))
+        return self.context.policy(self.context.fit(ratios, self.fit))
 
     def _tell(self, trial: Trial, score: Any) -> None:
         result = {METRIC: score.accuracy, "flops": score.flops} if score.ok else None

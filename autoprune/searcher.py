@@ -11,7 +11,7 @@ import numpy as np
 
 from autoprune.registry import searcher_class
 from search_spaces.budget import Budget
-from search_spaces.cost import CostModel, repair
+from search_spaces.cost import CostModel, repair, tighten
 from search_spaces.errors import ConfigError
 from search_spaces.policy import Policy
 
@@ -30,6 +30,17 @@ class Trial:
 
     id: int
     policy: Policy
+
+
+#: How a searcher's proposals are fitted to the budget (see :meth:`SearchContext.fit`).
+FITS = ("budget", "repair", "none")
+
+
+def check_fit(fit: str, searcher: str) -> str:
+    """``fit`` if it is one of :data:`FITS`, else a ConfigError naming it."""
+    if fit not in FITS:
+        raise ConfigError(f"{searcher} searcher fit={fit!r} is not accepted; accepted: {', '.join(FITS)}")
+    return fit
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,16 @@ class SearchContext:
     def repair(self, ratios: Mapping[str, float]) -> dict[str, float]:
         """Map ``ratios`` into the budget (unchanged if already feasible)."""
         return repair(ratios, self.cost_model, self.budget)
+
+    def fit(self, ratios: Mapping[str, float], how: str) -> dict[str, float]:
+        """Fit proposed ratios to the budget, ``how`` one of :data:`FITS`.
+
+        ``budget``: onto the budget's boundary (infeasible ones repaired, ones with slack scaled down so the
+        budget is used fully); ``repair``: infeasible ones repaired only; ``none``: as proposed.
+        """
+        if how == "budget":
+            return tighten(ratios, self.cost_model, self.budget)
+        return self.repair(ratios) if how == "repair" else dict(ratios)
 
     def policy(self, ratios: Mapping[str, float]) -> Policy:
         return self.space.policy(ratios)

@@ -46,8 +46,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, name: str = "model") 
         state = torch.load(path, weights_only=True, map_location="cpu")
         model.load_state_dict(state)
     except Exception as exc:  # whatever fails in reading or fitting the file: the file is named, nothing ran
-        raise ConfigError(f"checkpoint {str(path)!r} cannot be loaded into {name} (a state dict saved with "
-                          f"torch.save, loaded with weights_only=True): {exc}") from exc
+        raise ConfigError(f"checkpoint {str(path)!r} does not fit {name} (expected a state dict saved with "
+                          f"torch.save, read with weights_only=True): {exc}") from exc
     return model.eval()
 
 

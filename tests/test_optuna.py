@@ -59,3 +59,12 @@ def test_searcher_given_as_an_object(trained_cnn, digits) -> None:
     result = _search(trained_cnn, digits, searcher=OptunaSearcher(sampler=optuna.samplers.RandomSampler(seed=1)),
                      trials=2)
     assert len(result.trials) == 2 and result.best_policy is not None
+
+
+def test_single_objective_proposals_use_the_budget_fully(trained_cnn, digits) -> None:
+    result = _search(trained_cnn, digits, trials=5, searcher_options={"sampler": "random", "warm_start": False})
+    assert (result.trials["flops_ratio"] > 0.48).all() and (result.trials["flops_ratio"] <= 0.5).all()
+    front = _search(trained_cnn, digits, trials=5, searcher_options={"sampler": "nsga2"})
+    assert OptunaSearcher(sampler="nsga2").fit == "repair" and len(front.trials) == 5
+    with pytest.raises(ConfigError, match="fit='grow'"):
+        OptunaSearcher(fit="grow")
