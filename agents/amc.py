@@ -245,11 +245,12 @@ _BUFFER_ARRAYS = ("observations", "actions", "rewards", "next_observations", "do
 def _buffer_arrays(buffer: Any) -> dict[str, Any]:
     """An SB3 replay buffer's contents as arrays (saved as tensors; no pickled object)."""
     return {**{name: getattr(buffer, name) for name in _BUFFER_ARRAYS}, "pos": int(buffer.pos),
-            "full": bool(buffer.full)}
+            "full": bool(buffer.full), "baseline": buffer.baseline}
 
 
 def _load_buffer(buffer: Any, state: Mapping[str, Any]) -> None:
     for name in _BUFFER_ARRAYS:
         getattr(buffer, name)[...] = state[name]
     buffer.pos, buffer.full = int(state["pos"]), bool(state["full"])
+    buffer.baseline = None if state["baseline"] is None else float(state["baseline"])
 

@@ -54,7 +54,7 @@ class OptunaSearcher(Searcher):
             the budget is used fully; default for one objective), ``repair`` (only infeasible points; default
             for two objectives, whose front needs the cheaper points), ``none``.
         warm_start: enqueue the uniform policy as the first trial.
-        study_name: name of the study in the journal.
+        study_name: name of the Optuna study.
     """
 
     name = "optuna"
@@ -153,4 +153,5 @@ class OptunaSearcher(Searcher):
         self._events = [list(e) for e in state["events"]]
         self._trials.clear()
         for stale in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            self.study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # asked, never told: runs again
+            self._events.append(["tell", stale.number, "fail"])  # asked, never told: its trial runs again
+            self._tell_study(stale.number, ["fail"])

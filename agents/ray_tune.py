@@ -124,7 +124,9 @@ class RayTuneSearcher(Searcher):
         return self.context.policy(self.context.fit(ratios, self.fit))
 
     def _tell(self, trial: Trial, score: Any) -> None:
-        result = {METRIC: score.accuracy, "flops": score.flops} if score.ok else None
+        # a failed score, or one stopped early by the scheduler (not comparable), ends the Tune trial as an error
+        full = score.ok and score.fidelity >= self.context.full_fidelity
+        result = {METRIC: score.accuracy, "flops": score.flops} if full else None
         self._events.append(["complete", trial.id, result])
         self._complete(trial.id, result)
 

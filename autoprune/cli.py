@@ -234,16 +234,32 @@ def _resume_config(args: argparse.Namespace) -> SearchConfig:
         raise ConfigError(
             f"--resume continues a run with its saved settings; only --trials may change (got {given + others})"
         )
-    saved = Path(args.resume) / "config.json"
-    if not saved.exists():
-        raise RunDirError(f"--resume {args.resume!r}: no config.json there; not an autoprune run directory")
+    if not Path(args.resume).is_dir():
+        raise RunDirError(f"--resume {args.resume!r}: no such directory; not an autoprune run directory")
     stored = RunDir(args.resume).read_config().get("config")
-    if stored is None:
+    if not isinstance(stored, dict):
         raise RunDirError(
             f"{args.resume!r} was started from Python, not the CLI; resume it with search(..., resume=True)"
         )
-    config = SearchConfig.from_dict(stored, source=str(saved)).with_overrides(trials=args.trials, run_dir=args.resume)
+    source = str(Path(args.resume) / "config.json")
+    config = SearchConfig.from_dict(stored, source=source).with_overrides(trials=args.trials, run_dir=args.resume)
+    _check_trusted(config, args, source)
     return _with_executor_flags(config, args)
+
+
+def _check_trusted(config: SearchConfig, args: argparse.Namespace, source: str) -> None:
+    """A run directory may come from anyone: its import strings (code) and Ray address (where results come
+    from) are used only when the user says so (``--trust-run-dir``, or ``--address`` given again)."""
+    if args.trust_run_dir:
+        return
+    imports = [f"{k} {getattr(config, k)!r}" for k in ("model", "dataset", "searcher") if ":" in getattr(config, k)]
+    if imports:
+        raise RunDirError(f"{source} names import strings ({', '.join(imports)}): resuming would run their code; "
+                          "pass --trust-run-dir if you trust this run directory")
+    address = config.executor_options.address if config.executor_options is not None else None
+    if address is not None and args.address is None:
+        raise RunDirError(f"{source} names the Ray cluster {address!r}; pass --address {address} again (or "
+                          "--trust-run-dir) to resume there")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -254,7 +270,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
-    levels = [float(v) for v in args.levels.split(",")] if args.levels else None
+    try:
+        levels = [float(v) for v in args.levels.split(",")] if args.levels else None
+    except ValueError:
+        raise ConfigError(f"--levels expects comma-separated fractions like 0.25,0.5,1, got {args.levels!r}") from None
     with _progress() as bar:
         model, data, _ = load_model_and_data(config, on_epoch=_training_progress(bar, config))
         inputs = data.example_inputs()
@@ -333,6 +352,9 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the search in RUN_DIR with its saved config, trials and searcher state "
                    "(--trials may raise the total)")
+    p.add_argument("--trust-run-dir", action="store_true",
+                   help="with --resume: use the import strings (model, dataset, searcher) and the Ray address "
+                   "saved in RUN_DIR; without it, a run directory from elsewhere cannot run code or pick a cluster")
     _add_search_overrides(p)
     p.set_defaults(func=cmd_search)
 

@@ -169,7 +169,11 @@ def load_dataset(
     if batch_size is not None:
         options["batch_size"] = batch_size
     if name not in DATASETS:
-        bundle = lookup("dataset", name, DATASETS)(**options, data_dir=data_dir)
+        factory = lookup("dataset", name, DATASETS)
+        try:
+            bundle = factory(**options, data_dir=data_dir)
+        except TypeError as exc:
+            raise DataError(f"dataset factory {name!r} must accept batch_size=, seed= and data_dir=: {exc}") from exc
         if not isinstance(bundle, DataBundle):
             raise DataError(f"dataset factory {name!r} returned {type(bundle).__name__}, not a DataBundle")
         return bundle

@@ -18,7 +18,7 @@ def model_digest(model: nn.Module | None) -> str | None:
     hasher = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        hasher.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return hasher.hexdigest()
 
 
@@ -32,6 +32,6 @@ def data_identity(train_data: Iterable, val_data: Iterable) -> dict[str, Any]:
     for batch in itertools.islice(val_data, 1):
         for tensor in batch if isinstance(batch, (list, tuple)) else (batch,):
             if isinstance(tensor, torch.Tensor):
-                hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+                hasher.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     identity["val_sample_sha256"] = hasher.hexdigest()
     return identity

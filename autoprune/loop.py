@@ -133,6 +133,8 @@ def search(
         raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
     check_int("trials", trials, low=1)
     check_int("seed", seed, low=0)
+    if run_dir is not None:
+        rd.check_can_start(run_dir, resume=resume)  # before tracing or timing anything
     final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency,
                         rescore=RescoreConfig.from_value(rescore))
     schedule = SchedulerConfig.from_value(scheduler)
@@ -166,9 +168,12 @@ def search(
         if study.remaining:
             runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining,
                        on_result=study.record, run_dir=study.path)
-        return _result(study, scorer, final, test_data if test_data is not None else val_data)
-    finally:
-        study.close()
+        result = _result(study, scorer, final, test_data if test_data is not None else val_data)
+    except BaseException:
+        study.close(failed=True)
+        raise
+    study.close()
+    return result
 
 
 def _cost_model(
@@ -227,8 +232,9 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
         log.warning("no feasible trial finished among %d; no best policy", len(table))
         return result
     rescored = _rescored(study, table, evaluator, final.rescore)
-    if rescored is not None:
-        best = table[table["trial_id"] == best_rescored(rescored)].iloc[0]
+    winner = best_rescored(rescored) if rescored is not None else None
+    if winner is not None:
+        best = table[table["trial_id"] == winner].iloc[0]
     study.notify("final", f"final finetune: {final.steps} steps")
     outcome = finalize(
         policy_of(best, space), evaluator=evaluator, budget=study.context.budget, test_data=test_data,
@@ -250,7 +256,7 @@ def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: R
     steps = config.steps(evaluator.config.finetune_steps)
     study.notify("rescore", f"re-scoring the best {len(candidates)} candidates at {steps} finetune steps")
     rescorer = evaluator.with_config(replace(evaluator.config, finetune_steps=steps, val_batches=config.val_batches))
-    return rescore(candidates, study.context.space, rescorer.evaluate)
+    return rescore(candidates, study.context.space, rescorer.evaluate_safely)
 
 
 def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any) -> None:

@@ -140,4 +140,10 @@ def build_model(name: str, *, in_channels: int, num_classes: int) -> nn.Module:
     A user factory is called with ``in_channels`` and ``num_classes`` keyword arguments.
     """
     factory = lookup("model", name, MODELS)
-    return factory(in_channels=in_channels, num_classes=num_classes)
+    try:
+        model = factory(in_channels=in_channels, num_classes=num_classes)
+    except TypeError as exc:
+        raise ConfigError(f"model factory {name!r} must accept in_channels= and num_classes=: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -67,7 +67,11 @@ def lookup(kind: str, name: str, builtins: Mapping[str, Any]) -> Any:
         return import_object(found, kind=kind, trusted=True) if isinstance(found, str) else found
     plugins = registered(f"autoprune.{kind}s")
     if name in plugins:
-        return plugins[name].load()
+        try:
+            return plugins[name].load()
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{kind} {name!r} is registered by an installed package ({plugins[name].value}) "
+                              f"that cannot be loaded: {exc}") from exc
     raise unknown_name(kind, name, [*builtins, *plugins, "package.module:attribute"])
 
 

@@ -62,19 +62,21 @@ def top_candidates(trials: pd.DataFrame, fidelity: int, k: int) -> pd.DataFrame:
 
 
 def rescore(candidates: pd.DataFrame, space: SearchSpace, score: Callable[[Policy], Score]) -> pd.DataFrame:
-    """Score each candidate's policy again; rows in the candidates' order with the new accuracy.
-
-    The best re-scored candidate is the first row of the result sorted by ``accuracy`` (ties: search order).
-    """
+    """Score each candidate's policy again; rows in the candidates' order with the new accuracy (NaN when the
+    re-score failed: ``score`` returns failed Scores for candidate-caused errors)."""
     rows = []
     for _, row in candidates.iterrows():
         again = score(policy_of(row, space))
         rows.append({"trial_id": int(row["trial_id"]), "search_accuracy": float(row["accuracy"]),
-                     "accuracy": again.accuracy, "loss": again.loss, "fidelity": again.fidelity,
-                     "seconds": again.seconds})
+                     "accuracy": again.accuracy if again.ok else float("nan"), "loss": again.loss,
+                     "fidelity": again.fidelity, "seconds": again.seconds})
     return pd.DataFrame(rows, columns=list(RESCORED_COLUMNS))
 
 
-def best_rescored(rescored: pd.DataFrame) -> int:
-    """The trial id with the best re-scored accuracy (the earlier candidate wins a tie)."""
-    return int(rescored.sort_values("accuracy", ascending=False, kind="stable").iloc[0]["trial_id"])
+def best_rescored(rescored: pd.DataFrame) -> int | None:
+    """The trial id with the best re-scored accuracy (the earlier candidate wins a tie); None if every
+    re-score failed."""
+    scored = rescored.dropna(subset=["accuracy"])
+    if scored.empty:
+        return None
+    return int(scored.sort_values("accuracy", ascending=False, kind="stable").iloc[0]["trial_id"])

@@ -28,7 +28,7 @@ import pandas as pd
 
 from autoprune.state import StateError, digest, from_bytes, to_bytes
 from search_spaces.errors import RunDirError
-from search_spaces.io import atomic_write, atomic_write_json
+from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size
 
 CONFIG = "config.json"
 TRIAL_LOG = "trials.jsonl"
@@ -44,6 +44,7 @@ LATENCY_TABLE = "latency_table.json"
 LOCK = ".lock"
 FORMAT_VERSION = 3
 MAX_CONFIG_BYTES = 4 << 20
+MAX_LOG_BYTES = 1 << 30
 # Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
 # Inputs a resumed search must be given again unchanged: (config key, what it is).
@@ -143,10 +144,12 @@ class RunDir:
         return _read_json(path, MAX_CONFIG_BYTES)
 
     def discard(self) -> None:
-        """Remove a run directory that was just created and holds nothing but its config."""
+        """Remove a run directory that was just created and holds no finished trial."""
         self.close()
-        for name in (CONFIG, LOCK):
+        for name in (CONFIG, LATENCY_TABLE, LOCK):
             self.file(name).unlink(missing_ok=True)
+        if self.file(STATE_DIR).is_dir() and not any(self.file(STATE_DIR).iterdir()):
+            self.file(STATE_DIR).rmdir()
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
@@ -179,6 +182,7 @@ class RunDir:
         path = self.file(TRIAL_LOG)
         if not path.exists():
             return [], None
+        check_size(path, what="trial log", limit=MAX_LOG_BYTES)
         raw = path.read_bytes()
         complete = raw[: raw.rfind(b"\n") + 1]
         if len(complete) != len(raw):
@@ -187,10 +191,16 @@ class RunDir:
         entries = []
         for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
+                valid = (isinstance(entry, dict) and isinstance(entry.get("trial"), dict)
+                         and isinstance(entry.get("state"), int) and isinstance(entry.get("state_sha256"), str)
+                         and {"trial_id", "status", "accuracy", "feasible"} <= set(entry["trial"]))
             except json.JSONDecodeError as exc:
-                raise RunDirError(f"{str(path)!r} line {number} is not a trial record ({exc}); the run directory "
-                                  "was changed by hand") from exc
+                valid, entry = False, exc
+            if not valid:
+                raise RunDirError(f"{str(path)!r} line {number} is not a trial record ({str(entry)[:200]}); the run "
+                                  "directory was changed by hand: start a new one")
+            entries.append(entry)
         if not entries:
             return [], None
         last = entries[-1]
@@ -202,6 +212,8 @@ class RunDir:
         if not json_path.exists() or not tensor_path.exists():
             raise RunDirError(f"the state saved with trial record {count} ({str(json_path)!r}) is missing; the run "
                               "cannot continue where it stopped: start a new run directory")
+        for file in (json_path, tensor_path):
+            check_size(file, what="saved state", limit=MAX_CHECKPOINT_BYTES)
         document, tensors = json_path.read_bytes(), tensor_path.read_bytes()
         if digest(document, tensors) != expected:
             raise RunDirError(f"the state {str(json_path)!r} does not match the digest in {TRIAL_LOG} (changed or "

@@ -67,7 +67,7 @@ class ASHA(Scheduler):
             check_int("scheduler grace_period", grace_period, low=1)
         check_int("scheduler reduction_factor", reduction_factor, low=2)
         self.grace_period, self.reduction_factor = grace_period, reduction_factor
-        self.recorded: dict[int, dict[int, float]] = {}  # rung steps -> trial id -> accuracy
+        self.recorded: dict[int, dict[int, tuple[float, bool]]] = {}  # rung steps -> trial -> (accuracy, kept)
 
     def rungs(self, full: int) -> tuple[int, ...]:
         if full <= 1:
@@ -80,23 +80,23 @@ class ASHA(Scheduler):
 
     def keep_going(self, trial_id: int, steps: int, accuracy: float) -> bool:
         seen = self.recorded.setdefault(steps, {})
-        if trial_id in seen:  # the same report twice (a retried trial): the first decision stands
-            return seen[trial_id] >= self._cutoff(seen, without=trial_id)
-        cutoff = self._cutoff(seen)
-        seen[trial_id] = accuracy if math.isfinite(accuracy) else -math.inf
-        return seen[trial_id] >= cutoff
+        if trial_id in seen:  # the same report again (a retried trial): the first decision stands
+            return seen[trial_id][1]
+        value = accuracy if math.isfinite(accuracy) else -math.inf
+        seen[trial_id] = (value, value >= self._cutoff([v for v, _ in seen.values()]))
+        return seen[trial_id][1]
 
-    def _cutoff(self, seen: Mapping[int, float], *, without: int | None = None) -> float:
-        values = [v for t, v in seen.items() if t != without and math.isfinite(v)]
-        if not values:
+    def _cutoff(self, values: list[float]) -> float:
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite:
             return -math.inf
-        return float(np.percentile(values, (1 - 1 / self.reduction_factor) * 100))
+        return float(np.percentile(finite, (1 - 1 / self.reduction_factor) * 100))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"recorded": {str(s): {str(t): a for t, a in seen.items()} for s, seen in self.recorded.items()}}
+        return {"recorded": {str(s): {str(t): list(d) for t, d in seen.items()} for s, seen in self.recorded.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.recorded = {int(s): {int(t): float(a) for t, a in seen.items()}
+        self.recorded = {int(s): {int(t): (float(d[0]), bool(d[1])) for t, d in seen.items()}
                          for s, seen in state.get("recorded", {}).items()}
 
 

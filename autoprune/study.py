@@ -14,6 +14,7 @@ from autoprune import rundir as rd
 from autoprune.executors.base import Completed
 from autoprune.scheduler import Scheduler
 from autoprune.searcher import SearchContext, Searcher
+from autoprune.state import StateError
 from autoprune.trials import trial_row, trials_table
 from search_spaces.errors import EvaluationFailedError
 
@@ -46,6 +47,7 @@ class Study:
         self.progress = progress
         self.rows: list[dict[str, Any]] = []
         self.best_accuracy: float | None = None
+        self.resumed = False
 
     @classmethod
     def open(cls, context: SearchContext, searcher: Searcher, scheduler: Scheduler, *, config: Mapping[str, Any],
@@ -61,6 +63,7 @@ class Study:
             searcher.setup(context)
             study = cls(context, searcher, scheduler, run, progress)
             if resuming:
+                study.resumed = True
                 study._restore()
         except BaseException:
             if run is not None and resuming:  # nothing ran: the directory is released ...
@@ -74,8 +77,12 @@ class Study:
         rows, state = self.run.read_log()
         self.rows = rows
         if state is not None:
-            self.searcher.load_state_dict(state["searcher"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                self.searcher.load_state_dict(state["searcher"])
+                self.scheduler.load_state_dict(state["scheduler"])
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # a state that is not ours
+                raise StateError(f"the saved state in {str(self.run.path)!r} does not fit this searcher "
+                                 f"({type(exc).__name__}: {exc}); start a new run directory") from exc
         if self.rows:
             self.searcher.skip_ids_below(max(int(r["trial_id"]) for r in self.rows) + 1)
             self.run.write_trials(self.table())  # the derived tables follow the log, whatever happened to them
@@ -83,9 +90,14 @@ class Study:
         self.best_accuracy = max(feasible) if feasible else None
         log.info("resuming %s with %d finished trials", self.run.path, len(self.rows))
 
-    def close(self) -> None:
-        """Release the run directory (its lock)."""
-        if self.run is not None:
+    def close(self, *, failed: bool = False) -> None:
+        """Release the run directory (its lock); a new one that failed before any trial finished is removed, so
+        the same search can simply be started again."""
+        if self.run is None:
+            return
+        if failed and not self.resumed and not self.rows:
+            self.run.discard()
+        else:
             self.run.close()
 
     @property

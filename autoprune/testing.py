@@ -26,6 +26,7 @@ from torch import nn
 from autoprune.evaluate import Score
 from autoprune.models import resnet20
 from autoprune.searcher import SearchContext, Searcher, Trial
+from autoprune.state import from_bytes, to_bytes
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel
 from search_spaces.errors import ConfigError
@@ -119,7 +120,8 @@ class SearcherContract:
         for trial in ask_many(original, 3):
             original.tell(trial, synthetic_score(trial.policy, space))
         restored = self.set_up(seed=99)  # the seed must come from the state, not setup
-        restored.load_state_dict(original.state_dict())
+        saved = to_bytes(original.state_dict())  # as a run directory stores it: JSON and tensors, no pickle
+        restored.load_state_dict(from_bytes(*saved, source="the searcher's state"))
         expected, got = ask_many(original, 3), ask_many(restored, 3)
         assert [t.id for t in got] == [t.id for t in expected]
         assert [t.policy for t in got] == [t.policy for t in expected]

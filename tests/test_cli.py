@@ -182,3 +182,15 @@ def test_switching_to_the_local_executor_drops_ray_options() -> None:
     args = build_parser().parse_args(["search", "--address", "auto"])
     switched = _with_executor_flags(SearchConfig(), args)
     assert switched.executor == "ray" and switched.executor_options == RayOptions(address="auto")
+
+
+def test_resume_does_not_run_import_strings_from_a_run_directory_unless_trusted(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["search", "--model", "factories:tiny_model", "--dataset", "factories:tiny_data", "--trials", "1",
+            "--bn-batches", "1", "--finetune-steps", "0", "--final-finetune-steps", "0", "--run-dir", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["search", "--resume", str(run), "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "import strings" in err and "factories:tiny_model" in err and "--trust-run-dir" in err
+    assert main(["search", "--resume", str(run), "--trials", "2", "--trust-run-dir"]) == 0

@@ -127,3 +127,25 @@ def test_search_rescores_the_best_candidates_and_exports_the_winner(trained_cnn,
     assert result.summary.best_trial_id == best.trial_id
     top3 = result.trials.sort_values("accuracy", ascending=False)["trial_id"].head(3)
     assert sorted(r.trial_id for r in rescored) == sorted(top3)
+
+
+def test_a_repeated_report_keeps_the_first_decision() -> None:
+    asha = ASHA(grace_period=1)
+    assert asha.keep_going(0, 1, 0.5) and not asha.keep_going(1, 1, 0.3)
+    for better in (0.9, 0.95):
+        asha.keep_going(2 + int(better * 100), 1, better)  # the rung's cutoff rises
+    assert asha.keep_going(0, 1, 0.5) and not asha.keep_going(1, 1, 0.99)  # a retried trial: same answers
+
+
+def test_failed_rescores_are_left_out() -> None:
+    space = contract_problem()[2]
+    rows = [{"trial_id": i, "status": "ok", "feasible": True, "fidelity": 10, "flops": 1, "accuracy": 0.9 - i / 10,
+             **{f"ratio:{n}": 0.1 * i for n in space.names}} for i in range(3)]
+
+    def score(policy: ap.Policy) -> Score:
+        first = policy[space.names[0]]
+        return Score.failed("diverged", fidelity=3, seconds=0.0) if first < 0.15 else Score(first, 0, 1, 1, True, 30, 0)
+
+    rescored = rescore(pd.DataFrame(rows), space, score)
+    assert best_rescored(rescored) == 2 and rescored["accuracy"].isna().sum() == 2
+    assert best_rescored(rescored.iloc[:2]) is None  # every re-score failed: the search's own best stands

@@ -216,3 +216,18 @@ def test_one_writer_per_run_directory(trained_cnn, digits, tmp_path) -> None:
     finally:
         holder.close()
     assert len(_search(trained_cnn, digits, run_dir=run, trials=2, resume=True).trials) == 2
+
+
+def test_a_new_run_that_fails_before_any_trial_leaves_nothing_to_clean_up(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ap.DataError, match="no samples"):
+        _search(trained_cnn, digits, run_dir=run, trials=2, val_data=[])
+    assert not run.exists()
+    assert len(_search(trained_cnn, digits, run_dir=run, trials=2).trials) == 2  # simply started again
+
+
+def test_model_digest_handles_every_dtype() -> None:
+    from autoprune.identity import model_digest
+
+    model = small_cnn(in_channels=1)
+    assert model_digest(model.to(torch.bfloat16)) != model_digest(model.to(torch.float32))

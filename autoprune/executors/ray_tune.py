@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
+from ray import tune
 from ray.tune import Tuner
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher as TuneSearcher
@@ -30,6 +33,7 @@ from autoprune.scheduler import Scheduler
 from autoprune.searcher import Searcher, Trial
 from search_spaces import errors
 from search_spaces.errors import AutopruneError, ConfigError
+from search_spaces.policy import Policy
 
 log = logging.getLogger(__name__)
 METRIC = "objective"
@@ -39,25 +43,21 @@ _SCORE_FIELDS = tuple(f.name for f in fields(Score))
 
 def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[int, ...], threads: int) -> None:
     """The Ray Tune trainable: score one policy, reporting after each rung (the last is full fidelity)."""
-    import ray
-    import torch
-    from ray import tune
-
-    from search_spaces.policy import Policy
-
     torch.set_num_threads(threads)
     if ray.get_gpu_ids() and evaluator.config.device == "cpu":
         evaluator.config = replace(evaluator.config, device="cuda")  # this worker's copy: use its GPU
     where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     policy = Policy(config["ratios"], fingerprint=evaluator.cost_model.space.fingerprint)
+    done = 0
     try:
         for score in evaluator.evaluate_rungs(policy, rungs=rungs):
+            done = score.fidelity
             tune.report({**_result(score), **where})
     except AutopruneError as exc:  # bad input: every trial would fail; the driver stops the search
-        failed = Score.failed(exc, fidelity=0, seconds=0.0)
+        failed = Score.failed(exc, fidelity=done, seconds=0.0)
         tune.report({**_result(failed), **where, FATAL: type(exc).__name__})
     except CANDIDATE_FAILURES as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
-        tune.report({**_result(Score.failed(exc, fidelity=0, seconds=0.0)), **where})
+        tune.report({**_result(Score.failed(exc, fidelity=done, seconds=0.0)), **where})
 
 
 def _result(score: Score) -> dict[str, Any]:
@@ -147,7 +147,6 @@ class RayExecutor(RayOptions, Executor):
 
     def _init_ray(self) -> bool:
         """Connect to (or start) Ray; True if this call started it."""
-        import ray
 
         if ray.is_initialized():
             return False
@@ -171,8 +170,6 @@ class RayExecutor(RayOptions, Executor):
         on_result: Callable[[Completed], None],
         run_dir: Path | None = None,
     ) -> None:
-        import ray
-
         # Ctrl+C / SIGINT must stop the search (resumable) instead of ending Ray Tune's loop "successfully".
         previous_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -201,8 +198,6 @@ class RayExecutor(RayOptions, Executor):
     def _tuner(self, evaluator: Evaluator, scheduler: Scheduler, adapter: TuneSearcherAdapter, remaining: int,
                storage: str) -> Tuner:
         """A Ray Tune ``Tuner`` running ``remaining`` trials of ``evaluator`` as the adapter suggests them."""
-        from ray import tune
-
         full = evaluator.config.finetune_steps
         rungs = scheduler.rungs(full)
         trainable = tune.with_resources(
