@@ -1,0 +1,461 @@
+"""Candidate score fidelity: which cheap score (proxy) best predicts a pruned model's final test accuracy?
+
+A fixed, deterministic list of feasible policies at a 30% FLOPs budget on ResNet-20 / Fashion-MNIST spans the
+space (uniform, global magnitude, linear skews, FLOPs-driven and protective allocations, random policies fitted
+onto the budget, extremes). Every policy gets the search benchmark's final recovery (BN recalibration, 300
+finetune steps at lr 0.01; the ground truth is test accuracy on the full test split) and every proxy:
+adaptive-BN (recalibration only), cross-entropy finetuning for 10/30/100 steps, knowledge distillation from the
+unpruned model for 10/30/100 steps, on 4 or 16 validation batches, scored by accuracy or by validation loss.
+Each proxy is its own run (its own cosine schedule) and its seconds per candidate are measured (prune +
+recovery + validation). One row per policy is appended to ``bench/results/fidelity_rows.jsonl`` (a stopped run
+resumes); at the end, Spearman and Kendall correlations with bootstrap intervals go to
+``bench/results/fidelity.json`` and ``bench/report.py`` renders them.
+
+    python bench/fidelity.py                    # 40 policies, ~2.5 min each on one thread
+    python bench/fidelity.py --policies 60
+    python bench/fidelity.py --summarize        # fidelity.json from the rows so far
+    python bench/fidelity.py --quick            # small CNN on digits, 6 policies, tiny steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from scipy import stats
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import BASELINE, FIDELITY, QUICK_BASELINE, QUICK_FIDELITY, RESULTS, load_baseline, write_json
+
+import autoprune as ap
+from autoprune.evaluate import finetune, recalibrate_batchnorm, validate
+from autoprune.pruning import prune
+
+BUDGET = 0.3
+SEED = 0
+GROUND_TRUTH_STEPS = 300  # bench/compare_searchers.py --final-finetune-steps
+KD_ALPHA, KD_TEMPERATURE = 0.5, 4.0  # weight of cross-entropy; distillation temperature
+DEFAULT_RULE = "among proxies whose Spearman is within 0.05 of the best Spearman, the cheapest (seconds per candidate)"
+ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # Torch-Pruning group roots, as autoprune traces them
+
+
+@dataclass(frozen=True)
+class Run:
+    """One recovery of a pruned candidate: BN recalibration, ``steps`` of (KD) finetuning, validation."""
+
+    name: str
+    steps: int
+    val_batches: int
+    kd: bool = False
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A candidate score: ``metric`` (accuracy, or loss where lower is better) of one run."""
+
+    name: str
+    run: str
+    metric: str = "accuracy"
+
+
+def runs_and_proxies(steps: tuple[int, int, int]) -> tuple[list[Run], list[Proxy]]:
+    """The recovery runs (short, medium and long finetuning ``steps``) and the proxies read from them."""
+    short, medium = steps[:2]
+    runs = [Run("adaptive_bn_val4", 0, 4), Run("adaptive_bn_val16", 0, 16)]
+    runs += [Run(f"finetune{s}", s, 4) for s in steps]
+    runs += [Run(f"finetune{s}_val16", s, 16) for s in (short, medium)]
+    runs += [Run(f"kd{s}", s, 4, kd=True) for s in steps]
+    proxies = [Proxy(r.name, r.name) for r in runs]
+    proxies += [Proxy(f"{name}_loss", name, "loss")
+                for name in ("adaptive_bn_val16", f"finetune{short}_val16", f"finetune{medium}_val16")]
+    return runs, proxies
+
+
+# -- policies ----------------------------------------------------------------------------------------------
+
+
+def _bisect(make: Callable[[float], dict[str, float]], feasible: Callable[[dict[str, float]], bool],
+            hi: float) -> dict[str, float] | None:
+    """``make(t)`` for the smallest ``t`` in [0, hi] that is feasible (feasibility monotone in ``t``), or None."""
+    if not feasible(make(hi)):
+        return None
+    lo = 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if feasible(make(mid)) else (mid, hi)
+    return make(hi)
+
+
+class PolicyMaker:
+    """Feasible ratio dicts for one space and budget."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, space: Any, cost_model: Any, budget: Any) -> None:
+        self.model, self.inputs, self.space = model, inputs, space
+        self.cost_model, self.budget = cost_model, budget
+        self.names: list[str] = list(space.names)
+        self.maxima: dict[str, float] = dict(space.max_ratios)
+
+    def feasible(self, ratios: dict[str, float]) -> bool:
+        return self.cost_model.feasible(ratios, self.budget)
+
+    def repaired(self, ratios: dict[str, float]) -> dict[str, float]:
+        """``ap.repair``: every ratio moved toward its max by one fraction until the budget is met."""
+        return ap.repair(ratios, self.cost_model, self.budget)
+
+    def fitted(self, ratios: dict[str, float]) -> dict[str, float]:
+        """Onto the budget's boundary, as the random searcher fits samples: repaired if infeasible, else scaled down."""
+        repaired = self.repaired(ratios)
+        return _bisect(lambda t: {n: t * r for n, r in repaired.items()}, self.feasible, 1.0) or repaired
+
+    def scaled(self, shape: dict[str, float]) -> dict[str, float]:
+        """Ratios proportional to ``shape`` (capped at each max), scaled to just meet the budget."""
+        hi = max(self.maxima[n] / shape[n] for n in self.names if shape[n] > 0)
+
+        def make(t: float) -> dict[str, float]:
+            return {n: min(self.maxima[n], t * shape[n]) for n in self.names}
+
+        fitted = _bisect(make, self.feasible, hi)
+        return fitted if fitted is not None else self.repaired(make(hi))
+
+    def ramp(self, slope: float) -> dict[str, float]:
+        """Linear in network position: ``slope`` > 0 prunes late groups more, < 0 early groups more."""
+        last = max(1, len(self.names) - 1)
+        return self.scaled({n: max(0.0, 1 + slope * (i / last - 0.5)) for i, n in enumerate(self.names)})
+
+    def flops_saving(self) -> dict[str, float]:
+        """FLOPs fraction saved by pruning each group alone to its max (cost-model sensitivity)."""
+        return {n: 1 - self.cost_model.ratio({n: self.maxima[n]}, "flops") for n in self.names}
+
+    def global_magnitude(self, importance: str) -> dict[str, float]:
+        """Torch-Pruning's global ranking (as agents/global_magnitude.py): one threshold on normalized scores."""
+        scorer = {"l1": lambda: tp.importance.MagnitudeImportance(p=1),
+                  "bn_scale": tp.importance.BNScaleImportance}[importance]()
+        self.model.eval()
+        graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.inputs, verbose=False)
+        modules = {m: n for n, m in self.model.named_modules()}
+        scores = {}
+        with torch.no_grad():
+            for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+                name = modules.get(group[0].dep.target.module)
+                if name in self.maxima:
+                    scores[name] = scorer(group).detach().cpu()
+        everything = torch.cat([scores[n] for n in self.names])
+        round_to = self.space.round_to
+
+        def make(ratio: float) -> dict[str, float]:
+            n_pruned = len(everything) - int(len(everything) * (1 - ratio))
+            if n_pruned <= 0:
+                return dict.fromkeys(self.names, 0.0)
+            threshold = torch.topk(everything, k=n_pruned, largest=False).values[-1]
+            ratios = {}
+            for n in self.names:
+                channels = len(scores[n])
+                kept = channels - int((scores[n] <= threshold).sum())
+                if kept < channels and round_to > 1:
+                    kept -= kept % round_to
+                ratios[n] = min(self.maxima[n], max(0.0, (channels - kept - 0.5) / channels))
+            return ratios
+
+        fitted = _bisect(make, self.feasible, 1.0)
+        if fitted is None:
+            raise SystemExit(f"global {importance} ranking cannot meet the budget")
+        return fitted
+
+    def policies(self, count: int) -> list[tuple[str, dict[str, float]]]:
+        """The first ``count`` of a fixed list: structured families first (diverse order), then random ones."""
+        names, maxima = self.names, self.maxima
+        saving = self.flops_saving()
+        first, last = names[0], names[-1]
+        structured: list[tuple[str, Callable[[], dict[str, float]]]] = [
+            ("uniform", lambda: self.scaled(dict.fromkeys(names, 1.0))),
+            ("global_l1", lambda: self.global_magnitude("l1")),
+            ("ramp_late_1.0", lambda: self.ramp(1.0)),
+            ("ramp_early_1.0", lambda: self.ramp(-1.0)),
+            ("extreme_all_max", lambda: dict(maxima)),
+            ("flops_proportional", lambda: self.scaled(saving)),
+            ("ramp_late_2.0", lambda: self.ramp(2.0)),
+            ("ramp_early_2.0", lambda: self.ramp(-2.0)),
+            ("global_bn_scale", lambda: self.global_magnitude("bn_scale")),
+            ("flops_inverse", lambda: self.scaled({n: 1 / max(s, 1e-3) for n, s in saving.items()})),
+            ("protect_first", lambda: self.scaled({n: float(n != first) for n in names})),
+            ("protect_last", lambda: self.scaled({n: float(n != last) for n in names})),
+            ("protect_ends", lambda: self.scaled({n: float(n not in (first, last)) for n in names})),
+            ("ramp_late_0.5", lambda: self.ramp(0.5)),
+            ("ramp_early_0.5", lambda: self.ramp(-0.5)),
+            ("zigzag", lambda: self.scaled({n: 1.0 if i % 2 else 0.3 for i, n in enumerate(names)})),
+            ("extreme_half_budget", lambda: self._tighter(0.5)),
+            ("extreme_sacrifice_first", lambda: self.repaired({**dict.fromkeys(names, 0.0), first: maxima[first]})),
+        ]
+        rng = np.random.default_rng(SEED)
+        made = [(name, make()) for name, make in structured[:count]]
+        for i in range(count - len(made)):
+            draw = rng.uniform(size=len(names)) if i % 2 == 0 else rng.beta(0.4, 0.4, size=len(names))
+            kind = "uniform" if i % 2 == 0 else "beta0.4"
+            start = {n: float(d) * maxima[n] for n, d in zip(names, draw, strict=True)}
+            made.append((f"random_{kind}_{i}", self.fitted(start)))
+        return made
+
+    def _tighter(self, factor: float) -> dict[str, float]:
+        """Uniform ratios meeting ``factor`` times the budget (feasible, but over-pruned)."""
+        tight = ap.Budget.flops(self.budget.fraction * factor)
+        return _bisect(lambda t: {n: t * m for n, m in self.maxima.items()},
+                       lambda r: self.cost_model.feasible(r, tight), 1.0) or dict(self.maxima)
+
+
+# -- recovery and scoring -----------------------------------------------------------------------------------
+
+
+def _seed(loader: Iterable) -> None:
+    """The evaluator's seeding: torch's global RNG and the loader's own shuffling generator."""
+    torch.manual_seed(SEED)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(SEED)
+
+
+def _cycle(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
+
+
+def distill(student: nn.Module, teacher: nn.Module, loader: Iterable, *, steps: int, lr: float) -> None:
+    """SGD (momentum 0.9, one cosine schedule over ``steps``) on CE mixed with KL to the teacher's logits."""
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    teacher.eval()
+    student.train()
+    for inputs, targets in itertools.islice(_cycle(loader), steps):
+        with torch.no_grad():
+            soft = nn.functional.softmax(teacher(inputs) / KD_TEMPERATURE, dim=1)
+        logits = student(inputs)
+        kl = nn.functional.kl_div(nn.functional.log_softmax(logits / KD_TEMPERATURE, dim=1), soft,
+                                  reduction="batchmean")
+        loss = KD_ALPHA * nn.functional.cross_entropy(logits, targets) + (1 - KD_ALPHA) * KD_TEMPERATURE**2 * kl
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"distillation diverged: loss {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    student.eval()
+
+
+def recover(model: nn.Module, policy: Any, data: Any, inputs: torch.Tensor, space: Any, *, bn_batches: int,
+            steps: int, lr: float, kd: bool, scored: Iterable, val_batches: int | None) -> dict[str, float]:
+    """Prune a copy, recalibrate BN, finetune (or distill), validate: accuracy, loss and seconds."""
+    _seed(data.train)
+    start = time.perf_counter()
+    pruned = prune(model, policy, inputs, space=space).model
+    recalibrate_batchnorm(pruned, data.train, bn_batches)
+    if kd and steps:
+        distill(pruned, model, data.train, steps=steps, lr=lr)
+    else:
+        finetune(pruned, data.train, steps=steps, lr=lr)
+    accuracy, loss = validate(pruned, scored, batches=val_batches)
+    return {"accuracy": accuracy, "loss": loss, "seconds": time.perf_counter() - start}
+
+
+def measure_row(args: argparse.Namespace, name: str, ratios: dict[str, float], context: dict[str, Any],
+                runs: list[Run], proxies: list[Proxy]) -> dict[str, Any]:
+    """Ground truth and every proxy of one policy."""
+    model, data, space = context["model"], context["data"], context["space"]
+    policy = space.policy(ratios)
+    recovery = {"bn_batches": args.bn_batches, "lr": args.lr}
+    truth = recover(model, policy, data, context["inputs"], space, steps=args.ground_truth_steps, kd=False,
+                    scored=data.test, val_batches=None, **recovery)
+    results = {run.name: recover(model, policy, data, context["inputs"], space, steps=run.steps, kd=run.kd,
+                                 scored=data.val, val_batches=run.val_batches, **recovery) for run in runs}
+    return {
+        "policy": name, "ratios": ratios, "flops_ratio": context["cost_model"].ratio(ratios, "flops"),
+        "ground_truth": {"test_accuracy": truth["accuracy"], "test_loss": truth["loss"], "seconds": truth["seconds"]},
+        "proxies": {p.name: {"value": results[p.run][p.metric], "seconds": results[p.run]["seconds"]}
+                    for p in proxies},
+    }
+
+
+# -- rows and summary ---------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows written so far; a last line cut off by a stopped run is removed from the file."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair (Pearson on average ranks, as scipy); NaN for a constant row."""
+    rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
+
+
+def kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair (as scipy's default); NaN for a constant row."""
+    sx = np.sign(x[..., :, None] - x[..., None, :])
+    sy = np.sign(y[..., :, None] - y[..., None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sx * sy).sum((-2, -1)) / np.sqrt((sx**2).sum((-2, -1)) * (sy**2).sum((-2, -1)))
+
+
+def bootstrap_ci(x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 resamples: int = 1000) -> list[float]:
+    """95% percentile interval of ``statistic`` over resampled policies (resamples of tied values dropped)."""
+    index = np.random.default_rng(SEED).integers(0, len(x), (resamples, len(x)))
+    values = np.concatenate([statistic(x[part], y[part]) for part in np.array_split(index, 20)])
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return [math.nan, math.nan]
+    return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+
+
+def summarize(rows: list[dict[str, Any]], proxies: list[Proxy]) -> list[dict[str, Any]]:
+    """Per proxy: Spearman and Kendall vs the ground truth with bootstrap intervals, and the default flag."""
+    truth = np.asarray([r["ground_truth"]["test_accuracy"] for r in rows])
+    out = []
+    for proxy in proxies:
+        sign = -1.0 if proxy.metric == "loss" else 1.0  # lower loss is better: rank by -loss
+        values = sign * np.asarray([r["proxies"][proxy.name]["value"] for r in rows])
+        out.append({
+            "name": proxy.name,
+            "spearman": float(stats.spearmanr(values, truth).statistic),
+            "spearman_ci": bootstrap_ci(values, truth, spearman_rows),
+            "kendall": float(stats.kendalltau(values, truth).statistic),
+            "kendall_ci": bootstrap_ci(values, truth, kendall_rows),
+            "seconds_per_candidate": float(np.median([r["proxies"][proxy.name]["seconds"] for r in rows])),
+            "default": False,
+        })
+    scored = [p for p in out if math.isfinite(p["spearman"])]
+    if scored:
+        best = max(p["spearman"] for p in scored)
+        min(
+            (p for p in scored if p["spearman"] >= best - 0.05), key=lambda p: p["seconds_per_candidate"]
+        )["default"] = True
+    return out
+
+
+def write_summary(args: argparse.Namespace, rows: list[dict[str, Any]], config: dict[str, Any],
+                  proxies: list[Proxy]) -> Path:
+    """``fidelity.json`` from the rows."""
+    if len(rows) < 3:
+        raise SystemExit(f"{len(rows)} rows in {args.rows}: at least 3 policies are needed for correlations")
+    truth_seconds = float(np.median([r["ground_truth"]["seconds"] for r in rows]))
+    payload = {
+        "config": config,
+        "policies": len(rows),
+        "default_rule": DEFAULT_RULE,
+        "proxies": summarize(rows, proxies),
+        "ground_truth": {
+            "metric": "test accuracy on the full test split",
+            "recovery": f"prune (l1), BN recalibration ({config['bn_batches']} training batches), "
+                        f"{config['ground_truth_steps']} cross-entropy finetune steps (SGD momentum 0.9, cosine, "
+                        f"lr {config['lr']}), as bench/compare_searchers.py's final finetune",
+            "seconds_per_candidate": truth_seconds,
+            "test_accuracy_range": [min(r["ground_truth"]["test_accuracy"] for r in rows),
+                                    max(r["ground_truth"]["test_accuracy"] for r in rows)],
+            "baseline_test_accuracy": rows[0]["baseline_test_accuracy"],
+        },
+    }
+    return write_json(Path(args.summary), payload)
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", type=int, default=40, help="policies measured (default 40)")
+    parser.add_argument("--summarize", action="store_true", help="only write fidelity.json from the existing rows")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="small CNN on digits, 6 policies, tiny steps, "
+                        "results under bench/results/quick")
+    args = parser.parse_args()
+    if args.policies < 3:
+        parser.error(f"--policies must be at least 3 (rank correlations), got {args.policies}")
+    torch.set_num_threads(args.threads)
+    results = RESULTS / "quick" if args.quick else RESULTS
+    args.rows, args.summary = str(results / "fidelity_rows.jsonl"), str(results / "fidelity.json")
+    base, fid = (QUICK_BASELINE, QUICK_FIDELITY) if args.quick else (BASELINE, FIDELITY)
+    args.model, args.dataset, args.epochs = base["model"], base["dataset"], base["epochs"]
+    args.bn_batches, args.lr = fid["bn_batches"], fid["lr"]
+    args.ground_truth_steps = 20 if args.quick else GROUND_TRUTH_STEPS
+    steps = (2, 4, 8) if args.quick else (10, 30, 100)
+    if args.quick:
+        args.policies = 6
+    runs, proxies = runs_and_proxies(steps)
+    config = {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "budget": {"flops": BUDGET},
+              "bn_batches": args.bn_batches, "lr": args.lr, "ground_truth_steps": args.ground_truth_steps,
+              "seed": SEED, "kd": {"alpha_cross_entropy": KD_ALPHA, "temperature": KD_TEMPERATURE},
+              "runs": [asdict(r) for r in runs]}
+    rows_path = Path(args.rows)
+    rows = read_rows(rows_path)
+    for row in rows:
+        if row["config"] != config:
+            raise SystemExit(f"{rows_path} has rows made with other settings ({row['config']}); move it away")
+    if not args.summarize:
+        model, data, info = load_baseline(args)
+        inputs = data.example_inputs()
+        space = ap.SearchSpace.from_model(model, inputs, preset=args.model)
+        cost_model = ap.CostModel(space)
+        budget = ap.Budget.flops(BUDGET)
+        context = {"model": model, "data": data, "inputs": inputs, "space": space, "cost_model": cost_model}
+        baseline_accuracy = validate(model, data.test)[0]
+        policies = PolicyMaker(model, inputs, space, cost_model, budget).policies(args.policies)
+        done = {r["policy"]: r for r in rows}
+        started = time.perf_counter()
+        measured = 0
+        for i, (name, ratios) in enumerate(policies):
+            if not cost_model.feasible(ratios, budget):
+                raise SystemExit(f"internal error: policy {name} misses the budget")
+            if name in done:
+                if done[name]["ratios"] != ratios:
+                    raise SystemExit(f"{rows_path}: policy {name} has other ratios than this run makes; move it away")
+                continue
+            row = {**measure_row(args, name, ratios, context, runs, proxies), "config": config,
+                   "checkpoint": Path(info["checkpoint"]).name, "baseline_test_accuracy": baseline_accuracy}
+            append_row(rows_path, row)
+            rows.append(row)
+            measured += 1
+            per_policy = (time.perf_counter() - started) / measured
+            left = sum(1 for n, _ in policies[i + 1:] if n not in done)
+            print(f"[{len(rows)}/{len(policies)}] {name}: flops {row['flops_ratio']:.3f}, test accuracy "
+                  f"{row['ground_truth']['test_accuracy']:.4f}, {per_policy:.0f} s per policy, "
+                  f"~{left * per_policy / 60:.0f} min left", flush=True)
+    path = write_summary(args, rows, config, proxies)
+    for p in json.loads(path.read_text())["proxies"]:
+        low, high = p["spearman_ci"]
+        print(f"{p['name']:28s} spearman {p['spearman']:+.3f} [{low:+.2f}, {high:+.2f}]  kendall {p['kendall']:+.3f}  "
+              f"{p['seconds_per_candidate']:7.2f} s{'  DEFAULT' if p['default'] else ''}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
