@@ -137,7 +137,7 @@ class PolicyMaker:
 
     def flops_saving(self) -> dict[str, float]:
         """FLOPs fraction saved by pruning each group alone to its max (cost-model sensitivity)."""
-        return {n: 1 - self.cost_model.ratio({n: self.maxima[n]}, "flops") for n in self.names}
+        return {n: 1 - self.cost_model.ratio({n: self.maxima[n]}, self.budget) for n in self.names}
 
     def global_magnitude(self, importance: str) -> dict[str, float]:
         """Torch-Pruning's global ranking (as agents/global_magnitude.py): one threshold on normalized scores."""
@@ -280,7 +280,7 @@ def measure_row(args: argparse.Namespace, name: str, ratios: dict[str, float], c
     results = {run.name: recover(model, policy, data, context["inputs"], space, steps=run.steps, kd=run.kd,
                                  scored=data.val, val_batches=run.val_batches, **recovery) for run in runs}
     return {
-        "policy": name, "ratios": ratios, "flops_ratio": context["cost_model"].ratio(ratios, "flops"),
+        "policy": name, "ratios": ratios, "flops_ratio": context["cost_model"].ratio(ratios, ap.Budget.flops(1.0)),
         "ground_truth": {"test_accuracy": truth["accuracy"], "test_loss": truth["loss"], "seconds": truth["seconds"]},
         "proxies": {p.name: {"value": results[p.run][p.metric], "seconds": results[p.run]["seconds"]}
                     for p in proxies},
