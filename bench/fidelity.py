@@ -395,9 +395,17 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=40, help="policies measured (default 40)")
     parser.add_argument("--summarize", action="store_true", help="only write fidelity.json from the existing rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="measure only policies i with i %% N == I (run N processes, one per core; default 0/1)")
     parser.add_argument("--quick", action="store_true", help="small CNN on digits, 6 policies, tiny steps, "
                         "results under bench/results/quick")
     args = parser.parse_args()
+    try:
+        shard, shards = (int(v) for v in args.shard.split("/"))
+    except ValueError:
+        parser.error(f"--shard expects I/N like 0/2, got {args.shard!r}")
+    if not 0 <= shard < shards:
+        parser.error(f"--shard I/N needs 0 <= I < N, got {args.shard!r}")
     if args.policies < 3:
         parser.error(f"--policies must be at least 3 (rank correlations), got {args.policies}")
     torch.set_num_threads(args.threads)
@@ -435,6 +443,8 @@ def main() -> None:
         for i, (name, ratios) in enumerate(policies):
             if not cost_model.feasible(ratios, budget):
                 raise SystemExit(f"internal error: policy {name} misses the budget")
+            if i % shards != shard:
+                continue
             if name in done:
                 if done[name]["ratios"] != ratios:
                     raise SystemExit(f"{rows_path}: policy {name} has other ratios than this run makes; move it away")
@@ -445,7 +455,7 @@ def main() -> None:
             rows.append(row)
             measured += 1
             per_policy = (time.perf_counter() - started) / measured
-            left = sum(1 for n, _ in policies[i + 1:] if n not in done)
+            left = sum(1 for j, (n, _) in enumerate(policies) if j > i and j % shards == shard and n not in done)
             print(f"[{len(rows)}/{len(policies)}] {name}: flops {row['flops_ratio']:.3f}, test accuracy "
                   f"{row['ground_truth']['test_accuracy']:.4f}, {per_policy:.0f} s per policy, "
                   f"~{left * per_policy / 60:.0f} min left", flush=True)
