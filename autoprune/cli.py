@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +373,7 @@ def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a small CNN on digits (cached) and search at 50%% FLOPs",
-                       description="The quickstart: small CNN on scikit-learn's digits, random search at 50%% FLOPs, "
+                       description="The quickstart: small CNN on scikit-learn's digits, random search at 50% FLOPs, "
                        "then the best policy is finetuned and compared with the baseline.")
     p.add_argument("--trials", type=int, help="evaluations (default 40)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
@@ -420,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or params budget and export the policy with the physically smaller model.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    parser.add_argument("--version", action="version", version=f"autoprune {version('autoprune')}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search_command(sub)
     _add_sensitivity_command(sub)

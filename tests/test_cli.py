@@ -194,3 +194,13 @@ def test_resume_does_not_run_import_strings_from_a_run_directory_unless_trusted(
     err = capsys.readouterr().err
     assert "import strings" in err and "factories:tiny_model" in err and "--trust-run-dir" in err
     assert main(["search", "--resume", str(run), "--trials", "2", "--trust-run-dir"]) == 0
+
+
+def test_version_and_literal_percent_in_help(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("autoprune 0.")
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    shown = capsys.readouterr().out
+    assert "50% FLOPs" in shown.replace("\n", " ") and "%%" not in shown
