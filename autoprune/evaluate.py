@@ -20,6 +20,8 @@ from search_spaces.measure import count_flops, count_params
 from search_spaces.options import check_int, check_number, from_mapping
 from search_spaces.policy import Policy
 
+KD_TEMPERATURE, KD_ALPHA = 4.0, 0.5  # distillation: softening temperature; weight of the plain cross-entropy
+
 
 class EvaluationError(RuntimeError):
     """An evaluation diverged (NaN/inf loss); the trial is marked failed and the search goes on."""
@@ -165,11 +167,24 @@ def recalibrate_batchnorm(model: nn.Module, data: Iterable, batches: int, *, dev
     model.eval()
 
 
+def recovery_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None, *,
+                  temperature: float = KD_TEMPERATURE, alpha: float = KD_ALPHA) -> torch.Tensor:
+    """Cross-entropy, or with a teacher (knowledge distillation, Hinton et al.) ``alpha`` x cross-entropy plus
+    ``(1 - alpha) x T^2`` x the KL divergence to the teacher's softened outputs."""
+    loss = nn.functional.cross_entropy(logits, targets)
+    if teacher_logits is None:
+        return loss
+    soft = nn.functional.softmax(teacher_logits / temperature, dim=1)
+    kl = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+    return alpha * loss + (1 - alpha) * temperature**2 * kl
+
+
 def finetune_stages(
     model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0,
-    stops: Sequence[int] = (), device: str = "cpu",
+    stops: Sequence[int] = (), device: str = "cpu", teacher: nn.Module | None = None,
 ) -> Iterator[int]:
-    """SGD (momentum 0.9, one cosine schedule over ``steps``) on cross-entropy, pausing at each stop.
+    """SGD (momentum 0.9, one cosine schedule over ``steps``) on cross-entropy (distilled from ``teacher`` when
+    given, see :func:`recovery_loss`), pausing at each stop.
 
     Yields the step count at every stop (and at ``steps``) with the model in eval mode, so callers can
     score intermediate fidelities of the same run.
@@ -186,7 +201,9 @@ def finetune_stages(
     for pause in pauses:
         model.train()
         for inputs, targets in itertools.islice(batches, pause - done):
-            loss = nn.functional.cross_entropy(model(inputs), targets)
+            with torch.no_grad():
+                taught = teacher(inputs) if teacher is not None else None
+            loss = recovery_loss(model(inputs), targets, taught)
             if not torch.isfinite(loss):
                 raise EvaluationError(f"finetuning diverged: loss {loss.item()} at step {done}")
             optimizer.zero_grad(set_to_none=True)
@@ -199,10 +216,13 @@ def finetune_stages(
 
 
 def finetune(
-    model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0, device: str = "cpu"
+    model: nn.Module, data: Iterable, *, steps: int, lr: float, weight_decay: float = 0.0, device: str = "cpu",
+    teacher: nn.Module | None = None,
 ) -> None:
-    """SGD (momentum 0.9, cosine-decayed learning rate) for ``steps`` batches of cross-entropy."""
-    for _ in finetune_stages(model, data, steps=steps, lr=lr, weight_decay=weight_decay, device=device):
+    """SGD (momentum 0.9, cosine-decayed learning rate) for ``steps`` batches of cross-entropy (distilled from
+    ``teacher`` when given)."""
+    for _ in finetune_stages(model, data, steps=steps, lr=lr, weight_decay=weight_decay, device=device,
+                             teacher=teacher):
         pass
 
 

@@ -20,13 +20,12 @@ resumes); at the end, Spearman and Kendall correlations with bootstrap intervals
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +40,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import BASELINE, FIDELITY, QUICK_BASELINE, QUICK_FIDELITY, RESULTS, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.evaluate import finetune, recalibrate_batchnorm, validate
+from autoprune.evaluate import KD_ALPHA, KD_TEMPERATURE, finetune, recalibrate_batchnorm, validate
 from autoprune.pruning import prune
 
 BUDGET = 0.3
 SEED = 0
 GROUND_TRUTH_STEPS = 300  # bench/compare_searchers.py --final-finetune-steps
-KD_ALPHA, KD_TEMPERATURE = 0.5, 4.0  # weight of cross-entropy; distillation temperature
 DEFAULT_RULE = "among proxies whose Spearman is within 0.05 of the best Spearman, the cheapest (seconds per candidate)"
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # Torch-Pruning group roots, as autoprune traces them
 
@@ -226,34 +224,6 @@ def _seed(loader: Iterable) -> None:
         generator.manual_seed(SEED)
 
 
-def _cycle(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The loader's batches, epoch after epoch."""
-    while True:
-        yield from loader
-
-
-def distill(student: nn.Module, teacher: nn.Module, loader: Iterable, *, steps: int, lr: float) -> None:
-    """SGD (momentum 0.9, one cosine schedule over ``steps``) on CE mixed with KL to the teacher's logits."""
-    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    teacher.eval()
-    student.train()
-    for inputs, targets in itertools.islice(_cycle(loader), steps):
-        with torch.no_grad():
-            soft = nn.functional.softmax(teacher(inputs) / KD_TEMPERATURE, dim=1)
-        logits = student(inputs)
-        kl = nn.functional.kl_div(nn.functional.log_softmax(logits / KD_TEMPERATURE, dim=1), soft,
-                                  reduction="batchmean")
-        loss = KD_ALPHA * nn.functional.cross_entropy(logits, targets) + (1 - KD_ALPHA) * KD_TEMPERATURE**2 * kl
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"distillation diverged: loss {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    student.eval()
-
-
 def recover(model: nn.Module, policy: Any, data: Any, inputs: torch.Tensor, space: Any, *, bn_batches: int,
             steps: int, lr: float, kd: bool, scored: Iterable, val_batches: int | None) -> dict[str, float]:
     """Prune a copy, recalibrate BN, finetune (or distill), validate: accuracy, loss and seconds."""
@@ -261,10 +231,8 @@ def recover(model: nn.Module, policy: Any, data: Any, inputs: torch.Tensor, spac
     start = time.perf_counter()
     pruned = prune(model, policy, inputs, space=space).model
     recalibrate_batchnorm(pruned, data.train, bn_batches)
-    if kd and steps:
-        distill(pruned, model, data.train, steps=steps, lr=lr)
-    else:
-        finetune(pruned, data.train, steps=steps, lr=lr)
+    model.eval()
+    finetune(pruned, data.train, steps=steps, lr=lr, teacher=model if kd else None)
     accuracy, loss = validate(pruned, scored, batches=val_batches)
     return {"accuracy": accuracy, "loss": loss, "seconds": time.perf_counter() - start}
 

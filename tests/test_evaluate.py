@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from autoprune import Budget, CostModel
 from autoprune.evaluate import Evaluator, EvaluatorConfig, recalibrate_batchnorm
@@ -96,3 +97,13 @@ def test_rungs_score_the_same_run_at_several_fidelities(trained_cnn, digits) -> 
     assert [s.fidelity for s in scores] == [2, 4, 6]
     full = evaluator.evaluate(policy)
     assert (scores[-1].accuracy, scores[-1].loss) == (full.accuracy, full.loss)
+
+
+def test_recovery_loss_distills_from_a_teacher() -> None:
+    from autoprune.evaluate import KD_ALPHA, recovery_loss
+
+    logits, targets = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    plain = torch.nn.functional.cross_entropy(logits, targets)
+    assert torch.equal(recovery_loss(logits, targets), plain)
+    assert torch.allclose(recovery_loss(logits, targets, logits), KD_ALPHA * plain)  # no KL to itself
+    assert recovery_loss(logits, targets, -logits) > KD_ALPHA * plain
