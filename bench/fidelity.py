@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from scipy import stats
 from torch import nn
 
@@ -40,14 +39,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import BASELINE, FIDELITY, QUICK_BASELINE, QUICK_FIDELITY, RESULTS, load_baseline, write_json
 
 import autoprune as ap
+from agents.global_magnitude import GlobalSearcher
 from autoprune.evaluate import KD_ALPHA, KD_TEMPERATURE, finetune, recalibrate_batchnorm, validate
 from autoprune.pruning import prune
+from autoprune.searcher import SearchContext
 
 BUDGET = 0.3
 SEED = 0
 GROUND_TRUTH_STEPS = 300  # bench/compare_searchers.py --final-finetune-steps
 DEFAULT_RULE = "among proxies whose Spearman is within 0.05 of the best Spearman, the cheapest (seconds per candidate)"
-ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # Torch-Pruning group roots, as autoprune traces them
 
 
 @dataclass(frozen=True)
@@ -138,39 +138,11 @@ class PolicyMaker:
         return {n: 1 - self.cost_model.ratio({n: self.maxima[n]}, self.budget) for n in self.names}
 
     def global_magnitude(self, importance: str) -> dict[str, float]:
-        """Torch-Pruning's global ranking (as agents/global_magnitude.py): one threshold on normalized scores."""
-        scorer = {"l1": lambda: tp.importance.MagnitudeImportance(p=1),
-                  "bn_scale": tp.importance.BNScaleImportance}[importance]()
-        self.model.eval()
-        graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.inputs, verbose=False)
-        modules = {m: n for n, m in self.model.named_modules()}
-        scores = {}
-        with torch.no_grad():
-            for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
-                name = modules.get(group[0].dep.target.module)
-                if name in self.maxima:
-                    scores[name] = scorer(group).detach().cpu()
-        everything = torch.cat([scores[n] for n in self.names])
-        round_to = self.space.round_to
-
-        def make(ratio: float) -> dict[str, float]:
-            n_pruned = len(everything) - int(len(everything) * (1 - ratio))
-            if n_pruned <= 0:
-                return dict.fromkeys(self.names, 0.0)
-            threshold = torch.topk(everything, k=n_pruned, largest=False).values[-1]
-            ratios = {}
-            for n in self.names:
-                channels = len(scores[n])
-                kept = channels - int((scores[n] <= threshold).sum())
-                if kept < channels and round_to > 1:
-                    kept -= kept % round_to
-                ratios[n] = min(self.maxima[n], max(0.0, (channels - kept - 0.5) / channels))
-            return ratios
-
-        fitted = _bisect(make, self.feasible, 1.0)
-        if fitted is None:
-            raise SystemExit(f"global {importance} ranking cannot meet the budget")
-        return fitted
+        """The ``global`` searcher's policy: Torch-Pruning's global ranking, one threshold on normalized scores."""
+        searcher = GlobalSearcher(importance=importance)
+        searcher.setup(SearchContext(space=self.space, budget=self.budget, cost_model=self.cost_model, seed=SEED,
+                                     model=self.model, example_inputs=self.inputs))
+        return dict(searcher.ask().policy)
 
     def policies(self, count: int) -> list[tuple[str, dict[str, float]]]:
         """The first ``count`` of a fixed list: structured families first (diverse order), then random ones."""
