@@ -125,8 +125,9 @@ def test_search_rescores_the_best_candidates_and_exports_the_winner(trained_cnn,
     assert len(rescored) == 3 and all(r.fidelity == 12 for r in rescored)
     best = max(rescored, key=lambda r: r.accuracy)
     assert result.summary.best_trial_id == best.trial_id
-    top3 = result.trials.sort_values("accuracy", ascending=False)["trial_id"].head(3)
-    assert sorted(r.trial_id for r in rescored) == sorted(top3)
+    chosen = {r.trial_id for r in rescored}
+    others = result.trials[~result.trials["trial_id"].isin(chosen)]
+    assert len(chosen) == 3 and min(r.search_accuracy for r in rescored) >= others["accuracy"].max()  # the best 3
 
 
 def test_a_repeated_report_keeps_the_first_decision() -> None:
