@@ -110,7 +110,8 @@ def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, dig
     assert check.met and check.measured_ratio <= budget.fraction
     assert result.trials["latency_ms"].notna().all()
     exported = ap.load_pruned_model(small_cnn(in_channels=1), tmp_path / "run" / "model", digits.example_inputs())
-    ratio, _, _ = latency_ratio(exported, trained_cnn, digits.example_inputs(), rounds=7)
+    # a longer, steadier median than the search's own check (the small CNN runs in ~0.2 ms: noise dominates)
+    ratio, _, _ = latency_ratio(exported, trained_cnn, digits.example_inputs(), rounds=15, min_run_time=0.3)
     assert ratio <= budget.fraction * (1 + TOLERANCE), f"measured latency ratio {ratio:.3f} vs budget 0.8"
 
 
