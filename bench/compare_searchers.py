@@ -1,14 +1,17 @@
 """Search quality: every searcher at FLOPs budgets, same evaluator fidelity and evaluations, 3 seeds.
 
-For each (method, budget, seed) this runs ``autoprune.search`` on ResNet-20 trained on Fashion-MNIST
-(the baseline is trained once and cached), then the same final finetune for every best policy, and writes
-one JSON file per row to ``bench/results/search_quality/`` (machine, versions, config and the row, with the
-best-so-far validation accuracy after every evaluation). Rows already there are skipped and a stopped
+For each (method, budget, seed) this runs ``autoprune.search`` on a baseline trained on Fashion-MNIST
+(ResNet-20 by default, ``--model mobilenet_v2`` for the depthwise family; trained once and cached), then the
+same final finetune for every best policy, and writes one JSON file per row to
+``bench/results/search_quality/<model>-<method>-<budget>-<seed>.json`` (machine, versions, config and the
+row, with the best-so-far validation accuracy after every evaluation). Rows already there are skipped and a stopped
 search resumes from its run directory, so the benchmark runs in parts. ``bench/report.py`` renders
 ``docs/benchmarks.md`` from the rows.
 
     python bench/compare_searchers.py                       # 6 methods x budgets 0.3,0.5 x seeds 0,1,2
     python bench/compare_searchers.py --methods amc --budgets 0.3 --seeds 0
+    python bench/compare_searchers.py --model mobilenet_v2 --budgets 0.3 --seeds 0,1 \
+        --methods uniform,global,sensitivity,amc,optuna
     python bench/compare_searchers.py --quick               # small CNN on digits, 12 evaluations
 """
 
@@ -61,11 +64,16 @@ def best_so_far(trials: pd.DataFrame, fidelity: int) -> list[float | None]:
     return curve
 
 
+def row_name(model: str, method: str, budget: float, seed: int) -> str:
+    """The file stem (and run directory name) of one benchmark row."""
+    return f"{model}-{method}-{budget}-{seed}"
+
+
 def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, model, data) -> dict[str, Any]:
     inputs = data.example_inputs()
     preset = default_preset(args.model)
     space = ap.SearchSpace.from_model(model, inputs, preset=preset)
-    run_dir = Path(args.run_root) / f"{method}-{budget}-{seed}"
+    run_dir = Path(args.run_root) / row_name(args.model, method, budget, seed)
     start = time.perf_counter()
     result = ap.search(
         model, inputs, budget=ap.Budget.flops(budget), train_data=data.train, val_data=data.val,
@@ -77,7 +85,7 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
     summary = result.summary
     ok = result.trials[result.trials["status"] == "ok"]
     return {
-        "method": method, "budget": budget, "seed": seed,
+        "model": args.model, "method": method, "budget": budget, "seed": seed,
         "test_accuracy": summary.pruned.accuracy,
         "baseline_test_accuracy": summary.baseline.accuracy,
         "flops_ratio": summary.flops_ratio,
@@ -121,7 +129,7 @@ def main() -> None:
     for budget in (float(b) for b in args.budgets.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             for method in args.methods.split(","):
-                path = results / f"{method}-{budget}-{seed}.json"
+                path = results / f"{row_name(args.model, method, budget, seed)}.json"
                 if path.exists():
                     saved = json.loads(path.read_text())["config"]
                     if {k: saved.get(k) for k in config} != config:

@@ -13,8 +13,8 @@ import pytest
 pytestmark = pytest.mark.slow  # the whole quick benchmark suite: minutes
 
 BENCH = Path(__file__).parent.parent / "bench"
-ROW_KEYS = {"method", "budget", "seed", "test_accuracy", "baseline_test_accuracy", "flops_ratio", "evaluations",
-            "search_seconds", "params_ratio", "latency_ms", "best_val_accuracy_by_evaluation"}
+ROW_KEYS = {"model", "method", "budget", "seed", "test_accuracy", "baseline_test_accuracy", "flops_ratio",
+            "evaluations", "search_seconds", "params_ratio", "latency_ms", "best_val_accuracy_by_evaluation"}
 
 
 def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
@@ -50,4 +50,4 @@ def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
                     "## FLOPs vs measured latency", "## Latency budget vs FLOPs budget"):
         assert heading in page
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
-    assert len(images) == 2 and all((tmp_path / image).stat().st_size > 10_000 for image in images)
+    assert len(images) == 3 and all((tmp_path / image).stat().st_size > 10_000 for image in images)
