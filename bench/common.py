@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import time
@@ -74,7 +75,11 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_baseline(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """The trained baseline (trained once, then from the cache), its data and checkpoint info."""
+    """The trained baseline (trained once, then from the cache), its data and checkpoint info.
+
+    Training logs one line per epoch (unless the script configured logging itself).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from autoprune.config import SearchConfig, load_model_and_data
     from autoprune.train import TrainConfig
 
