@@ -1,7 +1,9 @@
 """AMC (He et al., ECCV 2018): a DDPG agent (stable-baselines3) that chooses each group's ratio in turn.
 
 Each ``ask()`` plays one episode of :class:`PruningEnv` with the current actor (random actions during
-warm-up, then the actor's action plus truncated-normal noise whose sigma decays per episode). The
+warm-up, then the actor's action plus truncated-normal noise whose sigma decays per episode). An episode
+that leaves budget unused is scaled onto the budget's boundary (``fit``) and replayed through the env, so
+the stored transitions are those of the policy actually evaluated. The
 episode's transitions wait, keyed by trial id, until ``tell()`` brings its score; then every transition
 gets the episode's reward (discount 1, as in AMC) and goes into SB3's replay buffer, and the agent trains.
 As in AMC's reference code, rewards are stored raw and a moving average of sampled batch means is
@@ -91,6 +93,8 @@ class AMCSearcher(SeededSearcher):
         buffer_size: replay buffer capacity in transitions.
         tau: target network soft-update rate (AMC: 0.01).
         updates_per_episode: gradient steps per finished episode (default: one per group, as AMC).
+        fit: ``budget`` (default): an episode with slack is scaled onto the budget's boundary, since unused
+            budget is lost accuracy; ``none``: AMC's episodes as played (the clamp alone keeps them feasible).
     """
 
     name = "amc"
@@ -110,6 +114,7 @@ class AMCSearcher(SeededSearcher):
         buffer_size: int = 20000,
         tau: float = 0.01,
         updates_per_episode: int | None = None,
+        fit: str = "budget",
     ) -> None:
         super().__init__()
         if algorithm not in ALGORITHMS:
@@ -138,6 +143,9 @@ class AMCSearcher(SeededSearcher):
         self.learning_rate = float(learning_rate)
         self.batch_size, self.buffer_size, self.tau = batch_size, buffer_size, float(tau)
         self.updates_per_episode = updates_per_episode
+        if fit not in ("budget", "none"):  # episodes are always feasible: nothing to repair
+            raise ConfigError(f"amc searcher fit={fit!r} is not accepted; accepted: budget, none")
+        self.fit = fit
         self._episodes: dict[int, _Episode] = {}
         self._asked = 0
         self._told = 0
@@ -171,20 +179,31 @@ class AMCSearcher(SeededSearcher):
         low, high = (0.0 - mu) / sigma, (1.0 - mu) / sigma
         return float(truncnorm.rvs(low, high, loc=mu, scale=sigma, random_state=self.rng))
 
-    def _ask(self, trial_id: int) -> Policy:
+    def _play(self, actions: list[float] | None = None) -> tuple[_Episode, dict[str, float]]:
+        """One episode: the agent's actions, or ``actions`` replayed (fractions of each group's max ratio)."""
         episode = _Episode()
         observation, _ = self.env.reset()
         done, info = False, {}
         while not done:
-            action = self._act(observation)
+            action = self._act(observation) if actions is None else actions[len(episode.actions)]
             next_observation, _, done, _, info = self.env.step(np.array([action]))
             episode.observations.append(observation)
             episode.actions.append(info["action"])  # the clamped action actually taken
             episode.next_observations.append(next_observation)
             observation = next_observation
+        return episode, info["ratios"]
+
+    def _ask(self, trial_id: int) -> Policy:
+        episode, ratios = self._play()
+        if self.fit == "budget":
+            fitted = self.context.fit(ratios, "budget")
+            if fitted != ratios:  # every fitted ratio stays legal (the policy is feasible): the replay is exact
+                maxima = self.env.maxima
+                episode, ratios = self._play([fitted[n] / top if top > 0 else 0.0
+                                              for n, top in zip(self.env.names, maxima, strict=True)])
         self._asked += 1
         self._episodes[trial_id] = episode
-        return self.context.policy(info["ratios"])
+        return self.context.policy(ratios)
 
     # -- learning -----------------------------------------------------------------------------------
     def episode_reward(self, accuracy: float, flops: int) -> float:

@@ -73,13 +73,35 @@ def test_ddpg_learns_a_known_optimum_better_than_random_search() -> None:
         [g.max_ratio for g in space]
     )
     budget = Budget.flops(1.0)  # no constraint: the optimum is reachable
-    amc = AMCSearcher(warmup=30, hidden=[64, 64])
+    amc = AMCSearcher(warmup=30, hidden=[64, 64], fit="none")  # no budget to fit onto, as for random
     amc.setup(_context(space, budget))
     rand = searcher_class("random")(fit="none")
     rand.setup(_context(space, budget))
     amc_best = _best_distance(amc, space, target, 200)
     random_best = _best_distance(rand, space, target, 200)
     assert amc_best < 0.8 * random_best, (amc_best, random_best)
+
+
+@pytest.mark.parametrize("fit", ["budget", "none"])
+def test_episodes_use_the_budget_and_store_the_evaluated_policy(fit) -> None:
+    space = SPACES["resnet20"]
+    budget = Budget.flops(0.5)
+    cost_model = CostModel(space)
+    agent = AMCSearcher(warmup=4, fit=fit)
+    agent.setup(_context(space, budget))
+    used = []
+    for _ in range(4):
+        trial = agent.ask()
+        ratios = dict(trial.policy)
+        assert cost_model.feasible(ratios, budget)
+        used.append(cost_model.ratio(ratios, budget))
+        # the transitions waiting for the score are those of the policy evaluated
+        stored = [a * g.max_ratio for a, g in zip(agent._episodes[trial.id].actions, space, strict=True)]
+        assert np.allclose(stored, [ratios[g.name] for g in space], atol=1e-6)
+    if fit == "budget":
+        assert min(used) > 0.49  # on the boundary: no budget left unused
+    else:
+        assert min(used) < 0.45  # random warm-up episodes, as played, over-prune
 
 
 def test_noise_schedule_rewards_and_options() -> None:
@@ -95,7 +117,8 @@ def test_noise_schedule_rewards_and_options() -> None:
                            ({"warmup": -1}, "warmup"), ({"sigma_decay": 0}, "sigma_decay"),
                            ({"learning_rate": "fast"}, "learning_rate"), ({"hidden": [0]}, "hidden layer size"),
                            ({"updates_per_episode": -3}, "updates_per_episode"),
-                           ({"tau": 2}, r"tau must be in \(0, 1\]")]:
+                           ({"tau": 2}, r"tau must be in \(0, 1\]"), ({"fit": "repair"}, "budget, none"),
+                           ({"fit": "tight"}, "'tight'")]:
         with pytest.raises(ConfigError, match=match):
             AMCSearcher(**options)
 
