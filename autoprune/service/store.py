@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import secrets
@@ -123,15 +124,16 @@ class RunStore:
         return self.directory(run_id) / RUN
 
     def trial_rows(self, run_id: str) -> list[dict[str, Any]]:
-        """Finished trials from the run's trial log, read only (a line being appended is skipped)."""
+        """Finished trials from the run's trial log, read only (a line being appended is skipped); a NaN or
+        infinite number (no JSON has one) is None."""
         path = self.run_dir(run_id) / "trials.jsonl"
         if not path.is_file():
             return []
         raw = path.read_bytes()
         rows = []
         for line in raw[: raw.rfind(b"\n") + 1].splitlines():
-            entry = json.loads(line)
-            rows.append(entry["trial"])
+            row = json.loads(line)["trial"]
+            rows.append({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()})
         return rows
 
     def progress(self, run_id: str) -> dict[str, Any]:
