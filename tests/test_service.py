@@ -223,3 +223,36 @@ def test_import_strings_need_allow_imports(tmp_path) -> None:
     ray = {**TINY, "executor": "ray", "executor_options": {"cpus_per_trial": 1}}
     assert checked_config(ray, checkpoints=tmp_path, allow_imports=False,
                           ray_address="auto").executor_options.address == "auto"
+
+
+class _Evil:
+    def __reduce__(self):  # what a crafted checkpoint would do on an unsafe load
+        return (os.system, ("touch /tmp/autoprune-pwned",))
+
+
+@pytest.mark.slow  # one tiny search from uploaded weights (~30 s)
+def test_uploaded_checkpoints_are_checked_stored_by_content_and_named_by_configs(server: Server, tmp_path) -> None:
+    import hashlib
+
+    import torch
+
+    from autoprune.models import resnet20, small_cnn
+
+    client = ap.Client(server.url, token=TOKEN)
+    evil, other, good = tmp_path / "evil.pt", tmp_path / "resnet20.pt", tmp_path / "small_cnn.pt"
+    torch.save({"weight": _Evil()}, evil)
+    torch.save(resnet20(in_channels=1).state_dict(), other)
+    torch.save(small_cnn(in_channels=1).state_dict(), good)
+    with pytest.raises(ap.ServiceError, match="400 .*weights_only=True"):
+        client.upload_checkpoint(evil, model="small_cnn")
+    assert not Path("/tmp/autoprune-pwned").exists()
+    with pytest.raises(ap.ServiceError, match="400 the upload does not fit model 'small_cnn'"):
+        client.upload_checkpoint(other, model="small_cnn")
+    with pytest.raises(ap.ServiceError, match="400 unknown model 'vgg99'"):
+        client.upload_checkpoint(good, model="vgg99")
+    checkpoint = client.upload_checkpoint(good, model="small_cnn")
+    assert checkpoint == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert client.upload_checkpoint(good, model="small_cnn") == checkpoint  # same content, same id
+    run = client.submit({**TINY, "checkpoint": checkpoint})
+    assert run.wait(timeout=240, progress=False) == "done"
+    assert run.info()["config"]["checkpoint"].endswith(f"checkpoints/{checkpoint}.pt")
