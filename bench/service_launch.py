@@ -46,11 +46,28 @@ def _driver(config: Path, run_dir: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def _ray_rss_mb() -> float:
-    import psutil
-
-    children = psutil.Process().children(recursive=True)
-    return sum(p.memory_info().rss for p in children if p.is_running()) / 2**20
+def _descendants_rss_mb() -> float:
+    """Resident memory of every process below this one (Ray's, once ``ray.init`` started them), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    mine, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= found
+        grew = bool(found)
+    total = 0
+    for pid in mine - {os.getpid()}:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total / 1024
 
 
 def main() -> None:
@@ -73,7 +90,7 @@ def main() -> None:
     ray.init(address="local", include_dashboard=True, dashboard_port=8299, num_cpus=2, log_to_driver=False)
     jobs = JobSubmissionClient("http://127.0.0.1:8299")
     ray_up = time.perf_counter() - start
-    idle_rss = _ray_rss_mb()
+    idle_rss = _descendants_rss_mb()
     print(f"ray up in {ray_up:.1f} s, its processes hold {idle_rss:.0f} MB", flush=True)
     ray_job = []
     try:
