@@ -112,6 +112,10 @@ def test_submit_queue_results_cancel_crash_and_bad_requests(server: Server, runs
     assert (downloaded / "model" / "pruned_state_dict.pt").is_file() and (downloaded / "summary.json").is_file()
     csv = client.request("GET", f"/runs/{first.id}/trials", params={"format": "csv"}).text
     assert csv.startswith("trial_id,") and len(csv.splitlines()) == 3
+    with httpx.stream("GET", f"{server.url}/runs/{first.id}/events", headers={"Authorization": f"Bearer {TOKEN}"},
+                      timeout=30) as stream:  # server-sent events end with the finished run
+        events = [json.loads(line[len("data: "):]) for line in stream.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["status"] == "done" and events[-1]["progress"]["completed"] == 2
     summary = first.info()["summary"]
     assert summary["trials"] == 2 and summary["pruned"]["params_ratio"] <= 0.6
 
@@ -256,3 +260,12 @@ def test_uploaded_checkpoints_are_checked_stored_by_content_and_named_by_configs
     run = client.submit({**TINY, "checkpoint": checkpoint})
     assert run.wait(timeout=240, progress=False) == "done"
     assert run.info()["config"]["checkpoint"].endswith(f"checkpoints/{checkpoint}.pt")
+
+
+def test_the_documented_launch_figures_are_the_measured_ones() -> None:
+    measured = json.loads((ROOT / "bench" / "results" / "service_launch.json").read_text())
+    text = (ROOT / "docs" / "service.md").read_text()
+    for key, unit in (("driver_median_s", "s"), ("ray_job_median_s", "s"), ("ray_start_s", "s"),
+                      ("ray_idle_rss_mb", "MB")):
+        figure = f"{measured[key]:.1f} s" if unit == "s" else f"{measured[key]:.0f} MB"
+        assert f"**{figure}**" in text, (key, figure)
