@@ -170,13 +170,13 @@ def test_auth_and_bad_configs_create_nothing(server: Server, runs_root: Path) ->
 def test_a_sigkilled_server_leaves_an_interrupted_run_that_resumes_with_every_trial_once(runs_root: Path) -> None:
     first = Server(runs_root, "--max-concurrent", "1")
     client = ap.Client(first.url, token=TOKEN)
-    done = client.submit(TINY)
-    assert done.wait(timeout=240, progress=False) == "done"
-    long = client.submit({**TINY, "trials": 60, "evaluator": {"bn_batches": 1, "finetune_steps": 20}})
+    long = client.submit({**TINY, "trials": 24, "evaluator": {"bn_batches": 1, "finetune_steps": 10}})
+    waiting = client.submit(TINY)
+    assert waiting.cancel() == "cancelled"
     deadline = time.monotonic() + 240
     while long.info()["progress"]["completed"] < 2:
         assert time.monotonic() < deadline
-        time.sleep(0.1)
+        time.sleep(0.05)
     driver = json.loads((runs_root / long.id / "job.json").read_text())["pid"]
     first.stop(signal.SIGKILL)
     time.sleep(1)
@@ -186,12 +186,13 @@ def test_a_sigkilled_server_leaves_an_interrupted_run_that_resumes_with_every_tr
     try:
         client = ap.Client(second.url, token=TOKEN)
         runs = {run["id"]: run for run in client.runs()}
-        assert runs[done.id]["status"] == "done"
-        assert runs[long.id]["status"] == "interrupted" and 2 <= runs[long.id]["progress"]["completed"] < 60
+        assert runs[waiting.id]["status"] == "cancelled"
+        assert runs[long.id]["status"] == "interrupted" and 2 <= runs[long.id]["progress"]["completed"] < 24
         again = client.run(long.id)
+        assert "resume" in again.info()["message"]
         assert again.resume() == "queued"
         assert again.wait(timeout=400, progress=False) == "done"
-        assert sorted(again.trials()["trial_id"]) == list(range(60))
+        assert sorted(again.trials()["trial_id"]) == list(range(24))
         assert isinstance(again.policy(), ap.Policy)
     finally:
         second.stop()

@@ -97,9 +97,11 @@ class Supervisor:
             argv = ["search", "--resume", str(directory / RUN), "--trials", str(job["trials"]), "--trust-run-dir"] \
                 if resume else ["search", str(directory / SEARCH_CONFIG), "--trials", str(job["trials"])]
             output = open(directory / DRIVER_LOG, "ab")  # noqa: SIM115 (closed when the driver is reaped)
+            # a session of its own: Ctrl+C or a signal to the server's process group stops the server, which
+            # interrupts its drivers itself (resumable); the kernel still ends them with the server (driver.py)
             process = subprocess.Popen([sys.executable, "-m", "autoprune.driver", *argv], cwd=directory,
                                        stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                       env=self._environment())
+                                       env=self._environment(), start_new_session=True)
             self._drivers[job["id"]] = _Driver(process, output)
             self.store.update(job["id"], status="running", pid=process.pid, exit_code=None, message="",
                               started=now())
