@@ -91,7 +91,7 @@ def test_config_file_errors_name_the_entry(tmp_path, capsys) -> None:
     assert "trails" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["search", "demo", "train", "apply", "sensitivity"])
+@pytest.mark.parametrize("command", ["search", "demo", "train", "apply", "sensitivity", "report"])
 def test_help_explains_every_option(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
