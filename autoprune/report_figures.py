@@ -138,7 +138,7 @@ def time_figure(trials: pd.DataFrame) -> Figure:
     columns = [(PHASES[c], phases[c]) for c in PHASE_COLUMNS] + [("other", other)]
     data = [{"type": "bar", "name": name, "x": ids, "y": values.tolist(),
              "hovertemplate": f"trial %{{x}}<br>{name}: %{{y:.3f}} s<extra></extra>"} for name, values in columns]
-    return {"data": data, "layout": layout("trial id", "evaluation time (s)", barmode="stack")}
+    return {"data": data, "layout": layout("trial (id)", "evaluation time (s)", barmode="stack")}
 
 
 def sensitivity_figure(table: pd.DataFrame, baseline: float | None) -> Figure:
