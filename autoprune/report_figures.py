@@ -26,7 +26,8 @@ def layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
         "xaxis": {"title": {"text": x_title}, "automargin": True, **extra.pop("xaxis", {})},
         "yaxis": {"title": {"text": y_title}, "automargin": True, **extra.pop("yaxis", {})},
         "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-        "margin": {"l": 60, "r": 16, "t": 40, "b": 56}, "hovermode": "closest", **extra,
+        "margin": {"l": 60, "r": 44, "t": 40, "b": 56}, "modebar": {"orientation": "v"}, "hovermode": "closest",
+        **extra,
     }
 
 
