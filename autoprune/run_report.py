@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ class RunRecord:
     summary: Summary | None = None
     policy: Policy | None = None
     sensitivity: pd.DataFrame | None = None
-    path: Path | None = field(default=None)
+    path: Path | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> RunRecord:
