@@ -181,8 +181,7 @@ def search(
         if study.remaining:
             runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining,
                        on_result=study.record, run_dir=study.path)
-        result = _result(study, scorer, final, test_data if test_data is not None else val_data)
-        result.config = config
+        result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
         if result.run_dir is not None:
             log.info("report: %s", result.report())
     except BaseException:
@@ -238,11 +237,12 @@ def _run_record(
     }
 
 
-def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable) -> SearchResult:
+def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable,
+            config: dict[str, Any]) -> SearchResult:
     """The search's result; with a feasible trial, the best policy goes through the final step and is written out."""
     table, space, full = study.checked_table(), study.context.space, evaluator.config.finetune_steps
     result = SearchResult(best_policy=None, trials=table, pareto=pareto_front(table, full), space=space,
-                          run_dir=study.path)
+                          run_dir=study.path, config=config)
     best = best_row(table, full)
     if best is None:
         log.warning("no feasible trial finished among %d; no best policy", len(table))
