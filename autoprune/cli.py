@@ -1,4 +1,4 @@
-"""The ``autoprune`` command line: search, apply, train, demo, sensitivity; serve, submit, runs."""
+"""The ``autoprune`` command line: search, sensitivity, demo, report, train, apply; serve, submit, runs."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from autoprune.loop import SearchResult
 from autoprune.models import build_model
 from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
-from autoprune.rundir import RunDir
+from autoprune.run_report import write_report
+from autoprune.rundir import REPORT, RunDir
 from autoprune.scheduler import SchedulerConfig
 from autoprune.service.client import Client
 from autoprune.service.server import ServeOptions, serve
@@ -204,7 +205,14 @@ def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
 def _report(result: SearchResult) -> None:
     if result.best_policy is None or result.summary is None:
         out.print("[red]No feasible trial finished; nothing exported.[/red]")
-        return
+    else:
+        _print_outcome(result)
+    if result.run_dir is not None:
+        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
+        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
+
+
+def _print_outcome(result: SearchResult) -> None:
     policy = Table(title="best policy (fraction of channels removed per group)")
     for column, justify in (("group", "left"), ("channels", "right"), ("ratio", "right"), ("kept", "right")):
         policy.add_column(column, justify=justify)
@@ -225,8 +233,6 @@ def _report(result: SearchResult) -> None:
         where = s.latency_setting
         line += f"  latency speedup: {s.latency_speedup:.2f}x ({where.threads} thread(s), batch {where.batch})"
     out.print(line)
-    if result.run_dir is not None:
-        out.print(f"run directory: {result.run_dir}")
 
 
 def _resume_config(args: argparse.Namespace) -> SearchConfig:
@@ -308,6 +314,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out.print(f"autoprune demo: {config.model} on {config.dataset}, {config.searcher} search, "
               f"{config.trials} trials, budget {config.budget}")
     _report(_run(config, resume=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = write_report(args.run_dir, args.out)
+    out.print(f"report: {path}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -458,6 +470,16 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained page about a run",
+                       description="Draw a run directory's files (trials, summary, best policy, sensitivity scan, "
+                       "config) into one HTML page that opens offline. Works on a finished run and on one still "
+                       "in progress (it shows what exists). Every search writes it at the end too.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search")
+    p.add_argument("--out", help="where to write the page (default RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+
+
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a baseline and cache its checkpoint",
                        description="Train a built-in model on a dataset and cache the checkpoint under "
@@ -503,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_command(sub)
     _add_sensitivity_command(sub)
     _add_demo_command(sub)
+    _add_report_command(sub)
     _add_train_command(sub)
     _add_apply_command(sub)
     _add_service_commands(sub)
