@@ -30,6 +30,8 @@ def die_with_parent() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()
+    # a server started in the background (``nohup ... &``) passes SIGINT on as ignored: cancelling sends SIGINT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return cli_main(argv)
 
 
