@@ -12,7 +12,7 @@ recovery + validation). One row per policy is appended to ``bench/results/fideli
 resumes); at the end, Spearman and Kendall correlations with bootstrap intervals go to
 ``bench/results/fidelity.json`` and ``bench/report.py`` renders them.
 
-    python bench/fidelity.py                    # 40 policies, ~2.5 min each on one thread
+    python bench/fidelity.py                    # 40 policies, ~5 min each on one thread (--shard I/N: one per core)
     python bench/fidelity.py --policies 60
     python bench/fidelity.py --summarize        # fidelity.json from the rows so far
     python bench/fidelity.py --quick            # small CNN on digits, 6 policies, tiny steps
