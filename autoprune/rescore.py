@@ -17,6 +17,9 @@ from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 
 RESCORED_COLUMNS = ("trial_id", "search_accuracy", "accuracy", "loss", "fidelity", "seconds")
+# Finetune steps of a default re-score after a search that did not finetune (adaptive-BN scores): in
+# bench/fidelity.py, 30 steps scored on more validation data ranked candidates best of the affordable proxies.
+ADAPTIVE_BN_RESCORE_STEPS = 30
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,8 @@ class RescoreConfig:
 
     Attributes:
         top_k: candidates re-scored (the best feasible ones by search-time accuracy); 0 or 1: none.
-        finetune_steps: finetune steps of the re-score (None: three times the evaluator's).
+        finetune_steps: finetune steps of the re-score (None: three times the evaluator's; 30 after
+            adaptive-BN scoring, when the evaluator does not finetune).
         val_batches: validation batches of the re-score (None: all of the validation data).
     """
 
@@ -48,7 +52,7 @@ class RescoreConfig:
 
     def steps(self, search_steps: int) -> int:
         """Finetune steps of a re-score for a search that scored candidates with ``search_steps``."""
-        return self.finetune_steps if self.finetune_steps is not None else 3 * search_steps
+        return self.finetune_steps if self.finetune_steps is not None else 3 * search_steps or ADAPTIVE_BN_RESCORE_STEPS
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -43,6 +43,8 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 FIDELITY = {"bn_batches": 5, "finetune_steps": 10, "val_batches": 4, "lr": 0.01}
 # 8 epochs: the baseline is retrained on every fresh machine (weights are never committed), ~35 min on one thread
 BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 8}
+# Per-model baseline epochs; MobileNetV2 takes ~2.8x ResNet-20's time per step here, so 4 epochs (~1 h on one thread)
+BASELINE_EPOCHS = {"resnet20": 8, "mobilenet_v2": 4}
 QUICK_BASELINE = {"model": "small_cnn", "dataset": "digits", "epochs": 5}
 QUICK_FIDELITY = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2, "lr": 0.01}
 
@@ -51,7 +53,7 @@ def add_fidelity_options(parser: argparse.ArgumentParser) -> None:
     """Baseline and evaluator options shared by the search benchmarks, and ``--quick``."""
     parser.add_argument("--model", default=BASELINE["model"])
     parser.add_argument("--dataset", default=BASELINE["dataset"])
-    parser.add_argument("--epochs", type=int, default=BASELINE["epochs"], help="baseline training epochs")
+    parser.add_argument("--epochs", type=int, help="baseline training epochs (default: per model, BASELINE_EPOCHS)")
     parser.add_argument("--bn-batches", type=int, default=FIDELITY["bn_batches"])
     parser.add_argument("--finetune-steps", type=int, default=FIDELITY["finetune_steps"])
     parser.add_argument("--val-batches", type=int, default=FIDELITY["val_batches"])
@@ -66,7 +68,14 @@ def apply_quick(args: argparse.Namespace, full: Path, quick: Path) -> argparse.N
             setattr(args, key, value)
     if args.results is None:
         args.results = str(quick if args.quick else full)
+    if args.epochs is None:
+        args.epochs = baseline_epochs(args.model)
     return args
+
+
+def baseline_epochs(model: str) -> int:
+    """The epochs a model's benchmark baseline is trained for."""
+    return BASELINE_EPOCHS.get(model, BASELINE["epochs"])
 
 
 def fidelity(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from factories import QualitySearcher, ToyEvaluator
 import autoprune as ap
 from autoprune.evaluate import Score
 from autoprune.executors import LocalExecutor
-from autoprune.rescore import best_rescored, rescore, top_candidates
+from autoprune.rescore import ADAPTIVE_BN_RESCORE_STEPS, RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.scheduler import ASHA, FullFidelity, SchedulerConfig, split_legacy_options
 from autoprune.searcher import SearchContext
 from autoprune.testing import contract_problem
@@ -150,3 +150,9 @@ def test_failed_rescores_are_left_out() -> None:
     rescored = rescore(pd.DataFrame(rows), space, score)
     assert best_rescored(rescored) == 2 and rescored["accuracy"].isna().sum() == 2
     assert best_rescored(rescored.iloc[:2]) is None  # every re-score failed: the search's own best stands
+
+
+def test_rescore_fidelity_defaults_to_three_times_the_search_and_30_steps_after_adaptive_bn() -> None:
+    assert RescoreConfig().steps(4) == 12 and RescoreConfig().steps(10) == 30
+    assert RescoreConfig().steps(0) == ADAPTIVE_BN_RESCORE_STEPS == 30  # adaptive-BN search: re-score finetunes
+    assert RescoreConfig(finetune_steps=7).steps(0) == 7
