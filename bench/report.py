@@ -277,16 +277,18 @@ def render_fidelity(fidelity: dict[str, Any], img: Path, rel: str) -> list[str]:
         f"cross-entropy weight {config['kd']['alpha_cross_entropy']}); `_loss` proxies rank by minus the "
         "validation loss. Rank correlations with the ground truth, 95% bootstrap intervals (1000 resamples of "
         f"the policies); seconds per candidate are medians on {fidelity['machine']['torch_threads']} torch "
-        f"thread(s). **Default** ({fidelity['default_rule']}) in bold.",
+        f"thread(s). **Default** ({fidelity['default_rule']}) in bold. A search compares policies fitted onto "
+        f"the budget's boundary, so the last correlation column keeps only the "
+        f"{fidelity.get('near_budget_policies', '?')} policies near it ({fidelity.get('near_budget', '')}).",
         "",
-        "| proxy | Spearman [95% CI] | Kendall [95% CI] | seconds per candidate |",
-        "|---|---|---|---|",
+        "| proxy | Spearman [95% CI] | Kendall [95% CI] | seconds per candidate | Spearman near the budget |",
+        "|---|---|---|---|---|",
     ]
     for p in sorted(fidelity["proxies"], key=lambda p: p["seconds_per_candidate"]):
         name = f"**{p['name']}** (default)" if p["default"] else p["name"]
         lines.append(f"| {name} | {p['spearman']:.2f} [{p['spearman_ci'][0]:.2f}, {p['spearman_ci'][1]:.2f}] | "
                      f"{p['kendall']:.2f} [{p['kendall_ci'][0]:.2f}, {p['kendall_ci'][1]:.2f}] | "
-                     f"{p['seconds_per_candidate']:.2f} |")
+                     f"{p['seconds_per_candidate']:.2f} | {p.get('spearman_near_budget', math.nan):.2f} |")
     img.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     spread = max(p["spearman"] for p in fidelity["proxies"]) - min(p["spearman"] for p in fidelity["proxies"])
