@@ -77,10 +77,11 @@ _SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
     ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
     ("--scheduler", {"choices": ["none", "asha"],
-                     "help": "multi-fidelity: asha stops poor candidates at early finetune rungs (either executor)"}),
+                     "help": "multi-fidelity: asha stops poor candidates at early finetune rungs (either executor; "
+                     "needs --finetune-steps)"}),
     ("--rescore-top", {"type": int, "metavar": "K",
-                       "help": "re-score the best K candidates at 3x the finetune steps before exporting (default 3; "
-                       "0: off)"}),
+                       "help": "re-score the best K candidates at 3x the finetune steps (30 after adaptive-BN "
+                       "scoring) before exporting (default 3; 0: off)"}),
     ("--final-finetune-steps", {"type": int, "help": "finetune steps for the best policy at the end"}),
     ("--round-to", {"type": int, "help": "keep channel counts at multiples of this (e.g. 8)"}),
     ("--run-dir", {"help": "output directory (must be empty unless --resume)"}),

@@ -19,7 +19,7 @@ from autoprune.models import build_model
 from autoprune.registry import searcher_class
 from autoprune.rescore import RescoreConfig
 from autoprune.rundir import check_can_start
-from autoprune.scheduler import SchedulerConfig, split_legacy_options
+from autoprune.scheduler import SchedulerConfig, check_schedulable, split_legacy_options
 from autoprune.study import Progress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces.budget import Budget
@@ -113,6 +113,7 @@ class SearchConfig:
             check_number("config entry 'max_ratio'", self.max_ratio, low=0, inclusive=False)
         if not isinstance(self.ignore, list) or not all(isinstance(n, str) for n in self.ignore):
             raise ConfigError(f"config entry 'ignore' must be a list of module names, got {self.ignore!r}")
+        check_schedulable(self.scheduler, self.evaluator.finetune_steps)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> SearchConfig:

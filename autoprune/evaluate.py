@@ -40,24 +40,26 @@ class EvaluatorConfig:
 
     Attributes:
         bn_batches: training batches used to re-estimate BatchNorm statistics after pruning (0: skip).
-        finetune_steps: SGD steps of finetuning per candidate (the fidelity; 0: none).
+        finetune_steps: SGD steps of finetuning per candidate (the fidelity). Default 0: the adaptive-BN
+            score (BatchNorm recalibration only, EagleEye), which ranked policies about as well as 30-100
+            finetune steps in bench/fidelity.py at a tenth of their cost (docs/benchmarks.md).
         distill: finetune by knowledge distillation from the unpruned model (see :func:`recovery_loss`)
             instead of plain cross-entropy.
         lr: finetuning learning rate (SGD, momentum 0.9).
         weight_decay: finetuning weight decay.
-        val_batches: validation batches scored per candidate (None: all of them).
+        val_batches: validation batches scored per candidate (default 4; None: all of them).
         importance: channel importance: l1, l2, bn_scale, taylor or random.
         seed: seed for data order and any randomness, per evaluation.
         device: where candidates are recovered and scored: ``cpu`` or ``cuda`` (``cuda:N``); pruning
             itself (tracing) happens on the CPU.
     """
 
-    bn_batches: int = 10
-    finetune_steps: int = 20
+    bn_batches: int = 5
+    finetune_steps: int = 0
     distill: bool = False
     lr: float = 0.01
     weight_decay: float = 0.0
-    val_batches: int | None = None
+    val_batches: int | None = 4
     importance: str = "l1"
     seed: int = 0
     device: str = "cpu"

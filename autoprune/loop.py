@@ -24,7 +24,7 @@ from autoprune.identity import data_identity, model_digest
 from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.rescore import RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.run_report import RunRecord, save_report, write_report
-from autoprune.scheduler import SchedulerConfig, split_legacy_options
+from autoprune.scheduler import SchedulerConfig, check_schedulable, split_legacy_options
 from autoprune.searcher import SearchContext, Searcher, make_searcher
 from autoprune.study import Progress, ProgressCallback, Study
 from autoprune.summary import Summary
@@ -155,6 +155,7 @@ def search(
         executor_options, legacy = split_legacy_options(executor_options)
         schedule = legacy if legacy is not None and scheduler is None else schedule
     recipe = replace(EvaluatorConfig.from_dict(evaluator), seed=seed)
+    check_schedulable(schedule, recipe.finetune_steps)
     if space is None:
         space = SearchSpace.from_model(
             model, example_inputs, preset=preset, ignore=ignore, round_to=round_to, max_ratio=max_ratio

@@ -138,6 +138,14 @@ class SchedulerConfig:
         return asdict(self)
 
 
+def check_schedulable(config: SchedulerConfig, finetune_steps: int) -> None:
+    """A scheduler with rungs stops candidates during their finetune: it needs finetune steps to split."""
+    if config.kind != "none" and finetune_steps < 2:
+        raise ConfigError(f"the {config.kind} scheduler stops candidates at finetune rungs, but the evaluator's "
+                          f"finetune_steps is {finetune_steps} (0 is adaptive-BN scoring); give finetune_steps "
+                          "of at least 2 (e.g. 30), or scheduler none")
+
+
 def split_legacy_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], SchedulerConfig | None]:
     """Ray executor options as ``(the executor's own, the scheduler they named or None)``.
 

@@ -51,3 +51,4 @@ def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
         assert heading in page
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
     assert len(images) == 3 and all((tmp_path / image).stat().st_size > 10_000 for image in images)
+

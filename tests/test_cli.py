@@ -182,7 +182,8 @@ def test_switching_to_the_local_executor_drops_ray_options() -> None:
     from autoprune.config import SearchConfig
     from autoprune.executors import RayOptions
 
-    ray_run = SearchConfig(executor="ray", executor_options={"cpus_per_trial": 1, "fidelity": "asha"})
+    ray_run = SearchConfig(executor="ray", executor_options={"cpus_per_trial": 1, "fidelity": "asha"},
+                           evaluator={"finetune_steps": 9})
     args = build_parser().parse_args(["search", "--executor", "local"])
     assert _with_executor_flags(ray_run, args).executor_options is None
     args = build_parser().parse_args(["search", "--address", "auto"])

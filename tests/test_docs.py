@@ -1,7 +1,8 @@
-"""The README's Python example runs as written."""
+"""The README's Python example runs as written; documented defaults are the measured ones."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -25,3 +26,21 @@ def test_readme_api_example_runs(tmp_path, monkeypatch) -> None:
     loading = next(b for b in blocks if "load_pruned_model(" in b)
     exec(compile(loading, "README.md", "exec"), namespace)
     assert sum(p.numel() for p in namespace["pruned"].parameters()) == result.summary.pruned.params
+
+
+def test_the_evaluator_default_is_the_proxy_the_fidelity_study_picked(monkeypatch) -> None:
+    """EvaluatorConfig's defaults and the search benchmarks' fidelity are the default proxy of fidelity.json."""
+    monkeypatch.syspath_prepend(str(README.parent / "bench"))
+    from common import FIDELITY, RESULTS
+
+    from autoprune.evaluate import EvaluatorConfig
+
+    study = json.loads((RESULTS / "fidelity.json").read_text())
+    (default,) = [p for p in study["proxies"] if p["default"]]
+    run = next(r for r in study["config"]["runs"] if default["name"] in (r["name"], f"{r['name']}_loss"))
+    product = EvaluatorConfig()
+    assert not default["name"].endswith("_loss")  # the evaluator ranks candidates by accuracy
+    assert (product.finetune_steps, product.val_batches, product.distill) == (run["steps"], run["val_batches"],
+                                                                              run["kd"])
+    assert (product.bn_batches, product.lr) == (study["config"]["bn_batches"], study["config"]["lr"])
+    assert {key: getattr(product, key) for key in FIDELITY} == FIDELITY

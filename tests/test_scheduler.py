@@ -156,3 +156,14 @@ def test_rescore_fidelity_defaults_to_three_times_the_search_and_30_steps_after_
     assert RescoreConfig().steps(4) == 12 and RescoreConfig().steps(10) == 30
     assert RescoreConfig().steps(0) == ADAPTIVE_BN_RESCORE_STEPS == 30  # adaptive-BN search: re-score finetunes
     assert RescoreConfig(finetune_steps=7).steps(0) == 7
+
+
+def test_a_scheduler_with_rungs_needs_finetune_steps(trained_cnn, digits) -> None:
+    from autoprune.config import SearchConfig
+
+    with pytest.raises(ConfigError, match="finetune_steps is 0 .*adaptive-BN.*at least 2"):
+        SearchConfig(scheduler="asha")  # the default evaluator scores by adaptive BN: no finetune to split
+    assert SearchConfig(scheduler="asha", evaluator={"finetune_steps": 9}).scheduler.kind == "asha"
+    with pytest.raises(ConfigError, match="asha scheduler stops candidates at finetune rungs"):
+        ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
+                  val_data=digits.val, trials=1, scheduler="asha", evaluator={"finetune_steps": 1})
