@@ -13,6 +13,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,22 @@ def _model_of(record: dict[str, Any]) -> str:
     return record["row"].get("model", record["config"]["model"])
 
 
-def quality_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[str]:
+def study_scale_lines(study_rows: list[dict[str, Any]], model: str) -> list[str]:
+    """What per-layer allocation alone reached in the fidelity study (same final finetune, same budget)."""
+    rows = [r for r in study_rows if r["config"]["model"] == model and r["config"]["budget"]["flops"] == GOAL_BUDGET]
+    uniform = next((r for r in rows if r["policy"] == "uniform"), None)
+    if uniform is None or len(rows) < 3:
+        return []
+    base = uniform["baseline_test_accuracy"]
+    best = max(rows, key=lambda r: r["ground_truth"]["test_accuracy"])
+    drop, uniform_drop = base - best["ground_truth"]["test_accuracy"], base - uniform["ground_truth"]["test_accuracy"]
+    return [f"For scale: of the {len(rows)} policies of the fidelity study below (uniform, global, skewed, random; "
+            f"the same final finetune), the best (`{best['policy']}`) drops {100 * drop:.2f} pt, "
+            f"{drop / uniform_drop:.2f}x the study's uniform policy ({100 * uniform_drop:.2f} pt)."]
+
+
+def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
+                    study_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
     """Per model: the search quality table, the goals and the fidelity check; then the plots of every model."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -100,7 +116,8 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[
             )
         drops = {m: statistics.mean(_drop(r) for r in v) for (mo, b, m), v in groups.items()
                  if mo == model and b == GOAL_BUDGET}
-        lines += ["", *goal_lines(model, drops), "", *fidelity_lines(rows), ""]
+        lines += ["", *goal_lines(model, drops), "", *study_scale_lines(list(study_rows), model), "",
+                  *fidelity_lines(rows), ""]
     lines += plot_quality([r["row"] | {"model": _model_of(r)} for r in records], groups, img, rel)
     return lines
 
@@ -384,7 +401,9 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     if baselines:
         lines += baselines_section(baselines)
     if rows:
-        lines += quality_section(rows, img, rel)
+        study = results / "fidelity_rows.jsonl"
+        study_rows = [json.loads(line) for line in study.read_text().splitlines()] if study.exists() else []
+        lines += quality_section(rows, img, rel, study_rows)
     cost = _load(results / "candidate_cost.json")
     if cost:
         lines += cost_section(cost)
