@@ -18,10 +18,13 @@ search resumes from its run directory, so the benchmark runs in parts. ``bench/r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,25 @@ def best_so_far(trials: pd.DataFrame, fidelity: int) -> list[float | None]:
 def row_name(model: str, method: str, budget: float, seed: int) -> str:
     """The file stem (and run directory name) of one benchmark row."""
     return f"{model}-{method}-{budget}-{seed}"
+
+
+@contextlib.contextmanager
+def row_lock(path: Path) -> Iterator[bool]:
+    """Whether this process may run the row: False while another process holds its lock file (parts of the
+    benchmark run side by side, one per core); the lock is removed when the row ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        print(f"skip {path.stem} (another process is running it; delete {path} if none is)", flush=True)
+        yield False
+        return
+    try:
+        os.write(descriptor, str(os.getpid()).encode())
+        yield True
+    finally:
+        os.close(descriptor)
+        path.unlink(missing_ok=True)
 
 
 def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, model, data) -> dict[str, Any]:
@@ -136,8 +158,11 @@ def main() -> None:
                         raise SystemExit(f"{path} was made with other settings ({saved}); use another --results")
                     print(f"skip {path.name} (done)")
                     continue
-                row = run_row(args, method, budget, seed, model, data)
-                write_json(path, {"config": {**config, "seeds": args.seeds}, "row": row})
+                with row_lock(Path(args.run_root) / f"{row_name(args.model, method, budget, seed)}.lock") as mine:
+                    if not mine or path.exists():  # running elsewhere, or finished there meanwhile
+                        continue
+                    row = run_row(args, method, budget, seed, model, data)
+                    write_json(path, {"config": {**config, "seeds": args.seeds}, "row": row})
                 print(json.dumps({k: v for k, v in row.items() if k != "best_val_accuracy_by_evaluation"}), flush=True)
 
 
