@@ -67,21 +67,21 @@ def _submit(browser, server: Server, *, trials: int, checkpoint: Path | str, ext
     WebDriverWait(browser, 30).until(lambda _: Select(form.find_element(By.NAME, "model")).options)
     Select(form.find_element(By.NAME, "model")).select_by_value("small_cnn")
     Select(form.find_element(By.NAME, "dataset")).select_by_value("digits")
+    form.find_element(By.NAME, "checkpoint").clear()  # the form keeps what the last submit entered
     if isinstance(checkpoint, Path):
         browser.find_element(By.ID, "checkpoint-file").send_keys(str(checkpoint))
         WebDriverWait(browser, 60).until(lambda _: form.find_element(By.NAME, "checkpoint").get_attribute("value"))
     else:
         form.find_element(By.NAME, "checkpoint").send_keys(checkpoint)
     Select(form.find_element(By.NAME, "budget-kind")).select_by_value("params")
-    for name, value in (("budget-value", "0.6"), ("trials", str(trials))):
+    for name, value in (("budget-value", "0.6"), ("trials", str(trials)), ("extra", json.dumps(extra))):
         form.find_element(By.NAME, name).clear()
         form.find_element(By.NAME, name).send_keys(value)
     Select(form.find_element(By.NAME, "searcher")).select_by_value("random")
     Select(form.find_element(By.NAME, "executor")).select_by_value("local")
-    form.find_element(By.NAME, "extra").clear()
-    form.find_element(By.NAME, "extra").send_keys(json.dumps(extra))
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(browser, 30).until(lambda b: "#/runs/" in b.current_url)
+    WebDriverWait(browser, 60).until(lambda b: "#/runs/" in b.current_url or _visible(b, "error"))
+    assert "#/runs/" in browser.current_url, browser.find_element(By.ID, "error").text
     return browser.current_url.rsplit("/", 1)[1]
 
 

@@ -104,8 +104,9 @@
     head.append(node("a", run.id, {href: "#" + path("runs", run.id)}));
     const row = node("tr", null, {"data-run": run.id});
     row.append(head, node("td", run.model + " on " + run.dataset), statusCell(run.status),
-      progressCell(run.progress), node("td", percent(run.progress.best_accuracy)), node("td", run.searcher),
-      node("td", budgetText(run.budget)), node("td", shortTime(run.created)));
+      progressCell(run.progress), node("td", percent(run.progress.best_accuracy)),
+      node("td", run.searcher, {class: "optional"}), node("td", budgetText(run.budget), {class: "optional"}),
+      node("td", shortTime(run.created), {class: "optional"}));
     return row;
   }
 
