@@ -81,6 +81,7 @@
 
   // -- runs list and submit form ------------------------------------------------------------------------------
   async function openRuns(toForm) {
+    const mine = generation;
     if (!formFilled) {
       try {
         await fillForm();
@@ -88,6 +89,7 @@
         showError(error.message);
       }
     }
+    if (mine !== generation) return;  // another view was opened meanwhile
     if (toForm) $("submit").scrollIntoView();
     every(2, refreshRuns);
   }
