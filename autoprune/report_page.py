@@ -58,10 +58,10 @@ def render_page(title: str, facts: Sequence[tuple[str, str]], sections: Sequence
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{_asset('report.css')}</style>\n</head>\n<body>\n"
+        f"<title>{escape(title)}</title>\n<style>{asset('report.css')}</style>\n</head>\n<body>\n"
         f"<header><h1>{escape(title)}</h1><dl>{head}</dl><nav>{nav}</nav></header>\n<main>\n{body}\n</main>\n"
         f'<script type="application/json" id="report-figures">{embed_json(figures)}</script>\n'
-        f"<script>{_asset('plotly-basic.min.js')}</script>\n<script>{_asset('report.js')}</script>\n"
+        f"<script>{asset('plotly-basic.min.js')}</script>\n<script>{asset('report.js')}</script>\n"
         "</body>\n</html>\n"
     )
 
@@ -107,5 +107,6 @@ def _finite(value: Any) -> Any:
 
 
 @cache
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
+    """The text of a file of ``autoprune/assets`` (package data)."""
     return files("autoprune").joinpath("assets", name).read_text(encoding="utf-8")

@@ -115,7 +115,7 @@ def save_report(record: RunRecord, path: str | Path) -> Path:
 
 def render_report(record: RunRecord) -> str:
     """The report page of ``record`` as HTML text."""
-    return render_page(_title(record), _facts(record), _sections(record))
+    return render_page(_title(record), _facts(record), report_sections(record))
 
 
 def group_channels(config: Mapping[str, Any]) -> dict[str, int]:
@@ -163,7 +163,8 @@ def _facts(record: RunRecord) -> list[tuple[str, str]]:
     return facts
 
 
-def _sections(record: RunRecord) -> list[Section]:
+def report_sections(record: RunRecord) -> list[Section]:
+    """The report's sections (charts, tables, the config), in page order; the service's dashboard draws them too."""
     evaluations, wall = best_so_far_figures(record.trials, fidelity=record.fidelity)
     sections = [
         _comparison(record),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -75,3 +77,16 @@ def finished_run(trained_cnn: nn.Module, digits: DataBundle, tmp_path_factory: p
            trials=10, evaluator={"bn_batches": 2, "finetune_steps": 2, "val_batches": 2}, final_finetune_steps=2,
            run_dir=run)
     return run
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless chromium (a ``selenium.webdriver.Chrome``) at 1280x800; skips without selenium or chromium."""
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
+    from browsing import chromium
+
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()

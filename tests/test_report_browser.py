@@ -1,13 +1,11 @@
 """report.html in a real browser: Debian's chromium, headless, driven by Selenium through chromium-driver.
 
-.ci/run installs both; without them (or without selenium) these tests skip and say what to install.
+.ci/run installs both; without them (or without selenium) these tests skip and say what to install (the
+``browser`` fixture: tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -15,52 +13,12 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from browsing import OVERFLOW_JS, POINTS_JS  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 CHARTS = ("kept", "pareto", "progress", "wall-time", "time", "sensitivity")
-# per chart: trace name -> points rendered, counted in the page's SVG (scatter markers and bars are `.point`), and
-# the traces drawn as a line
-POINTS_JS = """
-const out = {};
-for (const el of document.querySelectorAll('.chart')) {
-  const traces = {}, lines = [];
-  el.querySelectorAll('g.trace').forEach((g) => {
-    const name = g.__data__[0].trace.name;  // the trace plotly.js bound to this SVG group
-    traces[name] = (traces[name] || 0) + g.querySelectorAll('.point').length;
-    if (g.querySelector('path.js-line[d^="M"]')) lines.push(name);
-  });
-  out[el.getAttribute('data-figure')] = {
-    traces: traces, lines: lines, width: el.getBoundingClientRect().width,
-    xtitle: (el.querySelector('.xtitle') || {}).textContent || '',
-    ytitle: (el.querySelector('.ytitle') || {}).textContent || '',
-  };
-}
-return out;
-"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    if BROWSER is None or DRIVER is None:
-        missing = ("headless browser tests need Debian's chromium and chromium-driver: "
-                   "apt-get install chromium chromium-driver (.ci/run installs them)")
-        if os.environ.get("CI"):
-            pytest.fail(missing)  # CI installs them: missing there is a broken set-up, not a reason to skip
-        pytest.skip(missing)
-    options = webdriver.ChromeOptions()
-    options.binary_location = BROWSER
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,800"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _open(driver: webdriver.Chrome, report: Path, width: int, height: int) -> None:
@@ -109,7 +67,7 @@ def test_hovering_a_trial_shows_which_trial_it_is(browser, finished_run) -> None
 def test_the_page_fits_the_window(browser, finished_run, width, height) -> None:
     _open(browser, finished_run / "report.html", width, height)
     inner = browser.execute_script("return document.documentElement.clientWidth")
-    assert browser.execute_script("return document.documentElement.scrollWidth") <= inner  # no sideways scrolling
+    assert not browser.execute_script(OVERFLOW_JS)  # no sideways scrolling
     drawn = browser.execute_script(POINTS_JS)
     columns = 2 if width >= 1200 else 1
     for key, chart in drawn.items():

@@ -5,59 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from served import ROOT, TINY, TOKEN, Server
 
 import autoprune as ap
 from autoprune.cli import main
 from autoprune.service.auth import TOKEN_FILE, load_tokens, owner_of, parse_tokens
 from autoprune.service.remote import checked_config
 from search_spaces.errors import ConfigError
-
-ROOT = Path(__file__).parent.parent
-TOKEN = "test-token-0123456789abcdef"
-# the fast configs of test_cli.py: small CNN on digits, a 1-epoch baseline, no finetune
-TINY = {"model": "small_cnn", "dataset": "digits", "budget": {"params": 0.6}, "searcher": "random", "trials": 2,
-        "evaluator": {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}, "final_finetune_steps": 0,
-        "train": {"epochs": 1}, "rescore": 0}
-
-
-class Server:
-    """``autoprune serve`` in a subprocess on a free port."""
-
-    def __init__(self, runs_root: Path, *args: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "AUTOPRUNE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        self.log = open(runs_root.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "autoprune.cli", "serve", "--port", str(self.port), "--runs-root", str(runs_root),
-             *args], env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, Path(self.log.name).read_text()
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.3)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(60)
-        self.log.close()
 
 
 @pytest.fixture()
@@ -270,3 +230,46 @@ def test_the_documented_launch_figures_are_the_measured_ones() -> None:
                       ("ray_idle_rss_mb", "MB")):
         figure = f"{measured[key]:.1f} s" if unit == "s" else f"{measured[key]:.0f} MB"
         assert f"**{figure}**" in text, (key, figure)
+
+
+def test_the_dashboard_page_its_assets_and_its_data_calls(tmp_path, finished_run) -> None:
+    from fastapi.testclient import TestClient
+
+    from autoprune.config import SearchConfig
+    from autoprune.service.app import ServerSettings, create_app
+    from autoprune.service.store import RunStore
+    from autoprune.service.supervisor import Supervisor
+
+    store = RunStore(tmp_path / "runs")
+    try:
+        client = TestClient(create_app(store, Supervisor(store), ServerSettings(tokens={TOKEN: "default"})))
+        page = client.get("/")  # no token: the page holds no data
+        assert page.status_code == 200 and '<script src="/assets/dashboard.js"></script>' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"] and "<script>" not in page.text
+        assert client.get("/assets/plotly-basic.min.js").status_code == 200
+        assert client.get("/assets/dashboard.js").headers["content-type"].startswith("text/javascript")
+        for path in ("/choices", "/runs/x/charts"):
+            assert client.get(path).status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        choices = client.get("/choices", headers=auth).json()
+        assert {"small_cnn", "resnet20"} <= set(choices["models"]) and "sensitivity" in choices["searchers"]
+        assert choices["budgets"] == ["flops", "params", "latency"] and choices["executors"] == ["local", "ray"]
+        assert choices["defaults"]["trials"] == SearchConfig().trials
+
+        queued = store.create(SearchConfig(), owner="default")["id"]
+        assert client.get(f"/runs/{queued}/charts", headers=auth).json() == {
+            "sections": [], "note": "the search has not started writing its run directory"}
+        store.run_dir(queued).symlink_to(finished_run, target_is_directory=True)
+        charts = client.get(f"/runs/{queued}/charts", headers=auth).json()
+        sections = {s["key"]: s for s in charts["sections"]}
+        assert list(sections) == ["comparison", "kept", "pareto", "progress", "wall-time", "time", "sensitivity",
+                                  "latency", "config"]
+        assert {k for k, s in sections.items() if s["figure"]} == {"kept", "pareto", "progress", "wall-time", "time",
+                                                                   "sensitivity"}
+        assert sections["comparison"]["table"]["header"] == ["", "baseline", "pruned", "pruned / baseline"]
+        trials = client.get(f"/runs/{queued}/trials", headers=auth).json()
+        pareto = [t for t in sections["pareto"]["figure"]["data"] if t["name"] in ("within budget", "over budget")]
+        assert sum(len(t["x"]) for t in pareto) == len(trials) == 10
+        assert client.get("/runs/nope/charts", headers=auth).status_code == 404
+    finally:
+        store.close()

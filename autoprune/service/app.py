@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): runs, their trials, policy and files, checkpoints, health. OpenAPI docs at ``/docs``."""
+"""The HTTP API (FastAPI): runs, their trials, policy, files and charts, checkpoints, health; the web dashboard at
+``/``. OpenAPI docs at ``/docs``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from autoprune.models import MODELS, build_model
 from autoprune.registry import registered
+from autoprune.service import dashboard
 from autoprune.service.auth import owner_of
 from autoprune.service.remote import checked_config, parse_body
 from autoprune.service.store import FINISHED, NoSuchRunError, RunStateError, RunStore
@@ -132,6 +134,18 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
         """One file of the run directory; no name reaches outside it."""
         return FileResponse(store.file(run_id, name))
 
+    @app.get("/runs/{run_id}/charts")
+    def charts(run_id: str, _: str = Depends(owner)) -> Response:
+        """The run's report as data: its sections (title, note, and a Plotly figure, a table or text), drawn
+        from the run directory so far (the dashboard's run page)."""
+        return dashboard.run_charts(store.run_dir(run_id))
+
+    @app.get("/choices")
+    def choices(_: str = Depends(owner)) -> dict[str, Any]:
+        """What a config may name on this server (models, datasets, searchers, executors, budget metrics) and
+        the config's defaults (the dashboard's submit form)."""
+        return dashboard.choices()
+
     @app.post("/runs/{run_id}/cancel")
     def cancel(run_id: str, _: str = Depends(owner)) -> dict[str, Any]:
         """Cancel a queued or running search (a running one is stopped and stays resumable)."""
@@ -186,6 +200,7 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
             Path(tmp.name).replace(target)
         return {"id": digest, "model": model}
 
+    dashboard.mount(app)
     return app
 
 

@@ -1,0 +1,65 @@
+"""The web dashboard at ``/``: a static page and its scripts from package data, and what its data calls return.
+
+The page holds no data, so it is served without a token; every call it makes for data sends the token the user
+entered (kept in the browser's ``sessionStorage``). A run's charts are the report's own sections
+(:func:`autoprune.run_report.report_sections`), sent as JSON and drawn by the same plotly.js.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from autoprune import rundir as rd
+from autoprune.config import SearchConfig
+from autoprune.data import DATASETS
+from autoprune.executors import EXECUTORS
+from autoprune.models import MODELS
+from autoprune.registry import SEARCHERS, registered
+from autoprune.report_page import asset, embed_json
+from autoprune.run_report import RunRecord, report_sections
+from search_spaces.budget import KINDS
+
+PAGE = "dashboard.html"
+# Scripts and styles only from this server (no inline script can run, whatever a run's data holds); plotly.js
+# adds style elements and draws PNG downloads from data: URLs.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the page at ``/`` and the package's assets (plotly.js, scripts, styles) under ``/assets``."""
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(asset(PAGE), headers={"Content-Security-Policy": PAGE_POLICY,
+                                                  "X-Content-Type-Options": "nosniff"})
+
+    app.mount("/assets", StaticFiles(packages=[("autoprune", "assets")]), name="assets")
+
+
+def choices() -> dict[str, Any]:
+    """What the submit form offers: the names this server accepts, and the config's defaults."""
+    return {
+        "models": [*MODELS, *registered("autoprune.models")],
+        "datasets": [*DATASETS, *registered("autoprune.datasets")],
+        "searchers": [*SEARCHERS, *registered("autoprune.searchers")],
+        "executors": list(EXECUTORS),
+        "budgets": list(KINDS),
+        "defaults": SearchConfig().to_dict(),
+    }
+
+
+def run_charts(run_dir: Path) -> Response:
+    """The report's sections of the run in ``run_dir`` as JSON (no sections before the search has written its
+    ``config.json``)."""
+    if not (run_dir / rd.CONFIG).is_file():
+        payload: dict[str, Any] = {"sections": [], "note": "the search has not started writing its run directory"}
+    else:
+        payload = {"sections": [asdict(s) for s in report_sections(RunRecord.read(run_dir))], "note": ""}
+    return Response(embed_json(payload), media_type="application/json")
