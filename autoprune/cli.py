@@ -39,7 +39,7 @@ from search_spaces.errors import AutopruneError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
 from search_spaces.measure import count_flops, count_params
 from search_spaces.policy import Policy
-from search_spaces.space import architecture_name
+from search_spaces.surgery import architecture_name
 
 console = Console(stderr=True)
 out = Console()
@@ -200,9 +200,6 @@ def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
 
 
 def _report(result: SearchResult) -> None:
-    if result.best_policy is None or result.summary is None:
-        out.print("[red]No feasible trial finished; nothing exported.[/red]")
-        return
     policy = Table(title="best policy (fraction of channels removed per group)")
     for column, justify in (("group", "left"), ("channels", "right"), ("ratio", "right"), ("kept", "right")):
         policy.add_column(column, justify=justify)
@@ -223,6 +220,8 @@ def _report(result: SearchResult) -> None:
         where = s.latency_setting
         line += f"  latency speedup: {s.latency_speedup:.2f}x ({where.threads} thread(s), batch {where.batch})"
     out.print(line)
+    for name, reason in s.excluded.items():
+        out.print(f"[yellow]excluded group {name}[/yellow]: {reason}")
     if result.run_dir is not None:
         out.print(f"run directory: {result.run_dir}")
 

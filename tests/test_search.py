@@ -91,6 +91,13 @@ def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, dig
     assert result.best_policy is not None
 
 
+def test_a_search_without_a_feasible_trial_raises_instead_of_returning_no_policy(trained_cnn, digits) -> None:
+    # reachable (every group at its max leaves ~4% of the FLOPs), but unfitted random proposals never get there
+    with pytest.raises(BudgetError, match=r"no trial of 2 met budget .*\(0 failed, 2 missed the budget"):
+        _search(trained_cnn, digits, searcher="random", searcher_options={"fit": "none"}, trials=2,
+                budget=ap.Budget.flops(0.05))
+
+
 def test_uniform_searcher_runs_one_evaluation(trained_cnn, digits) -> None:
     result = _search(trained_cnn, digits, searcher="uniform", trials=10)
     assert len(result.trials) == 1 and result.best_policy is not None

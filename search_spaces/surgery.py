@@ -1,0 +1,116 @@
+"""Channel surgery with Torch-Pruning's dependency graph: the one place where channels are removed.
+
+Each coupled group keeps exactly the channel count the caller asks for; a group whose layers are split
+into equal channel groups (grouped convolutions, GroupNorm) loses the same channels in every one of them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from search_spaces.errors import ConfigError, PolicyError, TraceError
+
+PruningHistory = list[tuple[str, bool, list[int]]]
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The architecture part of a model fingerprint: the class's module and qualified name."""
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def dependency_graph(model: nn.Module, inputs: tuple[Any, ...]) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` (in eval mode) traced on ``inputs``.
+
+    Torch-Pruning's own warnings (about parameters outside Conv/Linear/Norm layers, ...) are silenced:
+    the search space reports them in one line of its own.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+    except Exception as exc:  # Torch-Pruning's tracer fails in many ways on models it cannot handle
+        raise TraceError(
+            f"Torch-Pruning cannot trace {architecture_name(model)} into a dependency graph: "
+            f"{type(exc).__name__}: {exc}. It follows convolutions, norms, linear layers and most tensor ops, not "
+            "data-dependent control flow, non-tensor outputs or some reshapes (channel shuffle)."
+        ) from exc
+
+
+def unwrapped_parameters(graph: tp.DependencyGraph) -> dict[int, str]:
+    """The parameters Torch-Pruning found outside any Conv/Linear/Norm layer (layer scales, ...): id -> name."""
+    return {id(u.parameters): graph._param_to_name[u.parameters] for u in graph.unwrapped_parameters}
+
+
+def channel_groups(graph: tp.DependencyGraph, group: tp.dependency.Group) -> int:
+    """How many equal channel groups the layers of ``group`` split its channels into (1: none).
+
+    Grouped (non-depthwise) convolutions and GroupNorm do; Torch-Pruning's pruner counts them the same way.
+    """
+    counts = [1]
+    for dep, _ in group:
+        module = dep.target.module
+        depthwise = isinstance(module, CONV_TYPES) and module.groups == module.out_channels
+        if not isinstance(module, nn.Module) or depthwise:
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None:
+            continue
+        if graph.is_out_channel_pruning_fn(dep.handler):
+            counts.append(pruner.get_out_channel_groups(module))
+        elif graph.is_in_channel_pruning_fn(dep.handler):
+            counts.append(pruner.get_in_channel_groups(module))
+    return max(counts)
+
+
+def root_group(graph: tp.DependencyGraph, root: nn.Module) -> tp.dependency.Group:
+    """The coupled group of every output channel of ``root``."""
+    channels = graph.get_out_channels(root)
+    return graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, list(range(channels)))
+
+
+def prune_in_place(
+    model: nn.Module, graph: tp.DependencyGraph, kept: Mapping[str, int], importance: tp.importance.Importance
+) -> PruningHistory:
+    """Prune ``model`` (traced into ``graph``) in place so that each named group keeps ``kept[name]`` channels.
+
+    The least important channels go, scored by ``importance`` on the unpruned model (averaged over the
+    channel groups of grouped layers, so each loses the same ones). Returns Torch-Pruning's history.
+
+    Raises:
+        ConfigError: ``importance`` cannot score a group.
+        PolicyError: a kept count is not a multiple of the group's channel groups, or empties a layer.
+    """
+    modules = dict(model.named_modules())
+    plans = []
+    with torch.no_grad():
+        for name, keep in kept.items():
+            root = modules[name]
+            group = root_group(graph, root)
+            channels, parts = graph.get_out_channels(root), channel_groups(graph, group)
+            if keep >= channels:
+                continue
+            if keep % parts or keep <= 0:
+                raise PolicyError(f"group {name!r} cannot keep {keep} of {channels} channels: it needs a positive "
+                                  f"multiple of its {parts} channel groups")
+            scores = importance(group)
+            if scores is None:
+                raise ConfigError(f"importance {type(importance).__name__} cannot score group {name!r} of "
+                                  f"{architecture_name(model)} (bn_scale needs a BatchNorm in every group)")
+            width = channels // parts
+            order = torch.argsort(scores.detach().float().view(parts, width).mean(0))[: (channels - keep) // parts]
+            plans.append((name, root, sorted(int(i) + p * width for p in range(parts) for i in order)))
+    for name, root, idxs in plans:
+        group = graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, idxs)
+        if not graph.check_pruning_group(group):
+            raise PolicyError(f"pruning {len(idxs)} channels of group {name!r} would leave a layer without channels")
+        group.prune()
+    return [(str(n), bool(is_out), [int(i) for i in idxs]) for n, is_out, idxs in graph.pruning_history()]

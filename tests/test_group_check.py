@@ -1,0 +1,149 @@
+"""The trace-time group check: grouped convs prune in whole parts, groups that break are excluded (with a
+reason), loose parameters are costed, and nothing prunable is a TraceError."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from autoprune import apply_policy
+from autoprune.pruning import prune
+from search_spaces import SearchSpace
+from search_spaces.cost import CostModel
+from search_spaces.errors import PolicyError, TraceError
+from search_spaces.measure import count_flops, count_params
+
+
+class GroupedBlock(nn.Module):
+    """A ResNeXt-style bottleneck: 1x1 -> grouped 3x3 (4 groups) -> 1x1, with GroupNorm in the middle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.reduce = nn.Conv2d(16, 32, 1)
+        self.grouped = nn.Conv2d(32, 32, 3, padding=1, groups=4)
+        self.norm = nn.GroupNorm(4, 32)
+        self.expand = nn.Conv2d(32, 16, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + self.expand(torch.relu(self.norm(self.grouped(torch.relu(self.reduce(x))))))
+        return self.head(x.mean((2, 3)))
+
+
+class FixedSplit(nn.Module):
+    """``body``'s channels are split into fixed sizes: pruning it breaks the forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 16, 3, padding=1)
+        self.left = nn.Conv2d(8, 8, 1)
+        self.right = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(self.body(torch.relu(self.stem(x))), [8, 8], dim=1)
+        x = torch.cat([self.left(a), self.right(b)], dim=1)
+        return self.head(x.mean((2, 3)))
+
+
+class OnlySplit(nn.Module):
+    """Its one prunable group feeds a fixed-size split: nothing can be pruned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(3, 16, 3, padding=1)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(self.body(x), [8, 8], dim=1)
+        return self.head((a * b).mean((2, 3)))
+
+
+class LayerScale(nn.Module):
+    """A conv block whose output is scaled by a per-channel parameter outside any Conv/Linear/Norm layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = nn.Conv2d(16, 16, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(16, 1, 1))
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + self.gamma * self.mix(x)
+        return self.head(x.mean((2, 3)))
+
+
+INPUTS = torch.randn(1, 3, 8, 8)
+
+
+def test_grouped_convs_prune_in_whole_parts_and_the_cost_model_stays_exact() -> None:
+    model = GroupedBlock().eval()
+    space = SearchSpace.from_model(model, INPUTS)
+    assert space.excluded == {}
+    grouped = space["reduce"]  # reduce's outputs are the grouped conv's inputs; grouped's outputs its own group
+    assert grouped.channel_groups == 4 and grouped.round_to == 4 and space["grouped"].channel_groups == 4
+    assert grouped.kept_channels(0.3) % 4 == 0 and grouped.kept_channels(grouped.max_ratio) == 4
+    cost_model = CostModel(space)
+    rng = random.Random(0)
+    for _ in range(3):
+        policy = space.policy({g.name: rng.uniform(0, g.max_ratio) for g in space})
+        pruned = apply_policy(model, policy, INPUTS)
+        assert pruned.grouped.groups == 4 and pruned.grouped.out_channels == space["grouped"].kept_channels(
+            policy["grouped"])
+        assert (count_flops(pruned, INPUTS), count_params(pruned)) == (cost_model.cost(policy).flops,
+                                                                       cost_model.cost(policy).params)
+
+
+def test_a_group_that_breaks_when_pruned_is_excluded_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    model = FixedSplit().eval()
+    with caplog.at_level(logging.WARNING, logger="search_spaces.space"):
+        space = SearchSpace.from_model(model, INPUTS)
+    assert set(space.excluded) == {"body"} and "split" in space.excluded["body"]
+    assert "body" not in space and {"stem", "left"} <= set(space.names)
+    assert "1 of" in caplog.text and "body" in caplog.text
+    unchecked = SearchSpace.from_model(model, INPUTS, check=False)
+    assert "body" in unchecked and unchecked.excluded == {}
+    # what is left prunes, and the cost model counts the excluded group's channels as kept
+    policy = space.policy({g.name: g.max_ratio for g in space})
+    pruned = prune(model, policy, INPUTS, space=space).model
+    assert pruned(INPUTS).shape == (1, 5) and pruned.body.out_channels == 16
+    assert count_flops(pruned, INPUTS) == CostModel(space).cost(policy).flops
+    with pytest.raises(PolicyError, match="body"):
+        space.policy({"body": 0.5})
+
+
+def test_nothing_prunable_is_a_trace_error_that_says_why() -> None:
+    with pytest.raises(TraceError, match=r"no channel group of .*OnlySplit can be pruned safely.*body.*split"):
+        SearchSpace.from_model(OnlySplit().eval(), INPUTS)
+
+
+def test_parameters_outside_layers_are_pruned_and_costed() -> None:
+    model = LayerScale().eval()
+    space = SearchSpace.from_model(model, INPUTS)
+    assert space.excluded == {} and "gamma" in {layer.name for layer in space.layers}
+    (group,) = space  # stem, mix and gamma are one group (the residual add)
+    policy = space.policy({group.name: group.max_ratio})
+    pruned = apply_policy(model, policy, INPUTS)
+    assert pruned.gamma.shape[0] == group.kept_channels(group.max_ratio) < 16
+    assert count_params(pruned) == CostModel(space).cost(policy).params
+
+
+def test_excluded_groups_survive_pickling_and_without_keeps_the_rest() -> None:
+    space = SearchSpace.from_model(FixedSplit().eval(), INPUTS)
+    clone = pickle.loads(pickle.dumps(space))
+    assert clone.excluded == space.excluded and clone.names == space.names
+    smaller = space.without({"left": "by hand"})
+    assert smaller.names == tuple(n for n in space.names if n != "left")
+    assert [g.index for g in smaller] == list(range(len(smaller)))
+    assert smaller.excluded == {**space.excluded, "left": "by hand"}
+    assert CostModel(smaller).cost({}).flops == space.base_flops
