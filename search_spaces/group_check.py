@@ -1,9 +1,10 @@
-"""The trace-time check of channel groups: prune a copy, run it, and compare with what the cost model says."""
+"""The trace-time check of channel groups: prune the model, run it, compare with what the cost model says, and
+put it back as it was."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,13 @@ from search_spaces.surgery import dependency_graph, prune_in_place
 
 # (kept channels per group name) -> predicted (FLOPs, params) of the model pruned to them
 Predict = Callable[[Mapping[str, int]], tuple[int, int]]
+# The containers of a module's state that pruning replaces entries of.
+_STATE = ("_parameters", "_buffers", "_modules")
 
 
 @dataclass(frozen=True)
 class Reference:
-    """What every pruned copy must still do: the unpruned model's output shapes on the example inputs."""
+    """What every pruned model must still do: the unpruned model's output shapes on the example inputs."""
 
     inputs: tuple[Any, ...]
     shapes: tuple[tuple[int, ...], ...]
@@ -33,16 +36,17 @@ def reference(model: nn.Module, inputs: tuple[Any, ...]) -> Reference:
 
 
 def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predict: Predict) -> str | None:
-    """Prune a copy of ``model`` to ``kept`` channels per group and run it: None if it behaves, else why not.
+    """Prune ``model`` to ``kept`` channels per group and run it: None if it behaves, else why not.
 
     It behaves when pruning succeeds, its outputs have the unpruned shapes and are finite, and its FLOPs
-    and parameters are the ones ``predict`` gives.
+    and parameters are the ones ``predict`` gives. ``model`` is put back as it was afterwards (cheaper
+    than a deep copy: pruning replaces tensors, it never writes into them).
     """
-    target = copy.deepcopy(model)
     try:
-        prune_in_place(target, dependency_graph(target, ref.inputs), kept, tp.importance.MagnitudeImportance(p=1))
-        flops, outputs = run_counting_flops(target, ref.inputs)
-        outputs, params = _tensors(outputs), count_params(target)
+        with _restored(model):
+            prune_in_place(model, dependency_graph(model, ref.inputs), kept, tp.importance.MagnitudeImportance(p=1))
+            flops, outputs = run_counting_flops(model, ref.inputs)
+            outputs, params = _tensors(outputs), count_params(model)
     except Exception as exc:  # any failure of pruning or of the pruned forward pass disqualifies the group
         return f"pruning breaks the model ({type(exc).__name__}: {_first_line(exc)})"
     shapes = tuple(tuple(t.shape) for t in outputs)
@@ -66,6 +70,21 @@ def broken_groups(names: list[str], check: Callable[[list[str]], str | None]) ->
         return {names[0]: reason}
     middle = len(names) // 2
     return broken_groups(names[:middle], check) | broken_groups(names[middle:], check)
+
+
+@contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """Put every module's attributes, parameters, buffers and children back as they were on exit."""
+    saved = [(m, dict(vars(m)), {k: dict(vars(m)[k]) for k in _STATE}) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes, state in saved:
+            vars(module).clear()
+            vars(module).update(attributes)
+            for key, entries in state.items():
+                attributes[key].clear()
+                attributes[key].update(entries)
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:

@@ -354,10 +354,10 @@ class SearchSpace(Sequence[ChannelGroup]):
         ignored_names = _ignored(model, modules, order, spec, ignore)
         raw = _raw_groups(graph, modules, ignored_names)
         raw.sort(key=lambda entry: min((order[m] for m in entry.members if m in order), default=len(order)))
-        layers, constant_params = cls._layer_costs(model, modules, leaf_flops, raw)
+        layers, constant_params, unmapped = cls._layer_costs(model, modules, leaf_flops, raw)
         base_params = sum(p.numel() for p in model.parameters())
         totals = _Totals(flops=total_flops, params=base_params, leaf_flops=leaf_flops, spatial=spatial)
-        return cls(
+        space = cls(
             architecture=arch,
             groups=[_make_group(i, entry, modules, totals, spec, round_to, max_ratio) for i, entry in enumerate(raw)],
             layers=layers,
@@ -369,12 +369,14 @@ class SearchSpace(Sequence[ChannelGroup]):
             preset=spec.name,
             round_to=round_to,
         )
+        return space.without(unmapped) if unmapped else space
 
     @staticmethod
     def _layer_costs(
         model: nn.Module, modules: dict[str, nn.Module], leaf_flops: dict[str, int], raw_groups: list[_RawGroup]
-    ) -> tuple[list[LayerCost], int]:
-        """Per-layer cost entries (which groups set each layer's widths) and the parameters no group touches.
+    ) -> tuple[list[LayerCost], int, dict[str, str]]:
+        """Per-layer cost entries (which groups set each layer's widths), the parameters no group touches and the
+        groups whose channels Torch-Pruning maps onto more channels than a layer has (name -> why: excluded).
 
         A parameter outside any Conv/Linear/Norm layer that a group prunes (a layer scale, a position
         embedding) is an entry of its own, named by the parameter.
@@ -387,9 +389,15 @@ class SearchSpace(Sequence[ChannelGroup]):
             for m, size in entry.seg_in.items():
                 in_of.setdefault(m, []).append(Segment(entry.name, size))
         loose = {n: p for n, p in model.named_parameters() if n in out_of}
+        overflow: dict[str, str] = {}
 
-        def segments(known: list[Segment], total: int) -> tuple[Segment, ...]:
+        def segments(known: list[Segment], total: int, name: str) -> tuple[Segment, ...]:
             rest = total - sum(s.size for s in known)
+            if rest < 0:  # Torch-Pruning's index mapping (splits, reshapes) claims more channels than there are
+                why = f"Torch-Pruning maps {total - rest} channels onto the {total} of {name}"
+                for s in known:
+                    overflow.setdefault(s.group, why)
+                return (Segment(None, total),)
             return (*known, Segment(None, rest)) if rest > 0 else tuple(known)
 
         layers: list[LayerCost] = []
@@ -418,8 +426,8 @@ class SearchSpace(Sequence[ChannelGroup]):
                         flops_unit=flops // (out_dim * in_dim),
                         weight_unit=unit,
                         per_out_params=1 if module.bias is not None else 0,
-                        out_segments=segments(out_of.get(name, []), out_dim),
-                        in_segments=segments(in_of.get(name, []), in_dim),
+                        out_segments=segments(out_of.get(name, []), out_dim, name),
+                        in_segments=segments(in_of.get(name, []), in_dim, name),
                     )
                 )
             elif name in out_of and all(p.dim() == 1 for p in own):  # BatchNorm, LayerNorm, PReLU, ...
@@ -430,7 +438,7 @@ class SearchSpace(Sequence[ChannelGroup]):
                         flops_unit=0,
                         weight_unit=0,
                         per_out_params=per_channel,
-                        out_segments=segments(out_of[name], own[0].numel()),
+                        out_segments=segments(out_of[name], own[0].numel(), name),
                         in_segments=(Segment(None, 1),),
                     )
                 )
@@ -439,8 +447,9 @@ class SearchSpace(Sequence[ChannelGroup]):
         for name, param in loose.items():
             channels = [d for d in param.shape if d > 1][-1]  # Torch-Pruning prunes the last non-singleton dim
             layers.append(LayerCost(name=name, flops_unit=0, weight_unit=0, per_out_params=param.numel() // channels,
-                                    out_segments=segments(out_of[name], channels), in_segments=(Segment(None, 1),)))
-        return layers, constant_params
+                                    out_segments=segments(out_of[name], channels, name),
+                                    in_segments=(Segment(None, 1),)))
+        return layers, constant_params, overflow
 
 
 @dataclass(frozen=True)

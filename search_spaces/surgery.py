@@ -36,13 +36,37 @@ def dependency_graph(model: nn.Module, inputs: tuple[Any, ...]) -> tp.Dependency
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
     except Exception as exc:  # Torch-Pruning's tracer fails in many ways on models it cannot handle
         raise TraceError(
             f"Torch-Pruning cannot trace {architecture_name(model)} into a dependency graph: "
             f"{type(exc).__name__}: {exc}. It follows convolutions, norms, linear layers and most tensor ops, not "
             "data-dependent control flow, non-tensor outputs or some reshapes (channel shuffle)."
         ) from exc
+    _cut_channel_splits(graph)
+    return graph
+
+
+def _cut_channel_splits(graph: tp.DependencyGraph) -> None:
+    """Cut the graph at reshapes that split the channel dimension into several (``x.view(B, r, C // r, H, W)``).
+
+    Torch-Pruning maps channels through them by guesswork, and following those mappings around a
+    split-attention block takes it minutes; cut there, the groups on either side that break when pruned
+    are found and excluded by the group check instead.
+    """
+    for node in graph.module2node.values():
+        if node.type != tp.ops.OPTYPE.RESHAPE or not any(
+            dep.target in node.outputs and _splits(dep.index_mapping[0]) for dep in node.dependencies
+        ):
+            continue
+        for neighbour in (*node.inputs, *node.outputs):
+            neighbour.dependencies = [dep for dep in neighbour.dependencies if dep.target is not node]
+        node.dependencies = []
+
+
+def _splits(mapping: object) -> bool:
+    """Whether an index mapping from a reshape to its output spreads each channel over a new dimension."""
+    return isinstance(mapping, tp.dependency.index_mapping._FlattenIndexMapping) and mapping.reverse
 
 
 def unwrapped_parameters(graph: tp.DependencyGraph) -> dict[int, str]:
@@ -104,7 +128,8 @@ def prune_in_place(
             scores = importance(group)
             if scores is None:
                 raise ConfigError(f"importance {type(importance).__name__} cannot score group {name!r} of "
-                                  f"{architecture_name(model)} (bn_scale needs a BatchNorm in every group)")
+                                  f"{architecture_name(model)} (bn_scale needs a BatchNorm in every group; magnitude "
+                                  "criteria a layer with weights)")
             width = channels // parts
             order = torch.argsort(scores.detach().float().view(parts, width).mean(0))[: (channels - keep) // parts]
             plans.append((name, root, sorted(int(i) + p * width for p in range(parts) for i in order)))
