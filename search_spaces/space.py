@@ -24,7 +24,13 @@ from search_spaces.inputs import as_tuple
 from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
-from search_spaces.surgery import architecture_name, channel_groups, dependency_graph, unwrapped_parameters
+from search_spaces.surgery import (
+    architecture_name,
+    channel_groups,
+    coupled_groups,
+    dependency_graph,
+    unwrapped_parameters,
+)
 
 log = logging.getLogger(__name__)
 # The ratio the trace-time check removes from each group besides its max_ratio (the "small" cut).
@@ -352,9 +358,10 @@ class SearchSpace(Sequence[ChannelGroup]):
                      "dimension; the group check excludes groups this breaks", arch, len(loose), ", ".join(loose[:5]))
         modules = dict(model.named_modules())
         ignored_names = _ignored(model, modules, order, spec, ignore)
-        raw = _raw_groups(graph, modules, ignored_names)
+        raw, unmapped = _raw_groups(graph, modules, ignored_names)
         raw.sort(key=lambda entry: min((order[m] for m in entry.members if m in order), default=len(order)))
-        layers, constant_params, unmapped = cls._layer_costs(model, modules, leaf_flops, raw)
+        layers, constant_params, overflow = cls._layer_costs(model, modules, leaf_flops, raw)
+        unmapped.update(overflow)
         base_params = sum(p.numel() for p in model.parameters())
         totals = _Totals(flops=total_flops, params=base_params, leaf_flops=leaf_flops, spatial=spatial)
         space = cls(
@@ -497,17 +504,22 @@ def _ignored(
     return ignored
 
 
-def _raw_groups(graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored: set[str]) -> list[_RawGroup]:
-    """Every prunable coupled group of the graph (more than one channel), ignored modules left out.
+def _raw_groups(
+    graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored: set[str]
+) -> tuple[list[_RawGroup], dict[str, str]]:
+    """Every prunable coupled group of the graph (more than one channel), ignored modules left out, and the roots
+    whose group Torch-Pruning fails to build (name -> why).
 
     Parameters outside Conv/Linear/Norm layers that a group prunes are recorded as members by their name.
     """
     names = {m: n for n, m in modules.items()}
     loose = unwrapped_parameters(graph)
-    ignored_modules = [sub for n in sorted(ignored) for sub in modules[n].modules()]
-    raw = []
-    for group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=ROOT_MODULE_TYPES):
-        root = group[0].dep.target.module
+    ignored_modules = {id(sub) for n in ignored for sub in modules[n].modules()}
+    raw, failed = [], {}
+    for root, group in coupled_groups(graph, ignored_modules, ROOT_MODULE_TYPES):
+        if isinstance(group, Exception):
+            failed[names[root]] = f"Torch-Pruning cannot follow its channels ({type(group).__name__}: {group})"
+            continue
         channels = graph.get_out_channels(root)
         entry = _RawGroup(names[root], channels or 0, [], [], {}, {}, channel_groups(graph, group))
         for dep, idxs in group:
@@ -526,7 +538,7 @@ def _raw_groups(graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignore
         if channels is None or channels <= 1 or any(graph.get_out_channels(modules[m]) == 1 for m in entry.members):
             continue
         raw.append(entry)
-    return raw
+    return raw, failed
 
 
 def _group_max_ratio(name: str, channels: int, spec: Preset, round_to: int, max_ratio: float) -> float:

@@ -7,7 +7,7 @@ into equal channel groups (grouped convolutions, GroupNorm) loses the same chann
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -19,6 +19,15 @@ from search_spaces.errors import ConfigError, PolicyError, TraceError
 PruningHistory = list[tuple[str, bool, list[int]]]
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_MAPPING = tp.dependency.index_mapping
+_INDEX_MAPPINGS = {
+    tp.ops.OPTYPE.CONCAT: _MAPPING.update_concat_index_mapping,
+    tp.ops.OPTYPE.SPLIT: _MAPPING.update_split_index_mapping,
+    tp.ops.OPTYPE.RESHAPE: _MAPPING.update_reshape_index_mapping,
+    tp.ops.OPTYPE.UNBIND: _MAPPING.update_unbind_index_mapping,
+    tp.ops.OPTYPE.EXPAND: _MAPPING.update_expand_index_mapping,
+    tp.ops.OPTYPE.SLICE: _MAPPING.update_slice_index_mapping,
+}
 
 
 def architecture_name(model: nn.Module) -> str:
@@ -33,18 +42,47 @@ def dependency_graph(model: nn.Module, inputs: tuple[Any, ...]) -> tp.Dependency
     Torch-Pruning's own warnings (about parameters outside Conv/Linear/Norm layers, ...) are silenced:
     the search space reports them in one line of its own.
     """
+    graph = tp.DependencyGraph()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+            try:
+                graph.build_dependency(model, example_inputs=inputs, verbose=False)
+            except Exception:  # the last step, index mapping through cat/split/reshape, may fail on a few nodes
+                if not hasattr(graph, "module2node"):
+                    raise
+                _isolate_unmappable(graph)
     except Exception as exc:  # Torch-Pruning's tracer fails in many ways on models it cannot handle
         raise TraceError(
             f"Torch-Pruning cannot trace {architecture_name(model)} into a dependency graph: "
             f"{type(exc).__name__}: {exc}. It follows convolutions, norms, linear layers and most tensor ops, not "
-            "data-dependent control flow, non-tensor outputs or some reshapes (channel shuffle)."
+            "data-dependent control flow or non-tensor outputs."
         ) from exc
     _cut_channel_splits(graph)
     return graph
+
+
+def _isolate_unmappable(graph: tp.DependencyGraph) -> None:
+    """Cut out of the graph the cat/split/reshape nodes whose channel index mapping Torch-Pruning fails to
+    compute (it raises on some channel shuffles and concats); the group check then finds what breaks."""
+    for node in graph.module2node.values():
+        update = _INDEX_MAPPINGS.get(node.type)
+        if update is None:
+            continue
+        try:
+            update(graph, node)
+        except Exception:  # whatever Torch-Pruning's shape inference raises here, the node cannot be mapped
+            _isolate(node)
+    tp.dependency.index_mapping.update_index_mapping(graph)
+
+
+def _isolate(node: tp.dependency.Node) -> None:
+    """Remove every dependency from and to ``node``: no group is traced through it, and Torch-Pruning no longer
+    maps channels through it (an elementwise node has no index mapping to update)."""
+    for neighbour in (*node.inputs, *node.outputs):
+        neighbour.dependencies = [dep for dep in neighbour.dependencies if dep.target is not node]
+    node.dependencies = []
+    node.type = tp.ops.OPTYPE.ELEMENTWISE
 
 
 def _cut_channel_splits(graph: tp.DependencyGraph) -> None:
@@ -59,9 +97,7 @@ def _cut_channel_splits(graph: tp.DependencyGraph) -> None:
             dep.target in node.outputs and _splits(dep.index_mapping[0]) for dep in node.dependencies
         ):
             continue
-        for neighbour in (*node.inputs, *node.outputs):
-            neighbour.dependencies = [dep for dep in neighbour.dependencies if dep.target is not node]
-        node.dependencies = []
+        _isolate(node)
 
 
 def _splits(mapping: object) -> bool:
@@ -93,6 +129,32 @@ def channel_groups(graph: tp.DependencyGraph, group: tp.dependency.Group) -> int
         elif graph.is_in_channel_pruning_fn(dep.handler):
             counts.append(pruner.get_in_channel_groups(module))
     return max(counts)
+
+
+def coupled_groups(
+    graph: tp.DependencyGraph, ignored: set[int], root_types: tuple[type[nn.Module], ...]
+) -> Iterator[tuple[nn.Module, tp.dependency.Group | Exception]]:
+    """Each coupled group once, as Torch-Pruning's ``get_all_groups`` finds them, with its root module.
+
+    Groups containing an ``ignored`` module (by id) are left out. A root whose group Torch-Pruning fails to
+    build comes with the exception instead of a group, and the enumeration goes on.
+    """
+    visited: set[int] = set()
+    for module in list(graph.module2node):
+        if id(module) in ignored or id(module) in visited or not isinstance(module, root_types):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        try:
+            group = root_group(graph, module)
+        except Exception as exc:  # Torch-Pruning's index mappings fail in many ways on what it cannot follow
+            yield module, exc
+            continue
+        outputs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+        visited.update(id(m) for m in outputs)
+        if not any(id(m) in ignored for m in outputs):
+            yield module, group
 
 
 def root_group(graph: tp.DependencyGraph, root: nn.Module) -> tp.dependency.Group:

@@ -83,6 +83,23 @@ class LayerScale(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class Shuffle(nn.Module):
+    """A channel shuffle (ShuffleNet): a reshape that splits the channel dimension, then a transpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = nn.Conv2d(16, 16, 1)
+        self.body = nn.Conv2d(16, 24, 3, padding=1)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        b, c, h, w = x.shape
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return self.head(torch.relu(self.body(self.mix(x))).mean((2, 3)))
+
+
 INPUTS = torch.randn(1, 3, 8, 8)
 
 
@@ -147,3 +164,12 @@ def test_excluded_groups_survive_pickling_and_without_keeps_the_rest() -> None:
     assert [g.index for g in smaller] == list(range(len(smaller)))
     assert smaller.excluded == {**space.excluded, "left": "by hand"}
     assert CostModel(smaller).cost({}).flops == space.base_flops
+
+
+def test_a_channel_shuffle_is_cut_out_and_what_breaks_there_is_excluded() -> None:
+    model = Shuffle().eval()
+    space = SearchSpace.from_model(model, INPUTS)
+    assert set(space.excluded) == {"stem"} and "stem" not in space and {"mix", "body"} <= set(space.names)
+    policy = space.policy({g.name: g.max_ratio for g in space})
+    pruned = prune(model, policy, INPUTS, space=space).model
+    assert pruned(INPUTS).shape == (1, 5) and count_flops(pruned, INPUTS) == CostModel(space).cost(policy).flops
