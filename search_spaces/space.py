@@ -354,7 +354,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         graph = dependency_graph(model, inputs)
         loose = sorted(unwrapped_parameters(graph).values())
         if loose:
-            log.info("%s: %d parameters outside Conv/Linear/Norm layers (%s) are pruned along their channel "
+            log.warning("%s: %d parameters outside Conv/Linear/Norm layers (%s) are pruned along their channel "
                      "dimension; the group check excludes groups this breaks", arch, len(loose), ", ".join(loose[:5]))
         modules = dict(model.named_modules())
         ignored_names = _ignored(model, modules, order, spec, ignore)

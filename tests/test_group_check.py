@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import warnings
 
 import pytest
 import torch
@@ -144,9 +145,15 @@ def test_nothing_prunable_is_a_trace_error_that_says_why() -> None:
         SearchSpace.from_model(OnlySplit().eval(), INPUTS)
 
 
-def test_parameters_outside_layers_are_pruned_and_costed() -> None:
+def test_parameters_outside_layers_are_pruned_and_costed(caplog: pytest.LogCaptureFixture) -> None:
     model = LayerScale().eval()
-    space = SearchSpace.from_model(model, INPUTS)
+    with warnings.catch_warnings(record=True) as raised, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        space = SearchSpace.from_model(model, INPUTS)
+    assert not [w for w in raised if "torch_pruning" in w.filename or "Unwrapped" in str(w.message)]
+    assert [r.getMessage() for r in caplog.records if "gamma" in r.getMessage()] == [
+        f"{type(model).__module__}.LayerScale: 1 parameters outside Conv/Linear/Norm layers (gamma) are pruned along "
+        "their channel dimension; the group check excludes groups this breaks"]
     assert space.excluded == {} and "gamma" in {layer.name for layer in space.layers}
     (group,) = space  # stem, mix and gamma are one group (the residual add)
     policy = space.policy({group.name: group.max_ratio})
