@@ -6,7 +6,7 @@ uniform policy that just meets 60% of the FLOPs, prune a copy for real and count
 FLOPs equal to the count, or is refused at trace time (``TraceError`` / ``BudgetError``) with a message.
 Writes ``bench/results/zoo.json`` and ``docs/zoo.md``.
 
-    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6]
+    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--render]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DOCS, write_result
+from common import DOCS, RESULTS, write_result
 
 from autoprune.pruning import prune
 from search_spaces.budget import Budget
@@ -145,10 +145,13 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"{len(rows)} torchvision and timm classifiers with random weights, input "
         f"1x3x{result['size']}x{result['size']}, "
-        f"uniform policy at {result['budget']:.0%} of the FLOPs. Every group is checked at trace time (pruned alone "
-        "by a small ratio and by its max_ratio on a copy, then run); groups that break are excluded with a "
-        "reason (`space.excluded`). A model either prunes within budget with the analytic FLOPs equal to the "
-        "FLOPs counted on the pruned model, or is refused at trace time with a message.",
+        f"uniform policy at {result['budget']:.0%} of the FLOPs. Every group is checked at trace time (pruned by a "
+        "small ratio and by its max_ratio, all together first and alone when that fails, run, and put back); "
+        "groups that break are excluded with a reason (`space.excluded`). A model either prunes within budget "
+        "with the analytic FLOPs equal to the FLOPs counted on the pruned model (`torch.utils.flop_counter`), or "
+        "is refused at trace time with a message. Coverage: *fully* = every group prunable, *partially* = some "
+        "groups excluded, *not at all* = refused. Times are wall-clock seconds on the machine in `zoo.json`, "
+        "1 thread.",
         "",
         f"- pruned within budget: **{pruned} of {len(rows)}** ({pruned / len(rows):.0%}); "
         f"refused: {sum(r['status'] == 'refused' for r in rows)}; failed: {sum(r['status'] == 'failed' for r in rows)}",
@@ -182,7 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="run only these models (nothing is written)")
     parser.add_argument("--size", type=int, default=SIZE)
     parser.add_argument("--budget", type=float, default=BUDGET)
+    parser.add_argument("--render", action="store_true", help="only rewrite docs/zoo.md from bench/results/zoo.json")
     args = parser.parse_args(argv)
+    if args.render:
+        (DOCS / "zoo.md").write_text(render(json.loads((RESULTS / "zoo.json").read_text())))
+        return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     rows = []

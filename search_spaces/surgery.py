@@ -86,18 +86,18 @@ def _isolate(node: tp.dependency.Node) -> None:
 
 
 def _cut_channel_splits(graph: tp.DependencyGraph) -> None:
-    """Cut the graph at reshapes that split the channel dimension into several (``x.view(B, r, C // r, H, W)``).
+    """Cut the graph at reshapes that split the channel dimension into several (``x.view(B, r, C // r, H, W)``)
+    and at slices (``x[:, :C]``, channel-padding residuals).
 
     Torch-Pruning maps channels through them by guesswork, and following those mappings around a
-    split-attention block takes it minutes; cut there, the groups on either side that break when pruned
-    are found and excluded by the group check instead.
+    split-attention block or a ReXNet residual takes it minutes; cut there, the groups on either side that
+    break when pruned are found and excluded by the group check instead.
     """
     for node in graph.module2node.values():
-        if node.type != tp.ops.OPTYPE.RESHAPE or not any(
+        if node.type == tp.ops.OPTYPE.SLICE or (node.type == tp.ops.OPTYPE.RESHAPE and any(
             dep.target in node.outputs and _splits(dep.index_mapping[0]) for dep in node.dependencies
-        ):
-            continue
-        _isolate(node)
+        )):
+            _isolate(node)
 
 
 def _splits(mapping: object) -> bool:
