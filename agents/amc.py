@@ -1,6 +1,7 @@
 """AMC (He et al., ECCV 2018): a DDPG agent (stable-baselines3) that chooses each group's ratio in turn.
 
-Each ``ask()`` plays one episode of :class:`PruningEnv` with the current actor (random actions during
+Each ``ask()`` plays one episode of :class:`PruningEnv`: first the hand-made baselines' policies (uniform,
+global magnitude; ``warm_start``) replayed as actions, then the current actor (random actions during
 warm-up, then the actor's action plus truncated-normal noise whose sigma decays per episode). An episode
 that leaves budget unused is scaled onto the budget's boundary (``fit``) and replayed through the env, so
 the stored transitions are those of the policy actually evaluated. The
@@ -28,6 +29,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from agents.pruning_env import PruningEnv
+from agents.starts import check_starts, starting_ratios
 from autoprune.searcher import SearchContext, SeededSearcher, Trial
 from search_spaces.errors import ConfigError
 from search_spaces.options import check_int, check_number
@@ -93,6 +95,8 @@ class AMCSearcher(SeededSearcher):
         buffer_size: replay buffer capacity in transitions.
         tau: target network soft-update rate (AMC: 0.01).
         updates_per_episode: gradient steps per finished episode (default: one per group, as AMC).
+        warm_start: the first episodes replay these policies: ``uniform`` and ``global`` (True, default), a
+            list of them, or none; they count toward ``warmup``.
         fit: ``budget`` (default): an episode with slack is scaled onto the budget's boundary, since unused
             budget is lost accuracy; ``none``: AMC's episodes as played (the clamp alone keeps them feasible).
     """
@@ -114,6 +118,7 @@ class AMCSearcher(SeededSearcher):
         buffer_size: int = 20000,
         tau: float = 0.01,
         updates_per_episode: int | None = None,
+        warm_start: bool | list[str] = True,
         fit: str = "budget",
     ) -> None:
         super().__init__()
@@ -146,6 +151,7 @@ class AMCSearcher(SeededSearcher):
         if fit not in ("budget", "none"):  # episodes are always feasible: nothing to repair
             raise ConfigError(f"amc searcher fit={fit!r} is not accepted; accepted: budget, none")
         self.fit = fit
+        self.warm_start = check_starts(warm_start, "amc")
         self._episodes: dict[int, _Episode] = {}
         self._asked = 0
         self._told = 0
@@ -153,6 +159,7 @@ class AMCSearcher(SeededSearcher):
     def _setup(self, context: SearchContext) -> None:
         super()._setup(context)
         self.env = PruningEnv(context.cost_model, context.budget)
+        self._starts = starting_ratios(context, self.warm_start)
         with _seeded(context.seed):
             self.agent = ALGORITHMS[self.algorithm](
                 "MlpPolicy", self.env, learning_rate=self.learning_rate, buffer_size=self.buffer_size,
@@ -193,14 +200,19 @@ class AMCSearcher(SeededSearcher):
             observation = next_observation
         return episode, info["ratios"]
 
+    def _replay(self, ratios: Mapping[str, float]) -> tuple[_Episode, dict[str, float]]:
+        """The episode whose actions give ``ratios`` (exact for a feasible policy: every ratio is legal)."""
+        return self._play([ratios[n] / top if top > 0 else 0.0
+                           for n, top in zip(self.env.names, self.env.maxima, strict=True)])
+
     def _ask(self, trial_id: int) -> Policy:
-        episode, ratios = self._play()
-        if self.fit == "budget":
-            fitted = self.context.fit(ratios, "budget")
-            if fitted != ratios:  # every fitted ratio stays legal (the policy is feasible): the replay is exact
-                maxima = self.env.maxima
-                episode, ratios = self._play([fitted[n] / top if top > 0 else 0.0
-                                              for n, top in zip(self.env.names, maxima, strict=True)])
+        if self._asked < len(self._starts):  # a starting point is evaluated as its baseline made it
+            episode, ratios = self._replay(self._starts[self._asked])
+        else:
+            episode, ratios = self._play()
+            fitted = self.context.fit(ratios, self.fit)
+            if fitted != ratios:
+                episode, ratios = self._replay(fitted)
         self._asked += 1
         self._episodes[trial_id] = episode
         return self.context.policy(ratios)

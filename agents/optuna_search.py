@@ -3,8 +3,9 @@
 One float parameter per group in ``[0, max_ratio]``. A sampled point that misses the budget is repaired
 (the core's repair step) before evaluation, and its raw budget violation is recorded with
 ``trial.set_constraint`` so constraint-aware samplers learn where the budget lies; a point with slack is
-scaled onto the budget's boundary (``fit``), since unused budget is lost accuracy. The first trial is the
-uniform policy (``warm_start``), so the sampler starts from the strongest one-evaluation baseline.
+scaled onto the budget's boundary (``fit``), since unused budget is lost accuracy. The first trials are the
+hand-made baselines' policies, uniform and global magnitude (``warm_start``), so the sampler starts where
+one evaluation of them ends.
 
 A sampler given by name is created afresh for every ask, seeded by (search seed, trial number): its
 proposals depend only on the study's trials. The searcher's state is therefore the log of asks and tells,
@@ -15,13 +16,13 @@ pickle CMA-ES state, so none is read back from a run directory).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
 
+from agents.starts import check_starts, starting_ratios
 from autoprune.searcher import SearchContext, Searcher, Trial, check_fit
-from search_spaces.cost import uniform_ratios
 from search_spaces.errors import ConfigError
 from search_spaces.policy import Policy
 
@@ -53,7 +54,7 @@ class OptunaSearcher(Searcher):
         fit: how a sampled point is fitted to the budget before evaluation: ``budget`` (onto the boundary, so
             the budget is used fully; default for one objective), ``repair`` (only infeasible points; default
             for two objectives, whose front needs the cheaper points), ``none``.
-        warm_start: enqueue the uniform policy as the first trial.
+        warm_start: the first trials: ``uniform`` and ``global`` (True, default), a list of them, or none.
         study_name: name of the Optuna study.
     """
 
@@ -65,7 +66,7 @@ class OptunaSearcher(Searcher):
         sampler: str | optuna.samplers.BaseSampler = "tpe",
         multi_objective: bool | None = None,
         fit: str | None = None,
-        warm_start: bool = True,
+        warm_start: bool | Sequence[str] = True,
         study_name: str = "autoprune",
     ) -> None:
         super().__init__()
@@ -76,7 +77,7 @@ class OptunaSearcher(Searcher):
         self.sampler_spec = sampler
         self.multi_objective = sampler == "nsga2" if multi_objective is None else bool(multi_objective)
         self.fit = check_fit(fit or ("repair" if self.multi_objective else "budget"), "optuna")
-        self.warm_start = bool(warm_start)
+        self.warm_start = check_starts(warm_start, "optuna")
         self.study_name = study_name
         self._trials: dict[int, int] = {}  # autoprune trial id -> optuna trial number
 
@@ -85,14 +86,15 @@ class OptunaSearcher(Searcher):
         self._start(context.seed)
 
     def _start(self, seed: int) -> None:
-        """A fresh in-memory study (the uniform policy enqueued first); the event log starts empty."""
+        """A fresh in-memory study (the starting points enqueued first); the event log starts empty."""
         self.seed = seed
         self._events: list[list[Any]] = []
         directions = ["maximize", "minimize"] if self.multi_objective else ["maximize"]
         self.study = optuna.create_study(study_name=self.study_name, sampler=self._sampler(0),
                                          directions=directions)
-        if self.warm_start:
-            self.study.enqueue_trial(uniform_ratios(self.context.cost_model, self.context.budget))
+        self._starts = starting_ratios(self.context, self.warm_start)
+        for ratios in self._starts:
+            self.study.enqueue_trial(ratios)
 
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         spec = self.sampler_spec
@@ -100,6 +102,8 @@ class OptunaSearcher(Searcher):
 
     def _ask(self, trial_id: int) -> Policy:
         sampled = self._ask_study()
+        if self._trials[trial_id] < len(self._starts):  # a starting point is evaluated as its baseline made it
+            return self.context.policy(sampled)
         return self.context.policy(self.context.fit(sampled, self.fit))
 
     def _ask_study(self) -> dict[str, float]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
 from autoprune.report import plot_sensitivity
+from autoprune.rundir import SENSITIVITY_TABLE
 from autoprune.searcher import SearchContext, Searcher, Trial
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, bisect_feasible
@@ -30,7 +31,7 @@ from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 
 DEFAULT_LEVELS = (0.25, 0.5, 0.75, 1.0)
-TABLE = "sensitivity.csv"
+TABLE = SENSITIVITY_TABLE
 PLOT = "sensitivity.png"
 
 

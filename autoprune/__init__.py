@@ -20,6 +20,7 @@ from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.loop import SearchResult, search
 from autoprune.pruning import apply_policy
 from autoprune.searcher import Searcher, Trial
+from autoprune.service.client import Client, Run, ServiceError
 from autoprune.study import Progress
 from autoprune.summary import LatencyCheck, ModelFigures, Summary
 from search_spaces.budget import Budget, Cost, LatencySetting
@@ -46,6 +47,7 @@ __all__ = [
     "Budget",
     "BudgetError",
     "ChannelGroup",
+    "Client",
     "ConfigError",
     "Cost",
     "CostModel",
@@ -61,11 +63,13 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Progress",
+    "Run",
     "RunDirError",
     "Score",
     "SearchResult",
     "SearchSpace",
     "Searcher",
+    "ServiceError",
     "Summary",
     "TraceError",
     "Trial",

@@ -1,4 +1,4 @@
-"""The ``autoprune`` command line: search, apply, train, demo."""
+"""The ``autoprune`` command line: search, sensitivity, demo, report, train, apply; serve, submit, runs."""
 
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ from autoprune.loop import SearchResult
 from autoprune.models import build_model
 from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
-from autoprune.rundir import RunDir
+from autoprune.run_report import write_report
+from autoprune.rundir import REPORT, RunDir
 from autoprune.scheduler import SchedulerConfig
+from autoprune.service.client import Client
+from autoprune.service.server import ServeOptions, serve
 from autoprune.study import Progress as SearchProgress
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces import SearchSpace, default_preset
@@ -223,7 +226,8 @@ def _report(result: SearchResult) -> None:
     for name, reason in s.excluded.items():
         out.print(f"[yellow]excluded group {name}[/yellow]: {reason}")
     if result.run_dir is not None:
-        out.print(f"run directory: {result.run_dir}")
+        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
+        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
 
 
 def _resume_config(args: argparse.Namespace) -> SearchConfig:
@@ -308,6 +312,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    path = write_report(args.run_dir, args.out)
+    out.print(f"report: {path}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
@@ -344,6 +354,81 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    options = ServeOptions(host=args.host, port=args.port, runs_root=args.runs_root, ray_address=args.ray_address,
+                           max_concurrent=args.max_concurrent, allow_imports=args.allow_imports)
+    serve(options, announce=lambda line: console.print(Text(line), highlight=False, soft_wrap=True))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        run = client.submit(args.config)
+        out.print(run.id)
+        if args.wait:
+            status = run.wait()
+            out.print(f"{run.id}: {status}")
+            return 0 if status == "done" else 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        if args.action == "list":
+            table = Table(title=f"runs on {args.server}")
+            for column in ("id", "status", "progress", "best acc", "budget", "searcher", "created", "owner"):
+                table.add_column(column)
+            for run in client.runs():
+                done, best = run["progress"], run["progress"]["best_accuracy"]
+                table.add_row(run["id"], run["status"], f"{done['completed']}/{done['total']}",
+                              "-" if best is None else f"{best:.4f}", str(run["budget"]), run["searcher"],
+                              run["created"], run["owner"])
+            out.print(table)
+            return 0
+        if args.id is None:
+            raise ConfigError(f"autoprune runs {args.action} needs a run id")
+        run = client.run(args.id)
+        if args.action == "show":
+            out.print_json(data=run.info())
+        elif args.action == "cancel":
+            out.print(f"{run.id}: {run.cancel()}")
+        else:
+            out.print(f"{run.id}: {run.resume(trials=args.trials)}")
+    return 0
+
+
+def _add_service_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve searches over HTTP (queue, auth, restart safety); docs/service.md",
+                       description="An HTTP/JSON API (OpenAPI docs at /docs) that runs submitted searches, each as a "
+                       "driver process, at most --max-concurrent at once. Needs a bearer token: AUTOPRUNE_TOKEN, or "
+                       "one created on the first start in RUNS_ROOT/.token and printed once.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    p.add_argument("--runs-root", default="runs", help="directory of the run directories (default runs)")
+    p.add_argument("--ray-address", help="Ray cluster for runs with executor ray, e.g. auto (ray_cluster.yaml); "
+                   "default: each such run starts an embedded local Ray")
+    p.add_argument("--max-concurrent", type=int, default=1, help="searches executing at once; the rest wait in order "
+                   "(default 1)")
+    p.add_argument("--allow-imports", action="store_true",
+                   help="accept package.module:factory strings in submitted configs (they run code on this server)")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("submit", help="submit a search config to a server",
+                       description="Send CONFIG.yaml (the same file autoprune search reads) to a server; prints the "
+                       "run id. The token comes from AUTOPRUNE_TOKEN.")
+    p.add_argument("config", help="YAML or JSON search config")
+    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8765")
+    p.add_argument("--wait", action="store_true", help="wait until the run has finished (progress bar)")
+    p.set_defaults(func=cmd_submit)
+    p = sub.add_parser("runs", help="list, show, cancel or resume runs on a server",
+                       description="Runs on a server (token from AUTOPRUNE_TOKEN).")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel", "resume"],
+                   help="what to do (default list)")
+    p.add_argument("id", nargs="?", help="run id (show, cancel, resume)")
+    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8765")
+    p.add_argument("--trials", type=int, help="resume: the new total of trials")
+    p.set_defaults(func=cmd_runs)
+
+
 def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run a search described by a YAML config",
                        description="Run a budgeted pruning search. Writes config.json, trials.csv/.parquet, "
@@ -378,6 +463,16 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--run-dir", help="output directory (default runs/small_cnn-digits-<time>)")
     p.set_defaults(func=cmd_demo)
+
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained page about a run",
+                       description="Draw a run directory's files (trials, summary, best policy, sensitivity scan, "
+                       "config) into one HTML page that opens offline. Works on a finished run and on one still "
+                       "in progress (it shows what exists). Every search writes it at the end too.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search")
+    p.add_argument("--out", help="where to write the page (default RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
 
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -425,8 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_command(sub)
     _add_sensitivity_command(sub)
     _add_demo_command(sub)
+    _add_report_command(sub)
     _add_train_command(sub)
     _add_apply_command(sub)
+    _add_service_commands(sub)
     return parser
 
 

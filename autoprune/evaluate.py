@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -40,6 +41,8 @@ class EvaluatorConfig:
     Attributes:
         bn_batches: training batches used to re-estimate BatchNorm statistics after pruning (0: skip).
         finetune_steps: SGD steps of finetuning per candidate (the fidelity; 0: none).
+        distill: finetune by knowledge distillation from the unpruned model (see :func:`recovery_loss`)
+            instead of plain cross-entropy.
         lr: finetuning learning rate (SGD, momentum 0.9).
         weight_decay: finetuning weight decay.
         val_batches: validation batches scored per candidate (None: all of them).
@@ -51,6 +54,7 @@ class EvaluatorConfig:
 
     bn_batches: int = 10
     finetune_steps: int = 20
+    distill: bool = False
     lr: float = 0.01
     weight_decay: float = 0.0
     val_batches: int | None = None
@@ -62,6 +66,8 @@ class EvaluatorConfig:
         check_int("evaluator bn_batches", self.bn_batches, low=0)
         check_int("evaluator finetune_steps", self.finetune_steps, low=0)
         check_int("evaluator seed", self.seed, low=0)
+        if not isinstance(self.distill, bool):
+            raise ConfigError(f"evaluator distill must be true or false, got {self.distill!r}")
         if self.val_batches is not None:
             check_int("evaluator val_batches", self.val_batches, low=1)
         check_number("evaluator lr", self.lr, low=0)
@@ -282,6 +288,16 @@ class Evaluator:
         self.budget = budget
         self.cost_model = cost_model
         self.config = config or EvaluatorConfig()
+        self._teachers: dict[str, nn.Module] = {}
+
+    def teacher(self) -> nn.Module | None:
+        """The unpruned model in eval mode on the evaluator's device when distilling (a copy, made once)."""
+        if not self.config.distill:
+            return None
+        device = self.config.device
+        if device not in self._teachers:
+            self._teachers[device] = copy.deepcopy(self.model).eval().to(device)
+        return self._teachers[device]
 
     def with_config(self, config: EvaluatorConfig) -> Evaluator:
         """The same model, data, budget and cost model, scored with another recipe."""
@@ -329,7 +345,8 @@ class Evaluator:
         recalibrated_at = lap = time.perf_counter()
         finetuning = validating = 0.0
         stages = finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
-                                 weight_decay=self.config.weight_decay, stops=rungs, device=device)
+                                 weight_decay=self.config.weight_decay, stops=rungs, device=device,
+                                 teacher=self.teacher())
         for rung, done in enumerate(stages):
             finetuning += time.perf_counter() - lap
             lap = time.perf_counter()

@@ -6,8 +6,9 @@ The module is named ``loop`` so that it never shadows the ``autoprune.search`` f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from autoprune.final import FinalConfig, FinalModel, finalize
 from autoprune.identity import data_identity, model_digest
 from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.rescore import RescoreConfig, best_rescored, rescore, top_candidates
+from autoprune.run_report import RunRecord, save_report, write_report
 from autoprune.scheduler import SchedulerConfig, split_legacy_options
 from autoprune.searcher import SearchContext, Searcher, make_searcher
 from autoprune.study import Progress, ProgressCallback, Study
@@ -36,6 +38,7 @@ from search_spaces.options import check_int
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 
+log = logging.getLogger(__name__)
 __all__ = ["Progress", "SearchResult", "search"]
 
 
@@ -48,14 +51,15 @@ class SearchResult:
         trials: one row per finished trial: ``trial_id``, ``status``, ``accuracy``, ``loss``, ``flops``,
             ``params``, ``flops_ratio``, ``params_ratio``, ``feasible``, ``fidelity``, ``seconds``,
             ``latency_ms`` (measured, latency budgets), where the seconds went (``prune_seconds``,
-            ``recalibrate_seconds``, ``finetune_seconds``, ``validate_seconds``), ``error``, ``node``, ``pid``
-            and one ``ratio:<group>`` column per group.
+            ``recalibrate_seconds``, ``finetune_seconds``, ``validate_seconds``), ``error``, ``node``, ``pid``,
+            ``finished_at`` (UNIX time) and one ``ratio:<group>`` column per group.
         pareto: the accuracy-vs-FLOPs non-dominated trials (ok, full fidelity).
         space: the search space.
         summary: baseline vs pruned accuracy, FLOPs, params and latency after the final finetune, and the
             groups the trace-time check excluded.
         pruned_model: the final pruned, finetuned model.
         run_dir: where the outputs were written, if anywhere.
+        config: the search's settings as the run directory's ``config.json`` records them.
     """
 
     best_policy: Policy | None
@@ -65,6 +69,17 @@ class SearchResult:
     summary: Summary | None = None
     pruned_model: nn.Module | None = None
     run_dir: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the HTML report (default: ``run_dir/report.html``; a search without a run directory needs
+        ``path``) and return its path. Every search with a run directory writes it at the end."""
+        if self.run_dir is not None:
+            return write_report(self.run_dir, path)
+        if path is None:
+            raise ConfigError("this search wrote no run directory: give report(path) a file to write")
+        record = RunRecord(self.config, self.trials, self.summary, self.best_policy)
+        return save_report(record, path)
 
 
 def search(
@@ -166,7 +181,9 @@ def search(
         if study.remaining:
             runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining,
                        on_result=study.record, run_dir=study.path)
-        result = _result(study, scorer, final, test_data if test_data is not None else val_data)
+        result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
+        if result.run_dir is not None:
+            log.info("report: %s", result.report())
     except BaseException:
         study.close(failed=True)
         raise
@@ -220,13 +237,16 @@ def _run_record(
     }
 
 
-def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable) -> SearchResult:
+def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable,
+            config: dict[str, Any]) -> SearchResult:
     """The search's result; with a feasible trial, the best policy goes through the final step and is written out."""
     table, space, full = study.checked_table(), study.context.space, evaluator.config.finetune_steps
     result = SearchResult(best_policy=None, trials=table, pareto=pareto_front(table, full), space=space,
-                          run_dir=study.path)
+                          run_dir=study.path, config=config)
     best = best_row(table, full)
     if best is None:
+        if study.path is not None:  # the trials are worth a look even without a policy
+            log.info("report: %s", write_report(study.path))
         raise BudgetError(_no_feasible_trial(table, full, study.context.budget))
     rescored = _rescored(study, table, evaluator, final.rescore)
     winner = best_rescored(rescored) if rescored is not None else None

@@ -10,6 +10,8 @@ Layout (format version 3):
 - ``final`` → ``final-K/``: ``best_policy.json``, ``model/``, ``summary.json`` written into a new directory and
   switched to by one atomic symlink replace, so they always belong together; the same names at the top level
   link into ``final/``;
+- ``sensitivity.csv``: the sensitivity scan, when the run made one; ``report.html``: the report drawn from these
+  files (:mod:`autoprune.run_report`);
 - ``.lock``: held (``flock``) by the process writing the run; the OS releases it when the process dies.
 """
 
@@ -41,6 +43,8 @@ BEST_POLICY = "best_policy.json"
 MODEL_DIR = "model"
 SUMMARY = "summary.json"
 LATENCY_TABLE = "latency_table.json"
+SENSITIVITY_TABLE = "sensitivity.csv"
+REPORT = "report.html"
 LOCK = ".lock"
 FORMAT_VERSION = 3
 MAX_CONFIG_BYTES = 4 << 20
@@ -141,7 +145,7 @@ class RunDir:
             legacy = " (it has a pickled searcher_state.pt: written by an older autoprune)" \
                 if self.file(LEGACY_STATE).exists() else ""
             raise RunDirError(f"run_dir {str(self.path)!r} has files but no {CONFIG}: not an autoprune run{legacy}")
-        return _read_json(path, MAX_CONFIG_BYTES)
+        return read_json(path, MAX_CONFIG_BYTES)
 
     def discard(self) -> None:
         """Remove a run directory that was just created and holds no finished trial."""
@@ -179,13 +183,25 @@ class RunDir:
 
         A line cut short by a kill is dropped (and removed, so the log stays appendable).
         """
+        entries = self._log_entries(repair=True)
+        if not entries:
+            return [], None
+        last = entries[-1]
+        return [e["trial"] for e in entries], self._read_state(int(last["state"]), str(last["state_sha256"]))
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        """Finished trial rows, read only: safe while a search writes the log (a line being written is left out)."""
+        return [e["trial"] for e in self._log_entries(repair=False)]
+
+    def _log_entries(self, *, repair: bool) -> list[dict[str, Any]]:
+        """The log's complete records; ``repair`` cuts off a line a kill left unfinished."""
         path = self.file(TRIAL_LOG)
         if not path.exists():
-            return [], None
+            return []
         check_size(path, what="trial log", limit=MAX_LOG_BYTES)
         raw = path.read_bytes()
         complete = raw[: raw.rfind(b"\n") + 1]
-        if len(complete) != len(raw):
+        if repair and len(complete) != len(raw):
             with open(path, "r+b") as log:
                 log.truncate(len(complete))
         entries = []
@@ -201,10 +217,7 @@ class RunDir:
                 raise RunDirError(f"{str(path)!r} line {number} is not a trial record ({str(entry)[:200]}); the run "
                                   "directory was changed by hand: start a new one")
             entries.append(entry)
-        if not entries:
-            return [], None
-        last = entries[-1]
-        return [e["trial"] for e in entries], self._read_state(int(last["state"]), str(last["state_sha256"]))
+        return entries
 
     def _read_state(self, count: int, expected: str) -> dict[str, Any]:
         stem = self.file(STATE_DIR) / f"{count:06d}"
@@ -256,7 +269,8 @@ class RunDir:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _read_json(path: Path, limit: int) -> dict[str, Any]:
+def read_json(path: Path, limit: int) -> dict[str, Any]:
+    """A run file holding one JSON object, at most ``limit`` bytes (``RunDirError`` otherwise)."""
     size = path.stat().st_size
     if size > limit:
         raise RunDirError(f"{str(path)!r} is {size:,} bytes; more than the {limit:,} a run file may have")

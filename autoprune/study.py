@@ -131,7 +131,7 @@ class Study:
 
     def table(self) -> pd.DataFrame:
         """Every finished trial as the trials table."""
-        return trials_table(self.rows, self.context.space)
+        return trials_table(self.rows, self.context.space.names)
 
     def checked_table(self) -> pd.DataFrame:
         """The trials table; raises when every trial failed (the setup, not the candidates, is at fault)."""

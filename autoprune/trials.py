@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,25 +17,27 @@ from search_spaces.space import SearchSpace
 RATIO_PREFIX = "ratio:"
 PHASE_COLUMNS = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "validate_seconds")
 COLUMNS = ("trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible",
-           "fidelity", "rung", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node", "pid")
+           "fidelity", "rung", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node", "pid", "finished_at")
 
 
 def trial_row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str, Any]:
-    """The table row of a finished trial: its score, cost ratios, where it ran and its policy's ratios."""
+    """The table row of a finished trial: its score, cost ratios, where and when (UNIX time) it finished, and its
+    policy's ratios."""
     score = done.score
     row: dict[str, Any] = {"trial_id": done.trial.id, **score.to_dict()}
     row["flops_ratio"] = score.flops / cost_model.base.flops if score.ok else math.nan
     row["params_ratio"] = score.params / cost_model.base.params if score.ok else math.nan
     row["node"] = str(done.info.get("node", ""))
     row["pid"] = int(done.info.get("pid", -1))
+    row["finished_at"] = time.time()
     for name in space.names:
         row[RATIO_PREFIX + name] = done.trial.policy[name]
     return row
 
 
-def trials_table(rows: Sequence[Mapping[str, Any]], space: SearchSpace) -> pd.DataFrame:
-    """Rows as a DataFrame in trial-id order, with every column present."""
-    table = pd.DataFrame(list(rows), columns=[*COLUMNS, *(RATIO_PREFIX + n for n in space.names)])
+def trials_table(rows: Sequence[Mapping[str, Any]], groups: Sequence[str]) -> pd.DataFrame:
+    """Rows as a DataFrame in trial-id order, with every column present (one ratio column per name in ``groups``)."""
+    table = pd.DataFrame(list(rows), columns=[*COLUMNS, *(RATIO_PREFIX + n for n in groups)])
     table["error"] = table["error"].astype("string")
     return table.sort_values("trial_id", kind="stable").reset_index(drop=True)
 

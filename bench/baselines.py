@@ -1,6 +1,6 @@
 """Train (once; then from the cache) the benchmark baselines on Fashion-MNIST and report their test accuracy.
 
-    python bench/baselines.py                          # ResNet-20, 15 epochs (~30 min on 2 cores when not cached)
+    python bench/baselines.py                          # ResNet-20, 8 epochs (~35 min on one thread when not cached)
     python bench/baselines.py --models resnet20,resnet56
     python bench/baselines.py --quick                  # small CNN on digits
 """

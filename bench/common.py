@@ -41,7 +41,8 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 # The evaluator fidelity every search benchmark uses (docs/benchmarks.md says why: the full mode fits ~2 runs).
 FIDELITY = {"bn_batches": 5, "finetune_steps": 10, "val_batches": 4, "lr": 0.01}
-BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 15}
+# 8 epochs: the baseline is retrained on every fresh machine (weights are never committed), ~35 min on one thread
+BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 8}
 QUICK_BASELINE = {"model": "small_cnn", "dataset": "digits", "epochs": 5}
 QUICK_FIDELITY = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2, "lr": 0.01}
 

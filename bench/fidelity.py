@@ -6,12 +6,13 @@ onto the budget, extremes). Every policy gets the search benchmark's final recov
 finetune steps at lr 0.01; the ground truth is test accuracy on the full test split) and every proxy:
 adaptive-BN (recalibration only), cross-entropy finetuning for 10/30/100 steps, knowledge distillation from the
 unpruned model for 10/30/100 steps, on 4 or 16 validation batches, scored by accuracy or by validation loss.
-Each proxy is its own run (its own cosine schedule) and its seconds per candidate are measured (prune +
+Each proxy is one run of the product's Evaluator (its own cosine schedule; `kd` runs use its `distill` option) and its
+seconds per candidate are measured (prune +
 recovery + validation). One row per policy is appended to ``bench/results/fidelity_rows.jsonl`` (a stopped run
 resumes); at the end, Spearman and Kendall correlations with bootstrap intervals go to
 ``bench/results/fidelity.json`` and ``bench/report.py`` renders them.
 
-    python bench/fidelity.py                    # 40 policies, ~2.5 min each on one thread
+    python bench/fidelity.py                    # 40 policies, ~5 min each on one thread (--shard I/N: one per core)
     python bench/fidelity.py --policies 60
     python bench/fidelity.py --summarize        # fidelity.json from the rows so far
     python bench/fidelity.py --quick            # small CNN on digits, 6 policies, tiny steps
@@ -40,8 +41,7 @@ from common import BASELINE, FIDELITY, QUICK_BASELINE, QUICK_FIDELITY, RESULTS, 
 
 import autoprune as ap
 from agents.global_magnitude import GlobalSearcher
-from autoprune.evaluate import KD_ALPHA, KD_TEMPERATURE, finetune, recalibrate_batchnorm, validate
-from autoprune.pruning import prune
+from autoprune.evaluate import KD_ALPHA, KD_TEMPERATURE, Evaluator, validate
 from autoprune.searcher import SearchContext
 
 BUDGET = 0.3
@@ -188,37 +188,27 @@ class PolicyMaker:
 # -- recovery and scoring -----------------------------------------------------------------------------------
 
 
-def _seed(loader: Iterable) -> None:
-    """The evaluator's seeding: torch's global RNG and the loader's own shuffling generator."""
-    torch.manual_seed(SEED)
-    generator = getattr(loader, "generator", None)
-    if isinstance(generator, torch.Generator):
-        generator.manual_seed(SEED)
-
-
-def recover(model: nn.Module, policy: Any, data: Any, inputs: torch.Tensor, space: Any, *, bn_batches: int,
-            steps: int, lr: float, kd: bool, scored: Iterable, val_batches: int | None) -> dict[str, float]:
-    """Prune a copy, recalibrate BN, finetune (or distill), validate: accuracy, loss and seconds."""
-    _seed(data.train)
-    start = time.perf_counter()
-    pruned = prune(model, policy, inputs, space=space).model
-    recalibrate_batchnorm(pruned, data.train, bn_batches)
-    model.eval()
-    finetune(pruned, data.train, steps=steps, lr=lr, teacher=model if kd else None)
-    accuracy, loss = validate(pruned, scored, batches=val_batches)
-    return {"accuracy": accuracy, "loss": loss, "seconds": time.perf_counter() - start}
+def recover(context: dict[str, Any], policy: Any, *, scored: Iterable, steps: int, kd: bool,
+            val_batches: int | None, args: argparse.Namespace) -> dict[str, float]:
+    """The product's evaluator on one policy: prune a copy, recalibrate BN, finetune (or distill), validate on
+    ``scored``: accuracy, loss and seconds."""
+    config = ap.EvaluatorConfig(bn_batches=args.bn_batches, finetune_steps=steps, distill=kd, lr=args.lr,
+                                val_batches=val_batches, seed=SEED)
+    evaluator = Evaluator(context["model"], context["inputs"], train_data=context["data"].train, val_data=scored,
+                          budget=ap.Budget.flops(BUDGET), cost_model=context["cost_model"], config=config)
+    score = evaluator.evaluate(policy)
+    return {"accuracy": score.accuracy, "loss": score.loss, "seconds": score.seconds}
 
 
 def measure_row(args: argparse.Namespace, name: str, ratios: dict[str, float], context: dict[str, Any],
                 runs: list[Run], proxies: list[Proxy]) -> dict[str, Any]:
     """Ground truth and every proxy of one policy."""
-    model, data, space = context["model"], context["data"], context["space"]
-    policy = space.policy(ratios)
-    recovery = {"bn_batches": args.bn_batches, "lr": args.lr}
-    truth = recover(model, policy, data, context["inputs"], space, steps=args.ground_truth_steps, kd=False,
-                    scored=data.test, val_batches=None, **recovery)
-    results = {run.name: recover(model, policy, data, context["inputs"], space, steps=run.steps, kd=run.kd,
-                                 scored=data.val, val_batches=run.val_batches, **recovery) for run in runs}
+    data = context["data"]
+    policy = context["space"].policy(ratios)
+    truth = recover(context, policy, scored=data.test, steps=args.ground_truth_steps, kd=False, val_batches=None,
+                    args=args)
+    results = {run.name: recover(context, policy, scored=data.val, steps=run.steps, kd=run.kd,
+                                 val_batches=run.val_batches, args=args) for run in runs}
     return {
         "policy": name, "ratios": ratios, "flops_ratio": context["cost_model"].ratio(ratios, ap.Budget.flops(1.0)),
         "ground_truth": {"test_accuracy": truth["accuracy"], "test_loss": truth["loss"], "seconds": truth["seconds"]},

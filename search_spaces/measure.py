@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.errors import ConfigError
@@ -49,6 +50,19 @@ def check_device(device: str) -> None:
         raise ConfigError(f"latency device {device!r} was asked for but CUDA is not available here")
 
 
+def _benchmark() -> ModuleType:
+    """``torch.utils.benchmark``, imported on first use: its import pulls in ``cpp_extension``, which logs a
+    misleading "No CUDA runtime is found" warning on CPU-only machines (silenced here)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
+
+
 def measure_latency_ms(
     model: nn.Module, example_inputs: Any, *, threads: int = 1, device: str = "cpu", min_run_time: float = 0.3
 ) -> float:
@@ -61,7 +75,7 @@ def measure_latency_ms(
     was_training = model.training
     home = next(model.parameters(), torch.empty(0)).device
     model.eval().to(device)
-    timer = benchmark.Timer(
+    timer = _benchmark().Timer(
         stmt="with torch.no_grad(): model(*inputs)",
         globals={"model": model, "inputs": inputs, "torch": torch},
         num_threads=threads,

@@ -73,10 +73,15 @@ class ChannelGroup:
 
     def kept_channels(self, ratio: float) -> int:
         """Channels left after removing ``ratio`` of them, exactly as Torch-Pruning's pruner counts."""
-        kept = int(self.channels * (1 - ratio))
-        if kept < self.channels and self.round_to > 1:
-            kept -= kept % self.round_to
-        return kept
+        return kept_channels(self.channels, ratio, self.round_to)
+
+
+def kept_channels(channels: int, ratio: float, round_to: int) -> int:
+    """Channels of ``channels`` left after removing ``ratio`` of them, rounded down to multiples of ``round_to``."""
+    kept = int(channels * (1 - ratio))
+    if kept < channels and round_to > 1:
+        kept -= kept % round_to
+    return kept
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from autoprune import Budget, search
 from autoprune.data import DataBundle, load_digits
 from autoprune.models import mobilenet_v2, resnet20, resnet56, small_cnn
 from autoprune.train import TrainConfig, train
@@ -61,3 +64,14 @@ def cnn_inputs() -> torch.Tensor:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Checkpoints go to a per-session temporary cache, never the user's."""
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(trained_cnn: nn.Module, digits: DataBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished search's run directory with a sensitivity scan (its report covers every chart)."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
+           val_data=digits.val, test_data=digits.test, searcher="sensitivity", searcher_options={"levels": [0.5, 1.0]},
+           trials=10, evaluator={"bn_batches": 2, "finetune_steps": 2, "val_batches": 2}, final_finetune_steps=2,
+           run_dir=run)
+    return run

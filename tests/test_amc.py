@@ -17,6 +17,7 @@ from autoprune.models import mobilenet_v2, resnet20, small_cnn
 from autoprune.registry import searcher_class
 from autoprune.searcher import SearchContext
 from search_spaces import SearchSpace
+from search_spaces.cost import uniform_ratios
 from search_spaces.errors import ConfigError
 
 SPACES = {
@@ -82,12 +83,30 @@ def test_ddpg_learns_a_known_optimum_better_than_random_search() -> None:
     assert amc_best < 0.8 * random_best, (amc_best, random_best)
 
 
+def test_the_first_episodes_replay_the_uniform_and_global_policies() -> None:
+    model, inputs = resnet20(), torch.zeros(1, 3, 16, 16)
+    space, budget = SPACES["resnet20"], Budget.flops(0.5)
+    context = _context(space, budget, model=model, example_inputs=inputs)
+    agent = AMCSearcher(warmup=4)
+    agent.setup(context)
+    global_ = searcher_class("global")()
+    global_.setup(context)
+    starts = [uniform_ratios(CostModel(space), budget), dict(global_.ask().policy)]
+    for start in starts:
+        trial = agent.ask()
+        assert np.allclose([trial.policy[n] for n in space.names], [start[n] for n in space.names], atol=1e-6)
+    assert AMCSearcher(warm_start=["uniform"]).warm_start == ("uniform",)
+    agent = AMCSearcher(warm_start=False)
+    agent.setup(context)
+    assert agent._starts == []
+
+
 @pytest.mark.parametrize("fit", ["budget", "none"])
 def test_episodes_use_the_budget_and_store_the_evaluated_policy(fit) -> None:
     space = SPACES["resnet20"]
     budget = Budget.flops(0.5)
     cost_model = CostModel(space)
-    agent = AMCSearcher(warmup=4, fit=fit)
+    agent = AMCSearcher(warmup=4, fit=fit, warm_start=False)
     agent.setup(_context(space, budget))
     used = []
     for _ in range(4):

@@ -18,6 +18,8 @@ def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
     assert main(["demo", "--trials", "3", "--run-dir", str(run)]) == 0
     shown = capsys.readouterr().out
     assert "best policy" in shown and "baseline" in shown and "pruned" in shown
+    assert shown.strip().splitlines()[-1] == f"report: {run / 'report.html'}"  # make demo ends with the report
+    assert (run / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
     summary = json.loads((run / "summary.json").read_text())
     assert summary["pruned"]["flops_ratio"] <= 0.5 and summary["trials"] == 3
     assert summary["pruned"]["accuracy"] > 0.5  # a trained model, finetuned after pruning
@@ -54,6 +56,7 @@ def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
     assert main(["search", str(config), "--trials", "2"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["trials"] == 2 and summary["pruned"]["params_ratio"] <= 0.6
+    assert "2 of 2 finished" in (run / "report.html").read_text()
     assert main(["search", "--resume", str(run), "--trials", "3"]) == 0
     assert json.loads((run / "summary.json").read_text())["trials"] == 3
     policy = Policy.load(run / "best_policy.json")
@@ -76,6 +79,8 @@ def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
         (["search", "--resume", "r", "--seed", "3"], "only --trials may change"),
         (["search", "--trials", "0"], "'trials' must be an integer >= 1, got 0"),
         (["search", "--model", "", "--trials", "1"], "'model' must be a non-empty string"),
+        (["report", "nowhere"], "'nowhere' is not a directory; give the run directory of a search"),
+        (["report", "."], "'.' is not an autoprune run directory: it has no config.json"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch) -> None:
@@ -91,7 +96,8 @@ def test_config_file_errors_name_the_entry(tmp_path, capsys) -> None:
     assert "trails" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["search", "demo", "train", "apply", "sensitivity"])
+@pytest.mark.parametrize("command", ["search", "demo", "train", "apply", "sensitivity", "report", "serve",
+                                     "submit", "runs"])
 def test_help_explains_every_option(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])

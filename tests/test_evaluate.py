@@ -80,6 +80,7 @@ def test_bn_recalibration_resets_statistics(trained_cnn, digits) -> None:
         ({"val_batches": 0}, ConfigError, "val_batches"),
         ({"lr": -1}, ConfigError, "lr"),
         ({"importance": "l3"}, UnknownNameError, "'l3'"),
+        ({"distill": "yes"}, ConfigError, "distill must be true or false, got 'yes'"),
     ],
 )
 def test_bad_evaluator_options(options, error, match) -> None:
@@ -107,3 +108,15 @@ def test_recovery_loss_distills_from_a_teacher() -> None:
     assert torch.equal(recovery_loss(logits, targets), plain)
     assert torch.allclose(recovery_loss(logits, targets, logits), KD_ALPHA * plain)  # no KL to itself
     assert recovery_loss(logits, targets, -logits) > KD_ALPHA * plain
+
+
+def test_distilled_recovery_learns_from_the_unpruned_model(trained_cnn, digits) -> None:
+    plain, space = _evaluator(trained_cnn, digits, bn_batches=3, finetune_steps=5, val_batches=2)
+    distilled = plain.with_config(EvaluatorConfig(bn_batches=3, finetune_steps=5, val_batches=2, distill=True))
+    policy = space.policy([0.3, 0.5, 0.5, 0.3])
+    weights = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
+    first, second = distilled.evaluate(policy), distilled.evaluate(policy)
+    assert first.ok and (first.accuracy, first.loss) == (second.accuracy, second.loss)
+    assert first.loss != plain.evaluate(policy).loss  # another training signal, another model
+    assert distilled.teacher() is distilled.teacher() and not distilled.teacher().training
+    assert all(torch.equal(weights[k], v) for k, v in trained_cnn.state_dict().items())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -150,3 +152,11 @@ def test_depthwise_and_batchnorm_layers_are_timed_over_their_channel_count(tmp_p
     assert (layer.in_channels, layer.out_channels, layer.groups, x.shape[1]) == (8, 8, 8, 8)
     with torch.no_grad():
         layer(x)  # a valid depthwise layer at the reduced width
+
+
+def test_importing_and_timing_print_no_torch_warning() -> None:
+    """torch.utils.benchmark's import logs "No CUDA runtime is found" on CPU machines: not in our output."""
+    code = ("import torch, autoprune as ap; "
+            "ap.measure_latency_ms(torch.nn.Linear(4, 4), torch.zeros(1, 4), min_run_time=0.01)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == "" and done.stdout == ""

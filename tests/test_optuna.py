@@ -30,14 +30,21 @@ def test_resumed_study_continues_as_the_uninterrupted_one_from_a_pickle_free_sta
     assert not list(run.glob("*.journal")) and not list(run.rglob("*.pkl"))
 
 
-def test_the_first_trial_is_the_uniform_policy_and_constraints_are_recorded(trained_cnn, digits) -> None:
+def test_the_first_trials_are_the_uniform_and_global_policies_and_constraints_are_recorded(trained_cnn,
+                                                                                           digits) -> None:
     searcher = OptunaSearcher()
     result = _search(trained_cnn, digits, searcher=searcher, trials=3)
-    first = result.trials.iloc[0]
     uniform = uniform_ratios(ap.CostModel(result.space), ap.Budget.flops(0.5))
-    assert all(float(first["ratio:" + n]) == pytest.approx(r, abs=1e-9) for n, r in uniform.items())
+    global_ = _search(trained_cnn, digits, searcher="global", trials=1).best_policy
+    for i, start in enumerate((uniform, dict(global_))):
+        row = result.trials.iloc[i]
+        assert all(float(row["ratio:" + n]) == pytest.approx(r, abs=1e-9) for n, r in start.items())
     assert set(searcher.study.trials[0].constraints) == {"budget_violation"}
-    assert OptunaSearcher(warm_start=False).warm_start is False
+    assert OptunaSearcher(warm_start=False).warm_start == ()
+    assert OptunaSearcher(warm_start=["global"]).warm_start == ("global",)
+    with pytest.raises(ConfigError, match="warm_start must be true, false or a list of uniform, global; got "
+                                          "\\['sensitivity'\\]"):
+        OptunaSearcher(warm_start=["sensitivity"])
 
 
 def test_nsga2_is_multi_objective_and_fills_the_pareto_front(trained_cnn, digits) -> None:

@@ -18,9 +18,15 @@ ARGS = ["--executor", "ray", "--max-concurrent", "1", "--bn-batches", "1", "--fi
         "--final-finetune-steps", "0"]
 
 
+def _interruptible() -> None:
+    """SIGINT at its default in the driver, as in a terminal: a test run started in the background (``cmd &``)
+    hands its children SIGINT as ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "autoprune.cli", *argv], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            preexec_fn=_interruptible, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _rows(run: Path) -> int:

@@ -1,0 +1,79 @@
+"""Bearer tokens: from ``AUTOPRUNE_TOKEN`` or a 0600 file under the runs root, checked in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+
+from search_spaces.errors import ConfigError
+
+TOKEN_ENV = "AUTOPRUNE_TOKEN"
+TOKEN_FILE = ".token"
+DEFAULT_OWNER = "default"
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """Tokens by owner from ``token`` or ``name=token,name=token`` (an unnamed token's owner is ``default``)."""
+    tokens: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        owner, sep, token = item.partition("=")
+        owner, token = (owner.strip(), token.strip()) if sep else (DEFAULT_OWNER, owner)
+        if not owner or len(token) < 16:
+            raise ConfigError(f"{TOKEN_ENV}: each token must be 'TOKEN' or 'NAME=TOKEN' with at least 16 "
+                              f"characters, got an entry of {len(token)} characters for owner {owner!r}")
+        tokens[token] = owner
+    if not tokens:
+        raise ConfigError(f"{TOKEN_ENV} is set but holds no token")
+    return tokens
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_tokens(runs_root: Path, *, host: str) -> tuple[dict[str, str], str | None]:
+    """The server's tokens by owner, and a token created just now (to print once) or None.
+
+    ``AUTOPRUNE_TOKEN`` wins; else the runs root's 0600 token file, created on the first start. A non-loopback
+    ``host`` never gets a fresh token: the operator must have set one.
+    """
+    if os.environ.get(TOKEN_ENV):
+        return parse_tokens(os.environ[TOKEN_ENV]), None
+    path = runs_root / TOKEN_FILE
+    if path.exists():
+        return parse_tokens(path.read_text(encoding="utf-8")), None
+    if not is_loopback(host):
+        raise ConfigError(f"refusing to serve on the non-loopback address {host!r} without a token: set "
+                          f"{TOKEN_ENV}, or start once on 127.0.0.1 to create {str(path)!r}")
+    token = secrets.token_urlsafe(32)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    return {token: DEFAULT_OWNER}, token
+
+
+def owner_of(authorization: str | None, tokens: dict[str, str]) -> str | None:
+    """The owner of the bearer token in an ``Authorization`` header (None: missing or wrong).
+
+    Every known token is compared (constant time each), so the time taken tells nothing about which matched.
+    """
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return None
+    found = None
+    for token, owner in tokens.items():
+        if hmac.compare_digest(given.strip().encode(), token.encode()):
+            found = owner
+    return found

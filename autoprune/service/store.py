@@ -1,0 +1,197 @@
+"""The runs under the runs root: one directory per run, its ``job.json`` and the autoprune run directory in it.
+
+Layout of ``<runs root>/<id>/``:
+
+- ``job.json``: id, owner, created, the config as run, the trial target, status (queued, running, done, failed,
+  cancelled, interrupted), the driver's pid and exit code; rewritten atomically on every change;
+- ``search.json``: the config file the driver process reads (``autoprune search search.json``);
+- ``driver.log``: the driver's output;
+- ``run/``: the run directory (trial log, state, final outputs): the search's own source of truth.
+
+One server owns a runs root at a time (``.server.lock``); it keeps the records in memory and writes them
+through, so a restarted server finds every run again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from autoprune.config import SearchConfig
+from search_spaces.errors import ConfigError, RunDirError
+from search_spaces.io import atomic_write_json
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+JOB, SEARCH_CONFIG, DRIVER_LOG, RUN = "job.json", "search.json", "driver.log", "run"
+CHECKPOINTS = "checkpoints"
+SERVER_LOCK = ".server.lock"
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+MAX_JOB_BYTES = 8 << 20
+SKIPPED = ("ray", "state")  # top-level directories no client needs
+
+
+class NoSuchRunError(LookupError):
+    """No run of that id under the runs root."""
+
+
+class RunStateError(Exception):
+    """The run is not in a state that allows the request (e.g. deleting a running search)."""
+
+
+class RunStore:
+    """Runs by id; every change is written to the run's ``job.json`` before it is visible."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.root / CHECKPOINTS
+        self._owner_lock = _lock_root(self.root)
+        self._lock = threading.RLock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.root.glob(f"*/{JOB}")):
+            if RUN_ID.match(path.parent.name):
+                self._jobs[path.parent.name] = _read_job(path)
+
+    def close(self) -> None:
+        """Release the runs root for another server."""
+        os.close(self._owner_lock)
+
+    # -- records -----------------------------------------------------------------------------------
+    def create(self, config: SearchConfig, *, owner: str) -> dict[str, Any]:
+        """A new queued run of ``config`` submitted by ``owner``."""
+        with self._lock:
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+            directory = self.root / run_id
+            directory.mkdir()
+            document = {**config.to_dict(), "run_dir": str(directory / RUN)}
+            atomic_write_json(directory / SEARCH_CONFIG, document)
+            job = {"id": run_id, "owner": owner, "created": now(),
+                   "config": document, "trials": config.trials, "status": "queued", "queued_at": time.time_ns(),
+                   "pid": None, "exit_code": None, "message": "", "cancel_requested": False, "resume": False}
+            return self._write(job)
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        with self._lock:
+            if run_id not in self._jobs:
+                raise NoSuchRunError(f"no run {run_id!r} on this server")
+            return dict(self._jobs[run_id])
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every run, oldest first."""
+        with self._lock:
+            return [dict(job) for _, job in sorted(self._jobs.items())]
+
+    def queued(self) -> list[dict[str, Any]]:
+        """Runs waiting to start, in the order they were queued."""
+        with self._lock:
+            return sorted((dict(j) for j in self._jobs.values() if j["status"] == "queued"),
+                          key=lambda j: (j["queued_at"], j["id"]))
+
+    def update(self, run_id: str, **changes: Any) -> dict[str, Any]:
+        with self._lock:
+            return self._write({**self.get(run_id), **changes})
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run that is not running (its directory and outputs)."""
+        with self._lock:
+            if self.get(run_id)["status"] == "running":
+                raise RunStateError(f"run {run_id!r} is running; cancel it first (POST /runs/{run_id}/cancel)")
+            del self._jobs[run_id]
+            shutil.rmtree(self.root / run_id, ignore_errors=True)
+
+    def _write(self, job: dict[str, Any]) -> dict[str, Any]:
+        atomic_write_json(self.root / job["id"] / JOB, job)
+        self._jobs[job["id"]] = job
+        return dict(job)
+
+    # -- the run's files ---------------------------------------------------------------------------
+    def directory(self, run_id: str) -> Path:
+        self.get(run_id)
+        return self.root / run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.directory(run_id) / RUN
+
+    def trial_rows(self, run_id: str) -> list[dict[str, Any]]:
+        """Finished trials from the run's trial log, read only (a line being appended is skipped); a NaN or
+        infinite number (no JSON has one) is None."""
+        path = self.run_dir(run_id) / "trials.jsonl"
+        if not path.is_file():
+            return []
+        raw = path.read_bytes()
+        rows = []
+        for line in raw[: raw.rfind(b"\n") + 1].splitlines():
+            row = json.loads(line)["trial"]
+            rows.append({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()})
+        return rows
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        """Trials finished, the target, and the best accuracy of a feasible finished trial so far."""
+        rows = self.trial_rows(run_id)
+        good = [r["accuracy"] for r in rows if r.get("status") == "ok" and r.get("feasible")]
+        return {"completed": len(rows), "total": self.get(run_id)["trials"],
+                "best_accuracy": max(good) if good else None}
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        path = self.run_dir(run_id) / "summary.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def file(self, run_id: str, name: str) -> Path:
+        """A file of the run directory by its relative name; nothing outside it (or hidden) can be named."""
+        root = self.run_dir(run_id)
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or any(p in ("..", ".") or p.startswith(".") for p in parts):
+            raise ConfigError(f"file name {name!r} is not a plain name inside the run directory")
+        path = (root / name).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.is_file():
+            raise NoSuchRunError(f"run {run_id!r} has no file {name!r}")
+        return path
+
+    def files(self, run_id: str) -> list[str]:
+        """The run directory's files by relative name: the top-level outputs (``best_policy.json``, ``model/``,
+        ``summary.json`` lead into ``final/``), tables and plots; hidden entries, state and Ray's scratch left out."""
+        root = self.run_dir(run_id)
+        names = []
+        for top, dirs, files in os.walk(root, followlinks=True):
+            relative = Path(top).relative_to(root)
+            if relative == Path("."):
+                dirs[:] = [d for d in dirs if d not in SKIPPED and not d.startswith(("final", "."))]
+            names += [(relative / f).as_posix() for f in files if not f.startswith(".")]
+        return sorted(names)
+
+
+def now() -> str:
+    """The local time in ISO 8601 with milliseconds (strings of one server compare in time order)."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _lock_root(root: Path) -> int:
+    fd = os.open(root / SERVER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(f"runs root {str(root)!r} is served by another autoprune server; stop it or choose "
+                          "another --runs-root") from None
+    return fd
+
+
+def _read_job(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size
+    if size > MAX_JOB_BYTES:
+        raise RunDirError(f"{str(path)!r} is {size:,} bytes; more than the {MAX_JOB_BYTES:,} a job file may have")
+    job = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(job, dict) or job.get("status") not in STATUSES or job.get("id") != path.parent.name:
+        raise RunDirError(f"{str(path)!r} is not a job record of this autoprune")
+    return job
