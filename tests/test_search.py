@@ -39,9 +39,14 @@ def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -
         assert column in trials.columns
     assert [c for c in trials.columns if c.startswith("ratio:")] == [f"ratio:{n}" for n in result.space.names]
     assert pd.read_parquet(run / "trials.parquet").equals(trials)
-    best = trials[trials["feasible"]].sort_values("accuracy", ascending=False).iloc[0]
     assert result.best_policy == ap.Policy.load(run / "best_policy.json")
-    assert result.best_policy["stem.0"] == best["ratio:stem.0"]
+    # the exported trial is the re-score's winner among the three most accurate feasible trials
+    feasible = trials[trials["feasible"]]
+    top = feasible.sort_values(["accuracy", "flops", "trial_id"], ascending=[False, True, True]).head(3)
+    rescored = {r.trial_id: r.accuracy for r in result.summary.rescored}
+    assert set(rescored) == set(top["trial_id"]) and result.summary.best_trial_id == max(rescored, key=rescored.get)
+    exported = trials[trials["trial_id"] == result.summary.best_trial_id].iloc[0]
+    assert result.best_policy["stem.0"] == exported["ratio:stem.0"]
     # the exported model, counted independently, is within budget
     fresh = ap.load_pruned_model(small_cnn(), run / "model", digits.example_inputs())
     flops = count_flops(fresh, digits.example_inputs())
