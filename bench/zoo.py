@@ -6,7 +6,11 @@ uniform policy that just meets 60% of the FLOPs, prune a copy for real and count
 FLOPs equal to the count, or is refused at trace time (``TraceError`` / ``BudgetError``) with a message.
 Writes ``bench/results/zoo.json`` and ``docs/zoo.md``.
 
-    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--render]
+Each model gets ``--limit`` seconds (default 120) for tracing plus the group check (``SearchSpace.from_model``'s
+``time_limit``: past it, a TraceError, so the model is refused) and as many again for pruning and counting, so
+a whole run takes at most about 33 x 2 x limit.
+
+    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--limit 120] [--render]
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, uniform_ratios
 from search_spaces.errors import BudgetError, TraceError
 from search_spaces.measure import count_flops
-from search_spaces.space import SearchSpace
+from search_spaces.space import TRACE_TIME_LIMIT, SearchSpace
+from search_spaces.time_limit import TimeUp, interrupt_after
 
 SIZE = 64
 BUDGET = 0.6
@@ -95,14 +100,16 @@ ZOO: tuple[ZooModel, ...] = (
 )
 
 
-def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET) -> dict[str, Any]:
-    """Trace, check, prune uniformly to ``budget`` of the FLOPs and count: one row of ``zoo.json``."""
+def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET, limit: float = TRACE_TIME_LIMIT
+            ) -> dict[str, Any]:
+    """Trace, check, prune uniformly to ``budget`` of the FLOPs and count: one row of ``zoo.json``. Tracing plus
+    checking, and pruning plus counting, may take ``limit`` seconds each."""
     torch.manual_seed(0)
     model, inputs = entry.build().eval(), torch.randn(1, 3, size, size)
     row: dict[str, Any] = {"model": entry.name, "source": entry.source, "family": entry.family}
     start = time.perf_counter()
     try:
-        space = SearchSpace.from_model(model, inputs)
+        space = SearchSpace.from_model(model, inputs, time_limit=limit)
         row["trace_seconds"] = time.perf_counter() - start
         row.update(groups=len(space), excluded=space.excluded)
         cost_model = CostModel(space)
@@ -112,13 +119,18 @@ def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET) -> dic
         return {**row, "status": "refused", "message": str(exc)}
     policy = space.policy(uniform_ratios(cost_model, Budget.flops(budget)))
     predicted = cost_model.cost(policy).flops
+    start = time.perf_counter()
     try:
-        pruned = prune(model, policy, inputs, space=space).model
-        counted = count_flops(pruned, inputs)
-        same_shape = pruned(inputs).shape == model(inputs).shape
+        with interrupt_after(limit):
+            pruned = prune(model, policy, inputs, space=space).model
+            counted = count_flops(pruned, inputs)
+            same_shape = pruned(inputs).shape == model(inputs).shape
+    except TimeUp:
+        return {**row, "status": "failed", "message": f"pruning and counting took more than {limit:g} s"}
     except Exception as exc:  # a model that breaks here is exactly what the zoo looks for
         return {**row, "status": "failed", "message": f"{type(exc).__name__}: {exc}"}
     ok = counted == predicted and counted <= budget * space.base_flops and same_shape
+    row["prune_seconds"] = time.perf_counter() - start
     return {**row, "status": "pruned" if ok else "failed", "base_flops": space.base_flops, "predicted_flops": predicted,
             "counted_flops": counted, "flops_ratio": counted / space.base_flops,
             "coverage": "partially" if space.excluded else "fully",
@@ -185,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="run only these models (nothing is written)")
     parser.add_argument("--size", type=int, default=SIZE)
     parser.add_argument("--budget", type=float, default=BUDGET)
+    parser.add_argument("--limit", type=float, default=TRACE_TIME_LIMIT,
+                        help="seconds per model for tracing + check, and again for pruning + counting")
     parser.add_argument("--render", action="store_true", help="only rewrite docs/zoo.md from bench/results/zoo.json")
     args = parser.parse_args(argv)
     if args.render:
@@ -196,13 +210,13 @@ def main(argv: list[str] | None = None) -> None:
     for entry in ZOO:
         if args.only and entry.name not in args.only:
             continue
-        row = run_one(entry, size=args.size, budget=args.budget)
+        row = run_one(entry, size=args.size, budget=args.budget, limit=args.limit)
         brief = {k: v for k, v in row.items() if k != "excluded"} | {"excluded": len(row.get("excluded", {}))}
         print(json.dumps(brief), flush=True)
         rows.append(row)
     if args.only:
         return
-    path = write_result("zoo", {"size": args.size, "budget": args.budget, "rows": rows})
+    path = write_result("zoo", {"size": args.size, "budget": args.budget, "limit": args.limit, "rows": rows})
     result = json.loads(path.read_text())
     (DOCS / "zoo.md").write_text(render(result))
     print(f"{sum(r['status'] == 'pruned' for r in rows)} of {len(rows)} pruned; max trace + check "

@@ -31,12 +31,15 @@ from search_spaces.surgery import (
     dependency_graph,
     unwrapped_parameters,
 )
+from search_spaces.time_limit import TimeUp, interrupt_after
 
 log = logging.getLogger(__name__)
 # The ratio the trace-time check removes from each group besides its max_ratio (the "small" cut).
 CHECK_SMALL_RATIO = 0.1
 # Modules whose output channels root a prunable group (Torch-Pruning's root module types).
 ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
+# Seconds tracing plus the group check may take by default (Torch-Pruning's walk is minutes on a few blocks).
+TRACE_TIME_LIMIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -306,6 +309,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         round_to: int | None = None,
         max_ratio: float | None = None,
         check: bool = True,
+        time_limit: float | None = TRACE_TIME_LIMIT,
     ) -> SearchSpace:
         """Trace ``model`` and return one entry per coupled channel group.
 
@@ -322,9 +326,11 @@ class SearchSpace(Sequence[ChannelGroup]):
             round_to: kept channels are rounded down to a multiple of this (default: preset, else 1).
             max_ratio: largest fraction removed from any group (default: preset, else 0.8).
             check: check every group by pruning a copy (off only for spaces used to validate a policy).
+            time_limit: seconds tracing and checking may take (None: no limit; enforced in the main thread).
 
         Raises:
-            TraceError: the model cannot be run or traced on ``example_inputs``, or no group can be pruned.
+            TraceError: the model cannot be run or traced on ``example_inputs``, no group can be pruned, or
+                ``time_limit`` passed.
             ConfigError: a bad option (unknown ignored module, ratio outside [0, 1), ...).
         """
         inputs = as_tuple(example_inputs)
@@ -337,11 +343,20 @@ class SearchSpace(Sequence[ChannelGroup]):
         if not isinstance(max_ratio, (int, float)) or not 0 < max_ratio < 1:
             raise ConfigError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
 
+        if time_limit is not None and (not isinstance(time_limit, (int, float)) or time_limit <= 0):
+            raise ConfigError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
         was_training = model.training
         model.eval()
         try:
-            space = cls._trace(model, inputs, spec, list(ignore), round_to, float(max_ratio))
-            return _checked(space, model, inputs) if check else space
+            with interrupt_after(time_limit):
+                space = cls._trace(model, inputs, spec, list(ignore), round_to, float(max_ratio))
+                return _checked(space, model, inputs) if check else space
+        except TimeUp as up:
+            raise TraceError(
+                f"tracing {architecture_name(model)} and checking its channel groups took more than {time_limit:g} s "
+                f"({up.where or 'in Torch-Pruning'}): leave the layers it is stuck on out with ignore=[module names], "
+                "or allow more time with SearchSpace.from_model(..., time_limit=None) and pass that space to search"
+            ) from None
         finally:
             model.train(was_training)
 
@@ -614,7 +629,11 @@ def _checked(space: SearchSpace, model: nn.Module, inputs: tuple[Any, ...]) -> S
         for ratio in (CHECK_SMALL_RATIO, None):
             kept = {n: space[n].kept_channels(space[n].max_ratio if ratio is None else min(ratio, space[n].max_ratio))
                     for n in names}
-            reason = check_kept(model, ref, kept, predict)
+            try:
+                reason = check_kept(model, ref, kept, predict)
+            except TimeUp:
+                raise TimeUp(f"pruning and running the groups of {', '.join(names[:3])}"
+                             f"{'...' if len(names) > 3 else ''} to check them") from None
             if reason is not None:
                 return reason
         return None

@@ -15,6 +15,7 @@ import torch_pruning as tp
 from torch import nn
 
 from search_spaces.errors import ConfigError, PolicyError, TraceError
+from search_spaces.time_limit import TimeUp
 
 PruningHistory = list[tuple[str, bool, list[int]]]
 
@@ -148,6 +149,8 @@ def coupled_groups(
             continue
         try:
             group = root_group(graph, module)
+        except TimeUp:
+            raise TimeUp(f"Torch-Pruning building the channel group of {graph._module2name.get(module)}") from None
         except Exception as exc:  # Torch-Pruning's index mappings fail in many ways on what it cannot follow
             yield module, exc
             continue
