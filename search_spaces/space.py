@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 CHECK_SMALL_RATIO = 0.1
 # Modules whose output channels root a prunable group (Torch-Pruning's root module types).
 ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
-# Seconds tracing plus the group check may take by default (Torch-Pruning's walk is minutes on a few blocks).
+# CPU seconds tracing plus the group check may take by default (Torch-Pruning's walk took minutes on a few blocks).
 TRACE_TIME_LIMIT = 120.0
 
 
@@ -326,7 +326,7 @@ class SearchSpace(Sequence[ChannelGroup]):
             round_to: kept channels are rounded down to a multiple of this (default: preset, else 1).
             max_ratio: largest fraction removed from any group (default: preset, else 0.8).
             check: check every group by pruning a copy (off only for spaces used to validate a policy).
-            time_limit: seconds tracing and checking may take (None: no limit; enforced in the main thread).
+            time_limit: CPU seconds tracing and checking may take (None: no limit; enforced in the main thread).
 
         Raises:
             TraceError: the model cannot be run or traced on ``example_inputs``, no group can be pruned, or
@@ -353,9 +353,10 @@ class SearchSpace(Sequence[ChannelGroup]):
                 return _checked(space, model, inputs) if check else space
         except TimeUp as up:
             raise TraceError(
-                f"tracing {architecture_name(model)} and checking its channel groups took more than {time_limit:g} s "
-                f"({up.where or 'in Torch-Pruning'}): leave the layers it is stuck on out with ignore=[module names], "
-                "or allow more time with SearchSpace.from_model(..., time_limit=None) and pass that space to search"
+                f"tracing {architecture_name(model)} and checking its channel groups took more than {time_limit:g} "
+                f"s of CPU time ({up.where or 'in Torch-Pruning'}): leave the layers it is stuck on out with "
+                "ignore=[module names], or allow more time with SearchSpace.from_model(..., time_limit=None) and pass "
+                "that space to search"
             ) from None
         finally:
             model.train(was_training)

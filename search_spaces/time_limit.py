@@ -1,4 +1,6 @@
-"""A wall-clock limit that interrupts long-running Python code (Torch-Pruning's dependency walks) in the main thread."""
+"""A limit on CPU time that interrupts long-running Python code (Torch-Pruning's dependency walks) in the main thread.
+
+CPU time, not wall-clock time: on a loaded machine the same work takes longer, and it is the work that is limited."""
 
 from __future__ import annotations
 
@@ -20,14 +22,14 @@ class TimeUp(BaseException):
 
 @contextmanager
 def interrupt_after(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`TimeUp` in the block once ``seconds`` have passed.
+    """Raise :class:`TimeUp` in the block once the process has used ``seconds`` of CPU time in it.
 
     Off (the block runs to its end) when ``seconds`` is None, outside the main thread (signals reach only the
-    main thread), on platforms without ``SIGALRM``, and when a timer of the caller's is already running (it is
-    left alone).
+    main thread), on platforms without ``SIGPROF``, and when a profiling timer of the caller's is already
+    running (it is left alone).
     """
     main = threading.current_thread() is threading.main_thread()
-    idle = hasattr(signal, "SIGALRM") and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    idle = hasattr(signal, "SIGPROF") and signal.getitimer(signal.ITIMER_PROF)[0] == 0
     usable = seconds is not None and main and idle
     if not usable:
         yield
@@ -36,10 +38,10 @@ def interrupt_after(seconds: float | None) -> Iterator[None]:
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise TimeUp()
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = signal.signal(signal.SIGPROF, interrupt)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import signal
+import time
 import warnings
 
 import pytest
@@ -14,9 +16,9 @@ from torch import nn
 
 from autoprune import apply_policy
 from autoprune.pruning import prune
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, group_check, surgery
 from search_spaces.cost import CostModel
-from search_spaces.errors import PolicyError, TraceError
+from search_spaces.errors import ConfigError, PolicyError, TraceError
 from search_spaces.measure import count_flops, count_params
 
 
@@ -180,3 +182,44 @@ def test_a_channel_shuffle_is_cut_out_and_what_breaks_there_is_excluded() -> Non
     policy = space.policy({g.name: g.max_ratio for g in space})
     pruned = prune(model, policy, INPUTS, space=space).model
     assert pruned(INPUTS).shape == (1, 5) and count_flops(pruned, INPUTS) == CostModel(space).cost(policy).flops
+
+
+def test_tracing_past_its_time_limit_is_a_trace_error_naming_the_group_torch_pruning_was_building(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def endless(graph, root):  # Torch-Pruning's walk stuck on one block, as it was for minutes on some models
+        while True:
+            pass
+
+    model, x = GroupedBlock().eval(), torch.randn(1, 3, 8, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    handler = signal.getsignal(signal.SIGPROF)
+    monkeypatch.setattr(surgery, "root_group", endless)
+    start = time.process_time()
+    with pytest.raises(TraceError, match=r"GroupedBlock .*more than 1 s of CPU time \(Torch-Pruning building the "
+                                         r"channel group of stem\): .*ignore=.*time_limit=None"):
+        SearchSpace.from_model(model, x, time_limit=1)
+    assert time.process_time() - start < 10
+    assert signal.getsignal(signal.SIGPROF) is handler and signal.getitimer(signal.ITIMER_PROF)[0] == 0
+    monkeypatch.undo()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert len(SearchSpace.from_model(model, x, time_limit=None)) > 0
+
+
+def test_a_time_limit_during_the_group_check_leaves_the_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_count(model, inputs):
+        while True:
+            pass
+
+    model, x = GroupedBlock().eval(), torch.randn(1, 3, 8, 8)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    monkeypatch.setattr(group_check, "run_counting_flops", slow_count)
+    with pytest.raises(TraceError, match=r"more than 1 s of CPU time \(pruning and running the groups of .* to check"):
+        SearchSpace.from_model(model, x, time_limit=1)
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes  # put back although interrupted
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "10"])
+def test_time_limit_must_be_positive_seconds(bad) -> None:
+    with pytest.raises(ConfigError, match=f"time_limit must be a positive number of seconds or None, got {bad!r}"):
+        SearchSpace.from_model(GroupedBlock().eval(), torch.randn(1, 3, 8, 8), time_limit=bad)
