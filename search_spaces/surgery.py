@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -29,6 +31,41 @@ _INDEX_MAPPINGS = {
     tp.ops.OPTYPE.EXPAND: _MAPPING.update_expand_index_mapping,
     tp.ops.OPTYPE.SLICE: _MAPPING.update_slice_index_mapping,
 }
+
+
+class _MappingUpdates:
+    """Stands in for Torch-Pruning's ``index_mapping`` module where its graph module calls it: the same, except that
+    graphs in ``frozen`` (by id) are not updated (see :func:`index_mappings_frozen`)."""
+
+    def __init__(self, real: ModuleType) -> None:
+        self.real = real
+        self.frozen: set[int] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def update_index_mapping(self, graph: tp.DependencyGraph) -> None:
+        if id(graph) not in self.frozen:
+            self.real.update_index_mapping(graph)
+
+
+@contextmanager
+def index_mappings_frozen(graph: tp.DependencyGraph) -> Iterator[None]:
+    """Build many groups of ``graph`` while nothing is pruned: its index mappings are computed once here.
+
+    Torch-Pruning recomputes every cat/split/reshape index mapping of the whole graph each time it builds a group
+    (most of DenseNet's trace time); until a group is pruned they cannot change. Other graphs are not affected.
+    """
+    module = tp.dependency.graph
+    if not isinstance(module.index_mapping, _MappingUpdates):
+        module.index_mapping = _MappingUpdates(module.index_mapping)
+    updates = module.index_mapping
+    updates.real.update_index_mapping(graph)
+    updates.frozen.add(id(graph))
+    try:
+        yield
+    finally:
+        updates.frozen.discard(id(graph))
 
 
 def architecture_name(model: nn.Module) -> str:
@@ -141,23 +178,24 @@ def coupled_groups(
     build comes with the exception instead of a group, and the enumeration goes on.
     """
     visited: set[int] = set()
-    for module in list(graph.module2node):
-        if id(module) in ignored or id(module) in visited or not isinstance(module, root_types):
-            continue
-        pruner = graph.get_pruner_of_module(module)
-        if pruner is None or pruner.get_out_channels(module) is None:
-            continue
-        try:
-            group = root_group(graph, module)
-        except TimeUp:
-            raise TimeUp(f"Torch-Pruning building the channel group of {graph._module2name.get(module)}") from None
-        except Exception as exc:  # Torch-Pruning's index mappings fail in many ways on what it cannot follow
-            yield module, exc
-            continue
-        outputs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
-        visited.update(id(m) for m in outputs)
-        if not any(id(m) in ignored for m in outputs):
-            yield module, group
+    with index_mappings_frozen(graph):
+        for module in list(graph.module2node):
+            if id(module) in ignored or id(module) in visited or not isinstance(module, root_types):
+                continue
+            pruner = graph.get_pruner_of_module(module)
+            if pruner is None or pruner.get_out_channels(module) is None:
+                continue
+            try:
+                group = root_group(graph, module)
+            except TimeUp:
+                raise TimeUp(f"Torch-Pruning building the channel group of {graph._module2name.get(module)}") from None
+            except Exception as exc:  # Torch-Pruning's index mappings fail in many ways on what it cannot follow
+                yield module, exc
+                continue
+            outputs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+            visited.update(id(m) for m in outputs)
+            if not any(id(m) in ignored for m in outputs):
+                yield module, group
 
 
 def root_group(graph: tp.DependencyGraph, root: nn.Module) -> tp.dependency.Group:
@@ -180,7 +218,7 @@ def prune_in_place(
     """
     modules = dict(model.named_modules())
     plans = []
-    with torch.no_grad():
+    with torch.no_grad(), index_mappings_frozen(graph):
         for name, keep in kept.items():
             root = modules[name]
             group = root_group(graph, root)
