@@ -10,7 +10,9 @@ Each model gets ``--limit`` CPU seconds (default 120) for tracing plus the group
 ``time_limit``: past it, a TraceError, so the model is refused) and as many again for pruning and counting, so
 a whole run takes at most about 33 x 2 x limit.
 
-    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--limit 120] [--render]
+    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--limit 120] [--resume] [--render]
+
+``zoo.json`` and ``docs/zoo.md`` are rewritten after every model, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ def render(result: dict[str, Any]) -> str:
         "machine; the run shared its 2 cores with other jobs, wall-clock seconds are in `zoo.json`); every model "
         f"had {result['limit']:g} CPU s for tracing + check and as many for pruning + counting.",
         "",
+        *([f"- **partial run: {len(rows)} of {len(ZOO)} models** (`python bench/zoo.py --resume` runs the others)"]
+          if not result.get("complete", True) else []),
         f"- pruned within budget: **{pruned} of {len(rows)}** ({pruned / len(rows):.0%}); "
         f"refused: {sum(r['status'] == 'refused' for r in rows)}; failed: {sum(r['status'] == 'failed' for r in rows)}",
         f"- trace + group check: max **{worst['trace_cpu_seconds']:.1f} CPU s** ({worst['model']}), total "
@@ -202,28 +206,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=float, default=TRACE_TIME_LIMIT,
                         help="CPU seconds per model for tracing + check, and again for pruning + counting")
     parser.add_argument("--render", action="store_true", help="only rewrite docs/zoo.md from bench/results/zoo.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models bench/results/zoo.json has (same settings) and run the others")
     args = parser.parse_args(argv)
     if args.render:
         (DOCS / "zoo.md").write_text(render(json.loads((RESULTS / "zoo.json").read_text())))
         return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    rows = []
+    settings = {"size": args.size, "budget": args.budget, "limit": args.limit}
+    rows = _resumed_rows(settings) if args.resume else []
+    done = {r["model"] for r in rows}
     for entry in ZOO:
-        if args.only and entry.name not in args.only:
+        if (args.only and entry.name not in args.only) or entry.name in done:
             continue
         row = run_one(entry, size=args.size, budget=args.budget, limit=args.limit)
         brief = {k: v for k, v in row.items() if k != "excluded"} | {"excluded": len(row.get("excluded", {}))}
         print(json.dumps(brief), flush=True)
         rows.append(row)
-    if args.only:
-        return
-    path = write_result("zoo", {"size": args.size, "budget": args.budget, "limit": args.limit, "rows": rows})
-    result = json.loads(path.read_text())
-    (DOCS / "zoo.md").write_text(render(result))
-    print(f"{sum(r['status'] == 'pruned' for r in rows)} of {len(rows)} pruned; max trace + check "
-          f"{max(r['trace_cpu_seconds'] for r in rows):.1f} CPU s -> {path}, {DOCS / 'zoo.md'}")
+        if not args.only:  # written after every model: an interrupted run keeps what it measured
+            path = write_result("zoo", {**settings, "complete": len(rows) == len(ZOO), "rows": rows})
+            (DOCS / "zoo.md").write_text(render(json.loads(path.read_text())))
+    if rows and not args.only:
+        print(f"{sum(r['status'] == 'pruned' for r in rows)} of {len(rows)} pruned; max trace + check "
+              f"{max(r['trace_cpu_seconds'] for r in rows):.1f} CPU s -> {RESULTS / 'zoo.json'}, {DOCS / 'zoo.md'}")
 
+
+def _resumed_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an earlier run with the same settings (``--resume``), in zoo order."""
+    earlier = json.loads((RESULTS / "zoo.json").read_text())
+    changed = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+    if changed:
+        raise SystemExit(f"bench/results/zoo.json was run with other settings {changed}; run without --resume")
+    order = [entry.name for entry in ZOO]
+    return sorted((r for r in earlier["rows"] if r["model"] in order), key=lambda r: order.index(r["model"]))
 
 if __name__ == "__main__":
     main()

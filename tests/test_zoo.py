@@ -34,6 +34,5 @@ def test_zoo_models_prune_within_budget_or_are_refused_at_trace_time(entry) -> N
     assert row["status"] != "failed", row["message"]
     if row["status"] == "pruned":
         assert row["counted_flops"] == row["predicted_flops"] <= BUDGET * row["base_flops"]
-        assert row["trace_cpu_seconds"] < 30
     else:
         assert "cannot" in row["message"] or "no channel group" in row["message"] or "took more than" in row["message"]
