@@ -397,6 +397,9 @@ class SearchSpace(Sequence[ChannelGroup]):
             preset=spec.name,
             round_to=round_to,
         )
+        if unmapped:
+            log.warning("%s: %d channel groups Torch-Pruning cannot map are excluded from the search: %s", arch,
+                        len(unmapped), "; ".join(f"{name}: {why}" for name, why in unmapped.items()))
         return space.without(unmapped) if unmapped else space
 
     @staticmethod
