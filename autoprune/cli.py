@@ -42,7 +42,7 @@ from search_spaces.errors import AutopruneError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
 from search_spaces.measure import count_flops, count_params
 from search_spaces.policy import Policy
-from search_spaces.space import architecture_name
+from search_spaces.surgery import architecture_name
 
 console = Console(stderr=True)
 out = Console()
@@ -204,16 +204,6 @@ def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
 
 
 def _report(result: SearchResult) -> None:
-    if result.best_policy is None or result.summary is None:
-        out.print("[red]No feasible trial finished; nothing exported.[/red]")
-    else:
-        _print_outcome(result)
-    if result.run_dir is not None:
-        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
-        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
-
-
-def _print_outcome(result: SearchResult) -> None:
     policy = Table(title="best policy (fraction of channels removed per group)")
     for column, justify in (("group", "left"), ("channels", "right"), ("ratio", "right"), ("kept", "right")):
         policy.add_column(column, justify=justify)
@@ -234,6 +224,11 @@ def _print_outcome(result: SearchResult) -> None:
         where = s.latency_setting
         line += f"  latency speedup: {s.latency_speedup:.2f}x ({where.threads} thread(s), batch {where.batch})"
     out.print(line)
+    for name, reason in s.excluded.items():
+        out.print(f"[yellow]excluded group {name}[/yellow]: {reason}")
+    if result.run_dir is not None:
+        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
+        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
 
 
 def _resume_config(args: argparse.Namespace) -> SearchConfig:

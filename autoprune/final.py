@@ -82,7 +82,7 @@ def finalize(
         trials=trials, failed_trials=failed_trials, baseline=baseline, pruned=final, latency_check=latency_check,
         latency_speedup=speedup, latency_setting=setting if config.measure_latency else None,
         rescored=() if rescored is None else tuple(RescoredCandidate(**r) for r in rescored.to_dict("records")),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"), excluded=dict(evaluator.cost_model.space.excluded),
     )
     scores = {"search_accuracy": best_trial[1], "final_accuracy": final.accuracy, "flops": final.flops,
               "params": final.params, "flops_ratio": summary.flops_ratio}

@@ -47,7 +47,7 @@ class SearchResult:
     """What a search returns.
 
     Attributes:
-        best_policy: the best feasible policy at full fidelity (None if no trial was feasible).
+        best_policy: the best feasible policy at full fidelity (a search without one raises BudgetError).
         trials: one row per finished trial: ``trial_id``, ``status``, ``accuracy``, ``loss``, ``flops``,
             ``params``, ``flops_ratio``, ``params_ratio``, ``feasible``, ``fidelity``, ``seconds``,
             ``latency_ms`` (measured, latency budgets), where the seconds went (``prune_seconds``,
@@ -55,9 +55,9 @@ class SearchResult:
             ``finished_at`` (UNIX time) and one ``ratio:<group>`` column per group.
         pareto: the accuracy-vs-FLOPs non-dominated trials (ok, full fidelity).
         space: the search space.
-        summary: baseline vs pruned accuracy, FLOPs, params and latency after the final finetune (None
-            without a feasible policy).
-        pruned_model: the final pruned, finetuned model (None without a feasible policy).
+        summary: baseline vs pruned accuracy, FLOPs, params and latency after the final finetune, and the
+            groups the trace-time check excluded.
+        pruned_model: the final pruned, finetuned model.
         run_dir: where the outputs were written, if anywhere.
         config: the search's settings as the run directory's ``config.json`` records them.
     """
@@ -246,8 +246,9 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
                           run_dir=study.path, config=config)
     best = best_row(table, full)
     if best is None:
-        log.warning("no feasible trial finished among %d; no best policy", len(table))
-        return result
+        if study.path is not None:  # the trials are worth a look even without a policy
+            log.info("report: %s", write_report(study.path))
+        raise BudgetError(_no_feasible_trial(table, full, study.context.budget))
     rescored = _rescored(study, table, evaluator, final.rescore)
     winner = best_rescored(rescored) if rescored is not None else None
     if winner is not None:
@@ -263,6 +264,16 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
     result.best_policy, result.pruned_model, result.summary = outcome.policy, outcome.pruned.model, outcome.summary
     study.notify("done", "done")
     return result
+
+
+def _no_feasible_trial(table: pd.DataFrame, full_fidelity: int, budget: Budget) -> str:
+    """Why a search ended without a policy: how many trials failed, missed the budget or stopped early."""
+    ok = table["status"] == "ok"
+    early = int((ok & (table["fidelity"] < full_fidelity)).sum())
+    infeasible = int((ok & ~table["feasible"].astype(bool)).sum())
+    return (f"no trial of {len(table)} met budget {budget.describe()} at full fidelity ({int((~ok).sum())} failed, "
+            f"{infeasible} missed the budget, {early} stopped early); nothing to export: loosen the budget or run "
+            "more trials")
 
 
 def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: RescoreConfig) -> pd.DataFrame | None:

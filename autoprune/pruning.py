@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -15,9 +16,8 @@ from torch import nn
 from search_spaces.errors import ConfigError, DataError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.policy import Policy
-from search_spaces.space import ROOT_MODULE_TYPES, SearchSpace, dependency_graph
-
-PruningHistory = list[tuple[str, bool, list[int]]]
+from search_spaces.space import ROOT_MODULE_TYPES, SearchSpace
+from search_spaces.surgery import PruningHistory, dependency_graph, prune_in_place
 
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.MagnitudeImportance(p=1),
@@ -71,21 +71,24 @@ def prune(
 ) -> PruneResult:
     """Prune a copy of ``model`` by ``policy``.
 
-    Each policy key names a group's root module; its ratio of that group's channels is removed by
-    Torch-Pruning (``BasePruner`` with one ratio per group, so coupled layers never disagree). Groups the
-    policy does not name keep their channels; the output layer can never be named. ``round_to`` defaults
-    to the space's, else the one recorded in the policy's fingerprint. Given the model's ``space``, the
-    policy is checked against it (every group named); otherwise the model is traced to check it.
+    Each policy key names a group's root module; that group keeps exactly the channels
+    :meth:`ChannelGroup.kept_channels` counts (so the cost model's figures hold), the least important ones
+    removed by Torch-Pruning's dependency graph (``search_spaces.surgery``). Groups the policy does not name
+    keep their channels; the output layer can never be named. ``round_to`` defaults to the space's, else the
+    one recorded in the policy's fingerprint. Given the model's ``space``, the policy is checked against it
+    (every group named); otherwise the model is traced to check it.
     """
     inputs = as_tuple(example_inputs)
     if space is not None:
         policy.validate(space)
-        round_to = space.round_to if round_to is None else round_to
     else:
         if round_to is None and policy.fingerprint is not None:
             round_to = policy.fingerprint.get("round_to")
-        policy.validate(SearchSpace.from_model(model, inputs, round_to=round_to or 1, max_ratio=0.999), partial=True)
-    round_to = round_to or 1
+        space = SearchSpace.from_model(model, inputs, round_to=round_to or 1, max_ratio=0.999, check=False)
+        policy.validate(space, partial=True)
+    groups = [space[name] for name, ratio in policy.items() if ratio > 0]
+    if round_to is not None:
+        groups = [replace(g, round_to=math.lcm(round_to, g.channel_groups)) for g in groups]
     target = copy.deepcopy(model)
     scorer = make_importance(importance)
     was_training = target.training
@@ -93,20 +96,10 @@ def prune(
         target.eval()
         _accumulate_gradients(target, data, gradient_batches)
     target.eval()
-    ratios = {target.get_submodule(n): r for n, r in policy.items() if r > 0}
-    pruner = tp.pruner.BasePruner(
-        target,
-        inputs,
-        importance=scorer,
-        pruning_ratio=0.0,
-        pruning_ratio_dict=ratios,
-        round_to=round_to if round_to > 1 else None,
-        root_module_types=list(ROOT_MODULE_TYPES),
-    )
-    pruner.step()
+    kept = {g.name: g.kept_channels(policy[g.name]) for g in groups}
+    history = prune_in_place(target, dependency_graph(target, inputs), kept, scorer)
     target.zero_grad(set_to_none=True)
     target.train(was_training)
-    history = [(name, bool(is_out), [int(i) for i in idxs]) for name, is_out, idxs in pruner.pruning_history()]
     return PruneResult(target, history)
 
 

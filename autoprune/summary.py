@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from search_spaces.budget import Budget, LatencySetting
@@ -72,6 +72,7 @@ class Summary:
         latency_setting: where the latency was measured.
         rescored: the best candidates scored again (the exported one is the most accurate of them).
         finished: local time the outputs were written (ISO 8601).
+        excluded: channel groups the trace-time check left out of the search (group name -> reason).
     """
 
     budget: Budget
@@ -87,6 +88,7 @@ class Summary:
     latency_setting: LatencySetting | None = None
     rescored: tuple[RescoredCandidate, ...] = ()
     finished: str = ""
+    excluded: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def flops_ratio(self) -> float:
@@ -109,6 +111,7 @@ class Summary:
             value = getattr(self, name)
             data[name] = None if value is None else _drop_none(asdict(value))
         data["rescored"] = [asdict(r) for r in self.rescored]
+        data["excluded"] = dict(self.excluded)
         return _drop_none(data)
 
     @classmethod

@@ -44,28 +44,16 @@ class CostModel:
 
     def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
         """Kept channel count per group."""
-        return {g.name: g.kept_channels(ratios.get(g.name, 0.0)) for g in self.space}
+        return self.space.kept(ratios)
 
     def layer_dims(self, ratios: Mapping[str, float]) -> dict[str, tuple[int, int]]:
         """Kept (input, output) size of every parametrized layer after applying ``ratios``."""
-        kept = self.kept(ratios)
-        channels = {g.name: g.channels for g in self.space}
-
-        def size(segments: tuple) -> int:
-            return sum(
-                s.size if s.group is None else s.size * kept[s.group] // channels[s.group] for s in segments
-            )
-
-        return {layer.name: (size(layer.in_segments), size(layer.out_segments)) for layer in self.space.layers}
+        return self.space.layer_dims(self.space.kept(ratios))
 
     def cost(self, ratios: Mapping[str, float]) -> Cost:
         """FLOPs and params (and predicted latency, with a table) after applying ``ratios``."""
         dims = self.layer_dims(ratios)
-        flops, params = self.space.constant_flops, self.space.constant_params
-        for layer in self.space.layers:
-            in_dim, out_dim = dims[layer.name]
-            flops += layer.flops_unit * out_dim * in_dim
-            params += layer.weight_unit * out_dim * in_dim + layer.per_out_params * out_dim
+        flops, params = self.space.figures(dims)
         latency = self.latency.predict(dims) if self.latency is not None else None
         return Cost(flops, params, latency)
 

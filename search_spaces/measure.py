@@ -18,13 +18,20 @@ from search_spaces.inputs import as_tuple
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:
     """FLOPs of one forward pass on ``example_inputs``, counted by ``torch.utils.flop_counter``."""
+    return run_counting_flops(model, example_inputs)[0]
+
+
+def run_counting_flops(model: nn.Module, example_inputs: Any) -> tuple[int, Any]:
+    """One forward pass in eval mode without gradients: its FLOPs (``torch.utils.flop_counter``) and outputs."""
     inputs = as_tuple(example_inputs)
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    model.train(was_training)
-    return int(counter.get_total_flops())
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            outputs = model(*inputs)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()), outputs
 
 
 def count_params(model: nn.Module) -> int:

@@ -8,8 +8,9 @@ FLOPs and parameters exactly without touching the model.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -18,15 +19,27 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.errors import ConfigError, TraceError
+from search_spaces.group_check import broken_groups, check_kept, reference
 from search_spaces.inputs import as_tuple
 from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
+from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
+from search_spaces.surgery import (
+    architecture_name,
+    channel_groups,
+    coupled_groups,
+    dependency_graph,
+    unwrapped_parameters,
+)
+from search_spaces.time_limit import TimeUp, interrupt_after
 
 log = logging.getLogger(__name__)
-
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# The ratio the trace-time check removes from each group besides its max_ratio (the "small" cut).
+CHECK_SMALL_RATIO = 0.1
 # Modules whose output channels root a prunable group (Torch-Pruning's root module types).
 ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
+# CPU seconds tracing plus the group check may take by default (Torch-Pruning's walk took minutes on a few blocks).
+TRACE_TIME_LIMIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +51,15 @@ class ChannelGroup:
         index: position in network (execution) order.
         channels: number of channels in the group.
         max_ratio: largest fraction of channels a policy may remove.
-        round_to: kept channels are rounded down to a multiple of this (when any are removed).
+        round_to: kept channels are rounded down to a multiple of this (when any are removed); a multiple of
+            ``channel_groups``.
         members: modules whose output channels are removed with this group.
         consumers: modules whose input channels are removed with this group.
         flops_share: fraction of the model's FLOPs in layers this group touches.
         params_share: fraction of the model's parameters in layers this group touches.
         features: per-group descriptors for agents (op type, channels, kernel, stride, feature map size, ...).
+        channel_groups: equal parts its layers split the channels into (grouped convolutions, GroupNorm); each
+            part loses the same number of channels.
     """
 
     name: str
@@ -56,6 +72,7 @@ class ChannelGroup:
     flops_share: float
     params_share: float
     features: Mapping[str, float] = field(default_factory=dict)
+    channel_groups: int = 1
 
     def kept_channels(self, ratio: float) -> int:
         """Channels left after removing ``ratio`` of them, exactly as Torch-Pruning's pruner counts."""
@@ -100,12 +117,6 @@ class LayerCost:
     @property
     def in_dim(self) -> int:
         return sum(s.size for s in self.in_segments)
-
-
-def architecture_name(model: nn.Module) -> str:
-    """The architecture part of a model fingerprint: the class's module and qualified name."""
-    cls = type(model)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _execution_order(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, int]:
@@ -173,6 +184,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         ignored: Sequence[str] = (),
         preset: str | None = None,
         round_to: int = 1,
+        excluded: Mapping[str, str] | None = None,
     ) -> None:
         self.architecture = architecture
         self.groups: tuple[ChannelGroup, ...] = tuple(groups)
@@ -182,6 +194,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         self.constant_flops = constant_flops
         self.constant_params = constant_params
         self.ignored = tuple(ignored)
+        self.excluded: dict[str, str] = dict(excluded or {})
         self.preset = preset
         self._round_to = round_to
         self._by_name = {g.name: g for g in self.groups}
@@ -234,6 +247,45 @@ class SearchSpace(Sequence[ChannelGroup]):
         """Channel rounding shared by every group."""
         return self._round_to
 
+    # -- analytic cost (CostModel's arithmetic) ----------------------------------------------------
+    def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
+        """Kept channel count per group (groups ``ratios`` does not name keep all)."""
+        return {g.name: g.kept_channels(ratios.get(g.name, 0.0)) for g in self.groups}
+
+    def layer_dims(self, kept: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """Kept (input, output) size of every parametrized layer when each group keeps ``kept`` channels."""
+        channels = {g.name: g.channels for g in self.groups}
+        left = {**channels, **kept}
+
+        def size(segments: tuple[Segment, ...]) -> int:
+            return sum(s.size if s.group is None else s.size * left[s.group] // channels[s.group] for s in segments)
+
+        return {layer.name: (size(layer.in_segments), size(layer.out_segments)) for layer in self.layers}
+
+    def figures(self, dims: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+        """FLOPs and parameters of the model whose layers keep ``dims`` (see :meth:`layer_dims`)."""
+        flops, params = self.constant_flops, self.constant_params
+        for layer in self.layers:
+            in_dim, out_dim = dims[layer.name]
+            flops += layer.flops_unit * out_dim * in_dim
+            params += layer.weight_unit * out_dim * in_dim + layer.per_out_params * out_dim
+        return flops, params
+
+    def without(self, excluded: Mapping[str, str]) -> SearchSpace:
+        """This space with the groups named by ``excluded`` (name -> reason) removed: their channels stay."""
+        groups = [replace(g, index=i) for i, g in enumerate(g for g in self.groups if g.name not in excluded)]
+
+        def kept_whole(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
+            return tuple(Segment(None, s.size) if s.group in excluded else s for s in segments)
+
+        layers = [replace(lc, out_segments=kept_whole(lc.out_segments), in_segments=kept_whole(lc.in_segments))
+                  for lc in self.layers]
+        return SearchSpace(
+            architecture=self.architecture, groups=groups, layers=layers, base_flops=self.base_flops,
+            base_params=self.base_params, constant_flops=self.constant_flops, constant_params=self.constant_params,
+            ignored=self.ignored, preset=self.preset, round_to=self.round_to, excluded={**self.excluded, **excluded},
+        )
+
     def policy(self, ratios: Mapping[str, float] | Sequence[float]) -> Policy:
         """Make a validated :class:`autoprune.Policy` for this space from a mapping or a vector in order."""
         if not isinstance(ratios, Mapping):
@@ -256,8 +308,14 @@ class SearchSpace(Sequence[ChannelGroup]):
         ignore: Sequence[str | nn.Module] = (),
         round_to: int | None = None,
         max_ratio: float | None = None,
+        check: bool = True,
+        time_limit: float | None = TRACE_TIME_LIMIT,
     ) -> SearchSpace:
         """Trace ``model`` and return one entry per coupled channel group.
+
+        Every group is checked once (``check``): pruned by a small ratio and by its max_ratio on a copy, the
+        model must run, keep its output shapes, give finite outputs and have the FLOPs and parameters the cost
+        model predicts. Groups that fail are left out, with a warning; ``space.excluded`` says why.
 
         Args:
             model: the trained model (not modified).
@@ -267,9 +325,12 @@ class SearchSpace(Sequence[ChannelGroup]):
                 output layer, which is always excluded.
             round_to: kept channels are rounded down to a multiple of this (default: preset, else 1).
             max_ratio: largest fraction removed from any group (default: preset, else 0.8).
+            check: check every group by pruning a copy (off only for spaces used to validate a policy).
+            time_limit: CPU seconds tracing and checking may take (None: no limit; enforced in the main thread).
 
         Raises:
-            TraceError: the model cannot be run or traced on ``example_inputs``.
+            TraceError: the model cannot be run or traced on ``example_inputs``, no group can be pruned, or
+                ``time_limit`` passed.
             ConfigError: a bad option (unknown ignored module, ratio outside [0, 1), ...).
         """
         inputs = as_tuple(example_inputs)
@@ -282,10 +343,21 @@ class SearchSpace(Sequence[ChannelGroup]):
         if not isinstance(max_ratio, (int, float)) or not 0 < max_ratio < 1:
             raise ConfigError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
 
+        if time_limit is not None and (not isinstance(time_limit, (int, float)) or time_limit <= 0):
+            raise ConfigError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
         was_training = model.training
         model.eval()
         try:
-            return cls._trace(model, inputs, spec, list(ignore), round_to, float(max_ratio))
+            with interrupt_after(time_limit):
+                space = cls._trace(model, inputs, spec, list(ignore), round_to, float(max_ratio))
+                return _checked(space, model, inputs) if check else space
+        except TimeUp as up:
+            raise TraceError(
+                f"tracing {architecture_name(model)} and checking its channel groups took more than {time_limit:g} "
+                f"s of CPU time ({up.where or 'in Torch-Pruning'}): leave the layers it is stuck on out with "
+                "ignore=[module names], or allow more time with SearchSpace.from_model(..., time_limit=None) and pass "
+                "that space to search"
+            ) from None
         finally:
             model.train(was_training)
 
@@ -301,14 +373,19 @@ class SearchSpace(Sequence[ChannelGroup]):
         except Exception as exc:  # any failure of the user's forward pass: report it as untraceable
             raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
         graph = dependency_graph(model, inputs)
+        loose = sorted(unwrapped_parameters(graph).values())
+        if loose:
+            log.warning("%s: %d parameters outside Conv/Linear/Norm layers (%s) are pruned along their channel "
+                     "dimension; the group check excludes groups this breaks", arch, len(loose), ", ".join(loose[:5]))
         modules = dict(model.named_modules())
         ignored_names = _ignored(model, modules, order, spec, ignore)
-        raw = _raw_groups(graph, modules, ignored_names)
+        raw, unmapped = _raw_groups(graph, modules, ignored_names)
         raw.sort(key=lambda entry: min((order[m] for m in entry.members if m in order), default=len(order)))
-        layers, constant_params = cls._layer_costs(modules, leaf_flops, raw)
+        layers, constant_params, overflow = cls._layer_costs(model, modules, leaf_flops, raw)
+        unmapped.update(overflow)
         base_params = sum(p.numel() for p in model.parameters())
         totals = _Totals(flops=total_flops, params=base_params, leaf_flops=leaf_flops, spatial=spatial)
-        return cls(
+        space = cls(
             architecture=arch,
             groups=[_make_group(i, entry, modules, totals, spec, round_to, max_ratio) for i, entry in enumerate(raw)],
             layers=layers,
@@ -320,12 +397,21 @@ class SearchSpace(Sequence[ChannelGroup]):
             preset=spec.name,
             round_to=round_to,
         )
+        if unmapped:
+            log.warning("%s: %d channel groups Torch-Pruning cannot map are excluded from the search: %s", arch,
+                        len(unmapped), "; ".join(f"{name}: {why}" for name, why in unmapped.items()))
+        return space.without(unmapped) if unmapped else space
 
     @staticmethod
     def _layer_costs(
-        modules: dict[str, nn.Module], leaf_flops: dict[str, int], raw_groups: list[_RawGroup]
-    ) -> tuple[list[LayerCost], int]:
-        """Per-layer cost entries (which groups set each layer's widths) and the parameters no group touches."""
+        model: nn.Module, modules: dict[str, nn.Module], leaf_flops: dict[str, int], raw_groups: list[_RawGroup]
+    ) -> tuple[list[LayerCost], int, dict[str, str]]:
+        """Per-layer cost entries (which groups set each layer's widths), the parameters no group touches and the
+        groups whose channels Torch-Pruning maps onto more channels than a layer has (name -> why: excluded).
+
+        A parameter outside any Conv/Linear/Norm layer that a group prunes (a layer scale, a position
+        embedding) is an entry of its own, named by the parameter.
+        """
         out_of: dict[str, list[Segment]] = {}
         in_of: dict[str, list[Segment]] = {}
         for entry in raw_groups:
@@ -333,9 +419,16 @@ class SearchSpace(Sequence[ChannelGroup]):
                 out_of.setdefault(m, []).append(Segment(entry.name, size))
             for m, size in entry.seg_in.items():
                 in_of.setdefault(m, []).append(Segment(entry.name, size))
+        loose = {n: p for n, p in model.named_parameters() if n in out_of}
+        overflow: dict[str, str] = {}
 
-        def segments(known: list[Segment], total: int) -> tuple[Segment, ...]:
+        def segments(known: list[Segment], total: int, name: str) -> tuple[Segment, ...]:
             rest = total - sum(s.size for s in known)
+            if rest < 0:  # Torch-Pruning's index mapping (splits, reshapes) claims more channels than there are
+                why = f"Torch-Pruning maps {total - rest} channels onto the {total} of {name}"
+                for s in known:
+                    overflow.setdefault(s.group, why)
+                return (Segment(None, total),)
             return (*known, Segment(None, rest)) if rest > 0 else tuple(known)
 
         layers: list[LayerCost] = []
@@ -355,6 +448,8 @@ class SearchSpace(Sequence[ChannelGroup]):
                     unit = int(module.weight[0, 0].numel())
                     if depthwise:
                         in_of.pop(name, None)
+                    elif module.groups > 1:  # each output channel sees one part of the input: a share per group
+                        in_of[name] = [Segment(s.group, s.size // module.groups) for s in in_of.get(name, [])]
                 flops = leaf_flops.get(name, 0)
                 layers.append(
                     LayerCost(
@@ -362,8 +457,8 @@ class SearchSpace(Sequence[ChannelGroup]):
                         flops_unit=flops // (out_dim * in_dim),
                         weight_unit=unit,
                         per_out_params=1 if module.bias is not None else 0,
-                        out_segments=segments(out_of.get(name, []), out_dim),
-                        in_segments=segments(in_of.get(name, []), in_dim),
+                        out_segments=segments(out_of.get(name, []), out_dim, name),
+                        in_segments=segments(in_of.get(name, []), in_dim, name),
                     )
                 )
             elif name in out_of and all(p.dim() == 1 for p in own):  # BatchNorm, LayerNorm, PReLU, ...
@@ -374,13 +469,18 @@ class SearchSpace(Sequence[ChannelGroup]):
                         flops_unit=0,
                         weight_unit=0,
                         per_out_params=per_channel,
-                        out_segments=segments(out_of[name], own[0].numel()),
+                        out_segments=segments(out_of[name], own[0].numel(), name),
                         in_segments=(Segment(None, 1),),
                     )
                 )
             else:
-                constant_params += n_params
-        return layers, constant_params
+                constant_params += n_params - sum(p.numel() for p in own if any(p is q for q in loose.values()))
+        for name, param in loose.items():
+            channels = [d for d in param.shape if d > 1][-1]  # Torch-Pruning prunes the last non-singleton dim
+            layers.append(LayerCost(name=name, flops_unit=0, weight_unit=0, per_out_params=param.numel() // channels,
+                                    out_segments=segments(out_of[name], channels, name),
+                                    in_segments=(Segment(None, 1),)))
+        return layers, constant_params, overflow
 
 
 @dataclass(frozen=True)
@@ -394,6 +494,7 @@ class _RawGroup:
     consumers: list[str]
     seg_out: dict[str, int]
     seg_in: dict[str, int]
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -406,24 +507,11 @@ class _Totals:
     spatial: dict[str, list[int]]
 
 
-def dependency_graph(model: nn.Module, inputs: tuple[Any, ...]) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` (in eval mode) traced on ``inputs``."""
-    try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
-    except Exception as exc:  # Torch-Pruning's tracer fails in many ways on models it cannot handle
-        raise TraceError(
-            f"Torch-Pruning cannot trace {architecture_name(model)} into a dependency graph: "
-            f"{type(exc).__name__}: {exc}. Models with data-dependent control flow or non-tensor outputs are not "
-            "supported."
-        ) from exc
-
-
 def _ignored(
     model: nn.Module, modules: dict[str, nn.Module], order: dict[str, int], spec: Preset,
     ignore: list[str | nn.Module],
 ) -> set[str]:
-    """Module names whose output channels are kept: the preset's and the user's, the output layer and grouped
-    (non-depthwise) convolutions."""
+    """Module names whose output channels are kept: the preset's and the user's, and the output layer."""
     arch = architecture_name(model)
     names = {m: n for n, m in modules.items()}
     ignored = set(spec.ignore)
@@ -437,24 +525,32 @@ def _ignored(
     if not roots:
         raise TraceError(f"{arch} has no Conv or Linear layer that ran on the example inputs")
     ignored.add(roots[-1])  # the output layer keeps its channels
-    for n, m in modules.items():
-        if isinstance(m, _CONV_TYPES) and 1 < m.groups < m.in_channels:
-            ignored.add(n)  # grouped (non-depthwise) convs are kept whole
-            log.info("keeping grouped conv %s unpruned", n)
     return ignored
 
 
-def _raw_groups(graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored: set[str]) -> list[_RawGroup]:
-    """Every prunable coupled group of the graph (more than one channel), ignored modules left out."""
+def _raw_groups(
+    graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored: set[str]
+) -> tuple[list[_RawGroup], dict[str, str]]:
+    """Every prunable coupled group of the graph (more than one channel), ignored modules left out, and the roots
+    whose group Torch-Pruning fails to build (name -> why).
+
+    Parameters outside Conv/Linear/Norm layers that a group prunes are recorded as members by their name.
+    """
     names = {m: n for n, m in modules.items()}
-    ignored_modules = [sub for n in sorted(ignored) for sub in modules[n].modules()]
-    raw = []
-    for group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=ROOT_MODULE_TYPES):
-        root = group[0].dep.target.module
+    loose = unwrapped_parameters(graph)
+    ignored_modules = {id(sub) for n in ignored for sub in modules[n].modules()}
+    raw, failed = [], {}
+    for root, group in coupled_groups(graph, ignored_modules, ROOT_MODULE_TYPES):
+        if isinstance(group, Exception):
+            failed[names[root]] = f"Torch-Pruning cannot follow its channels ({type(group).__name__}: {group})"
+            continue
         channels = graph.get_out_channels(root)
-        entry = _RawGroup(names[root], channels or 0, [], [], {}, {})
+        entry = _RawGroup(names[root], channels or 0, [], [], {}, {}, channel_groups(graph, group))
         for dep, idxs in group:
             target = dep.target.module
+            if isinstance(target, nn.Parameter) and id(target) in loose:
+                entry.seg_out[loose[id(target)]] = len(idxs)
+                continue
             if not isinstance(target, nn.Module) or target not in names:
                 continue
             if graph.is_out_channel_pruning_fn(dep.handler):
@@ -466,7 +562,7 @@ def _raw_groups(graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignore
         if channels is None or channels <= 1 or any(graph.get_out_channels(modules[m]) == 1 for m in entry.members):
             continue
         raw.append(entry)
-    return raw
+    return raw, failed
 
 
 def _group_max_ratio(name: str, channels: int, spec: Preset, round_to: int, max_ratio: float) -> float:
@@ -484,9 +580,10 @@ def _make_group(
     index: int, entry: _RawGroup, modules: dict[str, nn.Module], totals: _Totals, spec: Preset, round_to: int,
     max_ratio: float,
 ) -> ChannelGroup:
+    unit = math.lcm(round_to, entry.parts)  # grouped layers keep the same number of channels in every part
     touched = set(entry.members) | set(entry.consumers)
     flops = sum(totals.leaf_flops.get(m, 0) for m in touched)
-    params = sum(p.numel() for m in touched for p in modules[m].parameters(recurse=False))
+    params = sum(p.numel() for m in touched if m in modules for p in modules[m].parameters(recurse=False))
     root = modules[entry.name]
     is_conv = isinstance(root, _CONV_TYPES)
     depthwise = any(
@@ -507,11 +604,52 @@ def _make_group(
         name=entry.name,
         index=index,
         channels=entry.channels,
-        max_ratio=_group_max_ratio(entry.name, entry.channels, spec, round_to, max_ratio),
-        round_to=round_to,
+        max_ratio=_group_max_ratio(entry.name, entry.channels, spec, unit, max_ratio),
+        round_to=unit,
         members=tuple(entry.members),
         consumers=tuple(entry.consumers),
         flops_share=flops / totals.flops if totals.flops else 0.0,
         params_share=params / totals.params if totals.params else 0.0,
         features=features,
+        channel_groups=entry.parts,
     )
+
+
+def _checked(space: SearchSpace, model: nn.Module, inputs: tuple[Any, ...]) -> SearchSpace:
+    """``space`` without the groups that break when pruned alone (see :func:`search_spaces.group_check.check_kept`).
+
+    All groups are first pruned together, by a small ratio and by their max_ratio; only when that fails are
+    they split (halving) until the failing ones are found.
+
+    Raises:
+        TraceError: no group can be pruned.
+    """
+    ref = reference(model, inputs)
+
+    def predict(kept: Mapping[str, int]) -> tuple[int, int]:
+        return space.figures(space.layer_dims(kept))
+
+    def check(names: list[str]) -> str | None:
+        for ratio in (CHECK_SMALL_RATIO, None):
+            kept = {n: space[n].kept_channels(space[n].max_ratio if ratio is None else min(ratio, space[n].max_ratio))
+                    for n in names}
+            try:
+                reason = check_kept(model, ref, kept, predict)
+            except TimeUp:
+                raise TimeUp(f"pruning and running the groups of {', '.join(names[:3])}"
+                             f"{'...' if len(names) > 3 else ''} to check them") from None
+            if reason is not None:
+                return reason
+        return None
+
+    prunable = [g.name for g in space if g.max_ratio > 0]
+    excluded = broken_groups(prunable, check)
+    if not excluded:
+        return space
+    lines = "; ".join(f"{name}: {why}" for name, why in excluded.items())
+    if len(excluded) == len(prunable):
+        raise TraceError(f"no channel group of {space.architecture} can be pruned safely: every one breaks the model "
+                         f"when pruned ({lines})")
+    log.warning("%s: %d of %d channel groups break when pruned and are excluded from the search: %s",
+                space.architecture, len(excluded), len(space), lines)
+    return space.without(excluded)

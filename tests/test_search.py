@@ -39,9 +39,14 @@ def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -
         assert column in trials.columns
     assert [c for c in trials.columns if c.startswith("ratio:")] == [f"ratio:{n}" for n in result.space.names]
     assert pd.read_parquet(run / "trials.parquet").equals(trials)
-    best = trials[trials["feasible"]].sort_values("accuracy", ascending=False).iloc[0]
     assert result.best_policy == ap.Policy.load(run / "best_policy.json")
-    assert result.best_policy["stem.0"] == best["ratio:stem.0"]
+    # the exported trial is the re-score's winner among the three most accurate feasible trials
+    feasible = trials[trials["feasible"]]
+    top = feasible.sort_values(["accuracy", "flops", "trial_id"], ascending=[False, True, True]).head(3)
+    rescored = {r.trial_id: r.accuracy for r in result.summary.rescored}
+    assert set(rescored) == set(top["trial_id"]) and result.summary.best_trial_id == max(rescored, key=rescored.get)
+    exported = trials[trials["trial_id"] == result.summary.best_trial_id].iloc[0]
+    assert result.best_policy["stem.0"] == exported["ratio:stem.0"]
     # the exported model, counted independently, is within budget
     fresh = ap.load_pruned_model(small_cnn(), run / "model", digits.example_inputs())
     flops = count_flops(fresh, digits.example_inputs())
@@ -89,6 +94,13 @@ def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, dig
     assert list(result.trials["status"]) == ["ok", "failed", "ok"]
     assert "worker exploded" in result.trials.loc[1, "error"]
     assert result.best_policy is not None
+
+
+def test_a_search_without_a_feasible_trial_raises_instead_of_returning_no_policy(trained_cnn, digits) -> None:
+    # reachable (every group at its max leaves ~4% of the FLOPs), but unfitted random proposals never get there
+    with pytest.raises(BudgetError, match=r"no trial of 2 met budget .*\(0 failed, 2 missed the budget"):
+        _search(trained_cnn, digits, searcher="random", searcher_options={"fit": "none"}, trials=2,
+                budget=ap.Budget.flops(0.05))
 
 
 def test_uniform_searcher_runs_one_evaluation(trained_cnn, digits) -> None:

@@ -1,0 +1,245 @@
+"""Which real-world architectures prune? torchvision and timm classifiers, random weights, 64x64 inputs.
+
+For each model of the zoo: trace it into a search space (with the trace-time group check), ask for the
+uniform policy that just meets 60% of the FLOPs, prune a copy for real and count its FLOPs independently
+(``torch.utils.flop_counter`` on the pruned model). A model either prunes within budget with the analytic
+FLOPs equal to the count, or is refused at trace time (``TraceError`` / ``BudgetError``) with a message.
+Writes ``bench/results/zoo.json`` and ``docs/zoo.md``.
+
+Each model gets ``--limit`` CPU seconds (default 120) for tracing plus the group check (``SearchSpace.from_model``'s
+``time_limit``: past it, a TraceError, so the model is refused) and as many again for pruning and counting, so
+a whole run takes at most about 33 x 2 x limit.
+
+    python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--limit 120] [--resume] [--render]
+
+``zoo.json`` and ``docs/zoo.md`` are rewritten after every model, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import DOCS, RESULTS, write_result
+
+from autoprune.pruning import prune
+from search_spaces.budget import Budget
+from search_spaces.cost import CostModel, uniform_ratios
+from search_spaces.errors import BudgetError, TraceError
+from search_spaces.measure import count_flops
+from search_spaces.space import TRACE_TIME_LIMIT, SearchSpace
+from search_spaces.time_limit import TimeUp, interrupt_after
+
+SIZE = 64
+BUDGET = 0.6
+STATUSES = ("pruned", "refused", "failed")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One architecture of the zoo: where it comes from, the family it stands for, extra constructor options."""
+
+    name: str
+    source: str
+    family: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """A fresh model with random weights (10 classes; nothing is downloaded)."""
+        if self.source == "timm":
+            return timm.create_model(self.name, pretrained=False, num_classes=10, **self.options)
+        return torchvision.models.get_model(self.name, weights=None, num_classes=10, **self.options)
+
+
+ZOO: tuple[ZooModel, ...] = (
+    ZooModel("resnet18", "torchvision", "plain / residual CNN"),
+    ZooModel("resnet50", "torchvision", "plain / residual CNN"),
+    ZooModel("resnet10t", "timm", "plain / residual CNN"),
+    ZooModel("repvgg_a0", "timm", "plain / residual CNN"),
+    ZooModel("squeezenet1_1", "torchvision", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
+    ZooModel("googlenet", "torchvision", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)",
+             {"aux_logits": False, "init_weights": True}),
+    ZooModel("densenet121", "torchvision", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
+    ZooModel("dla34", "timm", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
+    ZooModel("ese_vovnet19b_dw", "timm", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
+    ZooModel("mobilenet_v2", "torchvision", "depthwise / inverted residual / SE"),
+    ZooModel("mobilenet_v3_small", "torchvision", "depthwise / inverted residual / SE"),
+    ZooModel("mnasnet0_5", "torchvision", "depthwise / inverted residual / SE"),
+    ZooModel("efficientnet_b0", "torchvision", "depthwise / inverted residual / SE"),
+    ZooModel("lcnet_050", "timm", "depthwise / inverted residual / SE"),
+    ZooModel("resnext50_32x4d", "torchvision", "grouped convolutions (ResNeXt, RegNet)"),
+    ZooModel("regnet_x_400mf", "torchvision", "grouped convolutions (ResNeXt, RegNet)"),
+    ZooModel("regnet_y_400mf", "torchvision", "grouped convolutions (ResNeXt, RegNet)"),
+    ZooModel("regnetx_002", "timm", "grouped convolutions (ResNeXt, RegNet)"),
+    ZooModel("resnest14d", "timm", "split attention (ResNeSt, SKNet)"),
+    ZooModel("skresnet18", "timm", "split attention (ResNeSt, SKNet)"),
+    ZooModel("mixnet_s", "timm", "mixed-kernel depthwise (MixNet)"),
+    ZooModel("res2net50_14w_8s", "timm", "Res2Net splits"),
+    ZooModel("cspresnet50", "timm", "CSP blocks"),
+    ZooModel("cs3darknet_s", "timm", "CSP blocks"),
+    ZooModel("rexnet_100", "timm", "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"),
+    ZooModel("ghostnet_100", "timm", "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"),
+    ZooModel("dpn68", "timm", "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"),
+    ZooModel("shufflenet_v2_x0_5", "torchvision", "channel shuffle (ShuffleNetV2)"),
+    ZooModel("convnext_atto", "timm", "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)"),
+    ZooModel("poolformer_s12", "timm", "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)"),
+    ZooModel("mixer_s32_224", "timm", "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)",
+             {"img_size": SIZE}),
+    ZooModel("vit_tiny_patch16_224", "timm", "attention (ViT, MobileViT)", {"img_size": SIZE}),
+    ZooModel("mobilevit_xxs", "timm", "attention (ViT, MobileViT)"),
+)
+
+
+def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET, limit: float = TRACE_TIME_LIMIT
+            ) -> dict[str, Any]:
+    """Trace, check, prune uniformly to ``budget`` of the FLOPs and count: one row of ``zoo.json``. Tracing plus
+    checking, and pruning plus counting, may take ``limit`` seconds each."""
+    torch.manual_seed(0)
+    model, inputs = entry.build().eval(), torch.randn(1, 3, size, size)
+    row: dict[str, Any] = {"model": entry.name, "source": entry.source, "family": entry.family}
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        space = SearchSpace.from_model(model, inputs, time_limit=limit)
+        row.update(trace_seconds=time.perf_counter() - start, trace_cpu_seconds=time.process_time() - cpu)
+        row.update(groups=len(space), excluded=space.excluded)
+        cost_model = CostModel(space)
+        cost_model.check_reachable(Budget.flops(budget))
+    except (TraceError, BudgetError) as exc:
+        row.setdefault("trace_seconds", time.perf_counter() - start)
+        row.setdefault("trace_cpu_seconds", time.process_time() - cpu)
+        return {**row, "status": "refused", "message": str(exc)}
+    policy = space.policy(uniform_ratios(cost_model, Budget.flops(budget)))
+    predicted = cost_model.cost(policy).flops
+    start = time.perf_counter()
+    try:
+        with interrupt_after(limit):
+            pruned = prune(model, policy, inputs, space=space).model
+            counted = count_flops(pruned, inputs)
+            same_shape = pruned(inputs).shape == model(inputs).shape
+    except TimeUp:
+        return {**row, "status": "failed", "message": f"pruning and counting took more than {limit:g} CPU s"}
+    except Exception as exc:  # a model that breaks here is exactly what the zoo looks for
+        return {**row, "status": "failed", "message": f"{type(exc).__name__}: {exc}"}
+    ok = counted == predicted and counted <= budget * space.base_flops and same_shape
+    row["prune_seconds"] = time.perf_counter() - start
+    return {**row, "status": "pruned" if ok else "failed", "base_flops": space.base_flops, "predicted_flops": predicted,
+            "counted_flops": counted, "flops_ratio": counted / space.base_flops,
+            "coverage": "partially" if space.excluded else "fully",
+            "message": "" if ok else f"predicted {predicted} FLOPs, counted {counted}, same output shape: {same_shape}"}
+
+
+def coverage(row: dict[str, Any]) -> str:
+    """How much of a model prunes: fully (every group), partially (some groups excluded), not at all."""
+    return row.get("coverage", "not at all") if row["status"] == "pruned" else "not at all"
+
+
+def render(result: dict[str, Any]) -> str:
+    """docs/zoo.md from the rows of ``zoo.json``."""
+    rows = result["rows"]
+    pruned = sum(r["status"] == "pruned" for r in rows)
+    worst = max(rows, key=lambda r: r["trace_cpu_seconds"])
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        families.setdefault(r["family"], []).append(r)
+    lines = [
+        "# Model zoo: which architectures prune",
+        "",
+        "Generated by `python bench/zoo.py` from `bench/results/zoo.json` (do not edit by hand).",
+        "",
+        f"{len(rows)} torchvision and timm classifiers with random weights, input "
+        f"1x3x{result['size']}x{result['size']}, "
+        f"uniform policy at {result['budget']:.0%} of the FLOPs. Every group is checked at trace time (pruned by a "
+        "small ratio and by its max_ratio, all together first and alone when that fails, run, and put back); "
+        "groups that break are excluded with a reason (`space.excluded`). A model either prunes within budget "
+        "with the analytic FLOPs equal to the FLOPs counted on the pruned model (`torch.utils.flop_counter`), or "
+        "is refused at trace time with a message. Coverage: *fully* = every group prunable, *partially* = some "
+        "groups excluded, *not at all* = refused. Times are CPU seconds of one thread (what they take on an idle "
+        "machine; the run shared its 2 cores with other jobs, wall-clock seconds are in `zoo.json`); every model "
+        f"had {result['limit']:g} CPU s for tracing + check and as many for pruning + counting.",
+        "",
+        *([f"- **partial run: {len(rows)} of {len(ZOO)} models** (`python bench/zoo.py --resume` runs the others)"]
+          if not result.get("complete", True) else []),
+        f"- pruned within budget: **{pruned} of {len(rows)}** ({pruned / len(rows):.0%}); "
+        f"refused: {sum(r['status'] == 'refused' for r in rows)}; failed: {sum(r['status'] == 'failed' for r in rows)}",
+        f"- trace + group check: max **{worst['trace_cpu_seconds']:.1f} CPU s** ({worst['model']}), total "
+        f"{sum(r['trace_cpu_seconds'] for r in rows):.0f} CPU s",
+        "",
+        "## By family",
+        "",
+        "| family | fully | partially | not at all |",
+        "|---|---|---|---|",
+    ]
+    for family, members in families.items():
+        cells = [", ".join(r["model"] for r in members if coverage(r) == c) or "-"
+                 for c in ("fully", "partially", "not at all")]
+        lines.append(f"| {family} | {' | '.join(cells)} |")
+    lines += ["", "## By model", "",
+              "| model | source | status | groups | excluded | FLOPs kept | trace + check (CPU s) | note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        kept = f"{r['flops_ratio']:.1%}" if "flops_ratio" in r else "-"
+        excluded = r.get("excluded", {})
+        note = r.get("message", "") or "; ".join(f"{n}: {why}" for n, why in list(excluded.items())[:2])
+        lines.append(f"| {r['model']} | {r['source']} | {r['status']} | {r.get('groups', '-')} | {len(excluded)} | "
+                     f"{kept} | {r['trace_cpu_seconds']:.1f} | {note[:160].replace('|', '/')} |")
+    lines += ["", f"Machine and versions: `bench/results/zoo.json` ({result['machine']['date']}).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="run only these models (nothing is written)")
+    parser.add_argument("--size", type=int, default=SIZE)
+    parser.add_argument("--budget", type=float, default=BUDGET)
+    parser.add_argument("--limit", type=float, default=TRACE_TIME_LIMIT,
+                        help="CPU seconds per model for tracing + check, and again for pruning + counting")
+    parser.add_argument("--render", action="store_true", help="only rewrite docs/zoo.md from bench/results/zoo.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models bench/results/zoo.json has (same settings) and run the others")
+    args = parser.parse_args(argv)
+    if args.render:
+        (DOCS / "zoo.md").write_text(render(json.loads((RESULTS / "zoo.json").read_text())))
+        return
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    settings = {"size": args.size, "budget": args.budget, "limit": args.limit}
+    rows = _resumed_rows(settings) if args.resume else []
+    done = {r["model"] for r in rows}
+    for entry in ZOO:
+        if (args.only and entry.name not in args.only) or entry.name in done:
+            continue
+        row = run_one(entry, size=args.size, budget=args.budget, limit=args.limit)
+        brief = {k: v for k, v in row.items() if k != "excluded"} | {"excluded": len(row.get("excluded", {}))}
+        print(json.dumps(brief), flush=True)
+        rows.append(row)
+        if not args.only:  # written after every model: an interrupted run keeps what it measured
+            path = write_result("zoo", {**settings, "complete": len(rows) == len(ZOO), "rows": rows})
+            (DOCS / "zoo.md").write_text(render(json.loads(path.read_text())))
+    if rows and not args.only:
+        print(f"{sum(r['status'] == 'pruned' for r in rows)} of {len(rows)} pruned; max trace + check "
+              f"{max(r['trace_cpu_seconds'] for r in rows):.1f} CPU s -> {RESULTS / 'zoo.json'}, {DOCS / 'zoo.md'}")
+
+
+def _resumed_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an earlier run with the same settings (``--resume``), in zoo order."""
+    earlier = json.loads((RESULTS / "zoo.json").read_text())
+    changed = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+    if changed:
+        raise SystemExit(f"bench/results/zoo.json was run with other settings {changed}; run without --resume")
+    order = [entry.name for entry in ZOO]
+    return sorted((r for r in earlier["rows"] if r["model"] in order), key=lambda r: order.index(r["model"]))
+
+if __name__ == "__main__":
+    main()

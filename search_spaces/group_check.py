@@ -1,0 +1,103 @@
+"""The trace-time check of channel groups: prune the model, run it, compare with what the cost model says, and
+put it back as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from search_spaces.measure import count_params, run_counting_flops
+from search_spaces.surgery import dependency_graph, prune_in_place
+
+# (kept channels per group name) -> predicted (FLOPs, params) of the model pruned to them
+Predict = Callable[[Mapping[str, int]], tuple[int, int]]
+# The containers of a module's state that pruning replaces entries of.
+_STATE = ("_parameters", "_buffers", "_modules")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What every pruned model must still do: the unpruned model's output shapes on the example inputs."""
+
+    inputs: tuple[Any, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+
+def reference(model: nn.Module, inputs: tuple[Any, ...]) -> Reference:
+    """The unpruned model's output shapes on ``inputs``."""
+    with torch.no_grad():
+        return Reference(inputs, tuple(tuple(t.shape) for t in _tensors(model(*inputs))))
+
+
+def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predict: Predict) -> str | None:
+    """Prune ``model`` to ``kept`` channels per group and run it: None if it behaves, else why not.
+
+    It behaves when pruning succeeds, its outputs have the unpruned shapes and are finite, and its FLOPs
+    and parameters are the ones ``predict`` gives. ``model`` is put back as it was afterwards (cheaper
+    than a deep copy: pruning replaces tensors, it never writes into them).
+    """
+    try:
+        with _restored(model):
+            prune_in_place(model, dependency_graph(model, ref.inputs), kept, tp.importance.MagnitudeImportance(p=1))
+            flops, outputs = run_counting_flops(model, ref.inputs)
+            outputs, params = _tensors(outputs), count_params(model)
+    except Exception as exc:  # any failure of pruning or of the pruned forward pass disqualifies the group
+        return f"pruning breaks the model ({type(exc).__name__}: {_first_line(exc)})"
+    shapes = tuple(tuple(t.shape) for t in outputs)
+    if shapes != ref.shapes:
+        return f"pruning changes the output shapes from {list(ref.shapes)} to {list(shapes)}"
+    if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
+        return "the pruned model's outputs are not finite"
+    expected = predict(kept)
+    if (flops, params) != expected:
+        return (f"the pruned model has {flops} FLOPs and {params} params, the cost model predicts {expected[0]} and "
+                f"{expected[1]} (a dependency Torch-Pruning does not see)")
+    return None
+
+
+def broken_groups(names: list[str], check: Callable[[list[str]], str | None]) -> dict[str, str]:
+    """Groups among ``names`` whose ``check`` fails, found by halving: sets that pass together are not split."""
+    reason = check(names)
+    if reason is None:
+        return {}
+    if len(names) == 1:
+        return {names[0]: reason}
+    middle = len(names) // 2
+    return broken_groups(names[:middle], check) | broken_groups(names[middle:], check)
+
+
+@contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """Put every module's attributes, parameters, buffers and children back as they were on exit."""
+    saved = [(m, dict(vars(m)), {k: dict(vars(m)[k]) for k in _STATE}) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes, state in saved:
+            vars(module).clear()
+            vars(module).update(attributes)
+            for key, entries in state.items():
+                attributes[key].clear()
+                attributes[key].update(entries)
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    """The tensors in a model's output (a tensor, or nested tuples, lists and dicts of them)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else ""
