@@ -31,22 +31,22 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """``python -m autoprune.cli serve`` on 127.0.0.1 with ``token``; its output goes to ``log``.
+    """``python -m autoprune.cli serve`` on 127.0.0.1 with ``token``; its output goes to ``log_path``
+    (``server-<port>.log`` beside the runs root).
 
     Args:
         runs_root: the server's runs root.
         *args: more ``autoprune serve`` flags (e.g. ``"--max-concurrent", "1"``).
         token: the server's ``AUTOPRUNE_TOKEN``: a token, or ``name=token,...`` (docs/service.md).
         env: extra environment variables of the server (and so of its drivers).
-        log: the server's output file (default ``server-<port>.log`` beside the runs root).
         timeout: seconds the server gets to come up.
     """
 
     def __init__(self, runs_root: Path, *args: str, token: str, env: Mapping[str, str] | None = None,
-                 log: Path | None = None, timeout: float = 300) -> None:
+                 timeout: float = 300) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log or runs_root.parent / f"server-{self.port}.log"
+        self.log_path = runs_root.parent / f"server-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         environment = {**os.environ, **(env or {}), TOKEN_ENV: token, "PYTHONPATH": package_path()}
