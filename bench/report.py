@@ -388,6 +388,39 @@ def latency_sections(speed: dict[str, Any] | None, search: dict[str, Any] | None
     return lines
 
 
+def service_load_section(load: dict[str, Any]) -> list[str]:
+    """A served search's throughput with and without clients polling it, and the polls' latency."""
+    search, requests = load["search"], load["requests"]
+    runs = {mode: sum(r["mode"] == mode for r in load["runs"]) for mode in ("quiet", "loaded")}
+    endpoints = "; ".join(f"`{name}` p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms"
+                          for name, e in requests["by_endpoint"].items())
+    verdict = "met" if load["within_10_percent"] else "missed"
+    return [
+        "## The service under polling load",
+        "",
+        f"`python bench/service_load.py` — one `autoprune serve` runs the same search ({search['trials']} trials of "
+        f"`{search['model']}` on `{search['dataset']}`, `{search['searcher']}` searcher, seed {search['seed']}, "
+        f"evaluator {search['evaluator']}) {runs['quiet']} time(s) alone and {runs['loaded']} time(s) while "
+        f"{load['clients']} asyncio clients each poll `GET /runs/{{id}}` and `GET /runs` in turn, "
+        f"{load['interval_s']:g} s apart, until it ends; the two kinds alternate. Throughput: trials per second "
+        "from the run's trials table (first trial's start to last trial's end). Clients, server and search share "
+        f"the machine's {load['machine']['cores']} cores with whatever else runs: the 1-minute load average "
+        f"before the searches had a median of {load['load_average_1min_median']:.1f}.",
+        "",
+        "| | searches | trials per second (median) |",
+        "|---|---|---|",
+        f"| alone | {runs['quiet']} | {load['quiet_trials_per_s_median']:.3f} |",
+        f"| {load['clients']} clients polling | {runs['loaded']} | {load['loaded_trials_per_s_median']:.3f} |",
+        "",
+        f"Throughput under load: **{load['throughput_ratio']:.2f}x** the median alone (goal: at least 0.90x, "
+        f"i.e. within 10%: {verdict}). Requests served: {requests['served']:,} ({requests['per_s']:.0f} per "
+        f"second, {requests['errors']} errors); latency p50 **{requests['p50_ms']:.1f} ms**, p99 "
+        f"**{requests['p99_ms']:.1f} ms** ({endpoints}), measured by the clients: it includes their own wait for "
+        "a core.",
+        "",
+    ]
+
+
 def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     rows = [json.loads(p.read_text()) for p in sorted((results / "search_quality").glob("*.json"))]
     lines = ["# Benchmarks", "",
@@ -411,6 +444,9 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     if fidelity:
         lines += render_fidelity(fidelity, img, rel)
     lines += latency_sections(_load(results / "latency_speedup.json"), _load(results / "latency_search.json"))
+    load = _load(results / "service_load.json")
+    if load:
+        lines += service_load_section(load)
     lines += ["## Elsewhere", "", "- [cost-model.md](cost-model.md): analytic cost model vs pruning and counting.",
               "- [ray-scaling.md](ray-scaling.md): evaluations per minute on Ray.", ""]
     docs.parent.mkdir(parents=True, exist_ok=True)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 BENCH = Path(__file__).parent
 FULL = ("baselines", "cost_check", "candidate_cost", "compare_searchers", "latency_speedup", "latency_search",
-        "ray_scaling", "report")
-QUICK = ("baselines", "candidate_cost", "compare_searchers", "latency_speedup", "latency_search", "report")
+        "ray_scaling", "service_load", "report")
+QUICK = ("baselines", "candidate_cost", "compare_searchers", "latency_speedup", "latency_search", "service_load",
+         "report")
 QUICK_RESULTS = {"baselines": "baselines.json", "candidate_cost": "candidate_cost.json",
                  "compare_searchers": "search_quality", "latency_speedup": "latency_speedup.json",
-                 "latency_search": "latency_search.json"}
+                 "latency_search": "latency_search.json", "service_load": "service_load.json"}
 
 
 def command(script: str, quick: bool, out: Path) -> list[str]:

@@ -47,8 +47,22 @@ def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
 
     page = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Baselines", "## Search quality", "**Goal**", "## Where a candidate's time goes",
-                    "## FLOPs vs measured latency", "## Latency budget vs FLOPs budget"):
+                    "## FLOPs vs measured latency", "## Latency budget vs FLOPs budget",
+                    "## The service under polling load"):
         assert heading in page
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
     assert len(images) == 3 and all((tmp_path / image).stat().st_size > 10_000 for image in images)
 
+
+def test_service_load_quick_measures_both_ways_and_renders_its_section(tmp_path) -> None:
+    result = tmp_path / "service_load.json"
+    subprocess.run([sys.executable, str(BENCH / "service_load.py"), "--quick", "--results", str(result)], check=True)
+    load = json.loads(result.read_text())
+    assert [r["mode"] for r in load["runs"]] == ["quiet", "loaded"] and load["search"]["trials"] == 4
+    assert all(r["trials_per_s"] > 0 for r in load["runs"]) and load["throughput_ratio"] > 0
+    requests = load["requests"]
+    assert requests["served"] > 0 and requests["errors"] == 0 and 0 < requests["p50_ms"] <= requests["p99_ms"]
+    assert set(requests["by_endpoint"]) == {"GET /runs/{id}", "GET /runs"}
+    subprocess.run([sys.executable, str(BENCH / "report.py"), "--quick", "--results", str(tmp_path)], check=True)
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "## The service under polling load" in page and f"**{load['throughput_ratio']:.2f}x**" in page

@@ -16,13 +16,14 @@ import pytest
 import torch
 
 from autoprune.models import small_cnn
+from autoprune.service.local import LocalServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
 from browsing import OVERFLOW_JS, POINTS_JS  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-from served import TINY, TOKEN, Server  # noqa: E402
+from served import TINY, TOKEN, serve  # noqa: E402
 
 WAIT = 600  # seconds a tiny search may take on a busy 2-core machine (a driver process imports torch first)
 # what the form leaves to its JSON box: the fast settings of the service tests
@@ -32,8 +33,8 @@ CHARTS = {"kept", "pareto", "progress", "wall-time", "time"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = Server(tmp_path_factory.mktemp("dashboard") / "runs", "--max-concurrent", "1")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    started = serve(tmp_path_factory.mktemp("dashboard") / "runs", "--max-concurrent", "1")
     yield started
     started.stop()
 
@@ -49,7 +50,7 @@ def _visible(browser, element_id: str) -> bool:
     return browser.find_element(By.ID, element_id).is_displayed()
 
 
-def _open(browser, server: Server, fragment: str = "/", width: int = 1280) -> None:
+def _open(browser, server: LocalServer, fragment: str = "/", width: int = 1280) -> None:
     """The dashboard at ``#fragment``, signed in (the token is asked for once per tab)."""
     browser.set_window_size(width, 800)
     browser.get(f"{server.url}/#{fragment}")
@@ -60,7 +61,7 @@ def _open(browser, server: Server, fragment: str = "/", width: int = 1280) -> No
         WebDriverWait(browser, 30).until(lambda b: not _visible(b, "view-login"))
 
 
-def _submit(browser, server: Server, *, trials: int, checkpoint: Path | str, extra: dict) -> str:
+def _submit(browser, server: LocalServer, *, trials: int, checkpoint: Path | str, extra: dict) -> str:
     """Fill the form and submit; returns the new run's id (the page moves to its run page)."""
     _open(browser, server, "/new")
     form = browser.find_element(By.ID, "submit-form")
@@ -90,7 +91,7 @@ def _status(browser) -> str:
 
 
 @pytest.fixture(scope="module")
-def form_run(browser, server: Server, weights: Path) -> tuple[str, str]:
+def form_run(browser, server: LocalServer, weights: Path) -> tuple[str, str]:
     """A 3-trial search submitted through the form with uploaded weights: its id and the checkpoint's id."""
     run_id = _submit(browser, server, trials=3, checkpoint=weights, extra=FAST)
     checkpoint = httpx.get(f"{server.url}/runs/{run_id}", headers=AUTH).json()["config"]["checkpoint"]
@@ -109,7 +110,7 @@ def _wait_drawn(browser, state: str) -> list[str]:
     return seen
 
 
-def test_the_token_is_asked_once_kept_for_the_tab_and_sent_with_every_call(browser, server: Server) -> None:
+def test_the_token_is_asked_once_kept_for_the_tab_and_sent_with_every_call(browser, server: LocalServer) -> None:
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
     assert httpx.get(f"{server.url}/choices").status_code == 401  # data needs the token, the page does not
@@ -135,7 +136,7 @@ def test_the_token_is_asked_once_kept_for_the_tab_and_sent_with_every_call(brows
     assert _visible(browser, "view-login") and browser.execute_script("return sessionStorage.length") == 0
 
 
-def test_a_refused_config_shows_the_servers_message_as_text(browser, server: Server) -> None:
+def test_a_refused_config_shows_the_servers_message_as_text(browser, server: LocalServer) -> None:
     before = httpx.get(f"{server.url}/runs", headers=AUTH).json()
     _open(browser, server, "/new")
     form = browser.find_element(By.ID, "submit-form")
@@ -150,7 +151,7 @@ def test_a_refused_config_shows_the_servers_message_as_text(browser, server: Ser
     assert browser.current_url.endswith("#/new") and httpx.get(f"{server.url}/runs", headers=AUTH).json() == before
 
 
-def test_a_search_submitted_through_the_form_goes_live_to_done_with_its_charts(browser, server: Server,
+def test_a_search_submitted_through_the_form_goes_live_to_done_with_its_charts(browser, server: LocalServer,
                                                                                form_run, tmp_path) -> None:
     run_id, _ = form_run
     _open(browser, server, f"/runs/{run_id}")
@@ -191,7 +192,7 @@ def test_a_search_submitted_through_the_form_goes_live_to_done_with_its_charts(b
     assert "done" in row.text and "3 / 3" in row.text and "small_cnn on digits" in row.text
 
 
-def test_a_running_search_is_cancelled_and_resumed_from_its_page(browser, server: Server, form_run) -> None:
+def test_a_running_search_is_cancelled_and_resumed_from_its_page(browser, server: LocalServer, form_run) -> None:
     _, checkpoint = form_run
     slow = {**FAST, "evaluator": {"bn_batches": 1, "finetune_steps": 20, "val_batches": 1}}
     run_id = _submit(browser, server, trials=200, checkpoint=checkpoint, extra=slow)
@@ -216,7 +217,7 @@ def test_a_running_search_is_cancelled_and_resumed_from_its_page(browser, server
 
 
 @pytest.mark.parametrize("width", [1280, 420])
-def test_the_pages_fit_the_window(browser, server: Server, form_run, width: int) -> None:
+def test_the_pages_fit_the_window(browser, server: LocalServer, form_run, width: int) -> None:
     run_id, _ = form_run
     _open(browser, server, f"/runs/{run_id}", width=width)
     _wait_drawn(browser, "done:3")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from served import ROOT, TINY, TOKEN, Server
+from served import BOB, ROOT, TINY, TOKEN, serve
 
 import autoprune as ap
 from autoprune.cli import main
 from autoprune.service.auth import TOKEN_FILE, load_tokens, owner_of, parse_tokens
+from autoprune.service.local import LocalServer
 from autoprune.service.remote import checked_config
 from search_spaces.errors import ConfigError
 
@@ -26,8 +27,8 @@ def runs_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def server(runs_root: Path) -> Iterator[Server]:
-    started = Server(runs_root, "--max-concurrent", "1")
+def server(runs_root: Path) -> Iterator[LocalServer]:
+    started = serve(runs_root, "--max-concurrent", "1")
     yield started
     started.stop()
 
@@ -41,7 +42,8 @@ def _wait(run: ap.Run, statuses: tuple[str, ...], timeout: float = 240) -> dict:
 
 
 @pytest.mark.slow  # three tiny searches, one killed and resumed (~1 min)
-def test_submit_queue_results_cancel_crash_and_bad_requests(server: Server, runs_root: Path, tmp_path: Path) -> None:
+def test_submit_queue_results_cancel_crash_and_bad_requests(server: LocalServer, runs_root: Path,
+                                                            tmp_path: Path) -> None:
     client = ap.Client(server.url, token=TOKEN)
     first, second = client.submit(TINY), client.submit({**TINY, "seed": 1})
     yaml_config = tmp_path / "third.yaml"
@@ -96,7 +98,7 @@ def test_submit_queue_results_cancel_crash_and_bad_requests(server: Server, runs
     assert first.id not in {run["id"] for run in client.runs()} and not (runs_root / first.id).exists()
 
 
-def test_auth_and_bad_configs_create_nothing(server: Server, runs_root: Path) -> None:
+def test_auth_and_bad_configs_create_nothing(server: LocalServer, runs_root: Path) -> None:
     assert httpx.get(f"{server.url}/health").status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN}):
         for method, path in (("GET", "/runs"), ("POST", "/runs"), ("GET", "/runs/x/policy"), ("DELETE", "/runs/x")):
@@ -114,21 +116,43 @@ def test_auth_and_bad_configs_create_nothing(server: Server, runs_root: Path) ->
         ({**TINY, "checkpoint": "/etc/passwd"}, "must be the id (sha256) of a checkpoint uploaded"),
         ({**TINY, "executor": "ray", "executor_options": {"address": "ray://evil:10001"}}, "chosen by the server"),
         ({**TINY, "budget": {"flops": 2}}, "fraction must be in (0, 1]"),
+        ({**TINY, "budget": "half"}, "a budget must be a mapping like {'flops': 0.5}, got 'half'"),
+        ({**TINY, "trials": -3}, "'trials' must be an integer >= 1, got -3"),
+        ({**TINY, "trials": "many"}, "'trials' must be an integer >= 1, got 'many'"),
+        ({**TINY, "searcher": "nope"}, "unknown searcher 'nope'; accepted: amc,"),
+        ({**TINY, "dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({**TINY, "trails": 5}, "unknown entries of the submitted config ['trails']"),
     ]
     for config, message in bad:
         with pytest.raises(ap.ServiceError) as refused:
             client.submit(config)
         assert refused.value.status_code == 400 and message in str(refused.value), (config, str(refused.value))
-    yaml_bad = client._http.post("/runs", content=b"trials: [", headers={"Content-Type": "application/yaml"})
-    assert yaml_bad.status_code == 400 and "not valid YAML" in yaml_bad.text
-    huge = client._http.post("/runs", content=b"x" * (3 << 20), headers={"Content-Type": "application/json"})
-    assert huge.status_code == 413
+    raw = [  # bodies no config mapping can be read from: (body, content type, status, message)
+        (b"trials: [", "application/yaml", 400, "not valid YAML"),
+        (b"{\"trials\": 2", "application/json", 400, "not valid JSON"),
+        (b"[1, 2]", "application/json", 400, "the config must be a mapping, got list"),
+        (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+        (b"model = 'small_cnn'", "text/x-toml", 400, "Content-Type 'text/x-toml' is not accepted"),
+        (b"x" * (3 << 20), "application/json", 413, "at most 2,097,152 are accepted"),
+    ]
+    for body, content_type, status, message in raw:
+        response = client._http.post("/runs", content=body, headers={"Content-Type": content_type})
+        assert response.status_code == status and message in response.json()["detail"], (body[:20], response.text)
     assert client.runs() == [] and [p.name for p in runs_root.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_runs_record_who_submitted_them(server: LocalServer) -> None:
+    mine = ap.Client(server.url, token=TOKEN).submit(TINY)
+    bobs = ap.Client(server.url, token=BOB).submit(TINY)
+    assert {run["id"]: run["owner"] for run in ap.Client(server.url, token=BOB).runs()} == {
+        mine.id: "default", bobs.id: "bob"}
+    assert bobs.info()["owner"] == "bob"
+    assert mine.cancel() in ("running", "cancelled") and bobs.cancel() == "cancelled"  # any token may cancel
 
 
 @pytest.mark.slow  # a search killed with its server, listed again by a new server and resumed (~1 min)
 def test_a_sigkilled_server_leaves_an_interrupted_run_that_resumes_with_every_trial_once(runs_root: Path) -> None:
-    first = Server(runs_root, "--max-concurrent", "1")
+    first = serve(runs_root, "--max-concurrent", "1")
     client = ap.Client(first.url, token=TOKEN)
     long = client.submit({**TINY, "trials": 24, "evaluator": {"bn_batches": 1, "finetune_steps": 10}})
     waiting = client.submit(TINY)
@@ -142,7 +166,7 @@ def test_a_sigkilled_server_leaves_an_interrupted_run_that_resumes_with_every_tr
     time.sleep(1)
     assert not Path(f"/proc/{driver}").exists() or "zombie" in Path(f"/proc/{driver}/status").read_text()
 
-    second = Server(runs_root, "--max-concurrent", "1")
+    second = serve(runs_root, "--max-concurrent", "1")
     try:
         client = ap.Client(second.url, token=TOKEN)
         runs = {run["id"]: run for run in client.runs()}
@@ -196,7 +220,7 @@ class _Evil:
 
 
 @pytest.mark.slow  # one tiny search from uploaded weights (~30 s)
-def test_uploaded_checkpoints_are_checked_stored_by_content_and_named_by_configs(server: Server, tmp_path) -> None:
+def test_uploaded_checkpoints_are_checked_stored_by_content_and_named_by_configs(server: LocalServer, tmp_path) -> None:
     import hashlib
 
     import torch

@@ -2,6 +2,6 @@
 
 Layers inside the package, lowest first: ``auth`` and ``remote`` (the token; a config from a request) →
 ``store`` (runs as directories under the runs root) → ``supervisor`` (one driver process per run) → ``app``
-(the FastAPI routes) → ``server`` (uvicorn). ``client`` talks to a server over HTTP only; ``driver`` is the
-entry point of a run's process.
+(the FastAPI routes) → ``server`` (uvicorn); ``local`` starts one in a subprocess. ``client`` talks to a server
+over HTTP only; ``driver`` is the entry point of a run's process.
 """

@@ -108,9 +108,7 @@ class Supervisor:
 
     def _environment(self) -> dict[str, str]:
         """The driver's environment: imports as the server allows; the same autoprune package as the server."""
-        package_root = str(Path(autoprune.__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
-        return {**os.environ, ALLOW_IMPORTS: "1" if self.allow_imports else "0", "PYTHONPATH": path,
+        return {**os.environ, ALLOW_IMPORTS: "1" if self.allow_imports else "0", "PYTHONPATH": package_path(),
                 PARENT_ENV: str(os.getpid())}
 
     def _cancel(self) -> None:
@@ -156,6 +154,12 @@ class Supervisor:
             self.store.update(run_id, status=status, pid=None, exit_code=driver.process.returncode,
                               message="" if status == "cancelled" else INTERRUPTED.format(id=run_id))
         self._drivers.clear()
+
+
+def package_path() -> str:
+    """``PYTHONPATH`` for a child process that imports this autoprune package first."""
+    package_root = str(Path(autoprune.__file__).resolve().parent.parent)
+    return os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def _failure(code: int, output: Path) -> str:
