@@ -69,6 +69,8 @@ _MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
                     "Debian package dataset-fashion-mnist)"}),
     ("--checkpoint", {"help": "trained weights (state dict); default: train the baseline and cache it"}),
     ("--seed", {"type": int, "help": "seed for the searcher, data order and evaluations"}),
+    ("--epochs", {"type": int, "help": "baseline training epochs when there is no --checkpoint (default: the "
+                  "config's train.epochs, 30); each recipe's checkpoint is cached separately"}),
     ("--finetune-steps", {"type": int, "help": "finetune steps per candidate (evaluator fidelity)"}),
     ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
     ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
@@ -190,6 +192,7 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
         scheduler=None if args.scheduler is None else SchedulerConfig(kind=args.scheduler),
         rescore=None if args.rescore_top is None else replace(config.rescore, top_k=args.rescore_top),
         time_budget=args.time_budget, tracking=_tracking(args),
+        train=None if args.epochs is None else replace(config.train, epochs=args.epochs),
     )
     return _with_executor_flags(config, args)
 

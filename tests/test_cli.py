@@ -289,3 +289,30 @@ def test_the_console_says_whether_a_latency_budget_was_met() -> None:
                                          "budget 50%; pruned further 1 time(s) to get there")
     missed = replace(summary, budget=Budget.latency(ms=1.0), latency_check=replace(check, met=False, repairs=0))
     assert _latency_verdict(missed) == "latency budget NOT met: measured 1.050 ms, budget 1.000 ms"
+
+
+def test_a_non_empty_run_directory_fails_at_once_without_training(tmp_path, capsys, monkeypatch) -> None:
+    import time
+
+    from autoprune import config as config_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the model was loaded or trained before the cheap checks")
+
+    monkeypatch.setattr(config_module, "load_model_and_data", no_training)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    started = time.monotonic()
+    assert main(["search", "--model", "resnet20", "--epochs", "15", "--run-dir", str(run)]) == 2
+    assert time.monotonic() - started < 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_epochs_flag_sets_the_baseline_recipe() -> None:
+    from autoprune.cli import _config_from_args
+
+    args = build_parser().parse_args(["search", "--epochs", "3"])
+    assert _config_from_args(args).train.epochs == 3
+    args = build_parser().parse_args(["sensitivity", "--epochs", "2"])
+    assert _config_from_args(args).train.epochs == 2
