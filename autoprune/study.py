@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress event for callbacks: ``stage`` is ``latency_table``, ``resume``, ``trial``, ``rescore``, ``final``
-    or ``done``."""
+    """A progress event for callbacks: ``stage`` is ``latency_table``, ``resume``, ``trial``, ``stopped`` (the
+    time budget ran out), ``rescore``, ``final`` or ``done``."""
 
     stage: str
     completed: int
