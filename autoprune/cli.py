@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from agents.sensitivity import sensitivity
 from autoprune.config import SearchConfig, demo_config, load_model_and_data, run_search
-from autoprune.data import load_dataset
-from autoprune.evaluate import EvaluatorConfig, validate
+from autoprune.data import DataBundle, load_dataset
+from autoprune.evaluate import EvaluatorConfig, finetune, recalibrate_batchnorm, validate
 from autoprune.executors import RayOptions
 from autoprune.export import export_model
 from autoprune.loop import SearchResult
 from autoprune.models import build_model
+from autoprune.progress_display import SearchDisplay
 from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
 from autoprune.run_report import write_report
@@ -34,23 +35,32 @@ from autoprune.rundir import REPORT, RunDir
 from autoprune.scheduler import SchedulerConfig
 from autoprune.service.client import Client
 from autoprune.service.server import ServeOptions, serve
-from autoprune.study import Progress as SearchProgress
+from autoprune.summary import Summary
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces import SearchSpace, default_preset
 from search_spaces.budget import Budget
 from search_spaces.errors import AutopruneError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
 from search_spaces.measure import count_flops, count_params
+from search_spaces.options import check_int
 from search_spaces.policy import Policy
 from search_spaces.surgery import architecture_name
 
-console = Console(stderr=True)
-out = Console()
+
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console whose lines are never hard-wrapped when it does not write to a terminal (a log file, a
+    pipe, a notebook's captured output): tables get a wide page instead of 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() or "COLUMNS" in os.environ else _LOG_WIDTH
+    return Console(stderr=stderr, soft_wrap=wide is not None, width=wide)
 
 
+_LOG_WIDTH = 200
+console = _console(stderr=True)
+out = _console()
 
-# Search settings a flag may override: (flags, argparse keywords). ``--resume`` accepts only ``--trials``.
-_SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+# Settings a flag may override, shared by search and sensitivity: (flags, argparse keywords).
+_MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--model", {"help": "built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) "
                  "or package.module:factory(in_channels=, num_classes=)"}),
     ("--dataset", {"help": "digits (embedded), fashion-mnist (local IDX files), cifar10 (downloads), or "
@@ -58,6 +68,17 @@ _SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--data-dir", {"help": "dataset directory (fashion-mnist default: /usr/share/datasets/fashion-mnist from the "
                     "Debian package dataset-fashion-mnist)"}),
     ("--checkpoint", {"help": "trained weights (state dict); default: train the baseline and cache it"}),
+    ("--seed", {"type": int, "help": "seed for the searcher, data order and evaluations"}),
+    ("--epochs", {"type": int, "help": "baseline training epochs when there is no --checkpoint (default: the "
+                  "config's train.epochs, 30); each recipe's checkpoint is cached separately"}),
+    ("--finetune-steps", {"type": int, "help": "finetune steps per candidate (evaluator fidelity)"}),
+    ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
+    ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
+    ("--round-to", {"type": int, "help": "keep channel counts at multiples of this (e.g. 8)"}),
+    ("--run-dir", {"help": "output directory (must be empty unless --resume)"}),
+)
+# Settings only a search has. ``--resume`` accepts only those in _RESUME_FLAGS (and the executor flags).
+_SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--budget-flops", {"type": float, "metavar": "FRACTION",
                         "help": "keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5"}),
     ("--budget-params", {"type": float, "metavar": "FRACTION",
@@ -72,10 +93,6 @@ _SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--searcher-option", {"action": "append", "metavar": "KEY=VALUE", "dest": "searcher_option",
                            "help": "a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable"}),
     ("--trials", {"type": int, "help": "number of evaluations"}),
-    ("--seed", {"type": int, "help": "seed for the searcher, data order and evaluations"}),
-    ("--finetune-steps", {"type": int, "help": "finetune steps per candidate (evaluator fidelity)"}),
-    ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
-    ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
     ("--scheduler", {"choices": ["none", "asha"],
                      "help": "multi-fidelity: asha stops poor candidates at early finetune rungs (either executor; "
                      "needs --finetune-steps)"}),
@@ -83,9 +100,14 @@ _SEARCH_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
                        "help": "re-score the best K candidates at 3x the finetune steps (30 after adaptive-BN "
                        "scoring) before exporting (default 3; 0: off)"}),
     ("--final-finetune-steps", {"type": int, "help": "finetune steps for the best policy at the end"}),
-    ("--round-to", {"type": int, "help": "keep channel counts at multiples of this (e.g. 8)"}),
-    ("--run-dir", {"help": "output directory (must be empty unless --resume)"}),
+    ("--time-budget", {"metavar": "DURATION",
+                       "help": "wall-clock limit on the trials, e.g. 2h, 90m, 1h30m or seconds: no trial starts "
+                       "after it, the best so far is finalized, and --resume continues"}),
+    ("--tracking", {"metavar": "NAMES", "help": "experiment tracking, comma-separated: tensorboard, mlflow "
+                    "(written under the run directory)"}),
 )
+_SEARCH_FLAGS = _MODEL_FLAGS + _SEARCH_ONLY_FLAGS
+_RESUME_FLAGS = ("--trials", "--time-budget", "--tracking")
 # Where evaluations run: may change on --resume. Every flag but --executor is a Ray executor option.
 _EXECUTOR_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--executor", {"choices": ["local", "ray"], "help": "in this process (local) or as Ray Tune trials"}),
@@ -100,10 +122,14 @@ def _dest(flag: str, keywords: dict[str, Any]) -> str:
     return keywords.get("dest", flag.lstrip("-").replace("-", "_"))
 
 
-def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
+def _add_overrides(parser: argparse.ArgumentParser, flags: tuple[tuple[str, dict[str, Any]], ...]) -> None:
     group = parser.add_argument_group("overrides (take precedence over the config file)")
-    for flag, keywords in _SEARCH_FLAGS:
+    for flag, keywords in flags:
         group.add_argument(flag, **keywords)
+
+
+def _add_search_overrides(parser: argparse.ArgumentParser) -> None:
+    _add_overrides(parser, _SEARCH_FLAGS)
     where = parser.add_argument_group("where evaluations run (may change on --resume)")
     for flag, keywords in _EXECUTOR_FLAGS:
         where.add_argument(flag, **keywords)
@@ -118,6 +144,11 @@ def _with_executor_flags(config: SearchConfig, args: argparse.Namespace) -> Sear
         return replace(config, executor="local", executor_options=None)
     options = replace(config.executor_options or RayOptions(), **given)
     return replace(config, executor=executor, executor_options=options)
+
+
+def _tracking(args: argparse.Namespace) -> list[str] | None:
+    """``--tracking a,b`` as a list (None: not given)."""
+    return None if args.tracking is None else [name.strip() for name in args.tracking.split(",") if name.strip()]
 
 
 def _budget_from_args(args: argparse.Namespace) -> Budget | None:
@@ -161,46 +192,15 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
         final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir, round_to=args.round_to,
         scheduler=None if args.scheduler is None else SchedulerConfig(kind=args.scheduler),
         rescore=None if args.rescore_top is None else replace(config.rescore, top_k=args.rescore_top),
+        time_budget=args.time_budget, tracking=_tracking(args),
+        train=None if args.epochs is None else replace(config.train, epochs=args.epochs),
     )
     return _with_executor_flags(config, args)
 
 
-@contextmanager
-def _progress() -> Iterator[Progress]:
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"), console=console, transient=False,
-    ) as bar:
-        yield bar
-
-
-def _training_progress(bar: Progress, config: SearchConfig) -> Callable[[int, float], None]:
-    """An ``on_epoch`` callback that shows baseline training (only if training actually happens)."""
-    task = None
-
-    def on_epoch(epoch: int, accuracy: float) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task("train baseline", total=config.train.epochs, info="")
-        bar.update(task, completed=epoch, info=f"val acc {accuracy:.4f}")
-
-    return on_epoch
-
-
 def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
-    with _progress() as bar:
-        search_task = None
-        on_epoch = _training_progress(bar, config)
-
-        def on_progress(event: SearchProgress) -> None:
-            nonlocal search_task
-            if search_task is None:
-                search_task = bar.add_task("search", total=event.total, info="")
-            best = "-" if event.best_accuracy is None else f"{event.best_accuracy:.4f}"
-            info = f"best feasible acc {best}" + ("" if event.stage == "trial" else f" · {event.message}")
-            bar.update(search_task, completed=event.completed, info=info)
-
-        return run_search(config, resume=resume, progress=on_progress, on_epoch=on_epoch)
+    with SearchDisplay(console) as display:
+        return run_search(config, resume=resume, progress=display, on_epoch=display.training(config.train.epochs))
 
 
 def _report(result: SearchResult) -> None:
@@ -229,15 +229,29 @@ def _report(result: SearchResult) -> None:
     if result.run_dir is not None:
         out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
         out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
+    if s.latency_check is not None:
+        out.print(_latency_verdict(s), highlight=False, soft_wrap=True)
+
+
+def _latency_verdict(summary: Summary) -> str:
+    """Whether the exported model met a latency budget, as measured at the end."""
+    check, budget = summary.latency_check, summary.budget
+    if check.measured_ratio is not None and budget.fraction is not None:
+        detail = f"measured {check.measured_ratio:.1%} of the unpruned model's latency, budget {budget.fraction:.0%}"
+    else:
+        detail = f"measured {check.measured_ms:.3f} ms, budget {budget.absolute:.3f} ms"
+    repairs = f"; pruned further {check.repairs} time(s) to get there" if check.repairs else ""
+    return f"latency budget {'met' if check.met else 'NOT met'}: {detail}{repairs}"
 
 
 def _resume_config(args: argparse.Namespace) -> SearchConfig:
     others = [flag for flag, keywords in _SEARCH_FLAGS
-              if flag != "--trials" and getattr(args, _dest(flag, keywords)) is not None]
+              if flag not in _RESUME_FLAGS and getattr(args, _dest(flag, keywords)) is not None]
     if args.config or others:
         given = [args.config] if args.config else []
         raise ConfigError(
-            f"--resume continues a run with its saved settings; only --trials may change (got {given + others})"
+            f"--resume continues a run with its saved settings; only {', '.join(_RESUME_FLAGS)} and where evaluations "
+            f"run may change (got {given + others})"
         )
     if not Path(args.resume).is_dir():
         raise RunDirError(f"--resume {args.resume!r}: no such directory; not an autoprune run directory")
@@ -247,7 +261,8 @@ def _resume_config(args: argparse.Namespace) -> SearchConfig:
             f"{args.resume!r} was started from Python, not the CLI; resume it with search(..., resume=True)"
         )
     source = str(Path(args.resume) / "config.json")
-    config = SearchConfig.from_dict(stored, source=source).with_overrides(trials=args.trials, run_dir=args.resume)
+    config = SearchConfig.from_dict(stored, source=source).with_overrides(
+        trials=args.trials, run_dir=args.resume, time_budget=args.time_budget, tracking=_tracking(args))
     _check_trusted(config, args, source)
     return _with_executor_flags(config, args)
 
@@ -279,18 +294,17 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         levels = [float(v) for v in args.levels.split(",")] if args.levels else None
     except ValueError:
         raise ConfigError(f"--levels expects comma-separated fractions like 0.25,0.5,1, got {args.levels!r}") from None
-    with _progress() as bar:
-        model, data, _ = load_model_and_data(config, on_epoch=_training_progress(bar, config))
+    with SearchDisplay(console) as display:
+        model, data, _ = load_model_and_data(config, on_epoch=display.training(config.train.epochs))
         inputs = data.example_inputs()
         space = SearchSpace.from_model(model, inputs, preset=config.preset or default_preset(config.model),
                                        ignore=config.ignore, round_to=config.round_to, max_ratio=config.max_ratio)
         run_dir = args.run_dir or config.run_dir or str(
             Path("runs") / f"{config.model}-{config.dataset}-sensitivity-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        scan = bar.add_task("sensitivity scan", total=None, info="")
         result = sensitivity(
             model, inputs, train_data=data.train, val_data=data.val, evaluator=config.evaluator, space=space,
-            run_dir=run_dir, progress=lambda done, total: bar.update(scan, completed=done, total=total),
+            run_dir=run_dir, progress=lambda done, total: display.show("sensitivity scan", done, total, ""),
             **({"levels": levels} if levels else {}),
         )
     pivot = result.table.pivot(index="group", columns="ratio", values="accuracy")
@@ -323,12 +337,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
     recipe = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
-    with _progress() as bar:
-        task = bar.add_task(f"train {args.model} on {args.dataset}", total=args.epochs, info="")
-        model, path, trained = trained_model(
-            args.model, model, data, recipe, retrain=args.retrain,
-            on_epoch=lambda e, acc: bar.update(task, completed=e, info=f"val acc {acc:.4f}"),
-        )
+    with SearchDisplay(console) as display:
+        model, path, trained = trained_model(args.model, model, data, recipe, retrain=args.retrain,
+                                             on_epoch=display.training(args.epochs))
     accuracy, _ = validate(model, data.test)
     out.print(f"{'trained' if trained else 'cached'} checkpoint: {path}")
     out.print(f"test accuracy: {accuracy:.4f}")
@@ -336,12 +347,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    if args.finetune_steps is not None:
+        check_int("--finetune-steps", args.finetune_steps, low=0)
     policy = Policy.load(args.policy)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
     load_checkpoint(model, args.checkpoint, name=f"model {args.model!r}")
     inputs = data.example_inputs()
     result = prune(model, policy, inputs, importance=args.importance, data=data.train)
+    if args.finetune_steps is not None:
+        _recover_and_compare(model, result.model, data, args)
     written = export_model(result.model, inputs, args.out, [f.strip() for f in args.format.split(",")],
                            history=result.history,
                            meta={"architecture": architecture_name(model), "input_shape": shapes(inputs),
@@ -353,6 +368,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
     out.print(f"FLOPs {base_flops:,} -> {flops:,} ({flops / base_flops:.1%}); "
               f"params {count_params(model):,} -> {count_params(result.model):,}")
     return 0
+
+
+def _recover_and_compare(model: torch.nn.Module, pruned: torch.nn.Module, data: DataBundle,
+                         args: argparse.Namespace) -> None:
+    """BatchNorm recalibration and ``--finetune-steps`` of SGD for the pruned model, then both models' test
+    accuracy."""
+    recipe = EvaluatorConfig()
+    recalibrate_batchnorm(pruned, data.train, recipe.bn_batches)
+    finetune(pruned, data.train, steps=args.finetune_steps, lr=recipe.lr if args.lr is None else args.lr,
+             weight_decay=recipe.weight_decay)
+    (base_accuracy, _), (accuracy, _) = validate(model.eval(), data.test), validate(pruned.eval(), data.test)
+    out.print(f"test accuracy: baseline {base_accuracy:.4f} -> pruned {accuracy:.4f} "
+              f"(BatchNorm recalibrated, {args.finetune_steps} finetune steps)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -382,7 +410,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             for run in client.runs():
                 done, best = run["progress"], run["progress"]["best_accuracy"]
                 table.add_row(run["id"], run["status"], f"{done['completed']}/{done['total']}",
-                              "-" if best is None else f"{best:.4f}", str(run["budget"]), run["searcher"],
+                              "-" if best is None else f"{best:.4f}", _budget_text(run["budget"]), run["searcher"],
                               run["created"], run["owner"])
             out.print(table)
             return 0
@@ -396,6 +424,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         else:
             out.print(f"{run.id}: {run.resume(trials=args.trials)}")
     return 0
+
+
+def _budget_text(budget: Any) -> str:
+    """A budget as a reader would say it ("flops <= 50% of the unpruned model"), not as a mapping."""
+    return str(Budget.from_dict(budget)) if isinstance(budget, dict) else str(budget)
 
 
 def _add_service_commands(sub: argparse._SubParsersAction) -> None:
@@ -452,7 +485,8 @@ def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
                        "Writes sensitivity.csv and sensitivity.png to the run directory.")
     p.add_argument("config", nargs="?", help="YAML config (model, dataset, evaluator, space options)")
     p.add_argument("--levels", help="comma-separated fractions of each group's max ratio (default 0.25,0.5,0.75,1)")
-    _add_search_overrides(p)
+    _add_overrides(p, _MODEL_FLAGS)
+    p.set_defaults(**{_dest(flag, keywords): None for flag, keywords in _SEARCH_ONLY_FLAGS + _EXECUTOR_FLAGS})
     p.set_defaults(func=cmd_sensitivity)
 
 
@@ -494,7 +528,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
 def _add_apply_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="prune a checkpoint with a saved policy",
                        description="Apply POLICY.json to a trained checkpoint and write the pruned model in the "
-                       "--format(s) asked for, each checked for the same outputs as the eager model.")
+                       "--format(s) asked for, each checked for the same outputs as the eager model; "
+                       "--finetune-steps recovers its accuracy first and reports it.")
     p.add_argument("policy", help="policy JSON written by a search (best_policy.json)")
     p.add_argument("--checkpoint", required=True, help="trained weights (state dict) of the unpruned model")
     p.add_argument("--out", required=True, help="output directory for the pruned model")
@@ -502,6 +537,10 @@ def _add_apply_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits", help="dataset that sets the input shape (default digits)")
     p.add_argument("--data-dir", help="dataset directory")
     p.add_argument("--importance", default="l1", help="channel importance (default l1)")
+    p.add_argument("--finetune-steps", type=int, metavar="N",
+                   help="recalibrate BatchNorm and finetune the pruned model for N SGD steps on the dataset "
+                   "before it is written, then print its test accuracy next to the baseline's (0: recalibrate only)")
+    p.add_argument("--lr", type=float, help="learning rate of that finetune (default 0.01, the evaluator's)")
     p.add_argument("--format", default="eager",
                    help="comma-separated: eager (state dict + pruning history), export (torch.export model.pt2), "
                    "compile (AOTInductor-compiled model_compiled.pt2), onnx (model.onnx, checked in onnxruntime); "
@@ -512,8 +551,8 @@ def _add_apply_command(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoprune",
-        description="AutoML structure search for PyTorch: find per-layer channel pruning ratios under a FLOPs "
-        "or params budget and export the policy with the physically smaller model.",
+        description="AutoML structure search for PyTorch: find per-layer channel pruning ratios under a FLOPs, "
+        "params or measured-latency budget and export the policy with the physically smaller model.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
     parser.add_argument("--version", action="version", version=f"autoprune {version('autoprune')}")

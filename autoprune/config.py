@@ -16,11 +16,13 @@ from autoprune.evaluate import EvaluatorConfig
 from autoprune.executors import EXECUTORS, RayOptions
 from autoprune.loop import SearchResult, search
 from autoprune.models import build_model
-from autoprune.registry import searcher_class
 from autoprune.rescore import RescoreConfig
 from autoprune.rundir import check_can_start
 from autoprune.scheduler import SchedulerConfig, check_schedulable, split_legacy_options
+from autoprune.searcher import searcher_type
 from autoprune.study import Progress
+from autoprune.time_budget import parse_duration
+from autoprune.tracking import check_tracking
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces.budget import Budget
 from search_spaces.errors import ConfigError, unknown_name
@@ -61,6 +63,8 @@ class SearchConfig:
             val_batches: ...}`` or a count (:class:`RescoreConfig`).
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
         preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
+        time_budget: wall-clock limit on the trials: seconds or ``2h``, ``90m``, ``1h30m`` (None: no limit).
+        tracking: experiment trackers, ``[tensorboard, mlflow]`` or either (see :mod:`autoprune.tracking`).
     """
 
     model: str = "small_cnn"
@@ -85,6 +89,8 @@ class SearchConfig:
     ignore: list[str] = field(default_factory=list)
     round_to: int | None = None
     max_ratio: float | None = None
+    time_budget: float | str | None = None
+    tracking: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.executor_options, Mapping):  # older configs chose the scheduler among Ray's options
@@ -114,6 +120,12 @@ class SearchConfig:
         if not isinstance(self.ignore, list) or not all(isinstance(n, str) for n in self.ignore):
             raise ConfigError(f"config entry 'ignore' must be a list of module names, got {self.ignore!r}")
         check_schedulable(self.scheduler, self.evaluator.finetune_steps)
+        if self.time_budget is not None:
+            parse_duration(self.time_budget, name="config entry 'time_budget'")
+        if not isinstance(self.tracking, list):
+            raise ConfigError(f"config entry 'tracking' must be a list (e.g. [tensorboard, mlflow]), got "
+                              f"{self.tracking!r}")
+        check_tracking(self.tracking, self.run_dir or "runs")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> SearchConfig:
@@ -206,7 +218,7 @@ def run_search(
     Every check that needs no model (the names, the run directory) comes before the data and the model are
     loaded or the baseline is trained.
     """
-    searcher_class(config.searcher)
+    searcher_type(config.searcher, config.searcher_options)
     run_dir = config.run_dir or config.default_run_dir()
     check_can_start(run_dir, resume=resume)
     model, data, info = load_model_and_data(config, on_epoch=on_epoch)
@@ -234,5 +246,7 @@ def run_search(
         round_to=config.round_to,
         max_ratio=config.max_ratio,
         progress=progress,
+        time_budget=config.time_budget,
+        tracking=config.tracking,
         run_config={"config": {**config.to_dict(), "run_dir": run_dir}, "checkpoint": info["checkpoint"]},
     )

@@ -7,6 +7,7 @@ The module is named ``loop`` so that it never shadows the ``autoprune.search`` f
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,17 +18,21 @@ from torch import nn
 
 from autoprune import rundir as rd
 from autoprune.evaluate import Evaluator, EvaluatorConfig
-from autoprune.executors import Executor, make_executor
+from autoprune.executors import Completed, Executor, make_executor
 from autoprune.export import save_pruned_model
 from autoprune.final import FinalConfig, FinalModel, finalize
 from autoprune.identity import data_identity, model_digest
+from autoprune.kept_final import KeptFinal, keep_final, stored_summary
 from autoprune.latency_lut import LatencyTable, latency_table
+from autoprune.progress_display import SearchDisplay
 from autoprune.rescore import RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.run_report import RunRecord, save_report, write_report
 from autoprune.scheduler import SchedulerConfig, check_schedulable, split_legacy_options
 from autoprune.searcher import SearchContext, Searcher, make_searcher
 from autoprune.study import Progress, ProgressCallback, Study
 from autoprune.summary import Summary
+from autoprune.time_budget import TimeLimited, parse_duration
+from autoprune.tracking import Tracker, Trackers, check_tracking, make_trackers
 from autoprune.trials import best_row, pareto_front, policy_of
 from search_spaces.budget import Budget, LatencyBudget
 from search_spaces.cost import CostModel
@@ -107,10 +112,12 @@ def search(
     round_to: int | None = None,
     max_ratio: float | None = None,
     measure_latency: bool = True,
-    progress: ProgressCallback | None = None,
+    progress: bool | ProgressCallback | None = None,
     run_config: Mapping[str, Any] | None = None,
     scheduler: str | Mapping[str, Any] | SchedulerConfig | None = None,
     rescore: int | Mapping[str, Any] | RescoreConfig | None = None,
+    time_budget: float | str | None = None,
+    tracking: Sequence[str] | str = (),
 ) -> SearchResult:
     """Search per-group pruning ratios for ``model`` under ``budget`` and return the best policy.
 
@@ -134,18 +141,31 @@ def search(
         final_lr: learning rate of the final finetune (default: the evaluator's).
         space: a prebuilt search space (default: traced from ``model`` with preset/ignore/round_to/max_ratio).
         measure_latency: measure CPU latency of the baseline and pruned model for the summary.
-        progress: called with a :class:`Progress` after every trial and at the end.
+        progress: ``True`` shows the search's progress (rich bars in a terminal or a notebook, one line per event
+            in a log: trials done of the total, the best feasible accuracy so far); or a callable, called with a
+            :class:`Progress` after every trial and at each stage.
         run_config: extra settings recorded in the run directory's ``config.json`` (e.g. by the CLI).
         scheduler: multi-fidelity: ``none`` (default: every candidate finetunes fully) or ``asha`` (or a
             mapping / :class:`SchedulerConfig` with ``grace_period``, ``reduction_factor``): stops poor
             candidates at early rungs, on either executor.
         rescore: before the best policy is chosen, the best ``top_k`` candidates (default 3) are scored again
             at a higher fidelity (:class:`RescoreConfig`; an int is ``top_k``; 0 turns it off).
+        time_budget: a wall-clock limit on the trials, in seconds or as ``"2h"``, ``"90m"``, ``"1h30m"``, counted
+            from this call: once it has passed no trial starts, the running ones finish, and the best policy so
+            far goes through the final step (not counted). The run directory stays resumable.
+        tracking: ``"tensorboard"`` and/or ``"mlflow"``: every trial and the final result recorded under
+            ``run_dir`` (see :mod:`autoprune.tracking`; needs ``run_dir``).
     """
+    arguments = dict(locals())  # progress=True: the same call, drawn by a SearchDisplay
+    if progress is True:
+        with SearchDisplay() as display:
+            return search(**{**arguments, "progress": display})
     if not isinstance(budget, Budget):
         raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
     check_int("trials", trials, low=1)
     check_int("seed", seed, low=0)
+    started, limit = time.monotonic(), None if time_budget is None else parse_duration(time_budget)
+    trackers = check_tracking(tracking, run_dir)
     if run_dir is not None:
         rd.check_can_start(run_dir, resume=resume)  # before tracing or timing anything
     final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency,
@@ -171,25 +191,43 @@ def search(
         run_dir=Path(run_dir) if run_dir is not None else None, model=model, example_inputs=example_inputs,
         full_fidelity=recipe.finetune_steps,
     )
-    config = _run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config,
-                         train_data, val_data)
+    config = {**_run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config,
+                            train_data, val_data), "time_budget_seconds": limit, "tracking": list(trackers)}
     study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
     try:
         if study.run is not None and cost_model.latency is not None:
             cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
         scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
                            cost_model=cost_model, config=recipe)
+        tracker = make_trackers(trackers, study.path, config) if trackers else Trackers(())
         if study.remaining:
-            runner.run(chosen, scorer, scheduler=study.scheduler, remaining=study.remaining,
-                       on_result=study.record, run_dir=study.path)
+            _run_trials(study, runner, chosen, scorer, tracker, None if limit is None else (limit, started))
         result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
         if result.run_dir is not None:
             log.info("report: %s", result.report())
+            tracker.final(None if result.summary is None else result.summary.to_dict(),
+                          [p for p in (result.run_dir / rd.BEST_POLICY, result.run_dir / rd.SUMMARY) if p.exists()])
     except BaseException:
         study.close(failed=True)
         raise
     study.close()
     return result
+
+
+def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Evaluator, tracker: Tracker,
+                limit: tuple[float, float] | None) -> None:
+    """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed."""
+    asker = searcher if limit is None else TimeLimited(searcher, limit[0], start=limit[1])
+
+    def record(done: Completed) -> None:
+        study.record(done)
+        tracker.trial(study.rows[-1])
+
+    runner.run(asker, scorer, scheduler=study.scheduler, remaining=study.remaining, on_result=record,
+               run_dir=study.path)
+    if limit is not None and study.remaining and asker.expired:
+        study.notify("stopped", f"time budget of {limit[0]:,.0f} s used up after {len(study.rows)} of "
+                     f"{study.context.trials} trials; the best so far is finalized (resume to run the rest)")
 
 
 def _cost_model(
@@ -249,6 +287,12 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
         if study.path is not None:  # the trials are worth a look even without a policy
             log.info("report: %s", write_report(study.path))
         raise BudgetError(_no_feasible_trial(table, full, study.context.budget))
+    failed = int((table["status"] != "ok").sum())
+    kept = _kept(study, table, int(best["trial_id"]), evaluator, final, failed)
+    if kept is not None:
+        result.best_policy, result.pruned_model, result.summary = kept.policy, kept.model, kept.summary
+        study.notify("done", "done")
+        return result
     rescored = _rescored(study, table, evaluator, final.rescore)
     winner = best_rescored(rescored) if rescored is not None else None
     if winner is not None:
@@ -257,7 +301,7 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
     outcome = finalize(
         policy_of(best, space), evaluator=evaluator, budget=study.context.budget, test_data=test_data,
         config=final, best_trial=(int(best["trial_id"]), float(best["accuracy"])), trials=len(table),
-        failed_trials=int((table["status"] != "ok").sum()), rescored=rescored,
+        failed_trials=failed, rescored=rescored,
     )
     if study.run is not None:
         _write_outputs(study.run, outcome, space, evaluator.example_inputs)
@@ -274,6 +318,22 @@ def _no_feasible_trial(table: pd.DataFrame, full_fidelity: int, budget: Budget) 
     return (f"no trial of {len(table)} met budget {budget.describe()} at full fidelity ({int((~ok).sum())} failed, "
             f"{infeasible} missed the budget, {early} stopped early); nothing to export: loosen the budget or run "
             "more trials")
+
+
+def _kept(study: Study, table: pd.DataFrame, best_id: int, evaluator: Evaluator, final: FinalConfig,
+          failed: int) -> KeptFinal | None:
+    """A resumed search's stored final outputs, kept when no new trial is among the candidates for the final
+    step (None: the final step runs)."""
+    if not study.resumed or study.run is None:
+        return None
+    candidates = top_candidates(table, evaluator.config.finetune_steps, final.rescore.top_k)
+    ids = set(candidates["trial_id"].astype(int)) if final.rescore.top_k >= 2 and len(candidates) >= 2 else {best_id}
+    stored = stored_summary(study.run, candidates=ids, steps=final.steps)
+    if stored is None:
+        return None
+    study.notify("final", f"no new trial is among the best; keeping the final model of trial {stored.best_trial_id}")
+    return keep_final(study.run, stored, trials=len(table), failed_trials=failed, model=evaluator.model,
+                      example_inputs=evaluator.example_inputs)
 
 
 def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: RescoreConfig) -> pd.DataFrame | None:

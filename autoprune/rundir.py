@@ -49,6 +49,9 @@ LOCK = ".lock"
 FORMAT_VERSION = 3
 MAX_CONFIG_BYTES = 4 << 20
 MAX_LOG_BYTES = 1 << 30
+# trials.csv: 12 significant digits drop binary noise (0.6000000000000001 -> 0.6) and keep ``finished_at`` to
+# 10 ms; trials.jsonl and trials.parquet keep the exact values.
+CSV_FLOAT_FORMAT = "%.12g"
 # Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
 # Inputs a resumed search must be given again unchanged: (config key, what it is).
@@ -138,6 +141,11 @@ class RunDir:
         if differ:
             detail = "; ".join(f"{k}: saved {saved.get(k)!r} vs now {fresh.get(k)!r}" for k in differ)
             raise RunDirError(f"cannot resume {str(self.path)!r}: the search settings changed ({detail})")
+        done = len(self.read_rows())
+        if isinstance(fresh.get("trials"), int) and fresh["trials"] < done:
+            raise RunDirError(f"cannot resume {str(self.path)!r} with trials={fresh['trials']}: {done} trials have "
+                              f"finished already; give trials >= {done} (the total to reach), or leave it out to "
+                              f"keep the saved {saved.get('trials')!r}")
 
     def read_config(self) -> dict[str, Any]:
         path = self.file(CONFIG)
@@ -239,7 +247,8 @@ class RunDir:
     def write_trials(self, trials: pd.DataFrame) -> None:
         """The derived tables (Parquet and CSV), rebuilt from the log whenever it grows."""
         atomic_write(self.file(TRIALS_PARQUET), lambda tmp: trials.to_parquet(tmp, index=False))
-        atomic_write(self.file(TRIALS_CSV), lambda tmp: trials.to_csv(tmp, index=False))
+        atomic_write(self.file(TRIALS_CSV), lambda tmp: trials.to_csv(tmp, index=False,
+                                                                          float_format=CSV_FLOAT_FORMAT))
 
     # -- final outputs -----------------------------------------------------------------------------
     def write_final(self, write: Callable[[Path], None]) -> None:

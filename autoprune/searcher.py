@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -194,10 +195,31 @@ def make_searcher(searcher: str | Searcher, options: Mapping[str, Any] | None = 
         return searcher
     if not isinstance(searcher, str):
         raise ConfigError(f"searcher must be a name or a Searcher instance, got {type(searcher).__name__}")
-    cls = searcher_class(searcher)
-    if not (isinstance(cls, type) and issubclass(cls, Searcher)):
-        raise ConfigError(f"searcher {searcher!r} is {cls!r}, not an autoprune.Searcher subclass")
+    cls = searcher_type(searcher, options or {})
     try:
         return cls(**dict(options or {}))
     except TypeError as exc:
         raise ConfigError(f"bad options {dict(options or {})!r} for searcher {searcher!r}: {exc}") from exc
+
+
+def searcher_type(name: str, options: Mapping[str, Any]) -> type[Searcher]:
+    """The Searcher subclass registered as ``name``, checked (cheaply, nothing built) to accept ``options``.
+
+    Raises:
+        ConfigError: ``name`` is not a Searcher subclass, or an option is one it does not take (the message
+            lists those it does).
+    """
+    cls = searcher_class(name)
+    if not (isinstance(cls, type) and issubclass(cls, Searcher)):
+        raise ConfigError(f"searcher {name!r} is {cls!r}, not an autoprune.Searcher subclass")
+    parameters = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return cls  # takes any keyword: the searcher checks its own
+    accepted = [p.name for p in parameters if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                         inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        takes = f"accepted: {', '.join(accepted)}" if accepted else "it takes no options"
+        raise ConfigError(f"searcher {name!r} has no option {', '.join(map(repr, unknown))}; {takes} "
+                          "(docs/agents.md)")
+    return cls

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress event for callbacks: ``stage`` is ``latency_table``, ``trial``, ``rescore``, ``final`` or ``done``."""
+    """A progress event for callbacks: ``stage`` is ``latency_table``, ``resume``, ``trial``, ``stopped`` (the
+    time budget ran out), ``rescore``, ``final`` or ``done``."""
 
     stage: str
     completed: int
@@ -89,6 +90,7 @@ class Study:
         feasible = [r["accuracy"] for r in self.rows if r["status"] == "ok" and r["feasible"]]
         self.best_accuracy = max(feasible) if feasible else None
         log.info("resuming %s with %d finished trials", self.run.path, len(self.rows))
+        self.notify("resume", f"resuming from {len(self.rows)} finished trials")
 
     def close(self, *, failed: bool = False) -> None:
         """Release the run directory (its lock); a new one that failed before any trial finished is removed, so

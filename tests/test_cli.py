@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import onnxruntime
 import pytest
@@ -45,7 +46,7 @@ def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
     assert "unknown export format 'tflite'" in capsys.readouterr().err.lower()
 
 
-def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
+def test_search_from_config_with_overrides_and_resume(tmp_path, capsys) -> None:
     config = tmp_path / "search.yaml"
     run = tmp_path / "run"
     config.write_text(yaml.safe_dump({
@@ -57,8 +58,14 @@ def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["trials"] == 2 and summary["pruned"]["params_ratio"] <= 0.6
     assert "2 of 2 finished" in (run / "report.html").read_text()
-    assert main(["search", "--resume", str(run), "--trials", "3"]) == 0
+    config_json = (run / "config.json").read_bytes()
+    assert main(["search", "--resume", str(run), "--trials", "1"]) == 2
+    assert "2 trials have finished already; give trials >= 2" in capsys.readouterr().err.replace("\n", "")
+    assert (run / "config.json").read_bytes() == config_json
+    assert main(["search", "--resume", str(run), "--trials", "3", "--executor", "local", "--time-budget", "1h"]) == 0
+    assert "resuming from 2 finished trials" in capsys.readouterr().err
     assert json.loads((run / "summary.json").read_text())["trials"] == 3
+    assert json.loads((run / "config.json").read_text())["config"]["time_budget"] == "1h"
     policy = Policy.load(run / "best_policy.json")
     assert policy.budget == {"metric": "params", "fraction": 0.6, "absolute": None}
 
@@ -76,11 +83,15 @@ def test_search_from_config_with_overrides_and_resume(tmp_path) -> None:
         (["search", "--resume", "nowhere"], "not an autoprune run directory"),
         (["search", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "dataset-fashion-mnist"),
         (["apply", "nope.json", "--checkpoint", "x.pt", "--out", "o"], "does not exist"),
-        (["search", "--resume", "r", "--seed", "3"], "only --trials may change"),
+        (["search", "--resume", "r", "--seed", "3"], "only --trials, --time-budget, --tracking and where"),
         (["search", "--trials", "0"], "'trials' must be an integer >= 1, got 0"),
         (["search", "--model", "", "--trials", "1"], "'model' must be a non-empty string"),
         (["report", "nowhere"], "'nowhere' is not a directory; give the run directory of a search"),
         (["report", "."], "'.' is not an autoprune run directory: it has no config.json"),
+        (["search", "--searcher-option", "sampler=cmaes", "--trials", "1"],
+         "searcher 'random' has no option 'sampler'; accepted: fit"),
+        (["search", "--searcher", "uniform", "--searcher-option", "fit=none"],
+         "searcher 'uniform' has no option 'fit'; it takes no options"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch) -> None:
@@ -121,6 +132,8 @@ def test_documented_example_configs_are_valid() -> None:
         config = SearchConfig.from_yaml(path)
         assert config.trials >= 1 and config.budget
     assert SearchConfig.from_yaml(examples[0].parent / "demo.yaml") == demo_config()
+    resnet = SearchConfig.from_yaml(examples[0].parent / "resnet20-fashion-mnist.yaml")
+    assert resnet.run_dir.endswith(f"-{resnet.budget.fraction * 100:.0f}")  # named after its budget
 
 
 @pytest.mark.parametrize(
@@ -211,3 +224,96 @@ def test_version_and_literal_percent_in_help(capsys) -> None:
         main(["demo", "--help"])
     shown = capsys.readouterr().out
     assert "50% FLOPs" in shown.replace("\n", " ") and "%%" not in shown
+
+
+def test_help_fits_the_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "latency" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sensitivity", "--help"])
+    shown = capsys.readouterr().out
+    assert "--finetune-steps" in shown and "--model" in shown
+    for search_only in ("--budget-flops", "--trials", "--searcher", "--scheduler", "--executor", "--rescore-top"):
+        assert search_only not in shown
+
+
+def test_output_that_is_not_a_terminal_is_not_wrapped(capsys) -> None:
+    from rich.table import Table
+
+    from autoprune.cli import _console
+
+    line = "budget flops <= 50% of the unpruned model " + "x" * 120
+    table = Table("group", "ratios -> accuracy")
+    table.add_row("layer1.0", "  ".join(f"0.{i}:0.99" for i in range(1, 10)) * 2)
+    shown = _console()
+    shown.print(line)
+    shown.print(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == line and sum("layer1.0" in row for row in lines) == 1
+    assert not any(row.strip("│ ").startswith("0.") for row in lines)  # the long cell is not broken either
+
+
+def test_apply_can_finetune_and_reports_the_accuracy_of_the_model_it_writes(trained_cnn, digits, tmp_path,
+                                                                            capsys) -> None:
+    import re
+
+    from autoprune.evaluate import validate
+    from search_spaces import SearchSpace
+
+    checkpoint, out = tmp_path / "cnn.pt", tmp_path / "pruned"
+    torch.save(trained_cnn.state_dict(), checkpoint)
+    space = SearchSpace.from_model(trained_cnn, digits.example_inputs())
+    space.policy([0.5] * len(space)).save(tmp_path / "p.json")
+    assert main(["apply", str(tmp_path / "p.json"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--finetune-steps", "30"]) == 0
+    shown = re.search(r"test accuracy: baseline (\S+) -> pruned (\S+) \(BatchNorm recalibrated, 30 finetune steps\)",
+                      capsys.readouterr().out)
+    pruned = load_pruned_model(small_cnn(in_channels=1), out, digits.example_inputs()).eval()
+    accuracy, _ = validate(pruned, digits.test)
+    assert shown is not None and float(shown[2]) == pytest.approx(accuracy, abs=5e-5) and accuracy > 0.5
+    assert float(shown[1]) == pytest.approx(validate(trained_cnn, digits.test)[0], abs=5e-5)
+    assert main(["apply", str(tmp_path / "p.json"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--finetune-steps", "-1"]) == 2
+
+
+def test_the_console_says_whether_a_latency_budget_was_met() -> None:
+    from autoprune import Budget, LatencyCheck, ModelFigures, Summary
+    from autoprune.cli import _latency_verdict
+
+    figures = ModelFigures(accuracy=0.9, loss=0.3, flops=100, params=10)
+    check = LatencyCheck(predicted_ms=1.0, limit_predicted_ms=1.1, repairs=1, measured_ms=1.05, met=True,
+                         baseline_ms=2.2, measured_ratio=0.48)
+    summary = Summary(budget=Budget.latency(0.5), best_trial_id=3, search_accuracy=0.9, final_finetune_steps=0,
+                      trials=5, failed_trials=0, baseline=figures, pruned=figures, latency_check=check)
+    assert _latency_verdict(summary) == ("latency budget met: measured 48.0% of the unpruned model's latency, "
+                                         "budget 50%; pruned further 1 time(s) to get there")
+    missed = replace(summary, budget=Budget.latency(ms=1.0), latency_check=replace(check, met=False, repairs=0))
+    assert _latency_verdict(missed) == "latency budget NOT met: measured 1.050 ms, budget 1.000 ms"
+
+
+def test_a_non_empty_run_directory_fails_at_once_without_training(tmp_path, capsys, monkeypatch) -> None:
+    import time
+
+    from autoprune import config as config_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the model was loaded or trained before the cheap checks")
+
+    monkeypatch.setattr(config_module, "load_model_and_data", no_training)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    started = time.monotonic()
+    assert main(["search", "--model", "resnet20", "--epochs", "15", "--run-dir", str(run)]) == 2
+    assert time.monotonic() - started < 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_epochs_flag_sets_the_baseline_recipe() -> None:
+    from autoprune.cli import _config_from_args
+
+    args = build_parser().parse_args(["search", "--epochs", "3"])
+    assert _config_from_args(args).train.epochs == 3
+    args = build_parser().parse_args(["sensitivity", "--epochs", "2"])
+    assert _config_from_args(args).train.epochs == 2

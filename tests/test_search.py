@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -243,3 +244,105 @@ def test_model_digest_handles_every_dtype() -> None:
 
     model = small_cnn(in_channels=1)
     assert model_digest(model.to(torch.bfloat16)) != model_digest(model.to(torch.float32))
+
+
+def test_trials_csv_has_no_float_noise_and_the_other_tables_stay_exact(tmp_path) -> None:
+    import pandas as pd
+
+    from autoprune.rundir import RunDir
+
+    table = pd.DataFrame({"trial_id": [0], "ratio:a": [0.1 + 0.5], "finished_at": [1763785123.456789]})
+    RunDir(tmp_path).write_trials(table)
+    text = (tmp_path / "trials.csv").read_text()
+    assert "0.6000000000000001" not in text and text.splitlines()[1] == "0,0.6,1763785123.46"
+    assert pd.read_parquet(tmp_path / "trials.parquet")["ratio:a"].iloc[0] == 0.1 + 0.5
+
+
+class _FirstIsBest(ap.Searcher):
+    """Trial 0 prunes a little, every later one much more: no later trial beats the first. Optionally sleeps in
+    the first ask (a slow trial, for time limits)."""
+
+    name = "first_is_best"
+
+    def __init__(self, sleep: float = 0.0) -> None:
+        super().__init__()
+        self.sleep = sleep
+
+    def _ask(self, trial_id: int) -> ap.Policy:
+        if trial_id == 0:
+            time.sleep(self.sleep)
+        space = self.context.space
+        return space.policy([0.1 if trial_id == 0 else 0.6 * g.max_ratio for g in space])
+
+
+def test_a_resume_without_a_better_trial_keeps_the_final_model(trained_cnn, digits, tmp_path) -> None:
+    run, events = tmp_path / "run", []
+    options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final_finetune_steps=3, rescore=0,
+                   run_dir=run)
+    first = _search(trained_cnn, digits, trials=2, **options)
+    stamp, config = first.summary.finished, (run / "config.json").read_bytes()
+    with pytest.raises(RunDirError, match=r"trials=1: 2 trials have finished already; give trials >= 2"):
+        _search(trained_cnn, digits, trials=1, resume=True, **{**options, "searcher": _FirstIsBest()})
+    assert (run / "config.json").read_bytes() == config  # the refused resume left the settings as they were
+    resumed = _search(trained_cnn, digits, trials=3, resume=True, progress=events.append,
+                      **{**options, "searcher": _FirstIsBest()})
+    said = {e.stage: e.message for e in events}
+    assert said["resume"] == "resuming from 2 finished trials"
+    assert "keeping the final model of trial 0" in said["final"] and "rescore" not in said
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] == stamp and summary["trials"] == 3 and summary["best_trial_id"] == 0
+    assert resumed.summary == ap.Summary.from_dict(summary) and resumed.best_policy == first.best_policy
+    x = next(iter(digits.test))[0]
+    with torch.no_grad():
+        assert torch.allclose(resumed.pruned_model(x), first.pruned_model.eval()(x), atol=1e-5)
+
+
+def test_time_budget_stops_after_the_running_trial_finalizes_and_resumes(trained_cnn, digits, tmp_path) -> None:
+    run, events = tmp_path / "run", []
+    options = dict(budget=ap.Budget.params(0.99), final_finetune_steps=2, rescore=0, run_dir=run)
+    result = _search(trained_cnn, digits, searcher=_FirstIsBest(sleep=8.0), trials=4, time_budget="8s",
+                     progress=events.append, **options)
+    assert len(result.trials) == 1 and result.summary.trials == 1  # trial 0 outlasted the budget; none started after
+    assert (run / "best_policy.json").exists() and json.loads((run / "config.json").read_text())["trials"] == 4
+    assert any(e.stage == "stopped" and "time budget of 8 s used up after 1 of 4 trials" in e.message for e in events)
+    resumed = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=4, resume=True, **options)
+    assert list(resumed.trials["trial_id"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("2h", 7200), ("1h30m", 5400), ("90s", 90), (" 1.5m ", 90), (45, 45)])
+def test_time_budget_durations(value, seconds) -> None:
+    from autoprune.time_budget import parse_duration
+
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["2x", "h", "0s", -1, True, "2h foo"])
+def test_bad_time_budgets_are_refused_before_any_work(value, trained_cnn, digits, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="time_budget must be"):
+        _search(trained_cnn, digits, time_budget=value, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_progress_true_shows_each_trial_in_a_log(trained_cnn, digits, capsys) -> None:
+    _search(trained_cnn, digits, trials=2, progress=True)
+    shown = capsys.readouterr().err.splitlines()
+    assert "search 1/2 · best feasible acc" in shown[0] and "search 2/2 · best feasible acc" in shown[1]
+
+
+def test_progress_display_redraws_in_a_terminal_and_in_a_notebook_with_widgets() -> None:
+    import importlib.util
+    import io
+
+    from rich.console import Console
+
+    from autoprune.progress_display import SearchDisplay, live_capable
+
+    screen = io.StringIO()
+    with SearchDisplay(Console(file=screen, force_terminal=True, width=100)) as display:
+        assert display.live
+        display(ap.Progress("resume", 3, 10, 0.9, "resuming from 3 finished trials"))
+        display(ap.Progress("trial", 4, 10, 0.91, "accuracy 0.91"))
+    drawn = screen.getvalue()
+    assert "resuming from 3 finished trials" in drawn and "4/10" in drawn and "best feasible acc 0.9100" in drawn
+    widgets = importlib.util.find_spec("ipywidgets") is not None
+    assert live_capable(Console(file=io.StringIO(), force_jupyter=True)) == widgets

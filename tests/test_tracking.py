@@ -1,0 +1,53 @@
+"""Experiment tracking: the files TensorBoard and MLflow write, read back with their own libraries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import autoprune as ap
+from search_spaces.errors import ConfigError, UnknownNameError
+
+
+def test_tensorboard_and_mlflow_get_every_trial_and_the_best_policy(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    fast = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
+    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
+                       val_data=digits.val, trials=3, evaluator=fast, final_finetune_steps=1, measure_latency=False,
+                       run_dir=run, tracking=["tensorboard", "mlflow"])
+    trials = result.trials.set_index("trial_id")
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    accuracy = events.Scalars("trial/accuracy")
+    assert [e.step for e in accuracy] == [0, 1, 2]
+    assert [e.value for e in accuracy] == pytest.approx(list(trials["accuracy"]))
+    assert [e.value for e in events.Scalars("trial/flops_ratio")] == pytest.approx(list(trials["flops_ratio"]))
+    assert events.Scalars("final/accuracy")[0].value == pytest.approx(result.summary.pruned.accuracy)
+    assert "best_policy.json" in " ".join(events.Tags()["tensors"])  # the policy, as text
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow.db'}")
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("autoprune").experiment_id])
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.info.run_name == "run"
+    history = client.get_metric_history(mlflow_run.info.run_id, "accuracy")
+    history = sorted(history, key=lambda m: m.step)
+    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx(list(trials["accuracy"]))
+    assert json.loads(mlflow_run.data.params["budget"]) == {"metric": "flops", "fraction": 0.5, "absolute": None}
+    assert mlflow_run.data.metrics["final_accuracy"] == pytest.approx(result.summary.pruned.accuracy)
+    names = {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
+    assert names == {"best_policy.json", "summary.json"}
+    local = client.download_artifacts(mlflow_run.info.run_id, "best_policy.json", str(tmp_path))
+    assert ap.Policy.load(local) == result.best_policy
+
+
+def test_tracking_is_checked_before_any_work(trained_cnn, digits, tmp_path) -> None:
+    options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, trials=1)
+    with pytest.raises(UnknownNameError, match="tracker 'wandb'"):
+        ap.search(trained_cnn, digits.example_inputs(), tracking=["wandb"], run_dir=tmp_path / "run", **options)
+    with pytest.raises(ConfigError, match="give run_dir"):
+        ap.search(trained_cnn, digits.example_inputs(), tracking="mlflow", **options)
+    assert not (tmp_path / "run").exists()
