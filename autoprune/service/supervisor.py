@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import autoprune
 from autoprune.registry import ALLOW_IMPORTS
 from autoprune.service.store import DRIVER_LOG, RUN, SEARCH_CONFIG, RunStore, now
 
@@ -158,7 +157,7 @@ class Supervisor:
 
 def package_path() -> str:
     """``PYTHONPATH`` for a child process that imports this autoprune package first."""
-    package_root = str(Path(autoprune.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # autoprune/service/supervisor.py -> the checkout
     return os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
 
 
