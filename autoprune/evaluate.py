@@ -40,9 +40,9 @@ class EvaluatorConfig:
 
     Attributes:
         bn_batches: training batches used to re-estimate BatchNorm statistics after pruning (0: skip).
-        finetune_steps: SGD steps of finetuning per candidate (the fidelity). Default 0: the adaptive-BN
-            score (BatchNorm recalibration only, EagleEye), which ranked policies about as well as 30-100
-            finetune steps in bench/fidelity.py at a tenth of their cost (docs/benchmarks.md).
+        finetune_steps: SGD steps of finetuning per candidate (the fidelity; 0: the adaptive-BN score,
+            BatchNorm recalibration only). Default 30: of the proxies in bench/fidelity.py, the cheapest whose
+            rank correlation with the final model is within 0.05 of the best (docs/benchmarks.md).
         distill: finetune by knowledge distillation from the unpruned model (see :func:`recovery_loss`)
             instead of plain cross-entropy.
         lr: finetuning learning rate (SGD, momentum 0.9).
@@ -55,7 +55,7 @@ class EvaluatorConfig:
     """
 
     bn_batches: int = 5
-    finetune_steps: int = 0
+    finetune_steps: int = 30
     distill: bool = False
     lr: float = 0.01
     weight_decay: float = 0.0

@@ -18,7 +18,7 @@ from search_spaces.space import SearchSpace
 
 RESCORED_COLUMNS = ("trial_id", "search_accuracy", "accuracy", "loss", "fidelity", "seconds")
 # Finetune steps of a default re-score after a search that did not finetune (adaptive-BN scores): in
-# bench/fidelity.py, 30 steps scored on more validation data ranked candidates best of the affordable proxies.
+# bench/fidelity.py, 30 steps ranked candidates about as well as any proxy, adaptive BN alone clearly worse.
 ADAPTIVE_BN_RESCORE_STEPS = 30
 
 

@@ -39,9 +39,9 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-# The evaluator fidelity every search benchmark uses: the product's default (adaptive-BN scoring on 4 validation
+# The evaluator fidelity every search benchmark uses: the product's default (30 finetune steps, 4 validation
 # batches), which bench/fidelity.py picked (docs/benchmarks.md, "Candidate score fidelity").
-FIDELITY = {"bn_batches": 5, "finetune_steps": 0, "val_batches": 4, "lr": 0.01}
+FIDELITY = {"bn_batches": 5, "finetune_steps": 30, "val_batches": 4, "lr": 0.01}
 # 8 epochs: the baseline is retrained on every fresh machine (weights are never committed), ~35 min on one thread
 BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 8}
 # Per-model baseline epochs; MobileNetV2 takes ~2.8x ResNet-20's time per step here, so 4 epochs (~1 h on one thread)

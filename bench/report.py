@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DOCS, RESULTS
+from common import DOCS, FIDELITY, RESULTS
 
 METHODS = ("uniform", "global", "random", "sensitivity", "optuna", "amc")
 SEARCHERS = ("random", "sensitivity", "optuna", "amc")
@@ -48,6 +48,17 @@ def _drop(row: dict[str, Any]) -> float:
 def _model_of(record: dict[str, Any]) -> str:
     """A row's model (rows written before the ``model`` key were all ResNet-20's, named in their config)."""
     return record["row"].get("model", record["config"]["model"])
+
+
+def default_evaluator_lines(config: dict[str, Any]) -> list[str]:
+    """A note when a table's rows were made with another evaluator than the product's default."""
+    used = {key: config[key] for key in ("bn_batches", "finetune_steps", "val_batches")}
+    default = {key: FIDELITY[key] for key in used}
+    if used == default:
+        return []
+    return [f"These rows' evaluator ({used}) is not the product's default ({default}, the fidelity study's pick "
+            "below): `compare_searchers.py` adds rows to this table only with the same flags (e.g. "
+            f"`--finetune-steps {used['finetune_steps']}`); rows with the default go to another `--results`.", ""]
 
 
 def study_scale_lines(study_rows: list[dict[str, Any]], model: str) -> list[str]:
@@ -94,6 +105,7 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
             f"search (`uniform` and `global` need one); the best policy then gets {config['final_finetune_steps']} "
             "finetune steps.",
             "",
+            *default_evaluator_lines(config),
             "| FLOPs budget | method | seeds | test accuracy (%) | drop (pt) | FLOPs kept (%) | params kept (%) "
             "| latency speedup | evaluations | wall time (s) |",
             "|---|---|---|---|---|---|---|---|---|---|",

@@ -162,7 +162,7 @@ def test_a_scheduler_with_rungs_needs_finetune_steps(trained_cnn, digits) -> Non
     from autoprune.config import SearchConfig
 
     with pytest.raises(ConfigError, match="finetune_steps is 0 .*adaptive-BN.*at least 2"):
-        SearchConfig(scheduler="asha")  # the default evaluator scores by adaptive BN: no finetune to split
+        SearchConfig(scheduler="asha", evaluator={"finetune_steps": 0})  # adaptive BN: no finetune to split
     assert SearchConfig(scheduler="asha", evaluator={"finetune_steps": 9}).scheduler.kind == "asha"
     with pytest.raises(ConfigError, match="asha scheduler stops candidates at finetune rungs"):
         ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
