@@ -63,42 +63,56 @@ class ZooModel:
         return torchvision.models.get_model(self.name, weights=None, num_classes=10, **self.options)
 
 
+# The architecture families the zoo covers (the docs/zoo.md table groups by them).
+PLAIN_RESIDUAL_CNN = "plain / residual CNN"
+CONCAT = "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"
+DEPTHWISE_INVERTED_RESIDUAL_SE = "depthwise / inverted residual / SE"
+GROUPED_CONVOLUTIONS = "grouped convolutions (ResNeXt, RegNet)"
+SPLIT_ATTENTION = "split attention (ResNeSt, SKNet)"
+MIXED_KERNEL_DEPTHWISE = "mixed-kernel depthwise (MixNet)"
+RES2NET_SPLITS = "Res2Net splits"
+CSP_BLOCKS = "CSP blocks"
+CHANNEL_PADDING_RESIDUAL_SLICING = "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"
+CHANNEL_SHUFFLE = "channel shuffle (ShuffleNetV2)"
+LAYER_SCALE_TOKEN_MIXING = "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)"
+ATTENTION = "attention (ViT, MobileViT)"
+
 ZOO: tuple[ZooModel, ...] = (
-    ZooModel("resnet18", "torchvision", "plain / residual CNN"),
-    ZooModel("resnet50", "torchvision", "plain / residual CNN"),
-    ZooModel("resnet10t", "timm", "plain / residual CNN"),
-    ZooModel("repvgg_a0", "timm", "plain / residual CNN"),
-    ZooModel("squeezenet1_1", "torchvision", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
-    ZooModel("googlenet", "torchvision", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)",
+    ZooModel("resnet18", "torchvision", PLAIN_RESIDUAL_CNN),
+    ZooModel("resnet50", "torchvision", PLAIN_RESIDUAL_CNN),
+    ZooModel("resnet10t", "timm", PLAIN_RESIDUAL_CNN),
+    ZooModel("repvgg_a0", "timm", PLAIN_RESIDUAL_CNN),
+    ZooModel("squeezenet1_1", "torchvision", CONCAT),
+    ZooModel("googlenet", "torchvision", CONCAT,
              {"aux_logits": False, "init_weights": True}),
-    ZooModel("densenet121", "torchvision", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
-    ZooModel("dla34", "timm", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
-    ZooModel("ese_vovnet19b_dw", "timm", "concat (Inception, DenseNet, SqueezeNet, DLA, VoVNet)"),
-    ZooModel("mobilenet_v2", "torchvision", "depthwise / inverted residual / SE"),
-    ZooModel("mobilenet_v3_small", "torchvision", "depthwise / inverted residual / SE"),
-    ZooModel("mnasnet0_5", "torchvision", "depthwise / inverted residual / SE"),
-    ZooModel("efficientnet_b0", "torchvision", "depthwise / inverted residual / SE"),
-    ZooModel("lcnet_050", "timm", "depthwise / inverted residual / SE"),
-    ZooModel("resnext50_32x4d", "torchvision", "grouped convolutions (ResNeXt, RegNet)"),
-    ZooModel("regnet_x_400mf", "torchvision", "grouped convolutions (ResNeXt, RegNet)"),
-    ZooModel("regnet_y_400mf", "torchvision", "grouped convolutions (ResNeXt, RegNet)"),
-    ZooModel("regnetx_002", "timm", "grouped convolutions (ResNeXt, RegNet)"),
-    ZooModel("resnest14d", "timm", "split attention (ResNeSt, SKNet)"),
-    ZooModel("skresnet18", "timm", "split attention (ResNeSt, SKNet)"),
-    ZooModel("mixnet_s", "timm", "mixed-kernel depthwise (MixNet)"),
-    ZooModel("res2net50_14w_8s", "timm", "Res2Net splits"),
-    ZooModel("cspresnet50", "timm", "CSP blocks"),
-    ZooModel("cs3darknet_s", "timm", "CSP blocks"),
-    ZooModel("rexnet_100", "timm", "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"),
-    ZooModel("ghostnet_100", "timm", "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"),
-    ZooModel("dpn68", "timm", "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"),
-    ZooModel("shufflenet_v2_x0_5", "torchvision", "channel shuffle (ShuffleNetV2)"),
-    ZooModel("convnext_atto", "timm", "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)"),
-    ZooModel("poolformer_s12", "timm", "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)"),
-    ZooModel("mixer_s32_224", "timm", "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)",
+    ZooModel("densenet121", "torchvision", CONCAT),
+    ZooModel("dla34", "timm", CONCAT),
+    ZooModel("ese_vovnet19b_dw", "timm", CONCAT),
+    ZooModel("mobilenet_v2", "torchvision", DEPTHWISE_INVERTED_RESIDUAL_SE),
+    ZooModel("mobilenet_v3_small", "torchvision", DEPTHWISE_INVERTED_RESIDUAL_SE),
+    ZooModel("mnasnet0_5", "torchvision", DEPTHWISE_INVERTED_RESIDUAL_SE),
+    ZooModel("efficientnet_b0", "torchvision", DEPTHWISE_INVERTED_RESIDUAL_SE),
+    ZooModel("lcnet_050", "timm", DEPTHWISE_INVERTED_RESIDUAL_SE),
+    ZooModel("resnext50_32x4d", "torchvision", GROUPED_CONVOLUTIONS),
+    ZooModel("regnet_x_400mf", "torchvision", GROUPED_CONVOLUTIONS),
+    ZooModel("regnet_y_400mf", "torchvision", GROUPED_CONVOLUTIONS),
+    ZooModel("regnetx_002", "timm", GROUPED_CONVOLUTIONS),
+    ZooModel("resnest14d", "timm", SPLIT_ATTENTION),
+    ZooModel("skresnet18", "timm", SPLIT_ATTENTION),
+    ZooModel("mixnet_s", "timm", MIXED_KERNEL_DEPTHWISE),
+    ZooModel("res2net50_14w_8s", "timm", RES2NET_SPLITS),
+    ZooModel("cspresnet50", "timm", CSP_BLOCKS),
+    ZooModel("cs3darknet_s", "timm", CSP_BLOCKS),
+    ZooModel("rexnet_100", "timm", CHANNEL_PADDING_RESIDUAL_SLICING),
+    ZooModel("ghostnet_100", "timm", CHANNEL_PADDING_RESIDUAL_SLICING),
+    ZooModel("dpn68", "timm", CHANNEL_PADDING_RESIDUAL_SLICING),
+    ZooModel("shufflenet_v2_x0_5", "torchvision", CHANNEL_SHUFFLE),
+    ZooModel("convnext_atto", "timm", LAYER_SCALE_TOKEN_MIXING),
+    ZooModel("poolformer_s12", "timm", LAYER_SCALE_TOKEN_MIXING),
+    ZooModel("mixer_s32_224", "timm", LAYER_SCALE_TOKEN_MIXING,
              {"img_size": SIZE}),
-    ZooModel("vit_tiny_patch16_224", "timm", "attention (ViT, MobileViT)", {"img_size": SIZE}),
-    ZooModel("mobilevit_xxs", "timm", "attention (ViT, MobileViT)"),
+    ZooModel("vit_tiny_patch16_224", "timm", ATTENTION, {"img_size": SIZE}),
+    ZooModel("mobilevit_xxs", "timm", ATTENTION),
 )
 
 
