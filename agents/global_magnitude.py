@@ -3,7 +3,9 @@
 Each group's channels are scored once by Torch-Pruning's criterion (normalized per group, as its global
 pruning does); a global ratio removes the lowest-scoring channels across all groups, and that ratio is
 found by bisection so the allocation just meets the budget. The per-group result is one policy (one
-evaluation). With ``importance="bn_scale"`` this is Network Slimming's allocation. Within each group, the
+evaluation). With ``importance="bn_scale"`` this is Network Slimming's allocation. In an element space the
+scores are the weights' magnitudes, unnormalized: global magnitude pruning (Han et al.; ``torch.nn.utils.prune
+.global_unstructured``). Within each group, the
 evaluator's importance picks the channels (a global and a local criterion of the same kind rank a
 group's channels alike).
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from autoprune.masks import weight_magnitudes
 from autoprune.pruning import group_importances
 from autoprune.searcher import SearchContext, Searcher
 from search_spaces.cost import bisect_feasible
@@ -59,6 +62,12 @@ class GlobalSearcher(Searcher):
         if context.model is None or context.example_inputs is None:
             raise ConfigError("the global searcher ranks channels by the model's weights: search() passes the "
                               "model; a SearchContext built by hand needs model= and example_inputs=")
+        if context.space.granularity == "element":  # one threshold on |w| across all weight tensors
+            if self.importance == "bn_scale":
+                raise ConfigError("global importance 'bn_scale' ranks channels; an element space ranks weights by "
+                                  "magnitude: use 'l1' or 'l2'")
+            self.scores = weight_magnitudes(context.model, context.space.names)
+            return
         self.scores = group_importances(
             context.model, context.example_inputs, group_names=context.space.names, importance=self.importance
         )

@@ -13,10 +13,12 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from search_spaces.budget import Budget
+from search_spaces.budget import Budget, Cost
 from search_spaces.cost import CostModel, bisect_feasible
 
 STATIC_FEATURES = ("op_type", "in_channels", "out_channels", "kernel", "stride", "feature_size", "flops", "params")
+# Budgets whose AMC state follows parameters (AMC's fine-grained mode) rather than FLOPs.
+PARAMETER_METRICS = frozenset({"params", "nonzeros", "size"})
 # index, static features, FLOPs already removed, FLOPs of the groups still to come, previous action
 N_FEATURES = 1 + len(STATIC_FEATURES) + 3
 
@@ -25,8 +27,10 @@ class PruningEnv(gym.Env):
     """One episode = one policy: a ratio per group, chosen in network order.
 
     Observation (all in [0, 1]): the group's index and static features, min-max normalized over the
-    space; FLOPs removed so far and FLOPs share of the groups still to come (both relative to the
-    unpruned model); the previous action. Action: in [0, 1], scaled to ``[0, max_ratio]`` of the group.
+    space; the budget's cost removed so far and the share of the groups still to come (both relative to the
+    unpruned model: FLOPs for FLOPs and latency budgets, as in AMC's FLOPs mode; parameters for
+    parameter, non-zero and size budgets, as in AMC's fine-grained mode); the previous action.
+    Action: in [0, 1], scaled to ``[0, max_ratio]`` of the group.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -41,7 +45,8 @@ class PruningEnv(gym.Env):
         static = np.array([[g.features[f] for f in STATIC_FEATURES] for g in self.space], dtype=np.float64)
         low, high = static.min(axis=0), static.max(axis=0)
         self._static = (static - low) / np.where(high > low, high - low, 1.0)
-        shares = np.array([g.flops_share for g in self.space])
+        self._by_params = budget.metric in PARAMETER_METRICS
+        shares = np.array([g.params_share if self._by_params else g.flops_share for g in self.space])
         self._rest = np.clip(np.cumsum(shares[::-1])[::-1] - shares, 0.0, 1.0)  # share of groups after t
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(N_FEATURES,), dtype=np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
@@ -51,10 +56,13 @@ class PruningEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         t = self._t
-        removed = 1.0 - self.cost_model.cost(self._ratios).flops / self.cost_model.base.flops
+        removed = 1.0 - self._metric(self.cost_model.cost(self._ratios)) / self._metric(self.cost_model.base)
         index = t / max(1, len(self.names) - 1)
         features = [index, *self._static[t], removed, self._rest[t], self._previous]
         return np.clip(np.asarray(features, dtype=np.float32), 0.0, 1.0)
+
+    def _metric(self, cost: Cost) -> float:
+        return self.budget.predicted(cost) if self._by_params else cost.flops
 
     def legal_min(self) -> float:
         """Smallest ratio for the current group that keeps the budget reachable (AMC's clamp)."""

@@ -18,9 +18,14 @@ from autoprune.export import export_model, load_pruned_model
 from autoprune.final import FinalConfig
 from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.loop import SearchResult, search
+from autoprune.masks import make_permanent
 from autoprune.pruning import apply_policy
+from autoprune.pruning_schedule import PruningSchedule, prune_gradually
+from autoprune.recovery import recover
 from autoprune.searcher import Searcher, Trial
 from autoprune.service.client import Client, Run, ServiceError
+from autoprune.sparse_format import export_sizes, load_sparse, save_sparse
+from autoprune.sparsity_report import sparsity_report
 from autoprune.study import Progress
 from autoprune.summary import LatencyCheck, ModelFigures, Summary
 from search_spaces.budget import Budget, Cost, LatencySetting
@@ -63,6 +68,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Progress",
+    "PruningSchedule",
     "Run",
     "RunDirError",
     "Score",
@@ -76,11 +82,18 @@ __all__ = [
     "UnknownNameError",
     "apply_policy",
     "export_model",
+    "export_sizes",
     "latency_table",
     "load_pruned_model",
+    "load_sparse",
+    "make_permanent",
     "measure_latency_ms",
+    "prune_gradually",
+    "recover",
     "repair",
+    "save_sparse",
     "search",
     "sensitivity",
+    "sparsity_report",
 ]
 

@@ -26,6 +26,7 @@ from autoprune.evaluate import EvaluatorConfig, finetune, recalibrate_batchnorm,
 from autoprune.executors import RayOptions
 from autoprune.export import export_model
 from autoprune.loop import SearchResult
+from autoprune.masks import make_permanent
 from autoprune.models import build_model
 from autoprune.progress_display import SearchDisplay
 from autoprune.pruning import prune
@@ -35,12 +36,15 @@ from autoprune.rundir import REPORT, RunDir
 from autoprune.scheduler import SchedulerConfig
 from autoprune.service.client import Client
 from autoprune.service.server import ServeOptions, serve
+from autoprune.sparse_format import export_sizes
+from autoprune.sparsity_report import load_state, sparsity_report
 from autoprune.summary import Summary
 from autoprune.train import TrainConfig, load_checkpoint, trained_model
 from search_spaces import SearchSpace, default_preset
 from search_spaces.budget import Budget
 from search_spaces.errors import AutopruneError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
+from search_spaces.io import atomic_write_text
 from search_spaces.measure import count_flops, count_params
 from search_spaces.options import check_int
 from search_spaces.policy import Policy
@@ -83,6 +87,9 @@ _SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
                         "help": "keep at most this fraction of the unpruned model's FLOPs, e.g. 0.5"}),
     ("--budget-params", {"type": float, "metavar": "FRACTION",
                          "help": "keep at most this fraction of the unpruned model's parameters"}),
+    ("--budget-nonzeros", {"type": float, "metavar": "FRACTION",
+                           "help": "at most this fraction of the unpruned model's parameters non-zero (with "
+                           "--granularity element)"}),
     ("--budget-latency", {"type": float, "metavar": "FRACTION",
                           "help": "at most this fraction of the unpruned model's measured latency (see --latency-*)"}),
     ("--budget-latency-ms", {"type": float, "metavar": "MS",
@@ -100,6 +107,14 @@ _SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
                        "help": "re-score the best K candidates at 3x the finetune steps (30 after adaptive-BN "
                        "scoring) before exporting (default 3; 0: off)"}),
     ("--final-finetune-steps", {"type": int, "help": "finetune steps for the best policy at the end"}),
+    ("--granularity", {"choices": ["channel", "element"],
+                       "help": "channel (structured, default) or element (one sparsity per weight tensor)"}),
+    ("--final-schedule", {"choices": ["one_shot", "iterative", "agp", "constant"],
+                          "help": "how the best policy is reached in the final step (default one_shot; a gradual "
+                          "one trains --final-finetune-steps while it prunes)"}),
+    ("--final-recovery", {"choices": ["finetune", "lr_rewind", "weight_rewind", "scratch"],
+                          "help": "after one-shot pruning: finetune (default), learning-rate rewinding, weight "
+                          "rewinding (config's rewind_checkpoint) or training from scratch"}),
     ("--time-budget", {"metavar": "DURATION",
                        "help": "wall-clock limit on the trials, e.g. 2h, 90m, 1h30m or seconds: no trial starts "
                        "after it, the best so far is finalized, and --resume continues"}),
@@ -155,7 +170,8 @@ def _budget_from_args(args: argparse.Namespace) -> Budget | None:
     """The budget the flags ask for (None: keep the config's)."""
     given = {flag: value for flag, value in (
         ("--budget-flops", args.budget_flops), ("--budget-params", args.budget_params),
-        ("--budget-latency", args.budget_latency), ("--budget-latency-ms", args.budget_latency_ms),
+        ("--budget-nonzeros", args.budget_nonzeros), ("--budget-latency", args.budget_latency),
+        ("--budget-latency-ms", args.budget_latency_ms),
     ) if value is not None}
     if len(given) > 1:
         raise ConfigError(f"give only one budget, got {', '.join(given)}")
@@ -168,6 +184,8 @@ def _budget_from_args(args: argparse.Namespace) -> Budget | None:
         return Budget.flops(args.budget_flops)
     if args.budget_params is not None:
         return Budget.params(args.budget_params)
+    if args.budget_nonzeros is not None:
+        return Budget.nonzeros(args.budget_nonzeros)
     if args.budget_latency is not None:
         return Budget.latency(args.budget_latency, **setting)
     if args.budget_latency_ms is not None:
@@ -192,7 +210,8 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
         final_finetune_steps=args.final_finetune_steps, run_dir=args.run_dir, round_to=args.round_to,
         scheduler=None if args.scheduler is None else SchedulerConfig(kind=args.scheduler),
         rescore=None if args.rescore_top is None else replace(config.rescore, top_k=args.rescore_top),
-        time_budget=args.time_budget, tracking=_tracking(args),
+        time_budget=args.time_budget, tracking=_tracking(args), granularity=args.granularity,
+        final_schedule=args.final_schedule, final_recovery=args.final_recovery,
         train=None if args.epochs is None else replace(config.train, epochs=args.epochs),
     )
     return _with_executor_flags(config, args)
@@ -204,8 +223,11 @@ def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
 
 
 def _report(result: SearchResult) -> None:
-    policy = Table(title="best policy (fraction of channels removed per group)")
-    for column, justify in (("group", "left"), ("channels", "right"), ("ratio", "right"), ("kept", "right")):
+    element = result.space.granularity == "element"
+    title = "sparsity per weight tensor" if element else "fraction of channels removed per group"
+    policy = Table(title=f"best policy ({title})")
+    for column, justify in (("layer" if element else "group", "left"), ("weights" if element else "channels", "right"),
+                            ("ratio", "right"), ("kept", "right")):
         policy.add_column(column, justify=justify)
     for group in result.space:
         ratio = result.best_policy[group.name]
@@ -220,6 +242,8 @@ def _report(result: SearchResult) -> None:
         table.add_row(name, f"{row.accuracy:.4f}", f"{row.flops / 1e6:.3f}", f"{row.params:,}", latency)
     out.print(table)
     line = f"FLOPs kept: {s.flops_ratio:.1%}  params kept: {s.params_ratio:.1%}"
+    if element and s.nonzeros_ratio is not None:
+        line += f"  non-zeros kept: {s.nonzeros_ratio:.1%} (dense kernels still multiply the zeros: no faster)"
     if s.latency_speedup is not None and s.latency_setting is not None:
         where = s.latency_setting
         line += f"  latency speedup: {s.latency_speedup:.2f}x ({where.threads} thread(s), batch {where.batch})"
@@ -357,6 +381,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     result = prune(model, policy, inputs, importance=args.importance, data=data.train)
     if args.finetune_steps is not None:
         _recover_and_compare(model, result.model, data, args)
+    make_permanent(result.model)  # an element policy's masks become plain zeros
     written = export_model(result.model, inputs, args.out, [f.strip() for f in args.format.split(",")],
                            history=result.history,
                            meta={"architecture": architecture_name(model), "input_shape": shapes(inputs),
@@ -381,6 +406,24 @@ def _recover_and_compare(model: torch.nn.Module, pruned: torch.nn.Module, data: 
     (base_accuracy, _), (accuracy, _) = validate(model.eval(), data.test), validate(pruned.eval(), data.test)
     out.print(f"test accuracy: baseline {base_accuracy:.4f} -> pruned {accuracy:.4f} "
               f"(BatchNorm recalibrated, {args.finetune_steps} finetune steps)")
+
+
+def cmd_sparsity(args: argparse.Namespace) -> int:
+    state = load_state(args.checkpoint)
+    report = sparsity_report(state)
+    if args.csv:
+        atomic_write_text(Path(args.csv), report.to_csv(index=False))
+    table = Table(title=f"sparsity of {args.checkpoint}")
+    for col in ("tensor", "shape", "numel", "non-zeros", "density", "sparsity", "share"):
+        table.add_column(col, justify="left" if col == "tensor" else "right")
+    for row in report.itertuples(index=False):
+        table.add_row(row.tensor, row.shape, f"{row.numel:,}", f"{row.nonzeros:,}", f"{row.density:.1%}",
+                      f"{row.sparsity:.1%}", f"{row.share:.1%}")
+    out.print(table)
+    sizes = export_sizes(state)
+    out.print(f"on disk: dense {sizes['dense_bytes']:,} B (gzip {sizes['dense_gzip_bytes']:,} B); sparse form "
+              f"{sizes['sparse_bytes']:,} B (gzip {sizes['sparse_gzip_bytes']:,} B)", highlight=False)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -525,6 +568,17 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_sparsity_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sparsity", help="per-tensor sparsity and size on disk of a checkpoint",
+                       description="Read a state dict (a .pt file, an exported model directory in the dense or "
+                       "sparse form, or a run directory) and print, per weight tensor, its shape, non-zeros, "
+                       "density, sparsity and share of the model, with totals, and the measured size of the dense "
+                       "and sparse forms, raw and gzip-compressed.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt state dict, a model directory or a run directory")
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    p.set_defaults(func=cmd_sparsity)
+
+
 def _add_apply_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="prune a checkpoint with a saved policy",
                        description="Apply POLICY.json to a trained checkpoint and write the pruned model in the "
@@ -563,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_command(sub)
     _add_train_command(sub)
     _add_apply_command(sub)
+    _add_sparsity_command(sub)
     _add_service_commands(sub)
     return parser
 

@@ -16,10 +16,13 @@ from autoprune.evaluate import EvaluatorConfig
 from autoprune.executors import EXECUTORS, RayOptions
 from autoprune.loop import SearchResult, search
 from autoprune.models import build_model
+from autoprune.pruning_schedule import PruningSchedule
+from autoprune.recovery import RECOVERIES
 from autoprune.rescore import RescoreConfig
 from autoprune.rundir import check_can_start
 from autoprune.scheduler import SchedulerConfig, check_schedulable, split_legacy_options
 from autoprune.searcher import searcher_type
+from autoprune.sparsity_report import load_state
 from autoprune.study import Progress
 from autoprune.time_budget import parse_duration
 from autoprune.tracking import check_tracking
@@ -29,8 +32,9 @@ from search_spaces.errors import ConfigError, unknown_name
 from search_spaces.io import read_text
 from search_spaces.options import check_int, check_number, check_str, from_mapping
 from search_spaces.presets import default_preset
+from search_spaces.space import GRANULARITIES
 
-_TYPED = ("train", "budget", "evaluator", "executor_options", "scheduler", "rescore")
+_TYPED = ("train", "budget", "evaluator", "executor_options", "scheduler", "rescore", "final_schedule")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,13 @@ class SearchConfig:
         seed: seed for data order, searcher and evaluations.
         evaluator: per-candidate recovery; entries left out take :class:`EvaluatorConfig`'s defaults.
         final_finetune_steps: finetune steps for the best policy before the final report.
+        final_schedule: how the best policy is reached: ``one_shot`` (default), ``iterative``, ``agp``,
+            ``constant``, or a mapping like ``{kind: agp, frequency: 10, initial_sparsity: 0}``
+            (:class:`autoprune.PruningSchedule`).
+        final_recovery: ``finetune`` (default), ``lr_rewind``, ``weight_rewind`` or ``scratch``.
+        rewind_checkpoint: an early checkpoint of the model (a ``.pt`` state dict), for ``weight_rewind``.
+        granularity: ``channel`` (default) or ``element`` (one sparsity per weight tensor; with a ``nonzeros``
+            or ``size`` budget).
         executor: ``local`` or ``ray``; executor_options: the Ray executor's :class:`RayOptions`
             (YAML e.g. ``{address: auto, cpus_per_trial: 1}``), None for ``local``.
         scheduler: multi-fidelity on either executor: ``none`` (default) or ``asha``, or
@@ -80,6 +91,10 @@ class SearchConfig:
     seed: int = 0
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     final_finetune_steps: int = 300
+    final_schedule: PruningSchedule = field(default_factory=PruningSchedule)
+    final_recovery: str = "finetune"
+    rewind_checkpoint: str | None = None
+    granularity: str = "channel"
     executor: str = "local"
     executor_options: RayOptions | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -106,7 +121,11 @@ class SearchConfig:
             check_str(f"config entry {name!r}", getattr(self, name))
         if self.executor not in EXECUTORS:
             raise unknown_name("executor", self.executor, list(EXECUTORS))
-        for name in ("data_dir", "checkpoint", "run_dir", "preset"):
+        if self.final_recovery not in RECOVERIES:
+            raise unknown_name("final_recovery", self.final_recovery, list(RECOVERIES))
+        if self.granularity not in GRANULARITIES:
+            raise unknown_name("granularity", self.granularity, list(GRANULARITIES))
+        for name in ("data_dir", "checkpoint", "run_dir", "preset", "rewind_checkpoint"):
             if getattr(self, name) is not None:
                 check_str(f"config entry {name!r}", getattr(self, name))
         check_int("config entry 'trials'", self.trials, low=1)
@@ -154,6 +173,7 @@ class SearchConfig:
         data["budget"] = self.budget.to_dict()
         data["executor_options"] = {} if self.executor_options is None else asdict(self.executor_options)
         data["scheduler"], data["rescore"] = self.scheduler.to_dict(), self.rescore.to_dict()
+        data["final_schedule"] = asdict(self.final_schedule)
         data["train"], data["evaluator"] = asdict(self.train), self.evaluator.to_dict()
         data["searcher_options"], data["ignore"] = dict(self.searcher_options), list(self.ignore)
         return data
@@ -169,6 +189,8 @@ def _typed(name: str, value: Any, executor: str) -> Any:
         return SchedulerConfig.from_value(value)
     if name == "rescore":
         return RescoreConfig.from_value(value)
+    if name == "final_schedule":
+        return PruningSchedule.from_value(value)
     if name == "budget":
         return value if isinstance(value, Budget) else Budget.from_dict(value)
     if name == "train":
@@ -237,6 +259,10 @@ def run_search(
         seed=config.seed,
         evaluator=config.evaluator,
         final_finetune_steps=config.final_finetune_steps,
+        final_schedule=config.final_schedule,
+        final_recovery=config.final_recovery,
+        rewind_state=None if config.rewind_checkpoint is None else load_state(config.rewind_checkpoint),
+        granularity=config.granularity,
         executor=config.executor,
         executor_options=config.executor_options,
         scheduler=config.scheduler,

@@ -17,7 +17,7 @@ from autoprune.pruning import IMPORTANCES, PruneResult, prune
 from search_spaces.budget import Budget, Cost
 from search_spaces.cost import CostModel
 from search_spaces.errors import AutopruneError, ConfigError, DataError, unknown_name
-from search_spaces.measure import count_flops, count_params
+from search_spaces.measure import count_flops, count_nonzeros, count_params, count_sparse_bytes
 from search_spaces.options import check_int, check_number, from_mapping
 from search_spaces.policy import Policy
 
@@ -337,7 +337,8 @@ class Evaluator:
         flops, params = count_flops(pruned, self.example_inputs), count_params(pruned)
         latency_ms = math.nan
         if self.budget.exact:
-            feasible = self.budget.allows(Cost(flops, params), self.cost_model.base)
+            measured = Cost(flops, params, None, count_nonzeros(pruned), count_sparse_bytes(pruned))
+            feasible = self.budget.allows(measured, self.cost_model.base)
         else:  # latency: feasible as the table predicts it (what the searcher saw); measured for the record
             feasible = self.cost_model.feasible(policy, self.budget)
             latency_ms = self.budget.measure(pruned, self.example_inputs)

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from autoprune.pruning import PruningHistory, replay_history
+from autoprune.sparse_format import DENSE_FILE, SPARSE_FILE, file_sizes, load_sparse, save_sparse
 from search_spaces.errors import AutopruneError, RunDirError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_text
 
-STATE_FILE = "pruned_state_dict.pt"
+STATE_FILE = DENSE_FILE
 HISTORY_FILE = "pruning_history.json"
 META_FILE = "meta.json"
 
@@ -25,14 +26,23 @@ class ExportError(AutopruneError):
 
 
 def save_pruned_model(
-    directory: str | Path, model: nn.Module, history: PruningHistory, *, meta: dict[str, Any] | None = None
+    directory: str | Path, model: nn.Module, history: PruningHistory, *, meta: dict[str, Any] | None = None,
+    sparse: bool = False,
 ) -> Path:
-    """Write ``directory/{pruned_state_dict.pt, pruning_history.json, meta.json}`` atomically, file by file."""
+    """Write ``directory/{pruned_state_dict.pt, pruning_history.json, meta.json}`` atomically, file by file.
+
+    With ``sparse`` (element-wise pruned models), also ``sparse_state_dict.pt`` (:mod:`autoprune.sparse_format`),
+    and the measured sizes of both forms, raw and gzip-compressed, in ``meta.json``'s ``sizes``.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / STATE_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     atomic_write_json(directory / HISTORY_FILE, [[n, o, i] for n, o, i in history])
-    atomic_write_json(directory / META_FILE, meta or {})
+    meta = dict(meta or {})
+    if sparse:
+        save_sparse(directory / SPARSE_FILE, model)
+        meta["sizes"] = file_sizes(directory / STATE_FILE, directory / SPARSE_FILE)
+    atomic_write_json(directory / META_FILE, meta)
     return directory
 
 
@@ -40,19 +50,24 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     """Turn a fresh, unpruned instance of the architecture into the saved pruned model (in place).
 
     The pruning history is replayed with Torch-Pruning, then the weights are loaded with
-    ``torch.load(weights_only=True)``: no code is unpickled.
+    ``torch.load(weights_only=True)``: no code is unpickled. A directory holding only the sparse form
+    (``sparse_state_dict.pt``) loads from it.
     """
     directory = Path(directory)
-    for name in (STATE_FILE, HISTORY_FILE):
+    weights = STATE_FILE if (directory / STATE_FILE).exists() else SPARSE_FILE
+    for name in (weights, HISTORY_FILE):
         if not (directory / name).exists():
             raise RunDirError(f"{str(directory)!r} has no {name}; expected a directory written by save_pruned_model")
     try:
         history = json.loads(read_text(directory / HISTORY_FILE, what="pruning history"))
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{str(directory / HISTORY_FILE)!r} is not valid JSON ({exc})") from exc
-    check_size(directory / STATE_FILE, what="pruned weights", limit=MAX_CHECKPOINT_BYTES)
     replay_history(fresh_model, history, example_inputs)
-    state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
+    if weights == SPARSE_FILE:
+        state = load_sparse(directory / SPARSE_FILE)
+    else:
+        check_size(directory / STATE_FILE, what="pruned weights", limit=MAX_CHECKPOINT_BYTES)
+        state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
     fresh_model.load_state_dict(state)
     return fresh_model
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
-from autoprune.evaluate import Evaluator, finetune, recalibrate_batchnorm, validate
+from autoprune.evaluate import Evaluator, validate
 from autoprune.latency_check import check_and_repair
+from autoprune.masks import make_permanent
 from autoprune.pruning import PruneResult
+from autoprune.pruning_schedule import PruningSchedule, prune_gradually
+from autoprune.recovery import RECOVERIES, recover
 from autoprune.rescore import RescoreConfig
 from autoprune.summary import ModelFigures, RescoredCandidate, Summary
+from autoprune.train import TrainConfig
 from search_spaces.budget import Budget, LatencyBudget, LatencySetting
-from search_spaces.errors import AutopruneError
-from search_spaces.measure import count_flops, count_params, latency_ratio, with_batch
+from search_spaces.errors import AutopruneError, ConfigError
+from search_spaces.measure import count_flops, count_nonzeros, count_params, latency_ratio, with_batch
 from search_spaces.options import check_int, check_number
 from search_spaces.policy import Policy
 
@@ -27,21 +32,47 @@ class FinalConfig:
     """How the exported model is made from the best policy.
 
     Attributes:
-        steps: finetune steps for the best policy's model before the final report.
+        steps: finetune steps for the best policy's model before the final report (with a gradual schedule:
+            the schedule's training steps in all).
         lr: learning rate of that finetune (None: the evaluator's).
         measure_latency: time the baseline and the pruned model side by side for the summary.
         rescore: how the best candidates are scored again before one is chosen.
+        schedule: how the policy is reached (:class:`autoprune.pruning_schedule.PruningSchedule`, a name or a mapping;
+            default one-shot); its ``steps`` are ``steps``.
+        recovery: after one-shot pruning: ``finetune``, ``lr_rewind``, ``weight_rewind`` or ``scratch``
+            (:mod:`autoprune.recovery`).
+        train_lr: the baseline training's peak learning rate (what rewinding and scratch training use).
+        rewind_state: an early state dict of the unpruned model (``weight_rewind`` only).
     """
 
     steps: int = 0
     lr: float | None = None
     measure_latency: bool = True
     rescore: RescoreConfig = field(default_factory=RescoreConfig)
+    schedule: PruningSchedule = field(default_factory=PruningSchedule)
+    recovery: str = "finetune"
+    train_lr: float = TrainConfig.lr
+    rewind_state: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_int("final_finetune_steps", self.steps, low=0)
         if self.lr is not None:
             check_number("final_lr", self.lr, low=0)
+        check_number("train_lr", self.train_lr, low=0, inclusive=False)
+        object.__setattr__(self, "schedule", PruningSchedule.from_value(self.schedule))
+        if self.recovery not in RECOVERIES:
+            raise ConfigError(f"final recovery {self.recovery!r} is not accepted; accepted: {', '.join(RECOVERIES)}")
+        if self.gradual and self.recovery != "finetune":
+            raise ConfigError(f"a {self.schedule.kind} schedule trains while it prunes; recovery {self.recovery!r} "
+                              "applies to one-shot pruning only")
+        if (self.recovery == "weight_rewind") != (self.rewind_state is not None):
+            raise ConfigError("recovery 'weight_rewind' needs a rewind checkpoint (an early state dict of the "
+                              "unpruned model), and only it takes one")
+
+    @property
+    def gradual(self) -> bool:
+        """The final model is pruned along a schedule (training between prunings) rather than at once."""
+        return self.schedule.kind not in ("one_shot", "constant") or self.schedule.begin_step > 0
 
 
 @dataclass(frozen=True)
@@ -67,9 +98,16 @@ def finalize(
     if isinstance(budget, LatencyBudget):  # the table predicted it; the measurement decides (and repairs)
         policy, pruned, latency_check = check_and_repair(policy, model, inputs, budget, evaluator.cost_model,
                                                          evaluator.prune)
+    elif config.gradual:
+        recipe = evaluator.config
+        pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data,
+                                 schedule=replace(config.schedule, steps=config.steps),
+                                 lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
+                                 space=evaluator.cost_model.space, importance=recipe.importance)
     else:
         pruned = evaluator.prune(policy)
-    _recover(pruned.model, evaluator, config)
+    pruned = PruneResult(_recover(pruned, evaluator, config), pruned.history)
+    make_permanent(pruned.model)  # element masks folded into plain weights: the exported model has zeros
     if budget.exact:
         _check_exact(pruned.model, inputs, budget, evaluator)
     baseline, final = _figures(model, test_data, inputs), _figures(pruned.model, test_data, inputs)
@@ -85,18 +123,20 @@ def finalize(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), excluded=dict(evaluator.cost_model.space.excluded),
     )
     scores = {"search_accuracy": best_trial[1], "final_accuracy": final.accuracy, "flops": final.flops,
-              "params": final.params, "flops_ratio": summary.flops_ratio}
+              "params": final.params, "nonzeros": final.nonzeros, "flops_ratio": summary.flops_ratio}
     return FinalModel(policy.with_metadata(budget=budget.to_dict(), scores=scores), pruned, summary)
 
 
-def _recover(model: nn.Module, evaluator: Evaluator, config: FinalConfig) -> None:
-    """BatchNorm recalibration and the final finetune, on the evaluator's device; the model ends on the CPU."""
+def _recover(pruned: PruneResult, evaluator: Evaluator, config: FinalConfig) -> nn.Module:
+    """BatchNorm recalibration and the final recovery (none after a gradual schedule, which trained already), on
+    the evaluator's device; the model returned is on the CPU."""
     recipe = evaluator.config
-    model.to(recipe.device)
-    recalibrate_batchnorm(model, evaluator.train_data, recipe.bn_batches, device=recipe.device)
-    finetune(model, evaluator.train_data, steps=config.steps, lr=recipe.lr if config.lr is None else config.lr,
-             weight_decay=recipe.weight_decay, device=recipe.device)
-    model.to("cpu")  # exported, counted and timed on the CPU
+    model = recover(evaluator.model, pruned, evaluator.example_inputs, strategy=config.recovery,
+                    train_data=evaluator.train_data, steps=0 if config.gradual else config.steps,
+                    lr=recipe.lr if config.lr is None else config.lr, train_lr=config.train_lr,
+                    weight_decay=recipe.weight_decay, bn_batches=recipe.bn_batches, rewind_state=config.rewind_state,
+                    device=recipe.device)
+    return model.to("cpu")  # exported, counted and timed on the CPU
 
 
 def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evaluator) -> None:
@@ -108,7 +148,8 @@ def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evalu
 
 def _figures(model: nn.Module, data: Iterable, inputs: Any) -> ModelFigures:
     accuracy, loss = validate(model, data)
-    return ModelFigures(accuracy=accuracy, loss=loss, flops=count_flops(model, inputs), params=count_params(model))
+    return ModelFigures(accuracy=accuracy, loss=loss, flops=count_flops(model, inputs), params=count_params(model),
+                        nonzeros=count_nonzeros(model))
 
 
 def _with_latency(

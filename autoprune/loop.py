@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
 from autoprune import rundir as rd
@@ -25,6 +26,7 @@ from autoprune.identity import data_identity, model_digest
 from autoprune.kept_final import KeptFinal, keep_final, stored_summary
 from autoprune.latency_lut import LatencyTable, latency_table
 from autoprune.progress_display import SearchDisplay
+from autoprune.pruning_schedule import PruningSchedule
 from autoprune.rescore import RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.run_report import RunRecord, save_report, write_report
 from autoprune.scheduler import SchedulerConfig, check_schedulable, split_legacy_options
@@ -106,11 +108,15 @@ def search(
     executor_options: Mapping[str, Any] | None = None,
     final_finetune_steps: int = 0,
     final_lr: float | None = None,
+    final_schedule: str | Mapping[str, Any] | PruningSchedule | None = None,
+    final_recovery: str = "finetune",
+    rewind_state: Mapping[str, torch.Tensor] | None = None,
     space: SearchSpace | None = None,
     preset: str | None = None,
     ignore: Sequence[str] = (),
     round_to: int | None = None,
     max_ratio: float | None = None,
+    granularity: str = "channel",
     measure_latency: bool = True,
     progress: bool | ProgressCallback | None = None,
     run_config: Mapping[str, Any] | None = None,
@@ -139,7 +145,17 @@ def search(
         executor_options: keyword options for an executor given by name (see ``RayExecutor``).
         final_finetune_steps: finetune steps for the best policy before the final report.
         final_lr: learning rate of the final finetune (default: the evaluator's).
-        space: a prebuilt search space (default: traced from ``model`` with preset/ignore/round_to/max_ratio).
+        final_schedule: how the best policy is reached in the final step: ``one_shot`` (default), ``iterative``,
+            ``agp`` or ``constant``, or a mapping of :class:`autoprune.PruningSchedule`'s fields; a gradual one
+            trains ``final_finetune_steps`` steps while it prunes.
+        final_recovery: after one-shot pruning, ``finetune`` (default), ``lr_rewind``, ``weight_rewind`` (needs
+            ``rewind_state``) or ``scratch`` (see :mod:`autoprune.recovery`).
+        rewind_state: the unpruned model's state dict early in its training, for ``weight_rewind``.
+        space: a prebuilt search space (default: traced from ``model`` with preset/ignore/round_to/max_ratio and
+            granularity).
+        granularity: ``"channel"`` (default: structured, the model gets smaller and faster) or ``"element"``
+            (one sparsity per weight tensor, masked with ``torch.nn.utils.prune``; use ``Budget.nonzeros`` or
+            ``Budget.size``; the exported model also comes in the sparse form).
         measure_latency: measure CPU latency of the baseline and pruned model for the summary.
         progress: ``True`` shows the search's progress (rich bars in a terminal or a notebook, one line per event
             in a log: trials done of the total, the best feasible accuracy so far); or a callable, called with a
@@ -169,7 +185,8 @@ def search(
     if run_dir is not None:
         rd.check_can_start(run_dir, resume=resume)  # before tracing or timing anything
     final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency,
-                        rescore=RescoreConfig.from_value(rescore))
+                        rescore=RescoreConfig.from_value(rescore), schedule=PruningSchedule.from_value(final_schedule),
+                        recovery=final_recovery, rewind_state=rewind_state)
     schedule = SchedulerConfig.from_value(scheduler)
     if isinstance(executor_options, Mapping):  # the scheduler used to be chosen among the Ray executor's options
         executor_options, legacy = split_legacy_options(executor_options)
@@ -178,8 +195,11 @@ def search(
     check_schedulable(schedule, recipe.finetune_steps)
     if space is None:
         space = SearchSpace.from_model(
-            model, example_inputs, preset=preset, ignore=ignore, round_to=round_to, max_ratio=max_ratio
+            model, example_inputs, preset=preset, ignore=ignore, round_to=round_to, max_ratio=max_ratio,
+            granularity=granularity,
         )
+    elif space.granularity != granularity and granularity != "channel":
+        raise ConfigError(f"granularity={granularity!r} but the space given prunes {space.granularity}s")
     if len(space) == 0:
         raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
     saved = Path(run_dir) / rd.LATENCY_TABLE if run_dir is not None and resume else None
@@ -268,10 +288,12 @@ def _run_record(
         "scheduler": schedule.to_dict(),
         "trials": context.trials,
         "final_finetune_steps": final.steps,
+        "final_schedule": asdict(final.schedule),
+        "final_recovery": final.recovery,
         "rescore": final.rescore.to_dict(),
         "executor": runner.describe(),
         "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
-                  "max_ratios": space.max_ratios},
+                  "max_ratios": space.max_ratios, "granularity": space.granularity},
         **dict(run_config or {}),
     }
 
@@ -348,7 +370,8 @@ def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: R
 
 
 def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any) -> None:
-    """best_policy.json, model/ (state dict + pruning history) and summary.json, switched in as one unit."""
+    """best_policy.json, model/ (state dict + pruning history; the sparse form too, element-wise) and summary.json,
+    switched in as one unit."""
 
     def write(directory: Path) -> None:
         outcome.policy.save(directory / rd.BEST_POLICY)
@@ -356,6 +379,7 @@ def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, exam
             directory / rd.MODEL_DIR, outcome.pruned.model, outcome.pruned.history,
             meta={"architecture": space.architecture, "input_shape": shapes(example_inputs),
                   "load": "autoprune.load_pruned_model(fresh_model, this_directory, example_inputs)"},
+            sparse=space.granularity == "element",
         )
         atomic_write_json(directory / rd.SUMMARY, outcome.summary.to_dict())
 

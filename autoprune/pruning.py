@@ -13,6 +13,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autoprune.masks import apply_masks
 from search_spaces.errors import ConfigError, DataError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.policy import Policy
@@ -71,6 +72,9 @@ def prune(
 ) -> PruneResult:
     """Prune a copy of ``model`` by ``policy``.
 
+    An element policy (its space's ``granularity == "element"``) masks each named weight tensor with
+    ``torch.nn.utils.prune`` to its sparsity instead (the history is empty; see :mod:`autoprune.masks`).
+
     Each policy key names a group's root module; that group keeps exactly the channels
     :meth:`ChannelGroup.kept_channels` counts (so the cost model's figures hold), the least important ones
     removed by Torch-Pruning's dependency graph (``search_spaces.surgery``). Groups the policy does not name
@@ -79,13 +83,21 @@ def prune(
     (every group named); otherwise the model is traced to check it.
     """
     inputs = as_tuple(example_inputs)
+    granularity = (policy.fingerprint or {}).get("granularity", "channel")
     if space is not None:
         policy.validate(space)
     else:
         if round_to is None and policy.fingerprint is not None:
             round_to = policy.fingerprint.get("round_to")
-        space = SearchSpace.from_model(model, inputs, round_to=round_to or 1, max_ratio=0.999, check=False)
+        space = SearchSpace.from_model(model, inputs, round_to=None if granularity == "element" else round_to or 1,
+                                       max_ratio=0.999, check=False, granularity=granularity)
         policy.validate(space, partial=True)
+    if space.granularity == "element":
+        if not isinstance(importance, str):
+            raise ConfigError("element pruning ranks weights by name ('l1', 'l2', 'random'), not by a Torch-Pruning "
+                              "importance")
+        kept = {name: space[name].kept_channels(ratio) for name, ratio in policy.items() if ratio > 0}
+        return PruneResult(apply_masks(copy.deepcopy(model), kept, importance=importance), [])
     groups = [space[name] for name, ratio in policy.items() if ratio > 0]
     if round_to is not None:
         groups = [replace(g, round_to=math.lcm(round_to, g.channel_groups)) for g in groups]

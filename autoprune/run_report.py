@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from autoprune import rundir as rd
-from autoprune.export import STATE_FILE
+from autoprune.export import SPARSE_FILE, STATE_FILE
 from autoprune.report_figures import (
     accuracy_flops_figure,
     best_so_far_figures,
@@ -202,6 +202,12 @@ def _comparison(record: RunRecord) -> Section:
         ("file size (state dict)", _size(base_size), _size(pruned_size),
          _ratio(pruned_size, base_size) if base_size and pruned_size else "–"),
     ]
+    if s.nonzeros_ratio is not None and s.pruned.nonzeros != s.pruned.params:  # element-wise sparsity
+        rows.insert(4, ("non-zero parameters", f"{s.baseline.nonzeros:,}", f"{s.pruned.nonzeros:,}",
+                        f"{s.nonzeros_ratio:.1%}"))
+        sparse = _bytes(record.path / rd.MODEL_DIR / SPARSE_FILE) if record.path is not None else None
+        rows.append(("file size (sparse form)", _size(base_size), _size(sparse),
+                     _ratio(sparse, base_size) if base_size and sparse else "–"))
     note = (f"exported trial {s.best_trial_id} (search accuracy {s.search_accuracy:.2%}), finetuned "
             f"{s.final_finetune_steps} steps; {s.trials} trials, {s.failed_trials} failed")
     return Section("comparison", title, note, table=Table(("", "baseline", "pruned", "pruned / baseline"),

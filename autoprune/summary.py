@@ -42,6 +42,7 @@ class ModelFigures:
     flops: int
     params: int
     latency_ms: float | None = None
+    nonzeros: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,20 @@ class Summary:
         """Pruned parameters over baseline parameters."""
         return self.pruned.params / self.baseline.params
 
+    @property
+    def nonzeros_ratio(self) -> float | None:
+        """Pruned non-zero parameters over the baseline's (None for summaries written before they were counted)."""
+        if self.pruned.nonzeros is None or not self.baseline.nonzeros:
+            return None
+        return self.pruned.nonzeros / self.baseline.nonzeros
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout of ``summary.json`` (ratios stored with the pruned model's figures)."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["budget"] = self.budget.to_dict()
         data["baseline"] = _drop_none(asdict(self.baseline))
-        data["pruned"] = {**_drop_none(asdict(self.pruned)), "flops_ratio": self.flops_ratio,
-                          "params_ratio": self.params_ratio}
+        data["pruned"] = _drop_none({**asdict(self.pruned), "flops_ratio": self.flops_ratio,
+                                     "params_ratio": self.params_ratio, "nonzeros_ratio": self.nonzeros_ratio})
         for name in ("latency_check", "latency_setting"):
             value = getattr(self, name)
             data[name] = None if value is None else _drop_none(asdict(value))
@@ -121,7 +129,7 @@ class Summary:
             values = dict(data)
             values["budget"] = Budget.from_dict(values["budget"])
             for name in ("baseline", "pruned"):
-                figures = {k: v for k, v in values[name].items() if k not in ("flops_ratio", "params_ratio")}
+                figures = {k: v for k, v in values[name].items() if k not in RATIOS}
                 values[name] = ModelFigures(**figures)
             if values.get("latency_check") is not None:
                 values["latency_check"] = LatencyCheck(**values["latency_check"])
@@ -131,6 +139,9 @@ class Summary:
             return cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise RunDirError(f"not a summary written by this version of autoprune: {exc}") from exc
+
+
+RATIOS = ("flops_ratio", "params_ratio", "nonzeros_ratio")
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:

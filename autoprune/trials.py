@@ -16,8 +16,9 @@ from search_spaces.space import SearchSpace
 
 RATIO_PREFIX = "ratio:"
 PHASE_COLUMNS = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "validate_seconds")
-COLUMNS = ("trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible",
-           "fidelity", "rung", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node", "pid", "finished_at")
+COLUMNS = ("trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio",
+           "nonzeros_ratio", "feasible", "fidelity", "rung", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node",
+           "pid", "finished_at")
 
 
 def trial_row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str, Any]:
@@ -27,6 +28,8 @@ def trial_row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dic
     row: dict[str, Any] = {"trial_id": done.trial.id, **score.to_dict()}
     row["flops_ratio"] = score.flops / cost_model.base.flops if score.ok else math.nan
     row["params_ratio"] = score.params / cost_model.base.params if score.ok else math.nan
+    nonzeros = cost_model.cost(done.trial.policy).nonzeros
+    row["nonzeros_ratio"] = nonzeros / cost_model.base.nonzeros if score.ok and nonzeros is not None else math.nan
     row["node"] = str(done.info.get("node", ""))
     row["pid"] = int(done.info.get("pid", -1))
     row["finished_at"] = time.time()

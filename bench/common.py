@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+# The searchers the benchmarks compare, in the tables' order.
+METHODS = ("uniform", "global", "random", "sensitivity", "optuna", "amc")
 DOCS = Path(__file__).parent.parent / "docs"
 
 
@@ -105,3 +107,18 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± sd`` of ``values`` times ``scale`` (the mean alone for one value), for the rendered tables."""
+    import statistics
+
+    mean = statistics.mean(values) * scale
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
+def accuracy_drop(row: dict[str, Any]) -> float:
+    """A benchmark row's test accuracy lost against its unpruned baseline."""
+    return row["baseline_test_accuracy"] - row["test_accuracy"]

@@ -1,4 +1,5 @@
-"""Search quality: every searcher at FLOPs budgets, same evaluator fidelity and evaluations, 3 seeds.
+"""Search quality: every searcher at FLOPs budgets (or, element-wise, non-zero budgets), same evaluator fidelity
+and evaluations, 3 seeds.
 
 For each (method, budget, seed) this runs ``autoprune.search`` on a baseline trained on Fashion-MNIST
 (ResNet-20 by default, ``--model mobilenet_v2`` for the depthwise family; trained once and cached), then the
@@ -13,6 +14,11 @@ search resumes from its run directory, so the benchmark runs in parts. ``bench/r
     python bench/compare_searchers.py --model mobilenet_v2 --budgets 0.3 --seeds 0,1 \
         --methods uniform,global,sensitivity,amc,optuna
     python bench/compare_searchers.py --quick               # small CNN on digits, 12 evaluations
+    python bench/compare_searchers.py --granularity element --budgets 0.1 --methods uniform,global,sensitivity,amc
+
+With ``--granularity element`` a budget is the fraction of parameters left non-zero (``Budget.nonzeros``), each
+weight tensor gets its own sparsity, rows go to ``bench/results/sparsity/element-<model>-...json`` and carry
+the non-zero count, the measured sizes of the dense and sparse exports (raw and gzip) and the measured latency.
 """
 
 from __future__ import annotations
@@ -31,14 +37,13 @@ from typing import Any
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
+from common import METHODS, RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
 
 import autoprune as ap
 from autoprune.evaluate import validate
 from autoprune.registry import SEARCHERS
 from search_spaces import default_preset
 
-METHODS = ("uniform", "global", "random", "sensitivity", "optuna", "amc")
 MAX_EVALUATIONS = 200
 
 
@@ -67,9 +72,10 @@ def best_so_far(trials: pd.DataFrame, fidelity: int) -> list[float | None]:
     return curve
 
 
-def row_name(model: str, method: str, budget: float, seed: int) -> str:
+def row_name(model: str, method: str, budget: float, seed: int, granularity: str = "channel") -> str:
     """The file stem (and run directory name) of one benchmark row."""
-    return f"{model}-{method}-{budget}-{seed}"
+    stem = f"{model}-{method}-{budget}-{seed}"
+    return stem if granularity == "channel" else f"{granularity}-{stem}"
 
 
 @contextlib.contextmanager
@@ -93,12 +99,14 @@ def row_lock(path: Path) -> Iterator[bool]:
 
 def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, model, data) -> dict[str, Any]:
     inputs = data.example_inputs()
-    preset = default_preset(args.model)
-    space = ap.SearchSpace.from_model(model, inputs, preset=preset)
-    run_dir = Path(args.run_root) / row_name(args.model, method, budget, seed)
+    element = args.granularity == "element"
+    space = ap.SearchSpace.from_model(model, inputs, preset=None if element else default_preset(args.model),
+                                      granularity=args.granularity)
+    run_dir = Path(args.run_root) / row_name(args.model, method, budget, seed, args.granularity)
     start = time.perf_counter()
     result = ap.search(
-        model, inputs, budget=ap.Budget.flops(budget), train_data=data.train, val_data=data.val,
+        model, inputs, budget=ap.Budget.nonzeros(budget) if element else ap.Budget.flops(budget),
+        train_data=data.train, val_data=data.val,
         test_data=data.test, searcher=method, searcher_options=method_options(method, args.evaluations, len(space)),
         trials=args.evaluations, seed=seed, evaluator=fidelity(args), final_finetune_steps=args.final_finetune_steps,
         run_dir=run_dir, resume=run_dir.exists(), space=space,
@@ -106,7 +114,14 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
     seconds = time.perf_counter() - start
     summary = result.summary
     ok = result.trials[result.trials["status"] == "ok"]
+    extra = {}
+    if element:
+        extra = {"granularity": "element", "nonzeros_ratio": summary.nonzeros_ratio,
+                 "nonzeros": summary.pruned.nonzeros, "baseline_nonzeros": summary.baseline.nonzeros,
+                 "sizes": ap.export_sizes(result.pruned_model.state_dict()),  # both written the same way
+                 "baseline_sizes": ap.export_sizes(model.state_dict())}
     return {
+        **extra,
         "model": args.model, "method": method, "budget": budget, "seed": seed,
         "test_accuracy": summary.pruned.accuracy,
         "baseline_test_accuracy": summary.baseline.accuracy,
@@ -125,7 +140,11 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated searcher names")
-    parser.add_argument("--budgets", default="0.3,0.5", help="comma-separated FLOPs fractions kept (default 0.3,0.5)")
+    parser.add_argument("--budgets", default="0.3,0.5",
+                        help="comma-separated FLOPs fractions kept (non-zero fractions with --granularity element; "
+                        "default 0.3,0.5)")
+    parser.add_argument("--granularity", choices=("channel", "element"), default="channel",
+                        help="channel groups (default) or one sparsity per weight tensor")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--evaluations", type=int, default=100,
                         help=f"evaluations per search (default 100, at most {MAX_EVALUATIONS})")
@@ -133,7 +152,9 @@ def main() -> None:
     parser.add_argument("--run-root", default="bench/runs/search_quality", help="search run directories")
     parser.add_argument("--results", help="directory of the per-row JSON files (default bench/results/search_quality)")
     add_fidelity_options(parser)
-    args = apply_quick(parser.parse_args(), RESULTS / "search_quality", RESULTS / "quick" / "search_quality")
+    parsed = parser.parse_args()
+    kind = "search_quality" if parsed.granularity == "channel" else "sparsity"
+    args = apply_quick(parsed, RESULTS / kind, RESULTS / "quick" / kind)
     if args.quick:
         args.evaluations, args.final_finetune_steps, args.seeds = 12, 20, "0"
         args.run_root = str(Path(args.results) / "runs")
@@ -146,19 +167,22 @@ def main() -> None:
     config = {k: getattr(args, k) for k in ("model", "dataset", "epochs", "bn_batches", "finetune_steps",
                                             "val_batches", "final_finetune_steps", "evaluations")}
     model, data, info = load_baseline(args)
+    if args.granularity != "channel":  # channel rows predate the option: their config does not name it
+        config["granularity"] = args.granularity
     config["checkpoint"] = Path(info["checkpoint"]).name
     config["baseline_test_accuracy"] = validate(model, data.test)[0]
     for budget in (float(b) for b in args.budgets.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             for method in args.methods.split(","):
-                path = results / f"{row_name(args.model, method, budget, seed)}.json"
+                name = row_name(args.model, method, budget, seed, args.granularity)
+                path = results / f"{name}.json"
                 if path.exists():
                     saved = json.loads(path.read_text())["config"]
                     if {k: saved.get(k) for k in config} != config:
                         raise SystemExit(f"{path} was made with other settings ({saved}); use another --results")
                     print(f"skip {path.name} (done)")
                     continue
-                with row_lock(Path(args.run_root) / f"{row_name(args.model, method, budget, seed)}.lock") as mine:
+                with row_lock(Path(args.run_root) / f"{name}.lock") as mine:
                     if not mine or path.exists():  # running elsewhere, or finished there meanwhile
                         continue
                     row = run_row(args, method, budget, seed, model, data)

@@ -24,25 +24,14 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DOCS, FIDELITY, RESULTS
+from common import DOCS, FIDELITY, METHODS, RESULTS, accuracy_drop, mean_sd
+from report_sparsity import recovery_section, sparsity_section
 
-METHODS = ("uniform", "global", "random", "sensitivity", "optuna", "amc")
 SEARCHERS = ("random", "sensitivity", "optuna", "amc")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    mean = statistics.mean(values) * scale
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
-
-
-def _drop(row: dict[str, Any]) -> float:
-    return row["baseline_test_accuracy"] - row["test_accuracy"]
 
 
 def _model_of(record: dict[str, Any]) -> str:
@@ -118,15 +107,15 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
         for (_, budget, method), items_ in mine:
             speedups = [r["baseline_latency_ms"] / r["latency_ms"] for r in items_ if r.get("latency_ms")]
             lines.append(
-                f"| {budget} | {method} | {len(items_)} | {_mean_sd([r['test_accuracy'] for r in items_], 100)} | "
-                f"{_mean_sd([_drop(r) for r in items_], 100)} | "
-                f"{_mean_sd([r['flops_ratio'] for r in items_], 100, 1)} | "
-                f"{_mean_sd([r['params_ratio'] for r in items_], 100, 1)} | "
-                f"{_mean_sd(speedups, 1, 2) if speedups else '-'}x | "
+                f"| {budget} | {method} | {len(items_)} | {mean_sd([r['test_accuracy'] for r in items_], 100)} | "
+                f"{mean_sd([accuracy_drop(r) for r in items_], 100)} | "
+                f"{mean_sd([r['flops_ratio'] for r in items_], 100, 1)} | "
+                f"{mean_sd([r['params_ratio'] for r in items_], 100, 1)} | "
+                f"{mean_sd(speedups, 1, 2) if speedups else '-'}x | "
                 f"{statistics.mean(r['evaluations'] for r in items_):.0f} | "
                 f"{statistics.mean(r['search_seconds'] for r in items_):.0f} |"
             )
-        drops = {m: statistics.mean(_drop(r) for r in v) for (mo, b, m), v in groups.items()
+        drops = {m: statistics.mean(accuracy_drop(r) for r in v) for (mo, b, m), v in groups.items()
                  if mo == model and b == GOAL_BUDGET}
         lines += ["", *goal_lines(model, drops), "", *study_scale_lines(list(study_rows), model), "",
                   *fidelity_lines(rows), ""]
@@ -459,6 +448,12 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     load = _load(results / "service_load.json")
     if load:
         lines += service_load_section(load)
+    sparse = [json.loads(p.read_text()) for p in sorted((results / "sparsity").glob("*.json"))]
+    if sparse:
+        lines += sparsity_section(sparse)
+    recovery = [json.loads(p.read_text()) for p in sorted((results / "sparsity_recovery").glob("*.json"))]
+    if recovery:
+        lines += recovery_section(recovery)
     lines += ["## Elsewhere", "", "- [cost-model.md](cost-model.md): analytic cost model vs pruning and counting.",
               "- [ray-scaling.md](ray-scaling.md): evaluations per minute on Ray.", ""]
     docs.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,14 @@ from torch import nn
 
 from search_spaces.errors import BudgetError
 from search_spaces.inputs import batch_size
-from search_spaces.measure import count_flops, count_params, measure_latency_ms, with_batch
+from search_spaces.measure import (
+    count_flops,
+    count_nonzeros,
+    count_params,
+    count_sparse_bytes,
+    measure_latency_ms,
+    with_batch,
+)
 
 DEVICES = ("cpu", "cuda")
 _LATENCY_KEYS = ("batch", "threads", "device")
@@ -30,11 +37,14 @@ _LATENCY_KEYS = ("batch", "threads", "device")
 
 @dataclass(frozen=True)
 class Cost:
-    """FLOPs, parameter count and (with a latency table) predicted latency in ms of a (pruned) model."""
+    """FLOPs, stored parameters, (with a latency table) predicted latency in ms, non-zero parameters and bytes of
+    the parameters in the sparse format of a (pruned) model (the last two: None when not computed)."""
 
     flops: int
     params: int
     latency_ms: float | None = None
+    nonzeros: int | None = None
+    sparse_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,18 @@ class Budget(abc.ABC):
     def params(fraction: float | None = None, *, absolute: float | None = None) -> ParamsBudget:
         """At most ``fraction`` of the unpruned parameter count (or ``absolute`` parameters)."""
         return ParamsBudget(fraction, absolute)
+
+    @staticmethod
+    def nonzeros(fraction: float | None = None, *, absolute: float | None = None) -> NonzerosBudget:
+        """At most ``fraction`` of the unpruned parameters non-zero (or ``absolute`` non-zeros): the budget of
+        element-wise (unstructured) pruning, where the stored parameter count never changes."""
+        return NonzerosBudget(fraction, absolute)
+
+    @staticmethod
+    def size(fraction: float | None = None, *, absolute: float | None = None) -> SizeBudget:
+        """At most ``fraction`` of the unpruned parameters' bytes (or ``absolute`` bytes) in the sparse format:
+        float32 values, a weight tensor with zeros stored as a bitmask plus its non-zeros when smaller."""
+        return SizeBudget(fraction, absolute)
 
     @staticmethod
     def latency(
@@ -192,6 +214,35 @@ class ParamsBudget(Budget):
 
 
 @dataclass(frozen=True)
+class NonzerosBudget(Budget):
+    """At most a fraction (or an absolute number) of the unpruned model's parameters non-zero."""
+
+    metric: ClassVar[str] = "nonzeros"
+
+    def predicted(self, cost: Cost) -> float:
+        return cost.params if cost.nonzeros is None else cost.nonzeros
+
+    def measure(self, model: nn.Module, example_inputs: Any) -> float:
+        return count_nonzeros(model)
+
+
+@dataclass(frozen=True)
+class SizeBudget(Budget):
+    """At most a fraction (or an absolute number of bytes) of the unpruned parameters' size in the sparse format."""
+
+    metric: ClassVar[str] = "size"
+    unit: ClassVar[str] = "bytes"
+
+    def predicted(self, cost: Cost) -> float:
+        if cost.sparse_bytes is None:
+            raise BudgetError("a size budget needs the cost model's sparse size (search_spaces.cost.CostModel)")
+        return cost.sparse_bytes
+
+    def measure(self, model: nn.Module, example_inputs: Any) -> float:
+        return count_sparse_bytes(model)
+
+
+@dataclass(frozen=True)
 class LatencyBudget(Budget):
     """At most a fraction of the unpruned model's measured latency, or ``absolute`` milliseconds.
 
@@ -242,7 +293,9 @@ class LatencyBudget(Budget):
         return {**super().to_dict(), **self.setting.to_dict()}
 
 
-KINDS: dict[str, type[Budget]] = {b.metric: b for b in (FlopsBudget, ParamsBudget, LatencyBudget)}
+KINDS: dict[str, type[Budget]] = {
+    b.metric: b for b in (FlopsBudget, ParamsBudget, NonzerosBudget, SizeBudget, LatencyBudget)
+}
 
 
 def _make(metric: object, fraction: Any, absolute: Any, setting: Mapping[str, Any]) -> Budget:

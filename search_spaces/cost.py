@@ -34,11 +34,15 @@ class CostModel:
     """
 
     def __init__(self, space: SearchSpace, latency: LatencyPredictor | None = None) -> None:
+        if latency is not None and space.granularity == "element":
+            raise BudgetError("latency budgets need channel pruning: element-wise zeros leave dense kernels as slow "
+                              "as before; use Budget.nonzeros or Budget.size with an element space")
         self.space = space
         self.latency = latency
         full = {layer.name: (layer.in_dim, layer.out_dim) for layer in space.layers}
         base_latency = latency.base_ms if latency is not None else None
-        self.base = Cost(space.base_flops, space.base_params, base_latency)
+        self.base = Cost(space.base_flops, space.base_params, base_latency, space.base_params,
+                         space.sparse_bytes(full))
         if latency is not None:
             latency.check_layers(full)
 
@@ -55,7 +59,7 @@ class CostModel:
         dims = self.layer_dims(ratios)
         flops, params = self.space.figures(dims)
         latency = self.latency.predict(dims) if self.latency is not None else None
-        return Cost(flops, params, latency)
+        return Cost(flops, params, latency, self.space.nonzeros(dims), self.space.sparse_bytes(dims))
 
     def ratio(self, ratios: Mapping[str, float], budget: Budget) -> float:
         """Cost of ``ratios`` in ``budget``'s metric, relative to the unpruned model."""

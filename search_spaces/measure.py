@@ -39,6 +39,44 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter as the forward pass sees it: a ``torch.nn.utils.prune`` mask applied (``weight_orig *
+    weight_mask``, named ``weight``), others as they are."""
+    values: dict[str, torch.Tensor] = {}
+    for prefix, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            base = name.removesuffix("_orig")
+            mask = getattr(module, base + "_mask", None) if name.endswith("_orig") else None
+            value = param.detach() if mask is None else param.detach() * mask
+            values[f"{prefix}.{base}" if prefix else base] = value
+    return values
+
+
+def count_nonzeros(model: nn.Module) -> int:
+    """Non-zero parameters of ``model``, masks applied."""
+    return sum(int(torch.count_nonzero(p)) for p in effective_parameters(model).values())
+
+
+def sparse_tensor_bytes(numel: int, nonzeros: int, value_bytes: int = 4) -> int:
+    """Stored bytes of a tensor of ``numel`` elements with ``nonzeros`` non-zeros in the sparse format: dense, or a
+    bitmask (one bit per element) plus the non-zero values, whichever is smaller."""
+    return min(value_bytes * numel, -(-numel // 8) + value_bytes * nonzeros)
+
+
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of ``tensor`` in the sparse format: floating tensors of two or more dimensions (Conv/Linear-style
+    weights) may be stored sparsely (:func:`sparse_tensor_bytes`), everything else densely."""
+    size = tensor.element_size()
+    if tensor.dim() < 2 or not tensor.is_floating_point():
+        return tensor.numel() * size
+    return sparse_tensor_bytes(tensor.numel(), int(torch.count_nonzero(tensor)), size)
+
+
+def count_sparse_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s parameters (masks applied) in the sparse format (see :func:`stored_bytes`)."""
+    return sum(stored_bytes(t) for t in effective_parameters(model).values())
+
+
 def with_batch(example_inputs: Any, batch: int) -> tuple[torch.Tensor, ...]:
     """``example_inputs`` resized to ``batch`` along the first dimension (repeating the first sample)."""
     return tuple(x[:1].expand(batch, *x.shape[1:]).contiguous() for x in as_tuple(example_inputs))

@@ -27,6 +27,7 @@ class _Group(Protocol):
 
 class _Space(Protocol):
     architecture: str
+    granularity: str
     names: tuple[str, ...]
     fingerprint: dict[str, Any]
 
@@ -110,9 +111,15 @@ class Policy(Mapping[str, float]):
 
         Raises:
             PolicyError: naming the unknown or missing groups, the out-of-range ratios, or the
-                architecture, channel count or rounding mismatch.
+                granularity, architecture, channel count or rounding mismatch.
         """
         if self.fingerprint is not None:
+            kind = self.fingerprint.get("granularity", "channel")
+            if kind != space.granularity:
+                raise PolicyError(
+                    f"policy prunes {kind}s (granularity {kind!r}) but the space prunes {space.granularity}s: "
+                    f"build the space with SearchSpace.from_model(..., granularity={kind!r})"
+                )
             arch = self.fingerprint.get("architecture")
             if arch != space.architecture:
                 raise PolicyError(

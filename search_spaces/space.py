@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from search_spaces.errors import ConfigError, TraceError
 from search_spaces.group_check import broken_groups, check_kept, reference
 from search_spaces.inputs import as_tuple
+from search_spaces.measure import sparse_tensor_bytes
 from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
@@ -40,6 +41,12 @@ CHECK_SMALL_RATIO = 0.1
 ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
 # CPU seconds tracing plus the group check may take by default (Torch-Pruning's walk took minutes on a few blocks).
 TRACE_TIME_LIMIT = 120.0
+# What one entry of a space prunes: coupled channel groups (structured) or a weight tensor's elements.
+GRANULARITIES = ("channel", "element")
+# Default largest sparsity of one weight tensor in an element space (channel spaces default to 0.8).
+ELEMENT_MAX_RATIO = 0.99
+# Bytes per stored value of the sparse and dense size figures (float32 weights).
+VALUE_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -166,9 +173,12 @@ def _leaf_flops(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, dict[st
 
 
 class SearchSpace(Sequence[ChannelGroup]):
-    """A sequence of coupled channel groups of one model, in network order.
+    """A sequence of coupled channel groups (or, element-wise, of weight tensors) of one model, in network order.
 
-    Build it with :meth:`from_model`; it never keeps references to the model.
+    Build it with :meth:`from_model`; it never keeps references to the model. In an element space
+    (``granularity == "element"``) each entry is one Conv/Linear weight tensor, its ``channels`` the tensor's
+    element count and its ratio the tensor's sparsity: FLOPs and stored parameters never change (dense kernels
+    multiply the zeros); non-zeros and the sparse size do.
     """
 
     def __init__(
@@ -185,7 +195,11 @@ class SearchSpace(Sequence[ChannelGroup]):
         preset: str | None = None,
         round_to: int = 1,
         excluded: Mapping[str, str] | None = None,
+        granularity: str = "channel",
     ) -> None:
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity {granularity!r} is not accepted; accepted: {', '.join(GRANULARITIES)}")
+        self.granularity = granularity
         self.architecture = architecture
         self.groups: tuple[ChannelGroup, ...] = tuple(groups)
         self.layers: tuple[LayerCost, ...] = tuple(layers)
@@ -218,8 +232,9 @@ class SearchSpace(Sequence[ChannelGroup]):
         return key in self._by_name
 
     def __repr__(self) -> str:
+        entries = "groups" if self.granularity == "channel" else "weight tensors"
         return (
-            f"SearchSpace({self.architecture}, {len(self)} groups, "
+            f"SearchSpace({self.architecture}, {len(self)} {entries}, "
             f"{self.base_flops / 1e6:.2f} MFLOPs, {self.base_params / 1e3:.1f} k params)"
         )
 
@@ -235,12 +250,14 @@ class SearchSpace(Sequence[ChannelGroup]):
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        """Architecture name plus group names and channel counts; stored with every policy."""
-        return {
+        """Architecture name plus group names and channel counts (element counts, with the granularity, in an
+        element space); stored with every policy."""
+        identity = {
             "architecture": self.architecture,
             "groups": {g.name: g.channels for g in self.groups},
             "round_to": self.round_to,
         }
+        return identity if self.granularity == "channel" else {**identity, "granularity": self.granularity}
 
     @property
     def round_to(self) -> int:
@@ -263,7 +280,29 @@ class SearchSpace(Sequence[ChannelGroup]):
         return {layer.name: (size(layer.in_segments), size(layer.out_segments)) for layer in self.layers}
 
     def figures(self, dims: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
-        """FLOPs and parameters of the model whose layers keep ``dims`` (see :meth:`layer_dims`)."""
+        """FLOPs and stored parameters of the model whose layers keep ``dims`` (see :meth:`layer_dims`).
+
+        In an element space both stay the unpruned model's: the zeros are still stored and multiplied.
+        """
+        if self.granularity == "element":
+            return self.base_flops, self.base_params
+        return self._sums(dims)
+
+    def nonzeros(self, dims: Mapping[str, tuple[int, int]]) -> int:
+        """Non-zero parameters of the model whose layers keep ``dims`` (all of them, after channel pruning)."""
+        return self._sums(dims)[1]
+
+    def sparse_bytes(self, dims: Mapping[str, tuple[int, int]]) -> int:
+        """Bytes of the parameters in the sparse format (``autoprune.sparse_format``): float32 values, and a
+        weight tensor with zeros stored as a bitmask plus its non-zero values when that is smaller."""
+        if self.granularity == "channel":
+            return VALUE_BYTES * self._sums(dims)[1]
+        stored = VALUE_BYTES * self.constant_params
+        for layer in self.layers:
+            stored += sparse_tensor_bytes(layer.out_dim, dims[layer.name][1], VALUE_BYTES)
+        return stored
+
+    def _sums(self, dims: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
         flops, params = self.constant_flops, self.constant_params
         for layer in self.layers:
             in_dim, out_dim = dims[layer.name]
@@ -284,6 +323,7 @@ class SearchSpace(Sequence[ChannelGroup]):
             architecture=self.architecture, groups=groups, layers=layers, base_flops=self.base_flops,
             base_params=self.base_params, constant_flops=self.constant_flops, constant_params=self.constant_params,
             ignored=self.ignored, preset=self.preset, round_to=self.round_to, excluded={**self.excluded, **excluded},
+            granularity=self.granularity,
         )
 
     def policy(self, ratios: Mapping[str, float] | Sequence[float]) -> Policy:
@@ -310,8 +350,9 @@ class SearchSpace(Sequence[ChannelGroup]):
         max_ratio: float | None = None,
         check: bool = True,
         time_limit: float | None = TRACE_TIME_LIMIT,
+        granularity: str = "channel",
     ) -> SearchSpace:
-        """Trace ``model`` and return one entry per coupled channel group.
+        """Trace ``model`` and return one entry per coupled channel group (or per weight tensor).
 
         Every group is checked once (``check``): pruned by a small ratio and by its max_ratio on a copy, the
         model must run, keep its output shapes, give finite outputs and have the FLOPs and parameters the cost
@@ -327,6 +368,9 @@ class SearchSpace(Sequence[ChannelGroup]):
             max_ratio: largest fraction removed from any group (default: preset, else 0.8).
             check: check every group by pruning a copy (off only for spaces used to validate a policy).
             time_limit: CPU seconds tracing and checking may take (None: no limit; enforced in the main thread).
+            granularity: ``"channel"`` (structured: channels removed, the model gets smaller and faster) or
+                ``"element"`` (unstructured: one sparsity per Conv/Linear weight tensor, zeros masked in place;
+                ``max_ratio`` defaults to 0.99 and the output layer may be pruned too).
 
         Raises:
             TraceError: the model cannot be run or traced on ``example_inputs``, no group can be pruned, or
@@ -334,8 +378,14 @@ class SearchSpace(Sequence[ChannelGroup]):
             ConfigError: a bad option (unknown ignored module, ratio outside [0, 1), ...).
         """
         inputs = as_tuple(example_inputs)
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity {granularity!r} is not accepted; accepted: {', '.join(GRANULARITIES)}")
         spec = preset if isinstance(preset, Preset) or preset is None else load_preset(preset)
         spec = spec or Preset(name=None)
+        if granularity == "element":
+            if round_to not in (None, 1):
+                raise ConfigError(f"round_to={round_to!r} applies to channels; an element space prunes single weights")
+            round_to, max_ratio = 1, ELEMENT_MAX_RATIO if max_ratio is None else max_ratio
         round_to = spec.round_to if round_to is None else round_to
         max_ratio = spec.max_ratio if max_ratio is None else max_ratio
         if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
@@ -349,6 +399,8 @@ class SearchSpace(Sequence[ChannelGroup]):
         model.eval()
         try:
             with interrupt_after(time_limit):
+                if granularity == "element":
+                    return cls._trace_elements(model, inputs, spec, list(ignore), float(max_ratio))
                 space = cls._trace(model, inputs, spec, list(ignore), round_to, float(max_ratio))
                 return _checked(space, model, inputs) if check else space
         except TimeUp as up:
@@ -401,6 +453,46 @@ class SearchSpace(Sequence[ChannelGroup]):
             log.warning("%s: %d channel groups Torch-Pruning cannot map are excluded from the search: %s", arch,
                         len(unmapped), "; ".join(f"{name}: {why}" for name, why in unmapped.items()))
         return space.without(unmapped) if unmapped else space
+
+    @classmethod
+    def _trace_elements(
+        cls, model: nn.Module, inputs: tuple[Any, ...], spec: Preset, ignore: list[str | nn.Module], max_ratio: float
+    ) -> SearchSpace:
+        """One entry per Conv/Linear weight tensor that runs on ``inputs``, in execution order, none left out but
+        ``ignore`` and the preset's (the output layer included: masking never changes a shape)."""
+        arch = architecture_name(model)
+        try:
+            order = _execution_order(model, inputs)
+            total_flops, leaf_flops, spatial = _leaf_flops(model, inputs)
+        except Exception as exc:  # any failure of the user's forward pass: report it as untraceable
+            raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
+        modules = dict(model.named_modules())
+        ignored = _named(modules, arch, [*spec.ignore, *ignore])
+        weighted = sorted((n for n, m in modules.items() if isinstance(m, ROOT_MODULE_TYPES) and n in order
+                           and n not in ignored and isinstance(m.weight, nn.Parameter)), key=order.__getitem__)
+        if not weighted:
+            raise TraceError(f"{arch} has no Conv or Linear weight to prune on the example inputs (all ignored?)")
+        base_params = sum(p.numel() for p in model.parameters())
+        groups, layers = [], []
+        for index, name in enumerate(weighted):
+            module, numel = modules[name], modules[name].weight.numel()
+            depthwise = isinstance(module, _CONV_TYPES) and module.groups == module.in_channels > 1
+            out_channels = module.out_channels if isinstance(module, _CONV_TYPES) else module.out_features
+            flops = leaf_flops.get(name, 0)
+            groups.append(ChannelGroup(
+                name=name, index=index, channels=numel,
+                max_ratio=_group_max_ratio(name, numel, spec, 1, max_ratio), round_to=1, members=(name,),
+                consumers=(), flops_share=flops / total_flops if total_flops else 0.0,
+                params_share=numel / base_params,
+                features=_features(module, out_channels, depthwise, spatial.get(name, [1]), flops, numel),
+            ))
+            layers.append(LayerCost(name=name, flops_unit=0, weight_unit=0, per_out_params=1,
+                                    out_segments=(Segment(name, numel),), in_segments=(Segment(None, 1),)))
+        return cls(
+            architecture=arch, groups=groups, layers=layers, base_flops=total_flops, base_params=base_params,
+            constant_flops=total_flops, constant_params=base_params - sum(g.channels for g in groups),
+            ignored=sorted(ignored), preset=spec.name, granularity="element",
+        )
 
     @staticmethod
     def _layer_costs(
@@ -513,19 +605,23 @@ def _ignored(
 ) -> set[str]:
     """Module names whose output channels are kept: the preset's and the user's, and the output layer."""
     arch = architecture_name(model)
-    names = {m: n for n, m in modules.items()}
-    ignored = set(spec.ignore)
-    for item in ignore:
-        ignored.add(names.get(item, "<module not in model>") if isinstance(item, nn.Module) else item)
-    unknown = sorted(n for n in ignored if n not in modules)
-    if unknown:
-        raise ConfigError(f"ignored modules not found in {arch}: {unknown}")
+    ignored = _named(modules, arch, [*spec.ignore, *ignore])
     roots = sorted((n for n, m in modules.items() if isinstance(m, ROOT_MODULE_TYPES) and n in order),
                    key=order.__getitem__)
     if not roots:
         raise TraceError(f"{arch} has no Conv or Linear layer that ran on the example inputs")
     ignored.add(roots[-1])  # the output layer keeps its channels
     return ignored
+
+
+def _named(modules: dict[str, nn.Module], arch: str, items: list[str | nn.Module]) -> set[str]:
+    """The module names of ``items`` (names or modules); raises :class:`ConfigError` naming the unknown ones."""
+    names = {m: n for n, m in modules.items()}
+    named = {names.get(item, "<module not in model>") if isinstance(item, nn.Module) else item for item in items}
+    unknown = sorted(n for n in named if n not in modules)
+    if unknown:
+        raise ConfigError(f"ignored modules not found in {arch}: {unknown}")
+    return named
 
 
 def _raw_groups(
@@ -576,6 +672,24 @@ def _group_max_ratio(name: str, channels: int, spec: Preset, round_to: int, max_
     return group_max
 
 
+def _features(
+    root: nn.Module, out_channels: int, depthwise: bool, size: list[int], flops: int, params: int
+) -> dict[str, float]:
+    """An entry's descriptors for agents (AMC's layer embedding): op type, channels, kernel, stride, feature map
+    size, FLOPs and parameters."""
+    is_conv = isinstance(root, _CONV_TYPES)
+    return {
+        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),
+        "in_channels": float(root.in_channels if is_conv else root.in_features),
+        "out_channels": float(out_channels),
+        "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
+        "stride": float(root.stride[0]) if is_conv else 1.0,
+        "feature_size": float(size[0]) if size else 1.0,
+        "flops": float(flops),
+        "params": float(params),
+    }
+
+
 def _make_group(
     index: int, entry: _RawGroup, modules: dict[str, nn.Module], totals: _Totals, spec: Preset, round_to: int,
     max_ratio: float,
@@ -585,21 +699,10 @@ def _make_group(
     flops = sum(totals.leaf_flops.get(m, 0) for m in touched)
     params = sum(p.numel() for m in touched if m in modules for p in modules[m].parameters(recurse=False))
     root = modules[entry.name]
-    is_conv = isinstance(root, _CONV_TYPES)
     depthwise = any(
         isinstance(modules[m], _CONV_TYPES) and modules[m].groups == modules[m].in_channels > 1 for m in entry.members
     )
-    size = totals.spatial.get(entry.name, [1])
-    features = {
-        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),
-        "in_channels": float(root.in_channels if is_conv else root.in_features),
-        "out_channels": float(entry.channels),
-        "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
-        "stride": float(root.stride[0]) if is_conv else 1.0,
-        "feature_size": float(size[0]) if size else 1.0,
-        "flops": float(flops),
-        "params": float(params),
-    }
+    features = _features(root, entry.channels, depthwise, totals.spatial.get(entry.name, [1]), flops, params)
     return ChannelGroup(
         name=entry.name,
         index=index,

@@ -277,7 +277,8 @@ def test_the_dashboard_page_its_assets_and_its_data_calls(tmp_path, finished_run
         auth = {"Authorization": f"Bearer {TOKEN}"}
         choices = client.get("/choices", headers=auth).json()
         assert {"small_cnn", "resnet20"} <= set(choices["models"]) and "sensitivity" in choices["searchers"]
-        assert choices["budgets"] == ["flops", "params", "latency"] and choices["executors"] == ["local", "ray"]
+        assert choices["budgets"] == ["flops", "params", "nonzeros", "size", "latency"]
+        assert choices["executors"] == ["local", "ray"]
         assert choices["defaults"]["trials"] == SearchConfig().trials
 
         queued = store.create(SearchConfig(), owner="default")["id"]

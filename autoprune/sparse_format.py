@@ -1,0 +1,105 @@
+"""The sparse export: a state dict whose weight tensors with zeros are stored as a bitmask plus non-zero values.
+
+Zeros from element-wise pruning do not make dense kernels faster, but they make the model smaller on disk: this
+format stores every tensor with two or more dimensions that is smaller that way as ``{"shape", "bitmask",
+"values"}`` (one bit per element, packed; the non-zero values in row-major order) and everything else as it is.
+It is written with ``torch.save`` and read with ``torch.load(weights_only=True)``: tensors only, no code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_spaces.errors import RunDirError
+from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, check_size
+from search_spaces.measure import stored_bytes
+
+FORMAT = "autoprune.sparse_state_dict.v1"
+SPARSE_FILE = "sparse_state_dict.pt"
+DENSE_FILE = "pruned_state_dict.pt"
+
+
+def _smaller_sparse(tensor: torch.Tensor) -> bool:
+    return stored_bytes(tensor) < tensor.numel() * tensor.element_size()
+
+
+def encode(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The sparse form of a state dict (see the module docstring)."""
+    dense: dict[str, torch.Tensor] = {}
+    sparse: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        if not _smaller_sparse(tensor):
+            dense[name] = tensor.clone()
+            continue
+        flat = tensor.flatten()
+        mask = flat != 0
+        sparse[name] = {
+            "shape": torch.tensor(tensor.shape, dtype=torch.int64),
+            "bitmask": torch.from_numpy(np.packbits(mask.numpy())),
+            "values": flat[mask].clone(),
+        }
+    return {"format": FORMAT, "dense": dense, "sparse": sparse}
+
+
+def decode(payload: Any, *, source: str = "sparse state dict") -> dict[str, torch.Tensor]:
+    """The state dict :func:`encode` was given, bit for bit; raises :class:`RunDirError` on a malformed payload."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise RunDirError(f"{source} is not an autoprune sparse state dict (expected format {FORMAT!r})")
+    state = dict(payload["dense"])
+    for name, entry in payload["sparse"].items():
+        shape = [int(d) for d in entry["shape"]]
+        numel = int(np.prod(shape)) if shape else 1
+        mask = torch.from_numpy(np.unpackbits(entry["bitmask"].numpy(), count=numel).astype(bool))
+        if int(mask.sum()) != entry["values"].numel():
+            raise RunDirError(f"{source}: {name} has {int(mask.sum())} bits set but {entry['values'].numel()} values")
+        flat = torch.zeros(numel, dtype=entry["values"].dtype)
+        flat[mask] = entry["values"]
+        state[name] = flat.reshape(shape)
+    return state
+
+
+def save_sparse(path: str | Path, model: nn.Module) -> Path:
+    """Write ``model``'s state dict in the sparse form to ``path``, atomically."""
+    path = Path(path)
+    payload = encode(model.state_dict())
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a file :func:`save_sparse` wrote: the dense state dict (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    check_size(path, what="sparse weights", limit=MAX_CHECKPOINT_BYTES)
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a corrupt or foreign file: say which
+        raise RunDirError(f"{str(path)!r} is not a readable sparse state dict ({type(exc).__name__}: {exc})") from exc
+    return decode(payload, source=repr(str(path)))
+
+
+def file_sizes(dense: Path, sparse: Path) -> dict[str, int]:
+    """Bytes of a dense and a sparse state dict file, raw and gzip-compressed (measured on the files)."""
+    sizes = {}
+    for key, path in (("dense", dense), ("sparse", sparse)):
+        data = Path(path).read_bytes()
+        sizes[f"{key}_bytes"], sizes[f"{key}_gzip_bytes"] = len(data), len(gzip.compress(data))
+    return sizes
+
+
+def export_sizes(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Bytes on disk of a state dict written densely and in the sparse form, raw and gzip-compressed (both written
+    to a temporary directory and measured, not estimated)."""
+    with tempfile.TemporaryDirectory() as directory:
+        dense, sparse = Path(directory) / DENSE_FILE, Path(directory) / SPARSE_FILE
+        torch.save(dict(state), dense)
+        torch.save(encode(state), sparse)
+        return file_sizes(dense, sparse)

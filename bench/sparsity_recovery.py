@@ -1,0 +1,107 @@
+"""Schedules and recovery on one policy: one-shot vs AGP at 90% sparsity, and finetune vs learning-rate rewinding vs
+training from scratch for a structured 30%-FLOPs policy.
+
+Both policies are the ``uniform`` searcher's (one evaluation: the policy is fixed, only the final step differs), on
+the benchmark baseline (ResNet-20 on Fashion-MNIST, cached). Every variant gets the same final training steps
+(default 300) and runs for seeds 0, 1, 2. One JSON file per row goes to
+``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json``; rows already there are skipped, so the
+benchmark runs in parts (one process per core: rows are locked while they run). ``bench/report.py`` renders the
+"Schedules and recovery" section of ``docs/benchmarks.md``.
+
+    python bench/sparsity_recovery.py                          # both experiments, seeds 0,1,2
+    python bench/sparsity_recovery.py --experiments schedule --seeds 0
+    python bench/sparsity_recovery.py --quick                  # small CNN on digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
+from compare_searchers import row_lock
+
+import autoprune as ap
+from search_spaces import default_preset
+
+# experiment -> (granularity, budget, {variant: search options for the final step})
+EXPERIMENTS: dict[str, tuple[str, ap.Budget, dict[str, dict[str, Any]]]] = {
+    "schedule": ("element", ap.Budget.nonzeros(0.1), {
+        "one_shot": {"final_schedule": "one_shot"},
+        "agp": {"final_schedule": {"kind": "agp", "frequency": 10}},
+    }),
+    "recovery": ("channel", ap.Budget.flops(0.3), {
+        "finetune": {"final_recovery": "finetune"},
+        "lr_rewind": {"final_recovery": "lr_rewind"},
+        "scratch": {"final_recovery": "scratch"},
+    }),
+}
+
+
+def run_row(args: argparse.Namespace, experiment: str, variant: str, seed: int, model, data,
+            run_dir: Path) -> dict[str, Any]:
+    granularity, budget, variants = EXPERIMENTS[experiment]
+    inputs = data.example_inputs()
+    space = ap.SearchSpace.from_model(model, inputs, granularity=granularity,
+                                      preset=default_preset(args.model) if granularity == "channel" else None)
+    start = time.perf_counter()
+    result = ap.search(model, inputs, budget=budget, train_data=data.train, val_data=data.val, test_data=data.test,
+                       searcher="uniform", trials=1, seed=seed, evaluator=fidelity(args), space=space,
+                       final_finetune_steps=args.final_steps, run_dir=run_dir, **variants[variant])
+    summary = result.summary
+    return {
+        "experiment": experiment, "variant": variant, "seed": seed, "model": args.model,
+        "granularity": granularity, "budget": budget.to_dict(),
+        "test_accuracy": summary.pruned.accuracy, "baseline_test_accuracy": summary.baseline.accuracy,
+        "flops_ratio": summary.flops_ratio, "nonzeros_ratio": summary.nonzeros_ratio,
+        "latency_ms": summary.pruned.latency_ms, "baseline_latency_ms": summary.baseline.latency_ms,
+        "sizes": ap.export_sizes(result.pruned_model.state_dict()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated: schedule, recovery")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--final-steps", type=int, default=300, help="training steps after (or while) pruning")
+    parser.add_argument("--run-root", default="bench/runs/sparsity_recovery")
+    parser.add_argument("--results", help="directory of the per-row JSON files (default "
+                        "bench/results/sparsity_recovery)")
+    add_fidelity_options(parser)
+    args = apply_quick(parser.parse_args(), RESULTS / "sparsity_recovery", RESULTS / "quick" / "sparsity_recovery")
+    if args.quick:
+        args.final_steps, args.seeds, args.run_root = 20, "0", str(Path(args.results) / "runs")
+    unknown = set(args.experiments.split(",")) - set(EXPERIMENTS)
+    if unknown:
+        parser.error(f"unknown --experiments {sorted(unknown)}; accepted: {', '.join(EXPERIMENTS)}")
+    model, data, info = load_baseline(args)
+    config = {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "final_steps": args.final_steps,
+              "checkpoint": Path(info["checkpoint"]).name, **fidelity(args)}
+    for experiment in args.experiments.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for variant in EXPERIMENTS[experiment][2]:
+                name = f"{experiment}-{variant}-{seed}"
+                path = Path(args.results) / f"{name}.json"
+                if path.exists():
+                    print(f"skip {path.name} (done)")
+                    continue
+                run_dir = Path(args.run_root) / name
+                with row_lock(Path(args.run_root) / f"{name}.lock") as mine:
+                    if not mine or path.exists():
+                        continue
+                    if run_dir.exists():  # a row stopped midway: its final step starts again
+                        shutil.rmtree(run_dir)
+                    row = run_row(args, experiment, variant, seed, model, data, run_dir)
+                    write_json(path, {"config": config, "row": row})
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
