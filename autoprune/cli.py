@@ -389,6 +389,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     base_flops, flops = count_flops(model, inputs), count_flops(result.model, inputs)
     for name, info in written.items():
         check = "" if "max_abs_diff" not in info else f" (outputs match eager, max |diff| {info['max_abs_diff']:.1e})"
+        if "sizes" in info:
+            check = (f" (reloads bit for bit; gzip {info['sizes']['sparse_gzip_bytes']:,} B vs dense "
+                     f"{info['sizes']['dense_gzip_bytes']:,} B)")
         out.print(f"{name}: {info['path']}{check}")
     out.print(f"FLOPs {base_flops:,} -> {flops:,} ({flops / base_flops:.1%}); "
               f"params {count_params(model):,} -> {count_params(result.model):,}")
@@ -596,9 +599,10 @@ def _add_apply_command(sub: argparse._SubParsersAction) -> None:
                    "before it is written, then print its test accuracy next to the baseline's (0: recalibrate only)")
     p.add_argument("--lr", type=float, help="learning rate of that finetune (default 0.01, the evaluator's)")
     p.add_argument("--format", default="eager",
-                   help="comma-separated: eager (state dict + pruning history), export (torch.export model.pt2), "
-                   "compile (AOTInductor-compiled model_compiled.pt2), onnx (model.onnx, checked in onnxruntime); "
-                   "default eager")
+                   help="comma-separated: eager (state dict + pruning history), sparse (the same weights as a "
+                   "bitmask + non-zero values: smaller for element-wise pruned models), export (torch.export "
+                   "model.pt2), compile (AOTInductor-compiled model_compiled.pt2), onnx (model.onnx, checked in "
+                   "onnxruntime); default eager")
     p.set_defaults(func=cmd_apply)
 
 

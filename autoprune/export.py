@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from autoprune.pruning import PruningHistory, replay_history
-from autoprune.sparse_format import DENSE_FILE, SPARSE_FILE, file_sizes, load_sparse, save_sparse
+from autoprune.sparse_format import DENSE_FILE, SPARSE_FILE, export_sizes, file_sizes, load_sparse, save_sparse
 from search_spaces.errors import AutopruneError, RunDirError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_text
@@ -72,7 +72,7 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     return fresh_model
 
 
-FORMATS = ("eager", "compile", "export", "onnx")
+FORMATS = ("eager", "sparse", "compile", "export", "onnx")
 FORMAT_FILES = {"export": "model.pt2", "compile": "model_compiled.pt2", "onnx": "model.onnx"}
 CHECK_TOLERANCE = 1e-4
 
@@ -119,13 +119,27 @@ def _write_format(name: str, traced: torch.export.ExportedProgram, path: Path) -
     return _onnx_runner(path)
 
 
+def _write_sparse(directory: Path, model: nn.Module, history: PruningHistory | None) -> dict[str, Any]:
+    """The sparse form and the pruning history, reloaded and compared tensor by tensor."""
+    if history is None:
+        raise ExportError("the sparse format needs the pruning history (PruneResult.history)")
+    path = save_sparse(directory / SPARSE_FILE, model)
+    atomic_write_json(directory / HISTORY_FILE, [[n, o, i] for n, o, i in history])
+    state, again = model.state_dict(), load_sparse(path)
+    if state.keys() != again.keys() or not all(torch.equal(state[k], again[k]) for k in state):
+        raise ExportError(f"{path} does not reload to the model's weights")
+    return {"path": str(path), "sizes": export_sizes(state)}
+
+
 def export_model(
     model: nn.Module, example_inputs: Any, directory: str | Path, formats: Sequence[str] = ("eager",), *,
     history: PruningHistory | None = None, meta: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write the (pruned) model in each of ``formats`` to ``directory``, each checked against eager outputs.
 
-    ``eager``: state dict + pruning history (needs ``history``; :func:`load_pruned_model`); ``export``:
+    ``eager``: state dict + pruning history (needs ``history``; :func:`load_pruned_model`); ``sparse``: the state
+    dict in the sparse form (:mod:`autoprune.sparse_format`) + pruning history, checked to reload bit for bit, with
+    the measured sizes of both forms; ``export``:
     ``torch.export`` program ``model.pt2`` (``torch.export.load``); ``compile``: the same program compiled
     ahead of time by TorchInductor, ``model_compiled.pt2`` (``torch._inductor.aoti_load_package``); ``onnx``:
     ``model.onnx``, run in onnxruntime for the check. Batch size is dynamic in the traced formats.
@@ -143,6 +157,8 @@ def export_model(
         if history is None:
             raise ExportError("the eager format needs the pruning history (PruneResult.history)")
         written["eager"] = {"path": str(save_pruned_model(directory, model, history, meta=meta))}
+    if "sparse" in formats:
+        written["sparse"] = _write_sparse(directory, model, history)
     traced = _traced(model, example_inputs) if set(formats) & set(FORMAT_FILES) else None
     for name in (f for f in FORMATS if f in formats and f in FORMAT_FILES):
         path = directory / FORMAT_FILES[name]

@@ -210,3 +210,19 @@ def test_uniform_gives_every_tensor_one_sparsity_that_meets_the_budget(element_p
     ratios = uniform_ratios(cost_model, ap.Budget.nonzeros(0.3))
     assert len({round(r, 9) for r in ratios.values()}) == 1  # one sparsity for every tensor
     assert cost_model.feasible(ratios, ap.Budget.nonzeros(0.3))
+
+
+def test_apply_writes_an_element_policy_in_the_sparse_format(trained_cnn, digits, tmp_path, capsys) -> None:
+    checkpoint, out = tmp_path / "cnn.pt", tmp_path / "pruned"
+    torch.save(trained_cnn.state_dict(), checkpoint)
+    space = ap.SearchSpace.from_model(trained_cnn, digits.example_inputs(), granularity="element")
+    space.policy([0.8] * len(space)).save(tmp_path / "p.json")
+    assert main(["apply", str(tmp_path / "p.json"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--format", "eager,sparse"]) == 0
+    assert "sparse: " in capsys.readouterr().out
+    (out / "pruned_state_dict.pt").unlink()
+    model = ap.load_pruned_model(_small(), out, digits.example_inputs())  # from the sparse form alone
+    kept = {n: space[n].kept_channels(0.8) for n in space.names}
+    modules = dict(model.named_modules())
+    assert all(int(torch.count_nonzero(modules[n].weight)) <= k for n, k in kept.items())
+    assert main(["sparsity", str(out)]) == 0 and "total" in capsys.readouterr().out
