@@ -23,28 +23,37 @@ _STATE = ("_parameters", "_buffers", "_modules")
 
 @dataclass(frozen=True)
 class Reference:
-    """What every pruned model must still do: the unpruned model's output shapes on the example inputs."""
+    """What every pruned model must still do: the unpruned model's output shapes on the example inputs; and the
+    model's dependency graph when it can be reused from check to check (None: traced for each check)."""
 
     inputs: tuple[Any, ...]
     shapes: tuple[tuple[int, ...], ...]
+    graph: tp.DependencyGraph | None = None
 
 
 def reference(model: nn.Module, inputs: tuple[Any, ...]) -> Reference:
-    """The unpruned model's output shapes on ``inputs``."""
+    """The unpruned model's output shapes on ``inputs``, and its dependency graph to reuse (unless the graph prunes
+    parameters outside layers: Torch-Pruning re-keys its nodes when it replaces those)."""
     with torch.no_grad():
-        return Reference(inputs, tuple(tuple(t.shape) for t in _tensors(model(*inputs))))
+        shapes = tuple(tuple(t.shape) for t in _tensors(model(*inputs)))
+    try:
+        graph = dependency_graph(model, inputs)
+    except Exception:  # the model cannot be traced: every check says so by tracing it again
+        return Reference(inputs, shapes)
+    return Reference(inputs, shapes, None if graph.unwrapped_parameters else graph)
 
 
 def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predict: Predict) -> str | None:
     """Prune ``model`` to ``kept`` channels per group and run it: None if it behaves, else why not.
 
     It behaves when pruning succeeds, its outputs have the unpruned shapes and are finite, and its FLOPs
-    and parameters are the ones ``predict`` gives. ``model`` is put back as it was afterwards (cheaper
-    than a deep copy: pruning replaces tensors, it never writes into them).
+    and parameters are the ones ``predict`` gives. ``model`` (and the reference's graph) are put back as they were
+    afterwards (cheaper than a deep copy or a new trace: pruning replaces tensors, it never writes into them).
     """
     try:
-        with _restored(model):
-            prune_in_place(model, dependency_graph(model, ref.inputs), kept, tp.importance.MagnitudeImportance(p=1))
+        with _restored(model, ref.graph):
+            graph = ref.graph if ref.graph is not None else dependency_graph(model, ref.inputs)
+            prune_in_place(model, graph, kept, tp.importance.MagnitudeImportance(p=1))
             flops, outputs = run_counting_flops(model, ref.inputs)
             outputs, params = _tensors(outputs), count_params(model)
     except Exception as exc:  # any failure of pruning or of the pruned forward pass disqualifies the group
@@ -73,9 +82,17 @@ def broken_groups(names: list[str], check: Callable[[list[str]], str | None]) ->
 
 
 @contextmanager
-def _restored(model: nn.Module) -> Iterator[None]:
-    """Put every module's attributes, parameters, buffers and children back as they were on exit."""
-    saved = [(m, dict(vars(m)), {k: dict(vars(m)[k]) for k in _STATE}) for m in model.modules()]
+def _restored(model: nn.Module, graph: tp.DependencyGraph | None = None) -> Iterator[None]:
+    """Put every module's attributes, parameters, buffers and children back as they were on exit; with ``graph``,
+    also its operator nodes' split and concat sizes (which pruning edits in place) and its pruning history."""
+    modules = list(model.modules())
+    if graph is not None:
+        mine = {id(m) for m in modules}
+        modules += [n.module for n in graph.module2node.values()
+                    if isinstance(n.module, nn.Module) and id(n.module) not in mine]
+    saved = [(m, {k: list(v) if isinstance(v, list) else v for k, v in vars(m).items()},
+              {k: dict(vars(m)[k]) for k in _STATE}) for m in modules]
+    history = list(graph.pruning_history()) if graph is not None else None
     try:
         yield
     finally:
@@ -85,6 +102,8 @@ def _restored(model: nn.Module) -> Iterator[None]:
             for key, entries in state.items():
                 attributes[key].clear()
                 attributes[key].update(entries)
+        if graph is not None:
+            graph._pruning_history = history  # Torch-Pruning has no public way to reset it
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:
