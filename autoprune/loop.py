@@ -293,7 +293,8 @@ def _run_record(
         "rescore": final.rescore.to_dict(),
         "executor": runner.describe(),
         "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
-                  "max_ratios": space.max_ratios, "granularity": space.granularity},
+                  "max_ratios": space.max_ratios, "granularity": space.granularity,
+                  "group_round_to": {g.name: g.round_to for g in space if g.round_to != space.round_to}},
         **dict(run_config or {}),
     }
 

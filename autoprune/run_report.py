@@ -233,11 +233,16 @@ def _bytes(path: Path | None) -> int | None:
 
 
 def _kept(record: RunRecord) -> Section:
-    title = "Kept channels per group"
+    element = record.config["fingerprint"].get("granularity") == "element"
+    title = "Kept weights per tensor" if element else "Kept channels per group"
     channels = group_channels(record.config)
     round_to = record.config["fingerprint"].get("round_to", 1)
-    if not isinstance(round_to, int) or round_to < 1:
-        raise RunDirError(f"{rd.CONFIG} has fingerprint.round_to {round_to!r}; expected a positive integer")
+    space = record.config.get("space") if isinstance(record.config.get("space"), Mapping) else {}
+    per_group = space.get("group_round_to") or {}  # grouped layers keep whole parts: a coarser rounding
+    units = {n: per_group.get(n, round_to) for n in channels}
+    if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units.values()):
+        raise RunDirError(f"{rd.CONFIG} has fingerprint.round_to {round_to!r} and space.group_round_to "
+                          f"{per_group!r}; expected positive integers")
     if record.policy is not None:
         ratios, note = dict(record.policy.ratios), "the exported policy against the unpruned widths"
     else:
@@ -246,7 +251,7 @@ def _kept(record: RunRecord) -> Section:
             return Section("kept", title, "No feasible full-fidelity trial yet.")
         ratios = {n: float(best[RATIO_PREFIX + n]) for n in channels}
         note = f"the best trial so far ({int(best['trial_id'])}) against the unpruned widths"
-    kept = [kept_channels(c, ratios.get(n, 0.0), round_to) for n, c in channels.items()]
+    kept = [kept_channels(c, ratios.get(n, 0.0), units[n]) for n, c in channels.items()]
     return Section("kept", title, note, figure=kept_channels_figure(list(channels), list(channels.values()), kept))
 
 

@@ -1,4 +1,5 @@
-"""Policy: a frozen mapping from channel-group name to the fraction of its channels removed."""
+"""Policy: a frozen mapping from channel-group name to the fraction of its channels removed (or, for an element
+space, from weight-tensor name to its sparsity)."""
 
 from __future__ import annotations
 

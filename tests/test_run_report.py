@@ -144,3 +144,26 @@ def test_result_report_without_a_run_directory_needs_a_path(trained_cnn, digits,
     charts = figures(html)
     assert points(charts["pareto"], "within budget") == 1 and "sensitivity" not in charts
     assert "(none)" in html  # no run directory
+
+
+def test_the_kept_chart_rounds_each_group_as_it_is_pruned(tmp_path) -> None:
+    """A group feeding a grouped convolution keeps whole parts: the chart shows the count the model really has."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                          nn.Conv2d(12, 12, 3, padding=1, groups=4), nn.BatchNorm2d(12), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    run = tmp_path / "run"
+    result = ap.search(model, torch.zeros(1, 3, 8, 8), budget=ap.Budget.flops(0.7), train_data=batches,
+                       val_data=batches, searcher="uniform", trials=1, measure_latency=False, run_dir=run,
+                       evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1})
+    grouped = [g for g in result.space if g.round_to > 1]
+    assert grouped  # the first convolution's group keeps multiples of 4 channels
+    chart = figures((run / "report.html").read_text())["kept"]["data"][1]
+    kept = dict(zip(chart["x"], chart["y"], strict=True))
+    for group in result.space:
+        assert kept[group.name] == group.kept_channels(result.best_policy[group.name])
+    pruned = dict(result.pruned_model.named_modules())
+    assert kept[grouped[0].name] == pruned[grouped[0].name].out_channels
