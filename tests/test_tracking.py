@@ -51,3 +51,49 @@ def test_tracking_is_checked_before_any_work(trained_cnn, digits, tmp_path) -> N
     with pytest.raises(ConfigError, match="give run_dir"):
         ap.search(trained_cnn, digits.example_inputs(), tracking="mlflow", **options)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # starts MLflow's tracking server (the `mlflow` package, a dev dependency)
+def test_mlflow_ui_serves_the_runs_a_search_tracked(trained_cnn, digits, tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from autoprune.service.local import free_port
+
+    run = tmp_path / "run"
+    ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
+              val_data=digits.val, trials=2, evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
+              final_finetune_steps=1, measure_latency=False, run_dir=run, tracking="mlflow")
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{run / 'mlflow.db'}",
+                               "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"{base}/health"):
+            assert time.monotonic() < deadline and server.poll() is None, "mlflow ui did not start"
+            time.sleep(1)
+        assert "MLflow" in httpx.get(base, timeout=30).text  # the UI's page
+        experiment = httpx.get(f"{base}/api/2.0/mlflow/experiments/get-by-name",
+                               params={"experiment_name": "autoprune"}, timeout=30).json()["experiment"]
+        runs = httpx.post(f"{base}/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment["experiment_id"]]},
+                          timeout=30).json()["runs"]
+        assert [r["info"]["run_name"] for r in runs] == ["run"] and runs[0]["info"]["status"] == "FINISHED"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
