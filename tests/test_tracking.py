@@ -58,7 +58,6 @@ def test_mlflow_ui_serves_the_runs_a_search_tracked(trained_cnn, digits, tmp_pat
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     import httpx
 
@@ -69,10 +68,9 @@ def test_mlflow_ui_serves_the_runs_a_search_tracked(trained_cnn, digits, tmp_pat
               val_data=digits.val, trials=2, evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
               final_finetune_steps=1, measure_latency=False, run_dir=run, tracking="mlflow")
     port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{run / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{run / 'mlflow.db'}",
+               "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
