@@ -13,7 +13,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from autoprune.masks import apply_masks
+from autoprune.masks import apply_masks, make_permanent
 from search_spaces.errors import ConfigError, DataError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.policy import Policy
@@ -124,7 +124,8 @@ def apply_policy(
     data: Iterable | None = None,
     round_to: int | None = None,
 ) -> nn.Module:
-    """Return a new, physically smaller model: ``model`` pruned by ``policy``. ``model`` is untouched.
+    """Return a new, physically smaller model: ``model`` pruned by ``policy``. ``model`` is untouched. An element
+    policy gives a model of the same shapes with the pruned weights zero (masks folded in, :func:`make_permanent`).
 
     Args:
         model: the trained model.
@@ -135,7 +136,8 @@ def apply_policy(
         data: batches of ``(inputs, targets)`` for gradient-based importance.
         round_to: kept channels rounded down to this multiple (default: the policy's, else 1).
     """
-    return prune(model, policy, example_inputs, importance=importance, data=data, round_to=round_to).model
+    return make_permanent(prune(model, policy, example_inputs, importance=importance, data=data,
+                                round_to=round_to).model)
 
 
 def group_importances(

@@ -226,3 +226,11 @@ def test_apply_writes_an_element_policy_in_the_sparse_format(trained_cnn, digits
     modules = dict(model.named_modules())
     assert all(int(torch.count_nonzero(modules[n].weight)) <= k for n, k in kept.items())
     assert main(["sparsity", str(out)]) == 0 and "total" in capsys.readouterr().out
+
+
+def test_apply_policy_returns_plain_weights_with_zeros(element_problem, cnn_inputs) -> None:
+    model, space = element_problem
+    policy = space.policy({g.name: 0.6 for g in space})
+    pruned = ap.apply_policy(model, policy, cnn_inputs)
+    assert not any(torch.nn.utils.prune.is_pruned(m) for m in pruned.modules())
+    assert count_nonzeros(pruned) <= CostModel(space).cost(policy).nonzeros
