@@ -15,7 +15,6 @@ from ray.cluster_utils import Cluster
 
 import autoprune as ap
 from autoprune.executors import make_executor
-from autoprune.executors.ray_tune import EvaluationTrainable
 from search_spaces.errors import ConfigError, DataError
 
 FAST = {"bn_batches": 1, "finetune_steps": 3, "val_batches": 1}
@@ -33,12 +32,13 @@ def cluster():
 
 
 def _trial_worker_pids() -> list[int]:
-    """Processes running a Ray Tune trial (their title names the trainable's actor class)."""
+    """Processes running a Ray Tune trial (their title names the actor class ``tune.with_resources`` makes of
+    the trainable class, ResourceTrainable)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if EvaluationTrainable.__name__.encode() in (entry / "cmdline").read_bytes():
+                if b"ResourceTrainable" in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 continue
