@@ -1,39 +1,54 @@
 """Evaluations per minute: local executor vs Ray Tune executor with 1 and 2 single-threaded workers.
 
 ResNet-20 on Fashion-MNIST (the cached baseline), random search, the same evaluator fidelity for every
-setting, measured one after another in one process. Reports evaluations per minute, the scaling efficiency
-of 2 Ray workers over 1, and Ray's per-trial overhead (seconds per evaluation with 1 Ray worker minus
-seconds per evaluation in-process). Writes ``bench/results/ray_scaling.json`` and ``docs/ray-scaling.md``.
+setting, measured in turn in one process (``--repeats`` rounds, medians). Per setting, from the time each
+trial finished and the evaluator's own seconds per trial:
 
-    python bench/ray_scaling.py [--evaluations 12] [--finetune-steps 20]
+- start-up: from calling ``search()`` to the start of the first evaluation (search set-up; Ray's start,
+  its worker and the evaluator's fetch);
+- steady evaluations per minute: completions after the first ``w`` (w workers) over the time after them;
+- seconds per evaluation per worker in steady state, the evaluator's own seconds per evaluation (pruning,
+  recalibration, finetuning, validation) and the overhead per trial between the two.
+
+Writes ``bench/results/ray_scaling.json``; ``bench/report.py`` renders it.
+
+    python bench/ray_scaling.py [--evaluations 12] [--finetune-steps 20] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DOCS, write_result
+from common import BASELINE, RESULTS, write_json
 
 import autoprune as ap
 from autoprune.config import SearchConfig, load_model_and_data
 from autoprune.study import Progress
 from autoprune.train import TrainConfig
 
+SETTINGS = {
+    "local, 1 thread": ("local", {}, 1),
+    "ray, 1 worker": ("ray", {"cpus_per_trial": 1, "max_concurrent": 1}, 1),
+    "ray, 2 workers": ("ray", {"cpus_per_trial": 1, "max_concurrent": 2}, 2),
+}
 
-def timed_search(model, data, args: argparse.Namespace, executor: str, options: dict) -> float:
-    """Wall seconds from calling search() to its last finished trial (Ray start-up included, final report not)."""
+
+def timed_search(model, data, args: argparse.Namespace, executor: str, options: dict, workers: int) -> dict[str, float]:
+    """One search's wall time, start-up, steady throughput and per-trial overhead (final report not timed)."""
     start = time.perf_counter()
-    last_trial = [start]
+    finished: list[float] = []
 
     def on_progress(event: Progress) -> None:
         if event.stage == "trial":
-            last_trial[0] = time.perf_counter()
+            finished.append(time.perf_counter() - start)
 
     result = ap.search(
         model, data.example_inputs(), budget=ap.Budget.flops(0.5), train_data=data.train, val_data=data.val,
@@ -41,55 +56,51 @@ def timed_search(model, data, args: argparse.Namespace, executor: str, options: 
         executor_options=options, final_finetune_steps=0,
         evaluator={"bn_batches": 5, "finetune_steps": args.finetune_steps, "val_batches": 4}, progress=on_progress,
     )
-    assert len(result.trials) == args.evaluations
-    return last_trial[0] - start
+    evaluator_seconds = list(result.trials["seconds"])  # in the order the trials finished
+    assert len(finished) == len(evaluator_seconds) == args.evaluations > workers
+    steady = finished[-1] - finished[workers - 1]
+    per_worker = workers * steady / (args.evaluations - workers)
+    own = statistics.mean(evaluator_seconds[workers:])
+    return {
+        "wall_seconds": finished[-1], "startup_seconds": finished[0] - evaluator_seconds[0],
+        "steady_evaluations_per_minute": 60 * (args.evaluations - workers) / steady,
+        "seconds_per_evaluation": per_worker, "evaluator_seconds": own, "overhead_seconds_per_trial": per_worker - own,
+    }
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--evaluations", type=int, default=12, help="evaluations per setting (default 12)")
     parser.add_argument("--finetune-steps", type=int, default=20, help="finetune steps per evaluation")
-    parser.add_argument("--epochs", type=int, default=15, help="baseline training epochs (cached)")
+    parser.add_argument("--epochs", type=int, default=BASELINE["epochs"], help="baseline training epochs (cached)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the settings in turn (medians)")
+    parser.add_argument("--results", default=str(RESULTS / "ray_scaling.json"), help="result file")
+    parser.add_argument("--note", default="", help="what else ran on the machine (recorded in the result)")
     args = parser.parse_args()
     model, data, _ = load_model_and_data(
         SearchConfig(model="resnet20", dataset="fashion-mnist", train=TrainConfig(epochs=args.epochs))
     )
     torch.set_num_threads(1)
-    settings = {
-        "local, 1 thread": ("local", {}),
-        "ray, 1 worker": ("ray", {"cpus_per_trial": 1, "max_concurrent": 1}),
-        "ray, 2 workers": ("ray", {"cpus_per_trial": 1, "max_concurrent": 2}),
-    }
-    seconds = {name: timed_search(model, data, args, *setting) for name, setting in settings.items()}
-    per_minute = {name: args.evaluations / s * 60 for name, s in seconds.items()}
-    result = {
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
+    for _ in range(args.repeats):
+        for name, setting in SETTINGS.items():
+            runs[name].append(timed_search(model, data, args, *setting))
+    settings = {name: medians(r) for name, r in runs.items()}
+    local, one, two = (settings[name]["steady_evaluations_per_minute"] for name in SETTINGS)
+    result: dict[str, Any] = {
         "model": "resnet20", "dataset": "fashion-mnist", "evaluations": args.evaluations,
-        "finetune_steps": args.finetune_steps, "seconds": seconds, "evaluations_per_minute": per_minute,
-        "scaling_efficiency_2_workers": per_minute["ray, 2 workers"] / (2 * per_minute["ray, 1 worker"]),
-        "ray_overhead_seconds_per_trial": (seconds["ray, 1 worker"] - seconds["local, 1 thread"]) / args.evaluations,
-        "note": "wall time from calling search() to its last finished trial; Ray settings include Ray start-up",
+        "finetune_steps": args.finetune_steps, "repeats": args.repeats, "settings": settings, "runs": runs,
+        "ray_1_worker_vs_local": one / local, "ray_2_workers_vs_local": two / local,
+        "ray_overhead_seconds_per_trial": settings["ray, 1 worker"]["overhead_seconds_per_trial"],
+        "note": "settings measured in turn in one process, medians over the repeats; " + args.note,
     }
-    path = write_result("ray_scaling", result)
-    lines = [
-        "# Ray executor scaling",
-        "",
-        "Generated by `python bench/ray_scaling.py` (do not edit). ResNet-20 on Fashion-MNIST, random search,",
-        f"{args.evaluations} evaluations per setting, {args.finetune_steps} finetune steps each, torch 1 thread per",
-        "worker; wall time runs from calling `search()` to its last finished trial (Ray settings include",
-        "starting a local Ray; the final report is not timed).",
-        "",
-        "| setting | wall seconds | evaluations / minute |",
-        "|---|---|---|",
-        *(f"| {name} | {seconds[name]:.1f} | {per_minute[name]:.2f} |" for name in settings),
-        "",
-        f"Scaling efficiency of 2 Ray workers over 1: {result['scaling_efficiency_2_workers']:.2f}. "
-        f"Ray's overhead per trial (1 worker vs in-process): {result['ray_overhead_seconds_per_trial']:.2f} s.",
-        "",
-        f"Machine and versions: `{path.relative_to(Path(__file__).parent.parent)}`.",
-        "",
-    ]
-    (DOCS / "ray-scaling.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_json(Path(args.results), result)
+    print(f"wrote {args.results}: " + ", ".join(f"{name} {s['steady_evaluations_per_minute']:.2f}/min steady"
+                                                for name, s in settings.items()))
 
 
 if __name__ == "__main__":

@@ -422,6 +422,43 @@ def service_load_section(load: dict[str, Any]) -> list[str]:
     ]
 
 
+RAY_GOALS = {"ray, 1 worker": 0.95, "ray, 2 workers": 1.9}  # steady evaluations/min vs the local executor's
+RAY_OVERHEAD_GOAL_S = 0.3
+
+
+def ray_scaling_section(scaling: dict[str, Any]) -> list[str]:
+    """The executors' start-up and steady throughput, and Ray's overhead per trial, against the goals."""
+    settings = scaling["settings"]
+    local = settings["local, 1 thread"]["steady_evaluations_per_minute"]
+    lines = [
+        "## Evaluations per minute: local and Ray executors",
+        "",
+        f"`python bench/ray_scaling.py` — ResNet-20 on Fashion-MNIST, random search, {scaling['evaluations']} "
+        f"evaluations per setting, {scaling['finetune_steps']} finetune steps each, torch 1 thread per worker; "
+        f"medians of {scaling['repeats']} round(s) of the settings in turn. Start-up: from calling `search()` to "
+        "the first evaluation's start (Ray's start and its workers included). Steady: completions after the first "
+        "one per worker, over the time after it. Evaluator: its own seconds per candidate (prune, recalibrate, "
+        "finetune, validate); overhead: a worker's steady seconds per evaluation minus those. "
+        f"Note: {scaling['note']}",
+        "",
+        "| setting | wall (s) | start-up (s) | steady evaluations / min | vs local | s / evaluation / worker "
+        "| evaluator (s) | overhead / trial (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in settings.items():
+        lines.append(f"| {name} | {s['wall_seconds']:.1f} | {s['startup_seconds']:.1f} | "
+                     f"{s['steady_evaluations_per_minute']:.2f} | {s['steady_evaluations_per_minute'] / local:.2f}x | "
+                     f"{s['seconds_per_evaluation']:.2f} | {s['evaluator_seconds']:.2f} | "
+                     f"{s['overhead_seconds_per_trial']:.2f} |")
+    goals = [f"{name} {settings[name]['steady_evaluations_per_minute'] / local:.2f}x local (goal {goal}x: "
+             f"{'met' if settings[name]['steady_evaluations_per_minute'] / local >= goal else 'missed'})"
+             for name, goal in RAY_GOALS.items()]
+    overhead = scaling["ray_overhead_seconds_per_trial"]
+    verdict = "met" if overhead <= RAY_OVERHEAD_GOAL_S else "missed"
+    return [*lines, "", f"**Goals** (steady state): {'; '.join(goals)}; Ray's overhead {overhead:.2f} s per trial "
+            f"with 1 worker (goal at most {RAY_OVERHEAD_GOAL_S} s: {verdict}).", ""]
+
+
 def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     rows = [json.loads(p.read_text()) for p in sorted((results / "search_quality").glob("*.json"))]
     lines = ["# Benchmarks", "",
@@ -454,6 +491,9 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     recovery = [json.loads(p.read_text()) for p in sorted((results / "sparsity_recovery").glob("*.json"))]
     if recovery:
         lines += recovery_section(recovery)
+    scaling = _load(results / "ray_scaling.json")
+    if scaling and "settings" in scaling:  # results from before the start-up / steady split have no settings
+        lines += ray_scaling_section(scaling)
     lines += ["## Elsewhere", "", "- [cost-model.md](cost-model.md): analytic cost model vs pruning and counting.",
               "- [ray-scaling.md](ray-scaling.md): evaluations per minute on Ray.", ""]
     docs.parent.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ def _best_distance(searcher, space, target, episodes: int) -> float:
     return best
 
 
+@pytest.mark.slow  # 200 DDPG episodes and updates: the longest test of the fast suite (make test runs it)
 def test_ddpg_learns_a_known_optimum_better_than_random_search() -> None:
     """Toy evaluator: reward peaks at a known ratio vector; same number of evaluations for both."""
     space = SPACES["resnet20"]

@@ -32,12 +32,13 @@ def cluster():
 
 
 def _trial_worker_pids() -> list[int]:
-    """Processes running a Ray Tune trial (their title names the trainable's actor, ImplicitFunc)."""
+    """Processes running a Ray Tune trial (their title names the actor class ``tune.with_resources`` makes of
+    the trainable class, ResourceTrainable)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"ImplicitFunc" in (entry / "cmdline").read_bytes():
+                if b"ResourceTrainable" in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 continue
@@ -130,5 +131,6 @@ def test_embedded_ray_is_local_and_its_dashboard_binds_to_loopback(monkeypatch) 
     assert make_executor("ray", {"dashboard": True})._init_ray() is True
     assert make_executor("ray", {"address": "auto"})._init_ray() is True
     assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == os.cpu_count()
+    assert calls[0]["_system_config"] == {"worker_niceness": 0}  # trials as urgent as a local search's
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
     assert calls[1]["address"] == "auto" and calls[1]["include_dashboard"] is False

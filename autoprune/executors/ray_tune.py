@@ -2,7 +2,8 @@
 
 The autoprune searcher is wrapped in a ``ray.tune.search.Searcher`` adapter, so Ray Tune asks it for
 configs and reports completions (out of order) back to it in the driver. The evaluator (model weights and
-data loaders) goes to the object store once through ``tune.with_parameters``. A trial reports a score at
+data loaders) goes to the object store once through ``tune.with_parameters`` and each worker fetches it once:
+Ray Tune reuses a worker's actor from trial to trial. A trial reports a score at
 each of the autoprune scheduler's rungs; a ``TrialScheduler`` adapter lets that scheduler decide whether it
 continues, so both executors stop the same candidates. Every score reaches the searcher with its fidelity.
 """
@@ -14,7 +15,8 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,25 +41,57 @@ log = logging.getLogger(__name__)
 METRIC = "objective"
 FATAL = "fatal_error_type"
 _SCORE_FIELDS = tuple(f.name for f in fields(Score))
+TUNE_ENVIRONMENT = {
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl+C must stop the search (resumable), not end Tune's loop "successfully"
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no per-trial CSV/JSON/TensorBoard files: autoprune records results
+}
 
 
-def _evaluate_trial(config: dict[str, Any], evaluator: Evaluator, rungs: tuple[int, ...], threads: int) -> None:
-    """The Ray Tune trainable: score one policy, reporting after each rung (the last is full fidelity)."""
-    torch.set_num_threads(threads)
-    if ray.get_gpu_ids() and evaluator.config.device == "cpu":
-        evaluator.config = replace(evaluator.config, device="cuda")  # this worker's copy: use its GPU
-    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-    policy = Policy(config["ratios"], fingerprint=evaluator.cost_model.space.fingerprint)
-    done = 0
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Environment variables set for the duration (Ray Tune reads some of its options from them)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        for score in evaluator.evaluate_rungs(policy, rungs=rungs):
-            done = score.fidelity
-            tune.report({**_result(score), **where})
-    except AutopruneError as exc:  # bad input: every trial would fail; the driver stops the search
-        failed = Score.failed(exc, fidelity=done, seconds=0.0)
-        tune.report({**_result(failed), **where, FATAL: type(exc).__name__})
-    except CANDIDATE_FAILURES as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
-        tune.report({**_result(Score.failed(exc, fidelity=done, seconds=0.0)), **where})
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class EvaluationTrainable(tune.Trainable):
+    """The Ray Tune trainable: one trial scores one policy, one rung per ``step`` (the last is full fidelity).
+
+    Ray Tune reuses the actor for the next trial (``reset_config``), so a worker process fetches the
+    evaluator (model and data) from the object store once, not once per trial.
+    """
+
+    def setup(self, config: dict[str, Any], evaluator: Evaluator, rungs: tuple[int, ...], threads: int) -> None:
+        torch.set_num_threads(threads)
+        if ray.get_gpu_ids() and evaluator.config.device == "cpu":
+            evaluator.config = replace(evaluator.config, device="cuda")  # this worker's copy: use its GPU
+        self.evaluator, self.rungs = evaluator, rungs
+        self.where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        self.reset_config(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        policy = Policy(new_config["ratios"], fingerprint=self.evaluator.cost_model.space.fingerprint)
+        self.scores, self.done = self.evaluator.evaluate_rungs(policy, rungs=self.rungs), 0
+        return True
+
+    def step(self) -> dict[str, Any]:
+        try:
+            score = next(self.scores)
+        except AutopruneError as exc:  # bad input: every trial would fail; the driver stops the search
+            failed = Score.failed(exc, fidelity=self.done, seconds=0.0)
+            return {**_result(failed), **self.where, FATAL: type(exc).__name__, "done": True}
+        except CANDIDATE_FAILURES as exc:  # a failed candidate (e.g. diverged) is a result, not a crashed trial
+            return {**_result(Score.failed(exc, fidelity=self.done, seconds=0.0)), **self.where, "done": True}
+        self.done = score.fidelity
+        return {**_result(score), **self.where, "done": score.fidelity >= self.evaluator.config.finetune_steps}
 
 
 def _result(score: Score) -> dict[str, Any]:
@@ -154,8 +188,8 @@ class RayExecutor(RayOptions, Executor):
                                    "log_to_driver": False}
         if self.dashboard:
             options["dashboard_host"] = self.dashboard_host
-        if self.address is None:
-            ray.init(address="local", num_cpus=os.cpu_count(), **options)
+        if self.address is None:  # trial workers at the driver's priority (Ray's default: 15 nicer, starved under load)
+            ray.init(address="local", num_cpus=os.cpu_count(), _system_config={"worker_niceness": 0}, **options)
         else:
             ray.init(address=self.address, **options)
         return True
@@ -170,30 +204,24 @@ class RayExecutor(RayOptions, Executor):
         on_result: Callable[[Completed], None],
         run_dir: Path | None = None,
     ) -> None:
-        # Ctrl+C / SIGINT must stop the search (resumable) instead of ending Ray Tune's loop "successfully".
-        previous_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        started = self._init_ray()
-        scratch = None
-        try:
-            if started and self.address is None:
-                self._check_resources(ray.cluster_resources())
-            if self.storage_path is None and run_dir is None:
-                scratch = tempfile.TemporaryDirectory(prefix="autoprune-ray-")
-            storage = self.storage_path or (str(run_dir / "ray") if run_dir else scratch.name)
-            adapter = TuneSearcherAdapter(searcher, on_result)
-            self._tuner(evaluator, scheduler, adapter, remaining, storage).fit()
-            if adapter.fatal is not None:
-                raise adapter.fatal
-        finally:
-            if started:
-                ray.shutdown()
-            if scratch is not None:
-                scratch.cleanup()
-            if previous_sigint is None:
-                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-            else:
-                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_sigint
+        with _environment(TUNE_ENVIRONMENT):
+            started = self._init_ray()
+            scratch = None
+            try:
+                if started and self.address is None:
+                    self._check_resources(ray.cluster_resources())
+                if self.storage_path is None and run_dir is None:
+                    scratch = tempfile.TemporaryDirectory(prefix="autoprune-ray-")
+                storage = self.storage_path or (str(run_dir / "ray") if run_dir else scratch.name)
+                adapter = TuneSearcherAdapter(searcher, on_result)
+                self._tuner(evaluator, scheduler, adapter, remaining, storage).fit()
+                if adapter.fatal is not None:
+                    raise adapter.fatal
+            finally:
+                if started:
+                    ray.shutdown()
+                if scratch is not None:
+                    scratch.cleanup()
 
     def _tuner(self, evaluator: Evaluator, scheduler: Scheduler, adapter: TuneSearcherAdapter, remaining: int,
                storage: str) -> Tuner:
@@ -201,7 +229,7 @@ class RayExecutor(RayOptions, Executor):
         full = evaluator.config.finetune_steps
         rungs = scheduler.rungs(full)
         trainable = tune.with_resources(
-            tune.with_parameters(_evaluate_trial, evaluator=evaluator, rungs=rungs,
+            tune.with_parameters(EvaluationTrainable, evaluator=evaluator, rungs=rungs,
                                  threads=max(1, int(self.cpus_per_trial))),
             {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial},
         )
@@ -216,6 +244,7 @@ class RayExecutor(RayOptions, Executor):
             run_config=tune.RunConfig(
                 storage_path=str(Path(storage).resolve()), name=f"trials-{time.strftime('%Y%m%d-%H%M%S')}",
                 verbose=0, failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),  # a retried trial starts over
             ),
         )
 
