@@ -172,6 +172,20 @@ def _leaf_flops(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, dict[st
     return int(counter.get_total_flops()), per_module, spatial
 
 
+def _forward_facts(
+    model: nn.Module, inputs: tuple[Any, ...], arch: str
+) -> tuple[dict[str, int], int, dict[str, int], dict[str, list[int]]]:
+    """Execution order, total FLOPs, FLOPs per leaf and output spatial sizes of one forward pass.
+
+    Raises:
+        TraceError: the user's forward pass fails on ``inputs``.
+    """
+    try:
+        return _execution_order(model, inputs), *_leaf_flops(model, inputs)
+    except Exception as exc:  # any failure of the user's forward pass: report it as untraceable
+        raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
+
+
 class SearchSpace(Sequence[ChannelGroup]):
     """A sequence of coupled channel groups (or, element-wise, of weight tensors) of one model, in network order.
 
@@ -419,11 +433,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         max_ratio: float,
     ) -> SearchSpace:
         arch = architecture_name(model)
-        try:
-            order = _execution_order(model, inputs)
-            total_flops, leaf_flops, spatial = _leaf_flops(model, inputs)
-        except Exception as exc:  # any failure of the user's forward pass: report it as untraceable
-            raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
+        order, total_flops, leaf_flops, spatial = _forward_facts(model, inputs, arch)
         graph = dependency_graph(model, inputs)
         loose = sorted(unwrapped_parameters(graph).values())
         if loose:
@@ -461,11 +471,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         """One entry per Conv/Linear weight tensor that runs on ``inputs``, in execution order, none left out but
         ``ignore`` and the preset's (the output layer included: masking never changes a shape)."""
         arch = architecture_name(model)
-        try:
-            order = _execution_order(model, inputs)
-            total_flops, leaf_flops, spatial = _leaf_flops(model, inputs)
-        except Exception as exc:  # any failure of the user's forward pass: report it as untraceable
-            raise TraceError(f"cannot run {arch} on the example inputs: {type(exc).__name__}: {exc}") from exc
+        order, total_flops, leaf_flops, spatial = _forward_facts(model, inputs, arch)
         modules = dict(model.named_modules())
         ignored = _named(modules, arch, [*spec.ignore, *ignore])
         weighted = sorted((n for n, m in modules.items() if isinstance(m, ROOT_MODULE_TYPES) and n in order
