@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from autoprune.registry import lookup
 from search_spaces.errors import DataError
@@ -40,6 +40,15 @@ class DataBundle:
         return torch.zeros(batch, self.in_channels, self.image_size, self.image_size)
 
 
+def tensor_loader(dataset: TensorDataset, batch_size: int, *, shuffle: bool = False,
+                  generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+    """A loader of ``dataset`` that cuts each batch with one indexing operation per tensor instead of collating
+    ``batch_size`` samples one by one; it yields the same batches, in the same order, as
+    ``DataLoader(dataset, batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)``."""
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last), batch_size=None, generator=generator)
+
+
 def _bundle(
     name: str,
     x_train: np.ndarray,
@@ -66,13 +75,12 @@ def _bundle(
     def dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
 
-    generator = torch.Generator().manual_seed(seed)
     return DataBundle(
         name=name,
-        train=DataLoader(dataset(x_train[train_idx], y_train[train_idx]), batch_size=batch_size, shuffle=True,
-                         generator=generator, drop_last=True),
-        val=DataLoader(dataset(x_train[val_idx], y_train[val_idx]), batch_size=256),
-        test=DataLoader(dataset(x_test, y_test), batch_size=256),
+        train=tensor_loader(dataset(x_train[train_idx], y_train[train_idx]), batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(seed), drop_last=True),
+        val=tensor_loader(dataset(x_train[val_idx], y_train[val_idx]), 256),
+        test=tensor_loader(dataset(x_test, y_test), 256),
         in_channels=x_train.shape[1],
         num_classes=num_classes,
         image_size=x_train.shape[2],

@@ -1,16 +1,20 @@
-"""NetAdapt-style latency lookup table: each layer's latency on a grid of kept channel counts, measured once.
+"""NetAdapt-style latency lookup table: each block's latency on a grid of kept channel counts, measured once.
 
-A policy's latency is predicted as ``residual + scale * sum(layer latency at its kept in/out sizes)``
-(bilinear interpolation between grid points). ``residual`` and ``scale`` are fitted (least squares) to the
-measured latency of whole models: the unpruned one, the one with every group at its max ratio and a few
-random policies. They absorb parameter-free work (activations, additions, pooling), framework overhead,
-and the difference between a layer timed alone and inside the network.
+A block is a Conv/Linear layer with the BatchNorm that takes its output and the activation module after
+that, timed together as they run in the network (a layer with neither is timed alone; a BatchNorm after
+something else is its own entry). A policy's latency is predicted as
+``residual + scale * sum(block latency at its kept in/out sizes)`` (bilinear interpolation between grid
+points). ``residual`` and ``scale`` are fitted (least squares) to the measured latency of whole models: the
+unpruned one, the one with every group at its max ratio and ``CALIBRATION_POLICIES`` random policies. They
+absorb the work outside blocks (additions, pooling, activations after a sum), framework overhead, and the
+difference between a block timed alone and inside the network.
 Tables are cached on disk per (model fingerprint, input shapes, device, batch, threads, torch, CPU).
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import hashlib
 import json
 import logging
@@ -36,8 +40,10 @@ from search_spaces.space import SearchSpace
 log = logging.getLogger(__name__)
 GRID_POINTS = 6
 PROBE_SECONDS = 0.05
-CALIBRATION_POLICIES = 8
-SCHEMA = 1
+CALIBRATION_POLICIES = 16
+SCHEMA = 2
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.Mish,
+               nn.ELU, nn.Sigmoid, nn.Tanh)
 
 
 @dataclass
@@ -50,6 +56,7 @@ class LayerEntry:
     out_grid: list[int]
     ms: list[list[float]]
     diagonal: bool = False
+    block: list[str] = field(default_factory=list)  # the modules timed with this layer (BatchNorm, activation)
 
     def at(self, in_dim: int, out_dim: int) -> float:
         if self.diagonal:
@@ -139,16 +146,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _input_shapes(model: nn.Module, names: set[str], inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Size]:
-    """The input shape of each named layer in one forward pass."""
-    seen: dict[str, torch.Size] = {}
+@dataclass
+class _Call:
+    name: str
+    module: nn.Module
+    input: Any
+    output: Any
+
+
+def _calls(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[_Call]:
+    """Every leaf module call of one eval-mode forward pass, in order, with its first input and its output
+    (the tensors are kept alive, so identity links a module to the one that consumed its output)."""
+    calls: list[_Call] = []
 
     def record(name: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, args: tuple, _out: Any) -> None:
-            seen.setdefault(name, args[0].shape)
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            calls.append(_Call(name, module, args[0] if args else None, out))
         return hook
 
-    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n in names]
+    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(record(n)) for n, m in leaves]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -157,7 +174,30 @@ def _input_shapes(model: nn.Module, names: set[str], inputs: tuple[torch.Tensor,
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    return seen
+    return calls
+
+
+def _consumer(calls: list[_Call], tensor: Any, kinds: tuple[type, ...]) -> _Call | None:
+    """The call of a module of ``kinds`` that takes ``tensor`` as its input, if exactly one does."""
+    found = [c for c in calls if c.input is tensor and isinstance(c.module, kinds)]
+    return found[0] if len(found) == 1 else None
+
+
+def _blocks(calls: list[_Call], names: set[str]) -> dict[str, list[_Call]]:
+    """Per tabled Conv/Linear layer, the BatchNorm taking its output and the activation taking that."""
+    blocks: dict[str, list[_Call]] = {}
+    for call in calls:
+        if call.name not in names or not isinstance(call.module, (nn.Conv2d, nn.Linear)) or call.name in blocks:
+            continue
+        chain = []
+        norm = _consumer(calls, call.output, (nn.BatchNorm1d, nn.BatchNorm2d))
+        if norm is not None:
+            chain.append(norm)
+        activation = _consumer(calls, (norm or call).output, ACTIVATIONS)
+        if activation is not None:
+            chain.append(activation)
+        blocks[call.name] = chain
+    return blocks
 
 
 def _depthwise(module: nn.Module) -> bool:
@@ -200,33 +240,53 @@ def _grids(space: SearchSpace) -> dict[str, tuple[list[int], list[int]]]:
     return {name: (sorted(ins[name]), sorted(outs[name])) for name in ins}
 
 
+def _block_probe(module: nn.Module, chain: list[nn.Module], shape: torch.Size, in_dim: int, out_dim: int
+                 ) -> tuple[nn.Module, torch.Tensor] | None:
+    """``_probe`` of the layer followed by fresh copies of its block's BatchNorm (at ``out_dim``) and activation."""
+    probe = _probe(module, shape, in_dim, out_dim)
+    if probe is None or not chain:
+        return probe
+    layer, x = probe
+    followers = [type(m)(out_dim).eval() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) else copy.deepcopy(m)
+                 for m in chain]
+    return nn.Sequential(layer, *followers).eval(), x
+
+
 def build_latency_table(
     model: nn.Module, space: SearchSpace, example_inputs: Any, *, batch: int = 1, threads: int = 1,
     device: str = "cpu", progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
-    """Measure every tabled layer of ``model`` on its grid, and the unpruned model, on ``device``."""
+    """Measure every tabled block of ``model`` on its grid, and calibrate on whole models, on ``device``."""
     check_device(device)
     inputs = with_batch(example_inputs, batch)
     grids = _grids(space)
-    input_shapes = _input_shapes(model, set(grids), as_tuple(inputs))
+    calls = _calls(model, as_tuple(inputs))
+    input_shapes: dict[str, torch.Size] = {}
+    for call in calls:
+        if call.name in grids and isinstance(call.input, torch.Tensor):
+            input_shapes.setdefault(call.name, call.input.shape)
+    blocks = _blocks(calls, set(grids))
+    in_blocks = {c.name for chain in blocks.values() for c in chain}
     plan = []
     for name, (in_grid, out_grid) in grids.items():
         module = model.get_submodule(name)
-        if name not in input_shapes or _probe(module, input_shapes[name], in_grid[-1], out_grid[-1]) is None:
-            continue  # not run, or a layer kind without a probe: its time stays in the residual
+        chain = [c.module for c in blocks.get(name, [])]
+        if (name in in_blocks or name not in input_shapes
+                or _probe(module, input_shapes[name], in_grid[-1], out_grid[-1]) is None):
+            continue  # timed in a block, not run, or a layer kind without a probe (its time is in the residual)
         diagonal = _is_diagonal(module)
         if diagonal:
             in_grid = in_grid[-1:]
         points = [(i, j) for i in range(len(in_grid)) for j in range(len(out_grid))]
-        plan.append((name, module, diagonal, in_grid, out_grid, points))
+        plan.append((name, module, chain, diagonal, in_grid, out_grid, points))
     total, done = sum(len(p[-1]) for p in plan), 0
     memo: dict[tuple, float] = {}
     layers: dict[str, LayerEntry] = {}
     with torch.no_grad():
-        for name, module, diagonal, in_grid, out_grid, points in plan:
+        for name, module, chain, diagonal, in_grid, out_grid, points in plan:
             ms = [[0.0] * len(out_grid) for _ in in_grid]
             for i, j in points:
-                layer, x = _probe(module, input_shapes[name], in_grid[i], out_grid[j])
+                layer, x = _block_probe(module, chain, input_shapes[name], in_grid[i], out_grid[j])
                 signature = (repr(layer), tuple(x.shape))
                 if signature not in memo:
                     memo[signature] = measure_latency_ms(layer, x, threads=threads, device=device,
@@ -237,7 +297,8 @@ def build_latency_table(
                     progress(done, total)
             # more channels are never faster: timing noise must not make the prediction non-monotone
             monotone = np.maximum.accumulate(np.maximum.accumulate(np.array(ms), axis=0), axis=1)
-            layers[name] = LayerEntry(in_grid, out_grid, monotone.tolist(), diagonal)
+            layers[name] = LayerEntry(in_grid, out_grid, monotone.tolist(), diagonal,
+                                      [c.name for c in blocks.get(name, [])])
     if not layers:
         raise ConfigError(
             f"{space.architecture} has no layer the latency table can time (Conv2d, Linear, BatchNorm1d/2d); "
@@ -246,7 +307,7 @@ def build_latency_table(
     table = LatencyTable(table_key(space, example_inputs, batch=batch, threads=threads, device=device), 0.0, 0.0,
                          layers=layers)
     _calibrate(table, model, space, example_inputs, inputs)
-    log.info("latency table: %d layers, %d probes, unpruned %.3f ms", len(layers), len(memo), table.base_ms)
+    log.info("latency table: %d blocks, %d probes, unpruned %.3f ms", len(layers), len(memo), table.base_ms)
     return table
 
 

@@ -11,11 +11,13 @@ ratio against a side-by-side measured ratio.
 
     python bench/latency_speedup.py             # writes bench/results/latency_speedup.json
     python bench/latency_speedup.py --quick     # small CNN only, eager/onnxruntime, 6 policies
+    python bench/latency_speedup.py --table-only  # remeasure part 2, keep part 1's rows from the results file
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -137,6 +139,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated eager,compiled,onnxruntime")
     parser.add_argument("--policies", type=int, default=30, help="random policies for the table error (default 30)")
     parser.add_argument("--results", help="result file (default bench/results/latency_speedup.json)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="measure only the table error; keep the speedup rows already in the results file")
     parser.add_argument("--quick", action="store_true",
                         help="small CNN (8x8 digits), eager and onnxruntime, 6 policies")
     args = parser.parse_args()
@@ -153,9 +157,13 @@ def main() -> None:
                    "policies": args.policies},
         "table_error": [], "speedups": [],
     }
+    if args.table_only:
+        kept = json.loads(Path(args.results).read_text())
+        payload["config"]["runtimes"], payload["speedups"] = kept["config"]["runtimes"], kept["speedups"]
     for name in names:  # written after each model, so a stopped run keeps what it measured
         payload["table_error"].append(table_error(name, args.policies))
-        payload["speedups"] += speedups([name], [0.5, 0.3], [1, 64], runtimes)
+        if not args.table_only:
+            payload["speedups"] += speedups([name], [0.5, 0.3], [1, 64], runtimes)
         payload["config"]["models"].append(name)
         write_json(Path(args.results), payload)
     print(f"wrote {args.results}")

@@ -492,10 +492,9 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     if recovery:
         lines += recovery_section(recovery)
     scaling = _load(results / "ray_scaling.json")
-    if scaling and "settings" in scaling:  # results from before the start-up / steady split have no settings
+    if scaling:
         lines += ray_scaling_section(scaling)
-    lines += ["## Elsewhere", "", "- [cost-model.md](cost-model.md): analytic cost model vs pruning and counting.",
-              "- [ray-scaling.md](ray-scaling.md): evaluations per minute on Ray.", ""]
+    lines += ["## Elsewhere", "", "- [cost-model.md](cost-model.md): analytic cost model vs pruning and counting.", ""]
     docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text("\n".join(lines))
     return docs

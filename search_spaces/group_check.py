@@ -43,18 +43,23 @@ def reference(model: nn.Module, inputs: tuple[Any, ...]) -> Reference:
     return Reference(inputs, shapes, None if graph.unwrapped_parameters else graph)
 
 
-def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predict: Predict) -> str | None:
+def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predict: Predict | None) -> str | None:
     """Prune ``model`` to ``kept`` channels per group and run it: None if it behaves, else why not.
 
-    It behaves when pruning succeeds, its outputs have the unpruned shapes and are finite, and its FLOPs
-    and parameters are the ones ``predict`` gives. ``model`` (and the reference's graph) are put back as they were
-    afterwards (cheaper than a deep copy or a new trace: pruning replaces tensors, it never writes into them).
+    It behaves when pruning succeeds, its outputs have the unpruned shapes and are finite, and (unless ``predict``
+    is None: a cheaper plain forward pass) its FLOPs and parameters are the ones ``predict`` gives. ``model`` (and
+    the reference's graph) are put back as they were afterwards (cheaper than a deep copy or a new trace: pruning
+    replaces tensors, it never writes into them).
     """
     try:
         with _restored(model, ref.graph):
             graph = ref.graph if ref.graph is not None else dependency_graph(model, ref.inputs)
             prune_in_place(model, graph, kept, tp.importance.MagnitudeImportance(p=1))
-            flops, outputs = run_counting_flops(model, ref.inputs)
+            if predict is None:
+                with torch.no_grad():
+                    flops, outputs = None, model(*ref.inputs)
+            else:
+                flops, outputs = run_counting_flops(model, ref.inputs)
             outputs, params = _tensors(outputs), count_params(model)
     except Exception as exc:  # any failure of pruning or of the pruned forward pass disqualifies the group
         return f"pruning breaks the model ({type(exc).__name__}: {_first_line(exc)})"
@@ -63,6 +68,8 @@ def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predic
         return f"pruning changes the output shapes from {list(ref.shapes)} to {list(shapes)}"
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
         return "the pruned model's outputs are not finite"
+    if predict is None:
+        return None
     expected = predict(kept)
     if (flops, params) != expected:
         return (f"the pruned model has {flops} FLOPs and {params} params, the cost model predicts {expected[0]} and "
@@ -70,15 +77,22 @@ def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predic
     return None
 
 
-def broken_groups(names: list[str], check: Callable[[list[str]], str | None]) -> dict[str, str]:
-    """Groups among ``names`` whose ``check`` fails, found by halving: sets that pass together are not split."""
-    reason = check(names)
-    if reason is None:
-        return {}
-    if len(names) == 1:
-        return {names[0]: reason}
+def broken_groups(names: list[str], check: Callable[[list[str]], str | None], *, failing: bool = False
+                  ) -> dict[str, str]:
+    """Groups among ``names`` whose ``check`` fails, found by halving: sets that pass together are not split.
+
+    ``failing``: ``names`` is known to fail (the other half of a failing set passed), so it is split without
+    being checked whole; a single group is always checked, for its reason.
+    """
+    if not failing or len(names) == 1:
+        reason = check(names)
+        if reason is None:
+            return {}
+        if len(names) == 1:
+            return {names[0]: reason}
     middle = len(names) // 2
-    return broken_groups(names[:middle], check) | broken_groups(names[middle:], check)
+    first = broken_groups(names[:middle], check)
+    return first | broken_groups(names[middle:], check, failing=not first)
 
 
 @contextmanager

@@ -727,8 +727,8 @@ def _make_group(
 def _checked(space: SearchSpace, model: nn.Module, inputs: tuple[Any, ...]) -> SearchSpace:
     """``space`` without the groups that break when pruned alone (see :func:`search_spaces.group_check.check_kept`).
 
-    All groups are first pruned together, by a small ratio and by their max_ratio; only when that fails are
-    they split (halving) until the failing ones are found.
+    All groups are first pruned together, by a small ratio (run) and by their max_ratio (run, and FLOPs and params
+    compared with the cost model); only when that fails are they split (halving) until the failing ones are found.
 
     Raises:
         TraceError: no group can be pruned.
@@ -739,11 +739,11 @@ def _checked(space: SearchSpace, model: nn.Module, inputs: tuple[Any, ...]) -> S
         return space.figures(space.layer_dims(kept))
 
     def check(names: list[str]) -> str | None:
-        for ratio in (CHECK_SMALL_RATIO, None):
+        for ratio in (CHECK_SMALL_RATIO, None):  # the costs are compared at the max ratios (one FLOP count)
             kept = {n: space[n].kept_channels(space[n].max_ratio if ratio is None else min(ratio, space[n].max_ratio))
                     for n in names}
             try:
-                reason = check_kept(model, ref, kept, predict)
+                reason = check_kept(model, ref, kept, predict if ratio is None else None)
             except TimeUp:
                 raise TimeUp(f"pruning and running the groups of {', '.join(names[:3])}"
                              f"{'...' if len(names) > 3 else ''} to check them") from None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autoprune.cli import main
-from autoprune.data import FASHION_MNIST_DIR, load_dataset, load_digits, load_fashion_mnist
+from autoprune.data import FASHION_MNIST_DIR, load_dataset, load_digits, load_fashion_mnist, tensor_loader
 from autoprune.models import MODELS, build_model
 from search_spaces.errors import ConfigError, DataError, UnknownNameError
 
@@ -24,6 +24,22 @@ def test_digits_split_is_fixed_and_standardized() -> None:
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.parametrize(("shuffle", "drop_last"), [(True, True), (True, False), (False, False)])
+def test_tensor_loader_yields_the_batches_of_a_collating_loader(shuffle: bool, drop_last: bool) -> None:
+    dataset = torch.utils.data.TensorDataset(torch.randn(103, 1, 4, 4), torch.arange(103))
+    ours = tensor_loader(dataset, 16, shuffle=shuffle, generator=torch.Generator().manual_seed(3), drop_last=drop_last)
+    theirs = torch.utils.data.DataLoader(dataset, 16, shuffle=shuffle, generator=torch.Generator().manual_seed(3),
+                                         drop_last=drop_last)
+    assert len(ours) == len(theirs) == (6 if drop_last else 7)
+    for _ in range(2):  # a second epoch continues the generator the same way
+        pairs = list(zip(ours, theirs, strict=True))
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
+    if shuffle:  # reseeded as the evaluator does before each candidate
+        ours.generator.manual_seed(0)
+        theirs.generator.manual_seed(0)
+        assert all(torch.equal(a[1], b[1]) for a, b in zip(ours, theirs, strict=True))
+
+
 def test_fashion_mnist_from_local_idx_files() -> None:
     data = load_fashion_mnist(limit=2000, batch_size=50)
     assert (data.in_channels, data.image_size) == (1, 28)

@@ -142,6 +142,22 @@ def test_a_group_that_breaks_when_pruned_is_excluded_with_its_reason(caplog: pyt
         space.policy({"body": 0.5})
 
 
+@pytest.mark.parametrize("broken", [set(), {"g3"}, {"g0", "g7"}, {"g1", "g2", "g5", "g6"}, {f"g{i}" for i in range(8)}])
+def test_halving_finds_exactly_the_broken_groups_and_skips_checks_it_can_infer(broken: set[str]) -> None:
+    names = [f"g{i}" for i in range(8)]
+    checked: list[list[str]] = []
+
+    def check(subset: list[str]) -> str | None:
+        checked.append(subset)
+        bad = sorted(broken & set(subset))
+        return f"{bad} break" if bad else None
+
+    found = group_check.broken_groups(names, check)
+    assert found == {name: f"[{name!r}] break" for name in sorted(broken)}
+    if len(broken) == 1:  # the half beside a passing half fails for sure: it is split unchecked
+        assert len(checked) == 6 and ["g2", "g3"] not in checked  # 7 without the inference
+
+
 def test_nothing_prunable_is_a_trace_error_that_says_why() -> None:
     with pytest.raises(TraceError, match=r"no channel group of .*OnlySplit can be pruned safely.*body.*split"):
         SearchSpace.from_model(OnlySplit().eval(), INPUTS)

@@ -135,7 +135,7 @@ def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, dig
 
 @pytest.mark.slow  # builds and times a latency table
 @pytest.mark.usefixtures("_fast_probes")
-def test_depthwise_and_batchnorm_layers_are_timed_over_their_channel_count(tmp_path) -> None:
+def test_blocks_are_timed_together_and_depthwise_ones_over_their_channel_count(tmp_path) -> None:
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
         torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
@@ -144,10 +144,15 @@ def test_depthwise_and_batchnorm_layers_are_timed_over_their_channel_count(tmp_p
     inputs = torch.zeros(1, 3, 16, 16)
     space = _space(model, inputs)
     table = lt.latency_table(model, space, inputs, cache_dir=tmp_path)
-    for name in ("3", "4"):  # the depthwise conv and its BatchNorm
-        entry = table.layers[name]
-        assert entry.diagonal and len(entry.out_grid) > 2 and len(entry.ms[0]) == len(entry.out_grid)
-        assert entry.ms[0] == sorted(entry.ms[0])
+    # each conv is timed as a block with the BatchNorm and activation that follow it
+    assert sorted(table.layers) == ["0", "3", "8"]
+    assert (table.layers["0"].block, table.layers["3"].block, table.layers["8"].block) == (["1", "2"], ["4", "5"], [])
+    entry = table.layers["3"]  # the depthwise block: timed over its channel count
+    assert entry.diagonal and len(entry.out_grid) > 2 and len(entry.ms[0]) == len(entry.out_grid)
+    assert entry.ms[0] == sorted(entry.ms[0])
+    block, x = lt._block_probe(model[3], [model[4], model[5]], torch.Size([1, 16, 16, 16]), 16, 8)
+    assert [type(m) for m in block] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU]
+    assert block[1].num_features == 8 and block(x).shape == (1, 8, 16, 16)
     layer, x = lt._probe(model[3], torch.Size([1, 16, 16, 16]), 1, 8)
     assert (layer.in_channels, layer.out_channels, layer.groups, x.shape[1]) == (8, 8, 8, 8)
     with torch.no_grad():

@@ -15,9 +15,11 @@ from served import BOB, ROOT, TINY, TOKEN, serve
 
 import autoprune as ap
 from autoprune.cli import main
+from autoprune.config import SearchConfig
 from autoprune.service.auth import TOKEN_FILE, load_tokens, owner_of, parse_tokens
 from autoprune.service.local import LocalServer
 from autoprune.service.remote import checked_config
+from autoprune.service.store import RunStore
 from search_spaces.errors import ConfigError
 
 
@@ -296,5 +298,27 @@ def test_the_dashboard_page_its_assets_and_its_data_calls(tmp_path, finished_run
         pareto = [t for t in sections["pareto"]["figure"]["data"] if t["name"] in ("within budget", "over budget")]
         assert sum(len(t["x"]) for t in pareto) == len(trials) == 10
         assert client.get("/runs/nope/charts", headers=auth).status_code == 404
+    finally:
+        store.close()
+
+
+def test_status_polling_reads_a_trial_log_again_only_when_it_changed(tmp_path, monkeypatch) -> None:
+    store = RunStore(tmp_path / "runs")
+    try:
+        run_id = store.create(SearchConfig.from_dict(TINY), owner="alice")["id"]
+        reads: list[str] = []
+        original = store.trial_rows
+        monkeypatch.setattr(store, "trial_rows", lambda rid: reads.append(rid) or original(rid))
+        assert store.progress(run_id) == {"completed": 0, "total": 2, "best_accuracy": None}
+        log = store.run_dir(run_id) / "trials.jsonl"
+        log.parent.mkdir(parents=True)
+        row = {"status": "ok", "feasible": True, "accuracy": 0.5}
+        log.write_text(json.dumps({"trial": row}) + "\n")
+        for _ in range(3):
+            assert store.progress(run_id) == {"completed": 1, "total": 2, "best_accuracy": 0.5}
+        assert len(reads) == 1  # polled three times, read once
+        with log.open("a") as out:  # a second trial, then half of a third being written
+            out.write(json.dumps({"trial": {**row, "accuracy": 0.75}}) + "\n" + '{"trial": {"sta')
+        assert store.progress(run_id) == {"completed": 2, "total": 2, "best_accuracy": 0.75} and len(reads) == 2
     finally:
         store.close()

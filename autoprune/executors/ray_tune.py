@@ -45,6 +45,8 @@ TUNE_ENVIRONMENT = {
     "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl+C must stop the search (resumable), not end Tune's loop "successfully"
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no per-trial CSV/JSON/TensorBoard files: autoprune records results
 }
+# Builds fit()'s ResultGrid from those per-trial files and warns, once per trial, that they are missing.
+RESULT_GRID_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 
 @contextmanager
@@ -60,6 +62,18 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only errors from the logger ``name`` for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class EvaluationTrainable(tune.Trainable):
@@ -214,7 +228,8 @@ class RayExecutor(RayOptions, Executor):
                     scratch = tempfile.TemporaryDirectory(prefix="autoprune-ray-")
                 storage = self.storage_path or (str(run_dir / "ray") if run_dir else scratch.name)
                 adapter = TuneSearcherAdapter(searcher, on_result)
-                self._tuner(evaluator, scheduler, adapter, remaining, storage).fit()
+                with _quiet(RESULT_GRID_LOGGER):
+                    self._tuner(evaluator, scheduler, adapter, remaining, storage).fit()
                 if adapter.fatal is not None:
                     raise adapter.fatal
             finally:

@@ -59,6 +59,7 @@ class RunStore:
         self._owner_lock = _lock_root(self.root)
         self._lock = threading.RLock()
         self._jobs: dict[str, dict[str, Any]] = {}
+        self._progress: dict[str, tuple[tuple[int, int] | None, int, float | None]] = {}  # by trial log version
         for path in sorted(self.root.glob(f"*/{JOB}")):
             if RUN_ID.match(path.parent.name):
                 self._jobs[path.parent.name] = _read_job(path)
@@ -108,6 +109,7 @@ class RunStore:
             if self.get(run_id)["status"] == "running":
                 raise RunStateError(f"run {run_id!r} is running; cancel it first (POST /runs/{run_id}/cancel)")
             del self._jobs[run_id]
+            self._progress.pop(run_id, None)
             shutil.rmtree(self.root / run_id, ignore_errors=True)
 
     def _write(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -137,11 +139,23 @@ class RunStore:
         return rows
 
     def progress(self, run_id: str) -> dict[str, Any]:
-        """Trials finished, the target, and the best accuracy of a feasible finished trial so far."""
-        rows = self.trial_rows(run_id)
-        good = [r["accuracy"] for r in rows if r.get("status") == "ok" and r.get("feasible")]
-        return {"completed": len(rows), "total": self.get(run_id)["trials"],
-                "best_accuracy": max(good) if good else None}
+        """Trials finished, the target, and the best accuracy of a feasible finished trial so far.
+
+        The trial log is read again only when its size or modification time changed, so clients polling
+        every run's status cost the server next to nothing while the searches run.
+        """
+        path = self.run_dir(run_id) / "trials.jsonl"
+        try:
+            stat = path.stat()
+            version: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            version = None
+        cached = self._progress.get(run_id)
+        if cached is None or cached[0] != version:
+            rows = self.trial_rows(run_id) if version else []
+            good = [r["accuracy"] for r in rows if r.get("status") == "ok" and r.get("feasible")]
+            cached = self._progress[run_id] = (version, len(rows), max(good) if good else None)
+        return {"completed": cached[1], "total": self.get(run_id)["trials"], "best_accuracy": cached[2]}
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
         path = self.run_dir(run_id) / "summary.json"
