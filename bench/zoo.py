@@ -180,7 +180,7 @@ def render(result: dict[str, Any]) -> str:
         "with the analytic FLOPs equal to the FLOPs counted on the pruned model (`torch.utils.flop_counter`), or "
         "is refused at trace time with a message. Coverage: *fully* = every group prunable, *partially* = some "
         "groups excluded, *not at all* = refused. Times are CPU seconds of one thread (what they take on an idle "
-        "machine; the run shared its 2 cores with other jobs, wall-clock seconds are in `zoo.json`); every model "
+        "machine whatever else runs; wall-clock seconds are in `zoo.json`); every model "
         f"had {result['limit']:g} CPU s for tracing + check and as many for pruning + counting.",
         "",
         *([f"- **partial run: {len(rows)} of {len(ZOO)} models** (`python bench/zoo.py --resume` runs the others)"]
