@@ -3,7 +3,8 @@
 Runs a random search (in-process, the benchmark's evaluator fidelity, torch's default threads) and reads
 the per-phase seconds the evaluator records for every trial. For the same pruned models it then times the
 unavoidable compute alone: the same number of forward passes (BN recalibration, validation) and
-forward/backward/SGD steps (finetuning) on batches already in memory. ``overhead`` = median candidate
+forward/backward/SGD steps (finetuning) on batches of the same sizes already in memory (training batches, and
+validation batches for validation). ``overhead`` = median candidate
 time / median pure compute.
 
     python bench/candidate_cost.py            # ResNet-20 on Fashion-MNIST, 12 candidates
@@ -35,8 +36,10 @@ from search_spaces import default_preset
 PHASES = ("copy", "prune", "recalibrate", "finetune", "validate")
 
 
-def pure_compute_seconds(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], config: dict) -> float:
-    """Seconds of the forward/backward work an evaluation must do, on in-memory batches, nothing else."""
+def pure_compute_seconds(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                         val_batches: list[tuple[torch.Tensor, torch.Tensor]], config: dict) -> float:
+    """Seconds of the forward/backward work an evaluation must do, on in-memory batches of the same sizes (training
+    batches for recalibration and finetuning, validation batches for validation), nothing else."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     cycle = itertools.cycle(batches)
     start = time.perf_counter()
@@ -51,7 +54,7 @@ def pure_compute_seconds(model: nn.Module, batches: list[tuple[torch.Tensor, tor
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        for inputs, _ in itertools.islice(cycle, config["val_batches"]):
+        for inputs, _ in val_batches:
             model(inputs)
     return time.perf_counter() - start
 
@@ -72,6 +75,7 @@ def main() -> None:
                        measure_latency=False, preset=default_preset(args.model))
     trials = result.trials[result.trials["status"] == "ok"]
     batches = list(itertools.islice(iter(data.train), 8))
+    val_batches = list(itertools.islice(iter(data.val), evaluator["val_batches"]))
     copies, pure = [], []
     for _, row in trials.iterrows():
         tick = time.perf_counter()
@@ -79,7 +83,7 @@ def main() -> None:
         copies.append(time.perf_counter() - tick)
         policy = policy_of(row, result.space)
         pruned = prune(model, policy, inputs, space=result.space).model
-        pure.append(pure_compute_seconds(pruned, batches, evaluator))
+        pure.append(pure_compute_seconds(pruned, batches, val_batches, evaluator))
     median = {
         "copy": statistics.median(copies),
         "prune": statistics.median(trials["prune_seconds"]) - statistics.median(copies),

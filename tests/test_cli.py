@@ -46,6 +46,7 @@ def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
     assert "unknown export format 'tflite'" in capsys.readouterr().err.lower()
 
 
+@pytest.mark.slow  # a search, its resume and its re-run from the CLI
 def test_search_from_config_with_overrides_and_resume(tmp_path, capsys) -> None:
     config = tmp_path / "search.yaml"
     run = tmp_path / "run"
@@ -204,6 +205,7 @@ def test_switching_to_the_local_executor_drops_ray_options() -> None:
     assert switched.executor == "ray" and switched.executor_options == RayOptions(address="auto")
 
 
+@pytest.mark.slow  # searches in subprocesses
 def test_resume_does_not_run_import_strings_from_a_run_directory_unless_trusted(tmp_path, capsys) -> None:
     run = tmp_path / "run"
     argv = ["search", "--model", "factories:tiny_model", "--dataset", "factories:tiny_data", "--trials", "1",

@@ -159,6 +159,7 @@ def test_blocks_are_timed_together_and_depthwise_ones_over_their_channel_count(t
         layer(x)  # a valid depthwise layer at the reduced width
 
 
+@pytest.mark.slow  # imports autoprune in a fresh interpreter
 def test_importing_and_timing_print_no_torch_warning() -> None:
     """torch.utils.benchmark's import logs "No CUDA runtime is found" on CPU machines: not in our output."""
     code = ("import torch, autoprune as ap; "

@@ -297,6 +297,7 @@ def test_a_resume_without_a_better_trial_keeps_the_final_model(trained_cnn, digi
         assert torch.allclose(resumed.pruned_model(x), first.pruned_model.eval()(x), atol=1e-5)
 
 
+@pytest.mark.slow  # waits out a time budget
 def test_time_budget_stops_after_the_running_trial_finalizes_and_resumes(trained_cnn, digits, tmp_path) -> None:
     run, events = tmp_path / "run", []
     options = dict(budget=ap.Budget.params(0.99), final_finetune_steps=2, rescore=0, run_dir=run)

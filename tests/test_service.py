@@ -100,6 +100,7 @@ def test_submit_queue_results_cancel_crash_and_bad_requests(server: LocalServer,
     assert first.id not in {run["id"] for run in client.runs()} and not (runs_root / first.id).exists()
 
 
+@pytest.mark.slow  # starts a server (~10 s)
 def test_auth_and_bad_configs_create_nothing(server: LocalServer, runs_root: Path) -> None:
     assert httpx.get(f"{server.url}/health").status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN}):
@@ -143,6 +144,7 @@ def test_auth_and_bad_configs_create_nothing(server: LocalServer, runs_root: Pat
     assert client.runs() == [] and [p.name for p in runs_root.iterdir() if not p.name.startswith(".")] == []
 
 
+@pytest.mark.slow  # starts a server (~10 s)
 def test_runs_record_who_submitted_them(server: LocalServer) -> None:
     mine = ap.Client(server.url, token=TOKEN).submit(TINY)
     bobs = ap.Client(server.url, token=BOB).submit(TINY)

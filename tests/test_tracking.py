@@ -12,6 +12,7 @@ import autoprune as ap
 from search_spaces.errors import ConfigError, UnknownNameError
 
 
+@pytest.mark.slow  # imports TensorBoard and MLflow
 def test_tensorboard_and_mlflow_get_every_trial_and_the_best_policy(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
     fast = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
