@@ -55,9 +55,9 @@ def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predic
         with _restored(model, ref.graph):
             graph = ref.graph if ref.graph is not None else dependency_graph(model, ref.inputs)
             prune_in_place(model, graph, kept, tp.importance.MagnitudeImportance(p=1))
-            if predict is None:
+            if predict is None:  # eval mode, as when counting: BatchNorm statistics must not move (restored on exit)
                 with torch.no_grad():
-                    flops, outputs = None, model(*ref.inputs)
+                    flops, outputs = None, model.eval()(*ref.inputs)
             else:
                 flops, outputs = run_counting_flops(model, ref.inputs)
             outputs, params = _tensors(outputs), count_params(model)

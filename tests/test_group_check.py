@@ -239,3 +239,12 @@ def test_a_time_limit_during_the_group_check_leaves_the_model_as_it_was(monkeypa
 def test_time_limit_must_be_positive_seconds(bad) -> None:
     with pytest.raises(ConfigError, match=f"time_limit must be a positive number of seconds or None, got {bad!r}"):
         SearchSpace.from_model(GroupedBlock().eval(), torch.randn(1, 3, 8, 8), time_limit=bad)
+
+
+def test_checking_a_model_in_training_mode_leaves_its_batchnorm_statistics_and_mode_alone() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.BatchNorm2d(4),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    SearchSpace.from_model(model, INPUTS)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
