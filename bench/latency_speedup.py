@@ -7,7 +7,8 @@ Latency does not depend on the weights, so the models are freshly initialized.
 
 Part 2 (``table_error``): per model, the lookup table (autoprune.latency_lut) against measurement on 30
 random policies (batch 1, one thread): the error of the predicted latency (ms) and of the predicted latency
-ratio against a side-by-side measured ratio.
+ratio against a side-by-side measured ratio. Each policy's ratio is measured twice: how much the two disagree
+(``median_abs_ratio_noise``) is the machine's noise floor for that error.
 
     python bench/latency_speedup.py             # writes bench/results/latency_speedup.json
     python bench/latency_speedup.py --quick     # small CNN only, eager/onnxruntime, 6 policies
@@ -46,6 +47,7 @@ from search_spaces.measure import alternating_ratio, count_flops, latency_ratio,
 MODELS = {"resnet20": (1, 28), "mobilenet_v2": (3, 32), "resnet18": (3, 32), "small_cnn": (1, 8)}
 DEFAULT_MODELS = ("resnet20", "mobilenet_v2", "resnet18")
 RUNTIMES = ("eager", "compiled", "onnxruntime")
+RATIO_ROUNDS = 7  # alternating rounds per held-out ratio measurement
 
 
 def timer(model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: str, tmp: str) -> Callable[[], float]:
@@ -122,14 +124,19 @@ def table_error(name: str, policies: int, seed: int = 0) -> dict[str, Any]:
         pruned = prune(model, space.policy(ratios), inputs, space=space).model.eval()
         predicted = cost_model.cost(ratios).latency_ms
         measured = measure_latency_ms(pruned, with_batch(inputs, 1))
-        ratio, _, _ = latency_ratio(pruned, model, inputs, rounds=3)
+        # the ratio is measured twice, independently: their disagreement is the measurement's own noise floor,
+        # below which no table error can be resolved; the table is judged against their geometric mean
+        first, second = (latency_ratio(pruned, model, inputs, rounds=RATIO_ROUNDS)[0] for _ in range(2))
+        ratio = (first * second) ** 0.5
         rows.append({"predicted_ms": predicted, "measured_ms": measured,
                      "error": predicted / measured - 1,
                      "predicted_ratio": predicted / table.base_ms, "measured_ratio": ratio,
+                     "measured_ratios": [first, second], "ratio_noise": first / second - 1,
                      "ratio_error": predicted / table.base_ms / ratio - 1})
     return {"model": name, "policies": policies, "build_seconds": build_seconds, "base_ms": table.base_ms,
             "median_abs_error": statistics.median(abs(r["error"]) for r in rows),
             "median_abs_ratio_error": statistics.median(abs(r["ratio_error"]) for r in rows),
+            "median_abs_ratio_noise": statistics.median(abs(r["ratio_noise"]) for r in rows),
             "max_abs_error": max(abs(r["error"]) for r in rows), "rows": rows}
 
 

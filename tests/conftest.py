@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# pytest-xdist's workers inherit COLUMNS=80 from execnet; the CLI's consoles (made at import) read it as a
+# user's chosen width. The tests see output as a pipe or a log file has it: no COLUMNS.
+os.environ.pop("COLUMNS", None)
+
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
