@@ -369,11 +369,9 @@ def latency_sections(speed: dict[str, Any] | None, search: dict[str, Any] | None
             "|---|---|---|---|---|---|---|",
         ]
         for t in speed["table_error"]:
-            noise = t.get("median_abs_ratio_noise")  # results from before the noise floor was measured lack it
             lines.append(f"| {t['model']} | {t['base_ms']:.2f} | {t['build_seconds']:.0f} | "
                          f"{100 * t['median_abs_error']:.1f}% | {100 * t['median_abs_ratio_error']:.1f}% | "
-                         f"{'not measured' if noise is None else f'{100 * noise:.1f}%'} | "
-                         f"{100 * t['max_abs_error']:.1f}% |")
+                         f"{100 * t['median_abs_ratio_noise']:.1f}% | {100 * t['max_abs_error']:.1f}% |")
         lines.append("")
     if search is not None:
         lines += [
