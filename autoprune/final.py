@@ -59,7 +59,8 @@ class FinalConfig:
         if self.lr is not None:
             check_number("final_lr", self.lr, low=0)
         check_number("train_lr", self.train_lr, low=0, inclusive=False)
-        object.__setattr__(self, "schedule", PruningSchedule.from_value(self.schedule))
+        # the schedule trains for the final steps: its end_step is checked against them here, before any search
+        object.__setattr__(self, "schedule", replace(PruningSchedule.from_value(self.schedule), steps=self.steps))
         if self.recovery not in RECOVERIES:
             raise ConfigError(f"final recovery {self.recovery!r} is not accepted; accepted: {', '.join(RECOVERIES)}")
         if self.gradual and self.recovery != "finetune":
@@ -101,7 +102,7 @@ def finalize(
     elif config.gradual:
         recipe = evaluator.config
         pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data,
-                                 schedule=replace(config.schedule, steps=config.steps),
+                                 schedule=config.schedule,
                                  lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
                                  space=evaluator.cost_model.space, importance=recipe.importance)
     else:

@@ -40,7 +40,9 @@ class PruningSchedule:
 
     Attributes:
         kind: ``one_shot``, ``constant``, ``iterative`` or ``agp``.
-        steps: training steps in all (the last pruning event is followed by the steps left).
+        steps: training steps in all (the last pruning event is followed by the steps left); 0 leaves them to
+            the caller: the final step of a search sets them to its ``final_finetune_steps`` (and only then is
+            ``end_step`` checked against them).
         begin_step: first pruning event.
         end_step: last pruning event (iterative, agp; default: ``steps // 2``, leaving half the steps to recover).
         stages: prunings of ``iterative``.
@@ -68,9 +70,14 @@ class PruningSchedule:
             raise ConfigError(f"initial_sparsity must be below 1, got {self.initial_sparsity!r}")
         if self.end_step is not None:
             check_int("end_step", self.end_step, low=0)
-        if self.last_step < self.begin_step or self.last_step > max(self.steps, self.begin_step):
+        if self.last_step < self.begin_step or (self.steps and self.overruns):
             raise ConfigError(f"pruning must end between begin_step={self.begin_step} and steps={self.steps}, "
                               f"got end_step={self.last_step}")
+
+    @property
+    def overruns(self) -> bool:
+        """The last pruning event lies past the training steps (``steps`` 0: not set yet, see the class doc)."""
+        return self.last_step > max(self.steps, self.begin_step)
 
     @classmethod
     def from_value(cls, value: str | dict[str, Any] | PruningSchedule | None) -> PruningSchedule:
@@ -131,6 +138,9 @@ def prune_gradually(
     space = space or SearchSpace.from_model(model, example_inputs, check=False, max_ratio=0.999,
                                             granularity=(policy.fingerprint or {}).get("granularity", "channel"))
     policy.validate(space)
+    if schedule.overruns:
+        raise ConfigError(f"the schedule's last pruning event (step {schedule.last_step}) lies past its "
+                          f"steps={schedule.steps}; give the schedule its training steps")
     current, history = copy.deepcopy(model), []
     done = 0
     for event in schedule.events():

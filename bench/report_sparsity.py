@@ -89,7 +89,8 @@ def recovery_section(records: list[dict[str, Any]]) -> list[str]:
              f"`python bench/sparsity_recovery.py` — the `uniform` policy of `{config['model']}`, the same "
              f"{config['final_steps']} training steps after (or while) pruning for every variant, then the test set. "
              "Schedule: 90% sparsity (`Budget.nonzeros(0.1)`), one-shot (prune, then finetune) vs AGP (Zhu & Gupta, "
-             "every 10 steps over the first half, then the rest at the final sparsity). Recovery: 30% FLOPs, "
+             "every 10 steps over the first half (`agp`) or the first third (`agp_early`), then the rest at the "
+             "final sparsity). Recovery: 30% FLOPs, "
              "channels removed; finetune (lr 0.01, cosine), learning-rate rewinding (the training's peak lr 0.05, "
              "cosine), and the pruned architecture trained from a random init with the same steps (far fewer than "
              "the baseline's training, so this is the cost-matched comparison, not Liu et al.'s full retraining). "
@@ -101,12 +102,14 @@ def recovery_section(records: list[dict[str, Any]]) -> list[str]:
         flops, kept = [r["flops_ratio"] for r in rows], [r["nonzeros_ratio"] for r in rows]
         lines.append(f"| {experiment} | {variant} | {len(rows)} | {mean_sd(accuracy, 100)} | {mean_sd(drops, 100)} | "
                      f"{mean_sd(flops, 100, 1)} | {mean_sd(kept, 100, 1)} |")
-    lines += schedule_verdict(groups.get(("schedule", "one_shot"), []), groups.get(("schedule", "agp"), []))
+    for (experiment, variant), rows in groups.items():
+        if experiment == "schedule" and variant.startswith("agp"):
+            lines += schedule_verdict(groups.get(("schedule", "one_shot"), []), rows, variant)
     return [*lines, ""]
 
 
-def schedule_verdict(one_shot: list[dict[str, Any]], agp: list[dict[str, Any]]) -> list[str]:
-    """AGP minus one-shot test accuracy, paired by seed, and whether AGP is at least as good."""
+def schedule_verdict(one_shot: list[dict[str, Any]], agp: list[dict[str, Any]], name: str = "agp") -> list[str]:
+    """An AGP variant minus one-shot test accuracy, paired by seed, and whether it is at least as good."""
     by_seed = {r["seed"]: r["test_accuracy"] for r in one_shot}
     differences = [r["test_accuracy"] - by_seed[r["seed"]] for r in agp if r["seed"] in by_seed]
     if not differences:
@@ -114,10 +117,10 @@ def schedule_verdict(one_shot: list[dict[str, Any]], agp: list[dict[str, Any]]) 
     gain = statistics.mean(differences)
     spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
     if gain >= 0:
-        verdict = "AGP is at least as good"
+        verdict = "at least as good"
     elif -gain <= spread:
-        verdict = "AGP is worse by less than the seed-to-seed spread of the difference (a tie within noise)"
+        verdict = "worse by less than the seed-to-seed spread of the difference (a tie within noise)"
     else:
-        verdict = "AGP is worse"
-    return ["", f"AGP vs one-shot at 90%, paired by seed ({len(differences)} seeds): {100 * gain:+.2f} ± "
+        verdict = "worse"
+    return ["", f"`{name}` vs one-shot at 90%, paired by seed ({len(differences)} seeds): {100 * gain:+.2f} ± "
             f"{100 * spread:.2f} pt: {verdict}."]

@@ -20,6 +20,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,18 @@ from compare_searchers import row_lock
 import autoprune as ap
 from search_spaces import default_preset
 
-# experiment -> (granularity, budget, {variant: search options for the final step})
-EXPERIMENTS: dict[str, tuple[str, ap.Budget, dict[str, dict[str, Any]]]] = {
+
+def agp_until(fraction: float) -> Callable[[int], dict[str, Any]]:
+    """AGP search options whose pruning ends at ``fraction`` of the final steps (the rest recovers)."""
+    return lambda steps: {"final_schedule": {"kind": "agp", "frequency": 10, "end_step": round(fraction * steps)}}
+
+
+# experiment -> (granularity, budget, {variant: search options for the final step, or a function of its steps})
+EXPERIMENTS: dict[str, tuple[str, ap.Budget, dict[str, dict[str, Any] | Callable[[int], dict[str, Any]]]]] = {
     "schedule": ("element", ap.Budget.nonzeros(0.1), {
         "one_shot": {"final_schedule": "one_shot"},
         "agp": {"final_schedule": {"kind": "agp", "frequency": 10}},
+        "agp_early": agp_until(1 / 3),
     }),
     "recovery": ("channel", ap.Budget.flops(0.3), {
         "finetune": {"final_recovery": "finetune"},
@@ -50,10 +58,12 @@ def run_row(args: argparse.Namespace, experiment: str, variant: str, seed: int, 
     inputs = data.example_inputs()
     space = ap.SearchSpace.from_model(model, inputs, granularity=granularity,
                                       preset=default_preset(args.model) if granularity == "channel" else None)
+    options = variants[variant]
     start = time.perf_counter()
     result = ap.search(model, inputs, budget=budget, train_data=data.train, val_data=data.val, test_data=data.test,
                        searcher="uniform", trials=1, seed=seed, evaluator=fidelity(args), space=space,
-                       final_finetune_steps=args.final_steps, run_dir=run_dir, **variants[variant])
+                       final_finetune_steps=args.final_steps, run_dir=run_dir,
+                       **(options(args.final_steps) if callable(options) else options))
     summary = result.summary
     return {
         "experiment": experiment, "variant": variant, "seed": seed, "model": args.model,

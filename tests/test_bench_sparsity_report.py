@@ -15,17 +15,18 @@ def rows(*accuracies: float) -> list[dict[str, float]]:
 
 def test_agp_ahead_on_average_is_at_least_as_good() -> None:
     (_, line) = schedule_verdict(rows(0.90, 0.91, 0.92), rows(0.91, 0.91, 0.93))
-    assert "+0.67 ± 0.58 pt" in line and line.endswith("AGP is at least as good.")
+    assert line.startswith("`agp` vs one-shot") and "+0.67 ± 0.58 pt" in line and line.endswith("at least as good.")
 
 
 def test_a_loss_inside_the_paired_spread_is_called_a_tie_and_a_larger_one_a_loss() -> None:
     tie = schedule_verdict(rows(0.900, 0.910, 0.900), rows(0.905, 0.900, 0.900))[-1]
     assert "-0.17 ± 0.76 pt" in tie and "a tie within noise" in tie
     loss = schedule_verdict(rows(0.90, 0.91, 0.92), rows(0.88, 0.90, 0.91))[-1]
-    assert "-1.33 ± 0.58 pt" in loss and loss.endswith("AGP is worse.")
+    assert "-1.33 ± 0.58 pt" in loss and loss.endswith(": worse.")
 
 
 def test_only_seeds_run_both_ways_are_compared() -> None:
     one_shot, agp = rows(0.90, 0.91), rows(0.95)  # seed 1 has no AGP row yet
-    assert "(1 seeds): +5.00 ± 0.00 pt" in schedule_verdict(one_shot, agp)[-1]
+    line = schedule_verdict(one_shot, agp, "agp_early")[-1]
+    assert line.startswith("`agp_early` vs one-shot") and "(1 seeds): +5.00 ± 0.00 pt" in line
     assert schedule_verdict(rows(0.9), []) == []

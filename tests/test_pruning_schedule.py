@@ -57,6 +57,20 @@ def test_bad_schedules_are_refused_by_name(value, match: str) -> None:
         ap.PruningSchedule.from_value(value)
 
 
+def test_a_final_schedule_without_steps_takes_the_final_steps_and_is_checked_against_them_at_once(
+    trained_cnn, digits: DataBundle
+) -> None:
+    early = ap.FinalConfig(steps=300, schedule={"kind": "agp", "end_step": 100})
+    assert (early.schedule.steps, early.schedule.last_step, early.schedule.events()[-1]) == (300, 100, 100)
+    with pytest.raises(ConfigError, match="end_step=400"):
+        ap.FinalConfig(steps=300, schedule={"kind": "agp", "end_step": 400})
+    inputs = digits.example_inputs()
+    space = ap.SearchSpace.from_model(trained_cnn, inputs, granularity="element")
+    with pytest.raises(ConfigError, match=r"step 7\) lies past its steps=0"):
+        ap.prune_gradually(trained_cnn, space.policy({g.name: 0.5 for g in space}), inputs, train_data=digits.train,
+                           schedule=ap.PruningSchedule("agp", end_step=7), space=space)
+
+
 def test_gradual_element_pruning_reaches_the_exact_one_shot_count(trained_cnn, digits: DataBundle) -> None:
     inputs = digits.example_inputs()
     space = ap.SearchSpace.from_model(trained_cnn, inputs, granularity="element")
