@@ -48,7 +48,8 @@ def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
     # whether real timings of a 0.5 ms model meet the budget is noise on a shared machine: the quick suite
     # checks that the final measured check ran and judged what it measured; tests/test_latency.py asserts
     # "met" under a deterministic clock, and the full benchmark reports it
-    check, fraction = by_latency["latency_check"], min(by_flops["latency_ratio"], 1.0)
+    check, fraction = by_latency["latency_check"], by_latency["fraction"]
+    assert min(by_flops["latency_ratio"], 1.0) <= fraction <= 1.0  # raised only to what the table says is reachable
     assert check["measured_ms"] > 0 and 0 <= check["repairs"] <= MAX_REPAIRS
     assert check["met"] == (check["measured_ratio"] <= fraction)
 
