@@ -45,7 +45,7 @@ def reachable_latency_ratio(model, inputs, args: argparse.Namespace) -> float:
     """The latency table's predicted ratio with every group at its max ratio (the table is cached for the search)."""
     space = ap.SearchSpace.from_model(model, inputs, preset=default_preset(args.model))
     cost_model = ap.CostModel(space, ap.latency_table(model, space, inputs))
-    return cost_model.cost(space.max_ratios).latency_ms / cost_model.base.latency_ms
+    return cost_model.ratio(space.max_ratios, ap.Budget.latency(1.0))
 
 
 def main() -> None:
