@@ -79,15 +79,16 @@ def goal_lines(groups: dict[tuple[float, str], list[dict[str, Any]]]) -> list[st
 
 
 def recovery_section(records: list[dict[str, Any]]) -> list[str]:
-    """One-shot vs AGP, and finetune vs rewinding vs scratch, on the same policy."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """One-shot vs AGP, and finetune vs rewinding vs scratch, on the same policy, per number of training steps."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for record in records:
         row = record["row"]
-        groups.setdefault((row["experiment"], row["variant"]), []).append(row)
+        groups.setdefault((row["experiment"], row["variant"], record["config"]["final_steps"]), []).append(row)
     config = records[0]["config"]
     lines = ["## Schedules and recovery", "",
              f"`python bench/sparsity_recovery.py` — the `uniform` policy of `{config['model']}`, the same "
-             f"{config['final_steps']} training steps after (or while) pruning for every variant, then the test set. "
+             "training steps after (or while) pruning for every variant of a row group (300 unless `--final-steps` "
+             "says otherwise), then the test set. "
              "Schedule: 90% sparsity (`Budget.nonzeros(0.1)`), one-shot (prune, then finetune) vs AGP (Zhu & Gupta, "
              "every 10 steps over the first half (`agp`) or the first third (`agp_early`), then the rest at the "
              "final sparsity). Recovery: 30% FLOPs, "
@@ -95,21 +96,24 @@ def recovery_section(records: list[dict[str, Any]]) -> list[str]:
              "cosine), and the pruned architecture trained from a random init with the same steps (far fewer than "
              "the baseline's training, so this is the cost-matched comparison, not Liu et al.'s full retraining). "
              "Mean ± sd over seeds.", "",
-             "| experiment | variant | seeds | test accuracy (%) | drop (pt) | FLOPs kept (%) | non-zeros kept (%) |",
-             "|---|---|---|---|---|---|---|"]
-    for (experiment, variant), rows in groups.items():
+             "| experiment | variant | steps | seeds | test accuracy (%) | drop (pt) | FLOPs kept (%) | "
+             "non-zeros kept (%) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (experiment, variant, steps), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2])):
         accuracy, drops = [r["test_accuracy"] for r in rows], [accuracy_drop(r) for r in rows]
         flops, kept = [r["flops_ratio"] for r in rows], [r["nonzeros_ratio"] for r in rows]
-        lines.append(f"| {experiment} | {variant} | {len(rows)} | {mean_sd(accuracy, 100)} | {mean_sd(drops, 100)} | "
-                     f"{mean_sd(flops, 100, 1)} | {mean_sd(kept, 100, 1)} |")
-    for (experiment, variant), rows in groups.items():
+        lines.append(f"| {experiment} | {variant} | {steps} | {len(rows)} | {mean_sd(accuracy, 100)} | "
+                     f"{mean_sd(drops, 100)} | {mean_sd(flops, 100, 1)} | {mean_sd(kept, 100, 1)} |")
+    for (experiment, variant, steps), rows in sorted(groups.items(), key=lambda kv: kv[0][2]):
         if experiment == "schedule" and variant.startswith("agp"):
-            lines += schedule_verdict(groups.get(("schedule", "one_shot"), []), rows, variant)
+            lines += schedule_verdict(groups.get(("schedule", "one_shot", steps), []), rows, variant, steps)
     return [*lines, ""]
 
 
-def schedule_verdict(one_shot: list[dict[str, Any]], agp: list[dict[str, Any]], name: str = "agp") -> list[str]:
-    """An AGP variant minus one-shot test accuracy, paired by seed, and whether it is at least as good."""
+def schedule_verdict(one_shot: list[dict[str, Any]], agp: list[dict[str, Any]], name: str,
+                     steps: int) -> list[str]:
+    """An AGP variant minus one-shot test accuracy (both trained ``steps``), paired by seed, and whether it is at
+    least as good."""
     by_seed = {r["seed"]: r["test_accuracy"] for r in one_shot}
     differences = [r["test_accuracy"] - by_seed[r["seed"]] for r in agp if r["seed"] in by_seed]
     if not differences:
@@ -122,5 +126,5 @@ def schedule_verdict(one_shot: list[dict[str, Any]], agp: list[dict[str, Any]], 
         verdict = "worse by less than the seed-to-seed spread of the difference (a tie within noise)"
     else:
         verdict = "worse"
-    return ["", f"`{name}` vs one-shot at 90%, paired by seed ({len(differences)} seeds): {100 * gain:+.2f} ± "
-            f"{100 * spread:.2f} pt: {verdict}."]
+    return ["", f"`{name}` vs one-shot at 90%, {steps} steps, paired by seed ({len(differences)} seeds): "
+            f"{100 * gain:+.2f} ± {100 * spread:.2f} pt: {verdict}."]

@@ -4,12 +4,14 @@ training from scratch for a structured 30%-FLOPs policy.
 Both policies are the ``uniform`` searcher's (one evaluation: the policy is fixed, only the final step differs), on
 the benchmark baseline (ResNet-20 on Fashion-MNIST, cached). Every variant gets the same final training steps
 (default 300) and runs for seeds 0, 1, 2. One JSON file per row goes to
-``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json``; rows already there are skipped, so the
+``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json`` (``...-<seed>-<steps>steps.json`` for other
+``--final-steps``, so longer schedules sit beside the default ones); rows already there are skipped, so the
 benchmark runs in parts (one process per core: rows are locked while they run). ``bench/report.py`` renders the
 "Schedules and recovery" section of ``docs/benchmarks.md``.
 
     python bench/sparsity_recovery.py                          # both experiments, seeds 0,1,2
     python bench/sparsity_recovery.py --experiments schedule --seeds 0
+    python bench/sparsity_recovery.py --experiments schedule --variants one_shot,agp_early --final-steps 1000
     python bench/sparsity_recovery.py --quick                  # small CNN on digits
 """
 
@@ -52,6 +54,15 @@ EXPERIMENTS: dict[str, tuple[str, ap.Budget, dict[str, dict[str, Any] | Callable
 }
 
 
+DEFAULT_FINAL_STEPS = 300
+
+
+def row_name(experiment: str, variant: str, seed: int, final_steps: int) -> str:
+    """The row's file stem: the step count is part of it unless it is the default."""
+    steps = "" if final_steps == DEFAULT_FINAL_STEPS else f"-{final_steps}steps"
+    return f"{experiment}-{variant}-{seed}{steps}"
+
+
 def run_row(args: argparse.Namespace, experiment: str, variant: str, seed: int, model, data,
             run_dir: Path) -> dict[str, Any]:
     granularity, budget, variants = EXPERIMENTS[experiment]
@@ -80,7 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated: schedule, recovery")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--final-steps", type=int, default=300, help="training steps after (or while) pruning")
+    parser.add_argument("--variants", help="comma-separated variants to run (default: every variant of each "
+                        "experiment)")
+    parser.add_argument("--final-steps", type=int, default=DEFAULT_FINAL_STEPS,
+                        help=f"training steps after (or while) pruning (default {DEFAULT_FINAL_STEPS})")
     parser.add_argument("--run-root", default="bench/runs/sparsity_recovery")
     parser.add_argument("--results", help="directory of the per-row JSON files (default "
                         "bench/results/sparsity_recovery)")
@@ -91,13 +105,19 @@ def main() -> None:
     unknown = set(args.experiments.split(",")) - set(EXPERIMENTS)
     if unknown:
         parser.error(f"unknown --experiments {sorted(unknown)}; accepted: {', '.join(EXPERIMENTS)}")
+    known = [v for experiment in args.experiments.split(",") for v in EXPERIMENTS[experiment][2]]
+    variants = args.variants.split(",") if args.variants else known
+    if set(variants) - set(known):
+        parser.error(f"unknown --variants {sorted(set(variants) - set(known))}; accepted: {', '.join(known)}")
+    if args.final_steps <= 0:
+        parser.error(f"--final-steps must be a positive number of steps, got {args.final_steps}")
     model, data, info = load_baseline(args)
     config = {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "final_steps": args.final_steps,
               "checkpoint": Path(info["checkpoint"]).name, **fidelity(args)}
     for experiment in args.experiments.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            for variant in EXPERIMENTS[experiment][2]:
-                name = f"{experiment}-{variant}-{seed}"
+            for variant in (v for v in EXPERIMENTS[experiment][2] if v in variants):
+                name = row_name(experiment, variant, seed, args.final_steps)
                 path = Path(args.results) / f"{name}.json"
                 if path.exists():
                     print(f"skip {path.name} (done)")

@@ -6,6 +6,7 @@ into equal channel groups (grouped convolutions, GroupNorm) loses the same chann
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from torch import nn
 from search_spaces.errors import ConfigError, PolicyError, TraceError
 from search_spaces.time_limit import TimeUp
 
+log = logging.getLogger(__name__)
 PruningHistory = list[tuple[str, bool, list[int]]]
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -35,18 +37,28 @@ _INDEX_MAPPINGS = {
 
 class _MappingUpdates:
     """Stands in for Torch-Pruning's ``index_mapping`` module where its graph module calls it: the same, except that
-    graphs in ``frozen`` (by id) are not updated (see :func:`index_mappings_frozen`)."""
+    graphs in ``frozen`` (by id) are not updated (see :func:`index_mappings_frozen`), and Torch-Pruning's warnings
+    (``Maximum recursive depth reached!`` when it cannot count a concatenation's channels) become one line of ours
+    per process: the group check excludes the groups they break."""
 
     def __init__(self, real: ModuleType) -> None:
         self.real = real
         self.frozen: set[int] = set()
+        self.reported: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
     def update_index_mapping(self, graph: tp.DependencyGraph) -> None:
-        if id(graph) not in self.frozen:
+        if id(graph) in self.frozen:
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             self.real.update_index_mapping(graph)
+        for message in sorted({str(w.message) for w in caught} - self.reported):
+            self.reported.add(message)
+            log.warning("Torch-Pruning cannot follow every concatenation's channels (%r); groups that break through "
+                        "them are excluded by the group check", message)
 
 
 @contextmanager
@@ -60,7 +72,7 @@ def index_mappings_frozen(graph: tp.DependencyGraph) -> Iterator[None]:
     if not isinstance(module.index_mapping, _MappingUpdates):
         module.index_mapping = _MappingUpdates(module.index_mapping)
     updates = module.index_mapping
-    updates.real.update_index_mapping(graph)
+    updates.update_index_mapping(graph)
     updates.frozen.add(id(graph))
     try:
         yield

@@ -180,6 +180,43 @@ def test_parameters_outside_layers_are_pruned_and_costed(caplog: pytest.LogCaptu
     assert count_params(pruned) == CostModel(space).cost(policy).params
 
 
+class DeepConcat(nn.Module):
+    """Nine nested concatenations of activations: more than Torch-Pruning's recursion limit can count through."""
+
+    def __init__(self, depth: int = 9) -> None:
+        super().__init__()
+        self.depth = depth
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4 * 2**depth, 8, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for _ in range(self.depth):
+            x = torch.cat([torch.relu(x), torch.sigmoid(x)], 1)
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+def test_torch_prunings_recursion_warning_is_one_line_of_ours_and_what_it_breaks_is_excluded(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SearchSpace.from_model(GroupedBlock().eval(), INPUTS)  # installs the index-mapping stand-in
+    monkeypatch.setattr(surgery.tp.dependency.graph.index_mapping, "reported", set())  # once per process
+    model = DeepConcat().eval()
+    inputs = torch.zeros(1, 3, 8, 8)
+    with warnings.catch_warnings(record=True) as raised, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        space = SearchSpace.from_model(model, inputs)
+        SearchSpace.from_model(model, inputs)
+    assert not [w for w in raised if "recursive" in str(w.message)]
+    ours = [r.getMessage() for r in caplog.records if r.name == "search_spaces.surgery"]
+    assert ours == ["Torch-Pruning cannot follow every concatenation's channels ('Maximum recursive depth reached!'); "
+                    "groups that break through them are excluded by the group check"]
+    assert set(space.excluded) == {"stem"} and space.names == ("head",)
+    policy = space.policy({"head": space["head"].max_ratio})
+    assert prune(model, policy, inputs, space=space).model(inputs).shape == (1, 3)
+
+
 def test_excluded_groups_survive_pickling_and_without_keeps_the_rest() -> None:
     space = SearchSpace.from_model(FixedSplit().eval(), INPUTS)
     clone = pickle.loads(pickle.dumps(space))
