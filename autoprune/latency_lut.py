@@ -40,7 +40,8 @@ from search_spaces.space import SearchSpace
 log = logging.getLogger(__name__)
 GRID_POINTS = 6
 PROBE_SECONDS = 0.05
-CALIBRATION_POLICIES = 16
+CALIBRATION_POLICIES = 32  # one ratio measured on this host scatters ~10%: the fit averages over many
+CALIBRATION_ROUNDS = 5  # rounds per calibration ratio (at 3, one ratio measured twice differed ~20% when busy)
 SCHEMA = 2
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.Mish,
                nn.ELU, nn.Sigmoid, nn.Tanh)
@@ -324,7 +325,7 @@ def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, exampl
     sums, ratios_measured, base_measured = [], [], []
     for ratios in policies:  # each timed side by side with the unpruned model: steady under a changing load
         pruned = model if not ratios else prune(model, space.policy(ratios), example_inputs, space=space).model
-        ratio, _, base_ms = latency_ratio(pruned, model, inputs, rounds=3, **setting)
+        ratio, _, base_ms = latency_ratio(pruned, model, inputs, rounds=CALIBRATION_ROUNDS, **setting)
         ratios_measured.append(1.0 if not ratios else ratio)
         base_measured.append(base_ms)
         sums.append(table.layer_sum(cost_model.layer_dims(ratios)))

@@ -169,6 +169,7 @@ def report_sections(record: RunRecord) -> list[Section]:
     sections = [
         _comparison(record),
         _kept(record),
+        *_excluded(record),
         _accuracy_vs_flops(record),
         Section("progress", "Best so far vs evaluations", "best feasible full-fidelity validation accuracy",
                 figure=evaluations),
@@ -253,6 +254,16 @@ def _kept(record: RunRecord) -> Section:
         note = f"the best trial so far ({int(best['trial_id'])}) against the unpruned widths"
     kept = [kept_channels(c, ratios.get(n, 0.0), units[n]) for n, c in channels.items()]
     return Section("kept", title, note, figure=kept_channels_figure(list(channels), list(channels.values()), kept))
+
+
+def _excluded(record: RunRecord) -> list[Section]:
+    """The groups the trace-time check left out of the search, with why (none: no section)."""
+    excluded = record.config.get("excluded")
+    if not excluded or not isinstance(excluded, Mapping):
+        return []
+    rows = tuple((str(name), str(reason)) for name, reason in excluded.items())
+    return [Section("excluded", "Groups left unpruned", f"the trace-time check found {len(rows)} channel groups unsafe "
+                    "to prune and kept them whole; the search pruned the others", table=Table(("group", "why"), rows))]
 
 
 def _accuracy_vs_flops(record: RunRecord) -> Section:

@@ -20,6 +20,23 @@ def tiny_model(*, in_channels: int, num_classes: int) -> nn.Module:
     )
 
 
+class FixedSplit(nn.Module):
+    """``body``'s channels are split into fixed sizes: pruning it breaks the forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 16, 3, padding=1)
+        self.left = nn.Conv2d(8, 8, 1)
+        self.right = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(self.body(torch.relu(self.stem(x))), [8, 8], dim=1)
+        x = torch.cat([self.left(a), self.right(b)], dim=1)
+        return self.head(x.mean((2, 3)))
+
+
 def tiny_data(*, batch_size: int = 16, seed: int = 0, data_dir: str | None = None) -> DataBundle:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(96, 2, 6, 6, generator=generator)

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from factories import FixedSplit
 from torch import nn
 
 from autoprune import apply_policy
@@ -37,23 +38,6 @@ class GroupedBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.stem(x))
         x = x + self.expand(torch.relu(self.norm(self.grouped(torch.relu(self.reduce(x))))))
-        return self.head(x.mean((2, 3)))
-
-
-class FixedSplit(nn.Module):
-    """``body``'s channels are split into fixed sizes: pruning it breaks the forward pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.body = nn.Conv2d(8, 16, 3, padding=1)
-        self.left = nn.Conv2d(8, 8, 1)
-        self.right = nn.Conv2d(8, 8, 1)
-        self.head = nn.Linear(16, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = torch.split(self.body(torch.relu(self.stem(x))), [8, 8], dim=1)
-        x = torch.cat([self.left(a), self.right(b)], dim=1)
         return self.head(x.mean((2, 3)))
 
 

@@ -23,8 +23,9 @@ from search_spaces.measure import count_flops
 
 @pytest.fixture()
 def _fast_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shorter layer timings where only the table's bookkeeping is tested."""
+    """Shorter layer timings and fewer calibration policies where only the table's bookkeeping is tested."""
     monkeypatch.setattr(lt, "PROBE_SECONDS", 0.01)
+    monkeypatch.setattr(lt, "CALIBRATION_POLICIES", 4)
 
 
 def _space(model: torch.nn.Module, inputs: torch.Tensor) -> SearchSpace:

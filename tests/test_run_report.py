@@ -6,9 +6,11 @@ import json
 import re
 import shutil
 import time
+from html import escape
 
 import pandas as pd
 import pytest
+from factories import FixedSplit
 
 import autoprune as ap
 from autoprune.cli import main
@@ -167,3 +169,20 @@ def test_the_kept_chart_rounds_each_group_as_it_is_pruned(tmp_path) -> None:
         assert kept[group.name] == group.kept_channels(result.best_policy[group.name])
     pruned = dict(result.pruned_model.named_modules())
     assert kept[grouped[0].name] == pruned[grouped[0].name].out_channels
+
+
+def test_groups_the_trace_time_check_excluded_are_listed_with_why(finished_run, tmp_path) -> None:
+    import torch
+
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))) for _ in range(2)]
+    run = tmp_path / "run"
+    result = ap.search(FixedSplit().eval(), torch.zeros(1, 3, 8, 8), budget=ap.Budget.flops(0.9),
+                       train_data=batches, val_data=batches, searcher="uniform", trials=1, measure_latency=False,
+                       run_dir=run, evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1})
+    assert result.space.excluded  # body's channels are split in fixed sizes
+    assert json.loads((run / "config.json").read_text())["excluded"] == result.space.excluded
+    html = (run / "report.html").read_text()
+    assert 'id="section-excluded"' in html
+    for name, reason in result.space.excluded.items():
+        assert f'<th scope="row">{name}</th><td>{escape(reason)}</td>' in html
+    assert 'id="section-excluded"' not in (finished_run / "report.html").read_text()  # nothing excluded there
