@@ -133,7 +133,8 @@ def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: i
     """What a table is valid for: the model, input shapes and the measurement setting."""
     return {"fingerprint": space.fingerprint, "max_ratios": space.max_ratios,
             "input_shapes": shapes(with_batch(example_inputs, batch)), "device": device, "batch": batch,
-            "threads": threads, "torch": torch.__version__, "cpu": cpu_model(), "grid_points": GRID_POINTS}
+            "threads": threads, "torch": torch.__version__, "cpu": cpu_model(), "grid_points": GRID_POINTS,
+            "calibration": [CALIBRATION_POLICIES, CALIBRATION_ROUNDS]}
 
 
 def cpu_model() -> str:

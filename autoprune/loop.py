@@ -295,7 +295,7 @@ def _run_record(
         "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
                   "max_ratios": space.max_ratios, "granularity": space.granularity,
                   "group_round_to": {g.name: g.round_to for g in space if g.round_to != space.round_to}},
-        "excluded": dict(space.excluded),  # what the trace-time check left out (the fingerprint's groups say it too)
+        "excluded": dict(space.excluded),  # groups the trace-time check left out, for the report while it runs
         **dict(run_config or {}),
     }
 

@@ -257,13 +257,15 @@ def _kept(record: RunRecord) -> Section:
 
 
 def _excluded(record: RunRecord) -> list[Section]:
-    """The groups the trace-time check left out of the search, with why (none: no section)."""
-    excluded = record.config.get("excluded")
+    """The groups the trace-time check left out of the search, with why (none: no section). ``config.json`` has them
+    from the start; runs written before it did have them in ``summary.json`` once finished."""
+    excluded = record.config.get("excluded") or (record.summary.excluded if record.summary is not None else None)
     if not excluded or not isinstance(excluded, Mapping):
         return []
     rows = tuple((str(name), str(reason)) for name, reason in excluded.items())
-    return [Section("excluded", "Groups left unpruned", f"the trace-time check found {len(rows)} channel groups unsafe "
-                    "to prune and kept them whole; the search pruned the others", table=Table(("group", "why"), rows))]
+    groups = f"{len(rows)} channel group{'s' if len(rows) != 1 else ''}"
+    return [Section("excluded", "Groups left unpruned", f"the trace-time check found {groups} unsafe to prune and "
+                    "kept them whole; the search pruned the others", table=Table(("group", "why"), rows))]
 
 
 def _accuracy_vs_flops(record: RunRecord) -> Section:

@@ -87,8 +87,8 @@ def recovery_section(records: list[dict[str, Any]]) -> list[str]:
     config = records[0]["config"]
     lines = ["## Schedules and recovery", "",
              f"`python bench/sparsity_recovery.py` — the `uniform` policy of `{config['model']}`, the same "
-             "training steps after (or while) pruning for every variant of a row group (300 unless `--final-steps` "
-             "says otherwise), then the test set. "
+             "training steps after (or while) pruning for every variant at one step count (`steps`, "
+             "`--final-steps`), then the test set. "
              "Schedule: 90% sparsity (`Budget.nonzeros(0.1)`), one-shot (prune, then finetune) vs AGP (Zhu & Gupta, "
              "every 10 steps over the first half (`agp`) or the first third (`agp_early`), then the rest at the "
              "final sparsity). Recovery: 30% FLOPs, "

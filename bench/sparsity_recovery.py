@@ -4,8 +4,8 @@ training from scratch for a structured 30%-FLOPs policy.
 Both policies are the ``uniform`` searcher's (one evaluation: the policy is fixed, only the final step differs), on
 the benchmark baseline (ResNet-20 on Fashion-MNIST, cached). Every variant gets the same final training steps
 (default 300) and runs for seeds 0, 1, 2. One JSON file per row goes to
-``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json`` (``...-<seed>-<steps>steps.json`` for other
-``--final-steps``, so longer schedules sit beside the default ones); rows already there are skipped, so the
+``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json`` (``...-<seed>-<steps>steps.json`` for a
+``--final-steps`` other than the default, so longer schedules sit beside the default ones); rows already there are skipped, so the
 benchmark runs in parts (one process per core: rows are locked while they run). ``bench/report.py`` renders the
 "Schedules and recovery" section of ``docs/benchmarks.md``.
 
@@ -55,11 +55,12 @@ EXPERIMENTS: dict[str, tuple[str, ap.Budget, dict[str, dict[str, Any] | Callable
 
 
 DEFAULT_FINAL_STEPS = 300
+QUICK_FINAL_STEPS = 20
 
 
-def row_name(experiment: str, variant: str, seed: int, final_steps: int) -> str:
-    """The row's file stem: the step count is part of it unless it is the default."""
-    steps = "" if final_steps == DEFAULT_FINAL_STEPS else f"-{final_steps}steps"
+def row_name(experiment: str, variant: str, seed: int, final_steps: int, default_steps: int) -> str:
+    """The row's file stem: the step count is part of it unless it is the mode's default."""
+    steps = "" if final_steps == default_steps else f"-{final_steps}steps"
     return f"{experiment}-{variant}-{seed}{steps}"
 
 
@@ -101,7 +102,7 @@ def main() -> None:
     add_fidelity_options(parser)
     args = apply_quick(parser.parse_args(), RESULTS / "sparsity_recovery", RESULTS / "quick" / "sparsity_recovery")
     if args.quick:
-        args.final_steps, args.seeds, args.run_root = 20, "0", str(Path(args.results) / "runs")
+        args.final_steps, args.seeds, args.run_root = QUICK_FINAL_STEPS, "0", str(Path(args.results) / "runs")
     unknown = set(args.experiments.split(",")) - set(EXPERIMENTS)
     if unknown:
         parser.error(f"unknown --experiments {sorted(unknown)}; accepted: {', '.join(EXPERIMENTS)}")
@@ -117,9 +118,13 @@ def main() -> None:
     for experiment in args.experiments.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             for variant in (v for v in EXPERIMENTS[experiment][2] if v in variants):
-                name = row_name(experiment, variant, seed, args.final_steps)
+                name = row_name(experiment, variant, seed, args.final_steps,
+                                QUICK_FINAL_STEPS if args.quick else DEFAULT_FINAL_STEPS)
                 path = Path(args.results) / f"{name}.json"
                 if path.exists():
+                    done = json.loads(path.read_text())["config"]["final_steps"]
+                    if done != args.final_steps:
+                        sys.exit(f"{path} holds a row trained {done} steps, not {args.final_steps}: move it away")
                     print(f"skip {path.name} (done)")
                     continue
                 run_dir = Path(args.run_root) / name

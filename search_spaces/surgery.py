@@ -57,8 +57,11 @@ class _MappingUpdates:
             self.real.update_index_mapping(graph)
         for message in sorted({str(w.message) for w in caught} - self.reported):
             self.reported.add(message)
-            log.warning("Torch-Pruning cannot follow every concatenation's channels (%r); groups that break through "
-                        "them are excluded by the group check", message)
+            if "recursive depth" in message:
+                log.warning("Torch-Pruning cannot follow every concatenation's channels (%r); the group check "
+                            "(check=True, the default) excludes the groups this breaks", message)
+            else:
+                log.warning("Torch-Pruning: %s", message)
 
 
 @contextmanager

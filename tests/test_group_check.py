@@ -195,7 +195,7 @@ def test_torch_prunings_recursion_warning_is_one_line_of_ours_and_what_it_breaks
     assert not [w for w in raised if "recursive" in str(w.message)]
     ours = [r.getMessage() for r in caplog.records if r.name == "search_spaces.surgery"]
     assert ours == ["Torch-Pruning cannot follow every concatenation's channels ('Maximum recursive depth reached!'); "
-                    "groups that break through them are excluded by the group check"]
+                    "the group check (check=True, the default) excludes the groups this breaks"]
     assert set(space.excluded) == {"stem"} and space.names == ("head",)
     policy = space.policy({"head": space["head"].max_ratio})
     assert prune(model, policy, inputs, space=space).model(inputs).shape == (1, 3)
