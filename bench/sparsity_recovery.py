@@ -5,8 +5,8 @@ Both policies are the ``uniform`` searcher's (one evaluation: the policy is fixe
 the benchmark baseline (ResNet-20 on Fashion-MNIST, cached). Every variant gets the same final training steps
 (default 300) and runs for seeds 0, 1, 2. One JSON file per row goes to
 ``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json`` (``...-<seed>-<steps>steps.json`` for a
-``--final-steps`` other than the default, so longer schedules sit beside the default ones); rows already there are skipped, so the
-benchmark runs in parts (one process per core: rows are locked while they run). ``bench/report.py`` renders the
+``--final-steps`` other than the default, so longer schedules sit beside the default ones); rows already there
+are skipped, so the benchmark runs in parts (one process per core: rows are locked while they run). ``bench/report.py`` renders the
 "Schedules and recovery" section of ``docs/benchmarks.md``.
 
     python bench/sparsity_recovery.py                          # both experiments, seeds 0,1,2
