@@ -6,8 +6,8 @@ the benchmark baseline (ResNet-20 on Fashion-MNIST, cached). Every variant gets 
 (default 300) and runs for seeds 0, 1, 2. One JSON file per row goes to
 ``bench/results/sparsity_recovery/<experiment>-<variant>-<seed>.json`` (``...-<seed>-<steps>steps.json`` for a
 ``--final-steps`` other than the default, so longer schedules sit beside the default ones); rows already there
-are skipped, so the benchmark runs in parts (one process per core: rows are locked while they run). ``bench/report.py`` renders the
-"Schedules and recovery" section of ``docs/benchmarks.md``.
+are skipped, so the benchmark runs in parts (one process per core: rows are locked while they run).
+``bench/report.py`` renders the "Schedules and recovery" section of ``docs/benchmarks.md``.
 
     python bench/sparsity_recovery.py                          # both experiments, seeds 0,1,2
     python bench/sparsity_recovery.py --experiments schedule --seeds 0
