@@ -24,7 +24,7 @@ from autoprune.report import plot_sensitivity
 from autoprune.rundir import SENSITIVITY_TABLE
 from autoprune.searcher import SearchContext, Searcher, Trial
 from search_spaces.budget import Budget
-from search_spaces.cost import CostModel, bisect_feasible
+from search_spaces.cost import CostModel, bisect_feasible, repair
 from search_spaces.errors import ConfigError, EvaluationFailedError
 from search_spaces.io import atomic_write
 from search_spaces.policy import Policy
@@ -48,7 +48,8 @@ def scan_plan(space: SearchSpace, levels: Sequence[float]) -> list[tuple[str | N
 
 
 def allocate(table: pd.DataFrame, baseline: float, cost_model: CostModel, budget: Budget) -> dict[str, float]:
-    """Greedy allocation: cheapest accuracy loss per unit of the budget's metric saved, until feasible."""
+    """Greedy allocation: cheapest accuracy loss per unit of the budget's metric saved, until feasible. Where the
+    scanned levels run out first, every ratio moves toward its max by one fraction (``repair``) until it is."""
     if not math.isfinite(baseline):
         raise EvaluationFailedError("the unpruned probe of the sensitivity scan failed; nothing to compare with")
     space = cost_model.space
@@ -77,9 +78,9 @@ def allocate(table: pd.DataFrame, baseline: float, cost_model: CostModel, budget
             value = (loss - points[step[name]][1]) / saved
             if value < best_value:
                 best, best_value = name, value
-        if best is None:
-            cost_model.check_reachable(budget)
-            raise ConfigError("sensitivity allocation cannot meet the budget with the scanned levels")
+        if best is None:  # the scanned levels (or a flat stretch of a latency table) stop short of the budget:
+            cost_model.check_reachable(budget)  # the rest of the way toward every group's max, evenly
+            return repair(ratios, cost_model, budget)
         previous = ratios[best]
         step[best] += 1
         target = curves[best][step[best]][0]

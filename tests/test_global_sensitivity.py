@@ -12,7 +12,8 @@ from autoprune import Budget, CostModel
 from autoprune.models import resnet20
 from autoprune.searcher import SearchContext
 from search_spaces import SearchSpace
-from search_spaces.errors import ConfigError, EvaluationFailedError
+from search_spaces.cost import uniform_ratios
+from search_spaces.errors import BudgetError, ConfigError, EvaluationFailedError
 
 FAST = {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
 
@@ -118,6 +119,21 @@ def test_allocation_skips_failed_probes_and_needs_a_baseline(resnet) -> None:
     assert cost.feasible(ratios, Budget.flops(0.3))
     with pytest.raises(EvaluationFailedError, match="unpruned probe"):
         allocate(pd.DataFrame(rows), float("nan"), cost, Budget.flops(0.3))
+
+
+def test_allocation_reaches_a_budget_beyond_the_scanned_levels(resnet) -> None:
+    """The scan went only halfway to each max ratio: the allocation still meets a budget that needs more."""
+    _, _, space = resnet
+    cost = CostModel(space)
+    rows = [{"group": g.name, "ratio": 0.5 * g.max_ratio, "accuracy": 0.8} for g in space]
+    half = cost.ratio({g.name: 0.5 * g.max_ratio for g in space}, Budget.flops(1.0))
+    budget = Budget.flops((half + cost.ratio(space.max_ratios, Budget.flops(1.0))) / 2)
+    ratios = allocate(pd.DataFrame(rows), 0.9, cost, budget)
+    assert cost.feasible(ratios, budget) and all(ratios[g.name] >= 0.5 * g.max_ratio for g in space)
+    # it continues from the scanned allocation and uses the budget no worse than one common ratio would
+    assert cost.ratio(ratios, Budget.flops(1.0)) >= cost.ratio(uniform_ratios(cost, budget), Budget.flops(1.0))
+    with pytest.raises(BudgetError, match="cannot be met"):
+        allocate(pd.DataFrame(rows), 0.9, cost, Budget.flops(0.5 * cost.ratio(space.max_ratios, Budget.flops(1.0))))
 
 
 def test_bn_scale_on_a_model_without_batchnorm_is_a_clear_error() -> None:
