@@ -25,7 +25,7 @@ import torch
 from scipy.stats import truncnorm
 from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from agents.pruning_env import PruningEnv
@@ -168,7 +168,8 @@ class AMCSearcher(SeededSearcher):
                 replay_buffer_kwargs={"baseline_alpha": self.baseline_alpha},
                 policy_kwargs={"net_arch": list(self.hidden)}, seed=context.seed, device="cpu", verbose=0,
             )
-        self.agent.set_logger(configure(folder=None, format_strings=[]))
+        # SB3's configure() makes a tempdir/SB3-<time> folder even with no outputs; a bare Logger makes none.
+        self.agent.set_logger(Logger(folder=None, output_formats=[]))
 
     # -- acting -------------------------------------------------------------------------------------
     def current_sigma(self) -> float:

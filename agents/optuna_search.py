@@ -114,9 +114,7 @@ class OptunaSearcher(Searcher):
         sampled = {g.name: trial.suggest_float(g.name, 0.0, g.max_ratio) for g in context.space}
         budget, cost_model = context.budget, context.cost_model
         if not isinstance(self.study.sampler, optuna.samplers.CmaEsSampler):  # CMA-ES ignores constraints
-            violation = (budget.predicted(cost_model.cost(sampled)) - budget.limit(cost_model.base)) \
-                / budget.predicted(cost_model.base)
-            trial.set_constraint(CONSTRAINT, violation)
+            trial.set_constraint(CONSTRAINT, budget.excess(cost_model.cost(sampled), cost_model.base))
         self._trials[self._next_id] = trial.number
         self._events.append(["ask"])
         return sampled

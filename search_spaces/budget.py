@@ -174,9 +174,18 @@ class Budget(abc.ABC):
         """The bound in absolute units for a model whose unpruned cost is ``base``."""
         return self.absolute if self.absolute is not None else self.fraction * self.predicted(base)
 
+    def excess(self, cost: Cost, base: Cost) -> float:
+        """How far ``cost`` is over the budget, as a fraction of ``base``'s cost (<= 0: met).
+
+        A fraction is compared with the cost's ratio to ``base`` (as :meth:`CostModel.ratio` reports it), not with
+        ``fraction * base``: that product may round one ulp below the cost a ratio names exactly."""
+        if self.absolute is not None:
+            return (self.predicted(cost) - self.absolute) / self.predicted(base)
+        return self.predicted(cost) / self.predicted(base) - self.fraction
+
     def allows(self, cost: Cost, base: Cost) -> bool:
         """Whether ``cost`` meets the budget of a model whose unpruned cost is ``base``."""
-        return self.predicted(cost) <= self.limit(base)
+        return self.excess(cost, base) <= 0
 
     def describe(self) -> str:
         if self.fraction is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -70,16 +71,16 @@ class CostModel:
 
     def check_reachable(self, budget: Budget) -> None:
         """Raise :class:`BudgetError` if even the most pruned policy misses ``budget``."""
-        floor = budget.predicted(self.cost(self.space.max_ratios))
-        if floor <= budget.limit(self.base):
+        if self.feasible(self.space.max_ratios, budget):
             return
+        floor = budget.predicted(self.cost(self.space.max_ratios))
         best = floor / budget.predicted(self.base)
         if budget.unit:
             leaves = (f"takes {floor:.3f} {budget.unit} ({best:.1%} of the unpruned "
                       f"{budget.predicted(self.base):.3f} {budget.unit}, predicted)")
-            loosen = f"{best:.3f} ({budget.unit} >= {floor:.3f})"
+            loosen = f"{_round_up(best)} ({budget.unit} >= {_round_up(floor)})"
         else:
-            leaves, loosen = f"leaves {best:.1%} of the {budget.metric}", f"{best:.3f}"
+            leaves, loosen = f"leaves {best:.1%} of the {budget.metric}", _round_up(best)
         raise BudgetError(
             f"budget {budget.describe()} cannot be met: pruning every group to its max_ratio still {leaves}; "
             f"raise max_ratio or loosen the budget to >= {loosen}"
@@ -140,3 +141,8 @@ def uniform_ratios(cost_model: CostModel, budget: Budget) -> dict[str, float]:
     maxima = cost_model.space.max_ratios
     top = max(maxima.values())
     return bisect_feasible(lambda t: {n: min(t * top, m) for n, m in maxima.items()}, cost_model, budget)
+
+
+def _round_up(value: float) -> str:
+    """``value`` to 3 decimals, rounded up: a bound the user copies from an error message is then met."""
+    return f"{math.ceil(value * 1000) / 1000:.3f}"

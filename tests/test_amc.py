@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 
 import numpy as np
 import pytest
@@ -150,6 +151,16 @@ def test_td3_variant_trains() -> None:
         trial = agent.ask()
         agent.tell(trial, Score(0.5, 1.0, 1, 1, True, 0, 0.0))
     assert agent.agent._n_updates > 0
+
+
+def test_the_agent_writes_no_log_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    agent = AMCSearcher(warmup=1, batch_size=4, hidden=[16])
+    agent.setup(_context(SPACES["small_cnn"], Budget.flops(0.5)))
+    trial = agent.ask()
+    agent.tell(trial, Score(0.5, 1.0, 1, 1, True, 0, 0.0))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_amc_search_resumes_with_its_networks_and_replay_buffer(trained_cnn, digits, tmp_path) -> None:

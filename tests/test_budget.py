@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoprune import Budget, BudgetError, CostModel, repair
+from autoprune import Budget, BudgetError, Cost, CostModel, repair
 from autoprune.models import resnet20, small_cnn
 from search_spaces import SearchSpace
 from search_spaces.cost import tighten, uniform_ratios
@@ -59,6 +61,23 @@ def test_impossible_budget_is_a_clear_error() -> None:
         cost.check_reachable(Budget.flops(0.01))
     with pytest.raises(BudgetError, match="cannot be met"):
         repair(dict.fromkeys(SPACES["resnet20"].names, 0.0), cost, Budget.flops(0.01))
+
+
+@pytest.mark.parametrize(("cost", "base"), [(383720487, 751961427), (133031423, 771168318), (108985032, 666464150)])
+def test_a_fraction_equal_to_the_costs_ratio_is_met(cost: int, base: int) -> None:
+    """``cost / base * base`` falls one ulp short of ``cost`` for these: the ratio a user is told must be met."""
+    assert (cost / base) * base < cost
+    assert Budget.flops(cost / base).allows(Cost(cost, 1), Cost(base, 1))
+    assert not Budget.flops(cost / base * (1 - 1e-12)).allows(Cost(cost, 1), Cost(base, 1))
+
+
+def test_the_fraction_an_unreachable_budget_offers_is_reachable() -> None:
+    model = CostModel(SPACES["resnet20"])
+    with pytest.raises(BudgetError, match=r"loosen the budget to >= (\d\.\d{3})") as caught:
+        model.check_reachable(Budget.params(0.01))
+    offered = float(re.search(r">= (\d\.\d{3})", str(caught.value)).group(1))
+    model.check_reachable(Budget.params(offered))
+    model.check_reachable(Budget.params(model.ratio(SPACES["resnet20"].max_ratios, Budget.params(1.0))))
 
 
 @settings(max_examples=60, deadline=None)
