@@ -17,6 +17,7 @@ from autoprune.pruning import IMPORTANCES, PruneResult, prune
 from search_spaces.budget import Budget, Cost
 from search_spaces.cost import CostModel
 from search_spaces.errors import AutopruneError, ConfigError, DataError, unknown_name
+from search_spaces.inputs import as_tuple
 from search_spaces.measure import count_flops, count_nonzeros, count_params, count_sparse_bytes
 from search_spaces.options import check_int, check_number, from_mapping
 from search_spaces.policy import Policy
@@ -300,6 +301,16 @@ class Evaluator:
         if device not in self._teachers:
             self._teachers[device] = copy.deepcopy(self.model).eval().to(device)
         return self._teachers[device]
+
+    def chance_accuracy(self) -> float:
+        """The accuracy of a guess: 1 / the unpruned model's number of outputs (0 when it is not a classifier's
+        ``(batch, classes)``)."""
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(*as_tuple(self.example_inputs))
+        self.model.train(was_training)
+        return 1 / logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else 0.0
 
     def with_config(self, config: EvaluatorConfig) -> Evaluator:
         """The same model, data, budget and cost model, scored with another recipe."""

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from autoprune import rundir as rd
+from autoprune.chance_watch import ChanceWatch
 from autoprune.evaluate import Evaluator, EvaluatorConfig
 from autoprune.executors import Completed, Executor, make_executor
 from autoprune.export import save_pruned_model
@@ -238,10 +239,15 @@ def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Eval
                 limit: tuple[float, float] | None) -> None:
     """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed."""
     asker = searcher if limit is None else TimeLimited(searcher, limit[0], start=limit[1])
+    watch = ChanceWatch(scorer.chance_accuracy(), scorer.config)
 
     def record(done: Completed) -> None:
         study.record(done)
         tracker.trial(study.rows[-1])
+        warning = watch.observe(done.score)
+        if warning is not None:
+            log.warning(warning)
+            study.notify("warning", warning)
 
     runner.run(asker, scorer, scheduler=study.scheduler, remaining=study.remaining, on_result=record,
                run_dir=study.path)

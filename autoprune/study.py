@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Progress:
     """A progress event for callbacks: ``stage`` is ``latency_table``, ``resume``, ``trial``, ``stopped`` (the
-    time budget ran out), ``rescore``, ``final`` or ``done``."""
+    time budget ran out), ``warning`` (e.g. the first candidates all score near chance), ``rescore``, ``final`` or
+    ``done``."""
 
     stage: str
     completed: int

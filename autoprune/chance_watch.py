@@ -1,0 +1,48 @@
+"""A warning when the first candidates all score near chance: the search-time score then cannot rank them.
+
+Measured here: MobileNetV2 at 30% FLOPs scored with BatchNorm recalibration alone gives every candidate 9-20%
+accuracy on 10 classes, and the searchers that learn from that score lose to ``uniform`` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autoprune.evaluate import EvaluatorConfig, Score
+
+# Candidates looked at before judging, and "near chance": the best of them below this multiple of chance.
+CHECK_AFTER = 10
+NEAR_CHANCE = 2.0
+
+
+@dataclass
+class ChanceWatch:
+    """Watches the first scores of a search; :meth:`observe` returns a warning once if they are all near chance.
+
+    Attributes:
+        chance: accuracy of a guess (1 / the number of classes).
+        evaluator: how candidates are scored (named in the warning).
+        after: first scores looked at.
+    """
+
+    chance: float
+    evaluator: EvaluatorConfig
+    after: int = CHECK_AFTER
+    _accuracies: list[float] = field(default_factory=list)
+
+    def observe(self, score: Score) -> str | None:
+        """Note a finished candidate's score; the warning, when the first ``after`` first-rung scores are in and
+        their best is below ``NEAR_CHANCE`` times chance (None otherwise, and after that)."""
+        if len(self._accuracies) >= self.after or not score.ok or score.rung != 0:
+            return None
+        self._accuracies.append(score.accuracy)
+        best = max(self._accuracies)
+        if len(self._accuracies) < self.after or best >= NEAR_CHANCE * self.chance:
+            return None
+        config = self.evaluator
+        more = ("give candidates finetune steps (evaluator finetune_steps=30 ranked 40 policies best for its cost "
+                "in bench/fidelity.py)" if config.finetune_steps == 0 else
+                f"give candidates more finetune steps than {config.finetune_steps}")
+        return (f"the first {self.after} candidates score at most {best:.1%} (chance: {self.chance:.1%}) with "
+                f"{config.bn_batches} BatchNorm batches and {config.finetune_steps} finetune steps: the search-time "
+                f"score cannot rank candidates at this budget; {more}, or loosen the budget")
