@@ -303,14 +303,17 @@ class Evaluator:
         return self._teachers[device]
 
     def chance_accuracy(self) -> float:
-        """The accuracy of a guess: 1 / the unpruned model's number of outputs (0 when it is not a classifier's
-        ``(batch, classes)``)."""
+        """The accuracy of a guess: 1 / the unpruned model's number of classes (dimension 1 of its output, as
+        :func:`validate` reads it); 0 when the output is not a tensor of at least 2 classes."""
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad():
-            logits = self.model(*as_tuple(self.example_inputs))
-        self.model.train(was_training)
-        return 1 / logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else 0.0
+        try:
+            with torch.no_grad():
+                logits = self.model(*as_tuple(self.example_inputs))
+        finally:
+            self.model.train(was_training)
+        classes = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() >= 2 else 0
+        return 1 / classes if classes >= 2 else 0.0
 
     def with_config(self, config: EvaluatorConfig) -> Evaluator:
         """The same model, data, budget and cost model, scored with another recipe."""

@@ -142,8 +142,9 @@ def _recover(pruned: PruneResult, evaluator: Evaluator, config: FinalConfig) -> 
 
 def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evaluator) -> None:
     """The analytic cost model is exact for this budget: the real model must meet it (an invariant)."""
-    measured, limit = budget.measure(model, inputs), budget.limit(evaluator.cost_model.base)
-    if measured > limit:
+    base = evaluator.cost_model.base
+    measured, limit = budget.measure(model, inputs), budget.limit(base)
+    if not budget.meets(measured, base):
         raise AutopruneError(f"internal error: final model has {measured:,} {budget.metric} > budget {limit:,.0f}")
 
 

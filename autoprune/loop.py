@@ -240,6 +240,7 @@ def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Eval
     """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed."""
     asker = searcher if limit is None else TimeLimited(searcher, limit[0], start=limit[1])
     watch = ChanceWatch(scorer.chance_accuracy(), scorer.config)
+    watch.resume(row["accuracy"] for row in study.rows if row["status"] == "ok")
 
     def record(done: Completed) -> None:
         study.record(done)

@@ -39,19 +39,26 @@ def _model_of(record: dict[str, Any]) -> str:
     return record["row"].get("model", record["config"]["model"])
 
 
-def _evaluator_of(record: dict[str, Any]) -> tuple[int, int, int]:
-    config = record["config"]
-    return config["bn_batches"], config["finetune_steps"], config["val_batches"]
+# What makes rows of one model belong to different tables (bench/compare_searchers.py keeps rows made with other
+# settings in their own ``--results`` directory).
+TABLE_KEYS = ("bn_batches", "finetune_steps", "val_batches", "evaluations", "final_finetune_steps", "epochs",
+              "checkpoint")
 
 
 def table_names(records: list[dict[str, Any]]) -> list[str]:
-    """Each row's table: its model, and the candidates' finetune steps when the model's rows use more than one
-    evaluator (bench/compare_searchers.py keeps each evaluator's rows in their own ``--results`` directory)."""
-    evaluators: dict[str, set[tuple[int, int, int]]] = {}
+    """Each row's table: its model, followed by the settings that differ when the model's rows were made with
+    more than one."""
+    settings: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        evaluators.setdefault(_model_of(record), set()).add(_evaluator_of(record))
-    return [f"{_model_of(r)}, {r['config']['finetune_steps']} finetune steps per candidate"
-            if len(evaluators[_model_of(r)]) > 1 else _model_of(r) for r in records]
+        setting = {key: record["config"].get(key) for key in TABLE_KEYS}
+        if setting not in settings.setdefault(_model_of(record), []):
+            settings[_model_of(record)].append(setting)
+    names = []
+    for record in records:
+        model, others = _model_of(record), settings[_model_of(record)]
+        differing = [key for key in TABLE_KEYS if len({str(s[key]) for s in others}) > 1]
+        names.append(", ".join([model, *(f"{key.replace('_', ' ')} {record['config'].get(key)}" for key in differing)]))
+    return names
 
 
 def default_evaluator_lines(config: dict[str, Any]) -> list[str]:

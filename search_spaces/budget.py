@@ -174,18 +174,25 @@ class Budget(abc.ABC):
         """The bound in absolute units for a model whose unpruned cost is ``base``."""
         return self.absolute if self.absolute is not None else self.fraction * self.predicted(base)
 
-    def excess(self, cost: Cost, base: Cost) -> float:
-        """How far ``cost`` is over the budget, as a fraction of ``base``'s cost (<= 0: met).
+    def meets(self, value: float, base: Cost) -> bool:
+        """Whether ``value`` of this budget's metric (predicted or measured) meets the budget of a model whose
+        unpruned cost is ``base``.
 
-        A fraction is compared with the cost's ratio to ``base`` (as :meth:`CostModel.ratio` reports it), not with
-        ``fraction * base``: that product may round one ulp below the cost a ratio names exactly."""
+        A fraction is compared with ``value``'s ratio to ``base`` (as :meth:`CostModel.ratio` reports it), not with
+        ``fraction * base``: that product may round one ulp below the value a ratio names exactly."""
         if self.absolute is not None:
-            return (self.predicted(cost) - self.absolute) / self.predicted(base)
-        return self.predicted(cost) / self.predicted(base) - self.fraction
+            return value <= self.absolute
+        return value / self.predicted(base) <= self.fraction
 
     def allows(self, cost: Cost, base: Cost) -> bool:
         """Whether ``cost`` meets the budget of a model whose unpruned cost is ``base``."""
-        return self.excess(cost, base) <= 0
+        return self.meets(self.predicted(cost), base)
+
+    def excess(self, cost: Cost, base: Cost) -> float:
+        """How far ``cost`` is over the budget, as a fraction of ``base``'s cost (<= 0 exactly when :meth:`allows`)."""
+        if self.absolute is not None:
+            return (self.predicted(cost) - self.absolute) / self.predicted(base)
+        return self.predicted(cost) / self.predicted(base) - self.fraction
 
     def describe(self) -> str:
         if self.fraction is not None:

@@ -78,9 +78,15 @@ class CostModel:
         if budget.unit:
             leaves = (f"takes {floor:.3f} {budget.unit} ({best:.1%} of the unpruned "
                       f"{budget.predicted(self.base):.3f} {budget.unit}, predicted)")
-            loosen = f"{_round_up(best)} ({budget.unit} >= {_round_up(floor)})"
+            amount = f"{budget.unit} >= {_round_up(floor)}"
         else:
-            leaves, loosen = f"leaves {best:.1%} of the {budget.metric}", _round_up(best)
+            leaves, amount = f"leaves {best:.1%} of the {budget.metric}", f"absolute >= {math.ceil(floor):,}"
+        if budget.absolute is not None:
+            loosen = amount
+        elif best > 1:  # a latency table can predict the most pruned model slower than the unpruned one
+            loosen = f"an absolute bound ({amount}); no fraction up to 1 is reachable"
+        else:
+            loosen = f"{_round_up(best)} ({amount})" if budget.unit else _round_up(best)
         raise BudgetError(
             f"budget {budget.describe()} cannot be met: pruning every group to its max_ratio still {leaves}; "
             f"raise max_ratio or loosen the budget to >= {loosen}"

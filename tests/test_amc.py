@@ -155,6 +155,7 @@ def test_td3_variant_trains() -> None:
 
 def test_the_agent_writes_no_log_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", None)
     agent = AMCSearcher(warmup=1, batch_size=4, hidden=[16])
     agent.setup(_context(SPACES["small_cnn"], Budget.flops(0.5)))

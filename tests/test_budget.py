@@ -71,13 +71,28 @@ def test_a_fraction_equal_to_the_costs_ratio_is_met(cost: int, base: int) -> Non
     assert not Budget.flops(cost / base * (1 - 1e-12)).allows(Cost(cost, 1), Cost(base, 1))
 
 
-def test_the_fraction_an_unreachable_budget_offers_is_reachable() -> None:
-    model = CostModel(SPACES["resnet20"])
-    with pytest.raises(BudgetError, match=r"loosen the budget to >= (\d\.\d{3})") as caught:
-        model.check_reachable(Budget.params(0.01))
-    offered = float(re.search(r">= (\d\.\d{3})", str(caught.value)).group(1))
-    model.check_reachable(Budget.params(offered))
-    model.check_reachable(Budget.params(model.ratio(SPACES["resnet20"].max_ratios, Budget.params(1.0))))
+@pytest.mark.parametrize("metric", ["flops", "params"])
+def test_the_bound_an_unreachable_budget_offers_is_reachable(metric: str) -> None:
+    model, make = CostModel(SPACES["small_cnn"]), getattr(Budget, metric)
+    floor = model.ratio(SPACES["small_cnn"].max_ratios, make(1.0))
+    assert round(floor, 3) < floor  # rounded to the nearest, the offer would be out of reach
+    with pytest.raises(BudgetError, match=r"loosen the budget to >= (\d\.\d{3})$") as caught:
+        model.check_reachable(make(0.01))
+    model.check_reachable(make(float(re.search(r">= (\d\.\d{3})", str(caught.value)).group(1))))
+    model.check_reachable(make(floor))
+    with pytest.raises(BudgetError, match=r"loosen the budget to >= absolute >= ([\d,]+)$") as caught:
+        model.check_reachable(make(absolute=10))
+    offered = re.search(r"absolute >= ([\d,]+)", str(caught.value)).group(1)
+    model.check_reachable(make(absolute=int(offered.replace(",", ""))))
+
+
+@pytest.mark.parametrize("budget", [Budget.flops(0.4), Budget.params(absolute=30_000)])
+def test_excess_and_allows_agree(budget: Budget) -> None:
+    model = CostModel(SPACES["small_cnn"])
+    for ratio in [i / 20 for i in range(17)]:
+        cost = model.cost(dict.fromkeys(SPACES["small_cnn"].names, ratio))
+        assert budget.allows(cost, model.base) == (budget.excess(cost, model.base) <= 0)
+        assert budget.allows(cost, model.base) == budget.meets(budget.predicted(cost), model.base)
 
 
 @settings(max_examples=60, deadline=None)

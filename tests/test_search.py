@@ -275,6 +275,29 @@ class _FirstIsBest(ap.Searcher):
         return space.policy([0.1 if trial_id == 0 else 0.6 * g.max_ratio for g in space])
 
 
+class _Fixed(ap.Searcher):
+    """Every trial: the same ratio in every group (capped at its max)."""
+
+    name = "fixed"
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__()
+        self.ratio = ratio
+
+    def _ask(self, trial_id: int) -> ap.Policy:
+        return self.context.space.policy([min(self.ratio, g.max_ratio) for g in self.context.space])
+
+
+def test_a_budget_of_exactly_the_policys_ratio_is_met_through_the_final_check(trained_cnn, digits) -> None:
+    cost = ap.CostModel(ap.SearchSpace.from_model(trained_cnn, digits.example_inputs()))
+    params = cost.cost({g.name: min(0.2, g.max_ratio) for g in cost.space}).params
+    base = cost.base.params
+    assert params / base * base < params  # fraction * base falls one ulp short of this policy's parameters
+    result = _search(trained_cnn, digits, searcher=_Fixed(0.2), trials=1, rescore=0, final_finetune_steps=1,
+                     budget=ap.Budget.params(params / base))
+    assert result.summary.pruned.params == params
+
+
 def test_a_resume_without_a_better_trial_keeps_the_final_model(trained_cnn, digits, tmp_path) -> None:
     run, events = tmp_path / "run", []
     options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final_finetune_steps=3, rescore=0,
