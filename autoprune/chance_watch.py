@@ -44,8 +44,11 @@ class ChanceWatch:
         if len(self._accuracies) >= self.after or not score.ok:
             return None
         self._accuracies.append(score.accuracy)
-        best = max(self._accuracies)
-        if len(self._accuracies) < self.after or best >= NEAR_CHANCE * self.chance:
+        return self.verdict()
+
+    def verdict(self) -> str | None:
+        """The warning if the first ``after`` successful scores are in and all near chance, else None."""
+        if len(self._accuracies) < self.after or (best := max(self._accuracies)) >= NEAR_CHANCE * self.chance:
             return None
         config = self.evaluator
         more = ("give candidates finetune steps (evaluator finetune_steps=30, the product's default, ranks "

@@ -212,17 +212,19 @@ def search(
         run_dir=Path(run_dir) if run_dir is not None else None, model=model, example_inputs=example_inputs,
         full_fidelity=recipe.finetune_steps,
     )
+    scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
+                       cost_model=cost_model, config=recipe)
     config = {**_run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config,
-                            train_data, val_data), "time_budget_seconds": limit, "tracking": list(trackers)}
+                            train_data, val_data), "time_budget_seconds": limit, "tracking": list(trackers),
+              "chance_accuracy": scorer.chance_accuracy()}  # for the report's near-chance warning
     study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
     try:
         if study.run is not None and cost_model.latency is not None:
             cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
-        scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
-                           cost_model=cost_model, config=recipe)
         tracker = make_trackers(trackers, study.path, config) if trackers else Trackers(())
         if study.remaining:
-            _run_trials(study, runner, chosen, scorer, tracker, None if limit is None else (limit, started))
+            _run_trials(study, runner, chosen, scorer, tracker, None if limit is None else (limit, started),
+                        ChanceWatch(config["chance_accuracy"], recipe))
         result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
         if result.run_dir is not None:
             log.info("report: %s", result.report())
@@ -236,10 +238,10 @@ def search(
 
 
 def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Evaluator, tracker: Tracker,
-                limit: tuple[float, float] | None) -> None:
-    """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed."""
+                limit: tuple[float, float] | None, watch: ChanceWatch) -> None:
+    """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed; ``watch``
+    warns when the first scores are all near chance."""
     asker = searcher if limit is None else TimeLimited(searcher, limit[0], start=limit[1])
-    watch = ChanceWatch(scorer.chance_accuracy(), scorer.config)
     watch.resume(row["accuracy"] for row in study.rows if row["status"] == "ok")
 
     def record(done: Completed) -> None:

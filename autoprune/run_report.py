@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from autoprune import rundir as rd
+from autoprune.chance_watch import ChanceWatch
+from autoprune.evaluate import EvaluatorConfig
 from autoprune.export import SPARSE_FILE, STATE_FILE
 from autoprune.report_figures import (
     accuracy_flops_figure,
@@ -28,7 +30,7 @@ from autoprune.report_page import Section, Table, render_page
 from autoprune.summary import ModelFigures, Summary
 from autoprune.trials import RATIO_PREFIX, best_row, pareto_front, trials_table
 from search_spaces.budget import Budget, FlopsBudget
-from search_spaces.errors import RunDirError
+from search_spaces.errors import AutopruneError, RunDirError
 from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write_text, check_size
 from search_spaces.policy import Policy
 from search_spaces.space import kept_channels
@@ -167,6 +169,7 @@ def report_sections(record: RunRecord) -> list[Section]:
     """The report's sections (charts, tables, the config), in page order; the service's dashboard draws them too."""
     evaluations, wall = best_so_far_figures(record.trials, fidelity=record.fidelity)
     sections = [
+        *_near_chance(record),
         _comparison(record),
         _kept(record),
         *_excluded(record),
@@ -254,6 +257,20 @@ def _kept(record: RunRecord) -> Section:
         note = f"the best trial so far ({int(best['trial_id'])}) against the unpruned widths"
     kept = [kept_channels(c, ratios.get(n, 0.0), units[n]) for n, c in channels.items()]
     return Section("kept", title, note, figure=kept_channels_figure(list(channels), list(channels.values()), kept))
+
+
+def _near_chance(record: RunRecord) -> list[Section]:
+    """The search's warning when its first scores were all near chance (none: no section)."""
+    chance, trials = record.config.get("chance_accuracy"), record.trials
+    if not isinstance(chance, (int, float)) or not chance > 0 or not {"status", "accuracy"} <= set(trials.columns):
+        return []
+    try:
+        watch = ChanceWatch(float(chance), EvaluatorConfig.from_dict(record.config.get("evaluator") or {}))
+    except AutopruneError:  # an evaluator this machine cannot take (e.g. cuda): nothing to judge it by
+        return []
+    watch.resume(trials.loc[trials["status"] == "ok", "accuracy"])
+    warning = watch.verdict()
+    return [] if warning is None else [Section("near-chance", "Warning: scores near chance", warning)]
 
 
 def _excluded(record: RunRecord) -> list[Section]:

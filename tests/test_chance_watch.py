@@ -10,6 +10,7 @@ import autoprune as ap
 from autoprune.chance_watch import CHECK_AFTER, ChanceWatch
 from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
 from autoprune.models import small_cnn
+from autoprune.run_report import RunRecord, report_sections
 
 FAST = {"bn_batches": 2, "finetune_steps": 0, "val_batches": 2}
 
@@ -53,7 +54,7 @@ def test_chance_is_one_over_the_classes_of_dimension_1(head, chance) -> None:
 
 
 @pytest.mark.parametrize("blind", [True, False])
-def test_a_search_whose_candidates_are_at_chance_says_so(trained_cnn, digits, blind) -> None:
+def test_a_search_whose_candidates_are_at_chance_says_so(trained_cnn, digits, blind, tmp_path) -> None:
     model = copy.deepcopy(trained_cnn)
     if blind:  # every logit 0: the model always guesses class 0, whatever the pruning
         head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
@@ -62,9 +63,11 @@ def test_a_search_whose_candidates_are_at_chance_says_so(trained_cnn, digits, bl
     events: list[ap.Progress] = []
     ap.search(model, digits.example_inputs(), budget=ap.Budget.flops(0.7), train_data=digits.train,
               val_data=digits.val, searcher="random", trials=CHECK_AFTER, rescore=0, final_finetune_steps=0,
-              measure_latency=False, evaluator=FAST, progress=events.append)
+              measure_latency=False, evaluator=FAST, progress=events.append, run_dir=tmp_path / "run")
     warnings = [e.message for e in events if e.stage == "warning"]
+    sections = {s.key: s for s in report_sections(RunRecord.read(tmp_path / "run"))}
     if blind:
         assert len(warnings) == 1 and "cannot rank candidates" in warnings[0] and "(chance: 10.0%)" in warnings[0]
+        assert sections["near-chance"].note == warnings[0]  # the report and the dashboard show it too
     else:
-        assert warnings == []
+        assert warnings == [] and "near-chance" not in sections
