@@ -264,11 +264,13 @@ def _near_chance(record: RunRecord) -> list[Section]:
     chance, trials = record.config.get("chance_accuracy"), record.trials
     if not isinstance(chance, (int, float)) or not chance > 0 or not {"status", "accuracy"} <= set(trials.columns):
         return []
-    try:
-        watch = ChanceWatch(float(chance), EvaluatorConfig.from_dict(record.config.get("evaluator") or {}))
-    except AutopruneError:  # an evaluator this machine cannot take (e.g. cuda): nothing to judge it by
+    try:  # judged on any machine: the device the search ran on does not matter here
+        evaluator = EvaluatorConfig.from_dict({**(record.config.get("evaluator") or {}), "device": "cpu"})
+    except AutopruneError:  # not an evaluator of ours: nothing to judge it by
         return []
-    watch.resume(trials.loc[trials["status"] == "ok", "accuracy"])
+    watch = ChanceWatch(float(chance), evaluator)
+    finished = trials.sort_values("finished_at", kind="stable") if "finished_at" in trials else trials
+    watch.resume(finished.loc[finished["status"] == "ok", "accuracy"])  # the first to finish, as the search saw
     warning = watch.verdict()
     return [] if warning is None else [Section("near-chance", "Warning: scores near chance", warning)]
 

@@ -146,7 +146,7 @@ def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET, limit:
         return {**row, "status": "failed", "message": f"pruning and counting took more than {limit:g} CPU s"}
     except Exception as exc:  # a model that breaks here is exactly what the zoo looks for
         return {**row, "status": "failed", "message": f"{type(exc).__name__}: {exc}"}
-    ok = counted == predicted and counted / space.base_flops <= budget and same_shape
+    ok = counted == predicted and Budget.flops(budget).meets(counted, cost_model.base) and same_shape
     row["prune_seconds"] = time.perf_counter() - start
     return {**row, "status": "pruned" if ok else "failed", "base_flops": space.base_flops, "predicted_flops": predicted,
             "counted_flops": counted, "flops_ratio": counted / space.base_flops,

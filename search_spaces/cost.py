@@ -81,15 +81,18 @@ class CostModel:
             amount = f"{budget.unit} >= {_round_up(floor)}"
         else:
             leaves, amount = f"leaves {best:.1%} of the {budget.metric}", f"absolute >= {math.ceil(floor):,}"
+        if best > 1:  # a latency table can predict the most pruned model slower than the unpruned one
+            raise BudgetError(
+                f"budget {budget.describe()} cannot be met: the latency table predicts no speed-up from pruning "
+                f"(every group at its max_ratio {leaves}); time a larger batch or use a FLOPs budget"
+            )
         if budget.absolute is not None:
             loosen = amount
-        elif best > 1:  # a latency table can predict the most pruned model slower than the unpruned one
-            loosen = f"an absolute bound ({amount}); no fraction up to 1 is reachable"
         else:
-            loosen = f"{_round_up(best)} ({amount})" if budget.unit else _round_up(best)
+            loosen = f">= {_round_up(best)}" + (f" ({amount})" if budget.unit else "")
         raise BudgetError(
             f"budget {budget.describe()} cannot be met: pruning every group to its max_ratio still {leaves}; "
-            f"raise max_ratio or loosen the budget to >= {loosen}"
+            f"raise max_ratio or loosen the budget to {loosen}"
         )
 
 

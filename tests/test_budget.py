@@ -80,7 +80,7 @@ def test_the_bound_an_unreachable_budget_offers_is_reachable(metric: str) -> Non
         model.check_reachable(make(0.01))
     model.check_reachable(make(float(re.search(r">= (\d\.\d{3})", str(caught.value)).group(1))))
     model.check_reachable(make(floor))
-    with pytest.raises(BudgetError, match=r"loosen the budget to >= absolute >= ([\d,]+)$") as caught:
+    with pytest.raises(BudgetError, match=r"loosen the budget to absolute >= ([\d,]+)$") as caught:
         model.check_reachable(make(absolute=10))
     offered = re.search(r"absolute >= ([\d,]+)", str(caught.value)).group(1)
     model.check_reachable(make(absolute=int(offered.replace(",", ""))))
@@ -114,3 +114,26 @@ def test_repair_and_tighten_always_end_feasible(name, fraction, metric, data) ->
     tight = tighten(ratios, cost, budget)
     assert cost.feasible(tight, budget)
     space.policy(tight)
+
+
+class _StubTable:
+    """A latency table predicting ``base_ms`` unpruned and ``pruned_ms`` for anything pruned."""
+
+    def __init__(self, base_ms: float, pruned_ms: float) -> None:
+        self.base_ms, self.pruned_ms = base_ms, pruned_ms
+
+    def predict(self, dims) -> float:
+        return self.pruned_ms
+
+    def check_layers(self, full) -> None:
+        pass
+
+
+def test_an_unreachable_latency_budget_offers_ms_or_says_pruning_does_not_speed_up() -> None:
+    space = SPACES["small_cnn"]
+    with pytest.raises(BudgetError, match=r"loosen the budget to >= 0\.800 \(ms >= 0\.800\)$"):
+        CostModel(space, _StubTable(1.0, 0.8)).check_reachable(Budget.latency(0.5))
+    with pytest.raises(BudgetError, match=r"loosen the budget to ms >= 0\.800$"):
+        CostModel(space, _StubTable(1.0, 0.8)).check_reachable(Budget.latency(ms=0.5))
+    with pytest.raises(BudgetError, match="predicts no speed-up from pruning .*takes 1.500 ms.*FLOPs budget"):
+        CostModel(space, _StubTable(1.0, 1.5)).check_reachable(Budget.latency(0.9))

@@ -71,3 +71,18 @@ def test_a_search_whose_candidates_are_at_chance_says_so(trained_cnn, digits, bl
         assert sections["near-chance"].note == warnings[0]  # the report and the dashboard show it too
     else:
         assert warnings == [] and "near-chance" not in sections
+
+
+def test_a_resumed_search_counts_the_scores_of_its_first_part(trained_cnn, digits, tmp_path) -> None:
+    model = copy.deepcopy(trained_cnn)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    options = dict(budget=ap.Budget.flops(0.7), train_data=digits.train, val_data=digits.val, searcher="random",
+                   rescore=0, final_finetune_steps=0, measure_latency=False, evaluator=FAST, run_dir=tmp_path / "run")
+    first: list[ap.Progress] = []
+    ap.search(model, digits.example_inputs(), trials=CHECK_AFTER // 2, progress=first.append, **options)
+    resumed: list[ap.Progress] = []
+    ap.search(model, digits.example_inputs(), trials=CHECK_AFTER, resume=True, progress=resumed.append, **options)
+    assert [e.stage for e in first].count("warning") == 0
+    assert [e.stage for e in resumed].count("warning") == 1  # the 10th score overall, not the 10th of this part

@@ -1,0 +1,29 @@
+"""The search-quality page's tables: one per model, split when a model's rows were made with other settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from report import table_names
+
+SETTINGS = {"bn_batches": 5, "finetune_steps": 0, "val_batches": 4, "evaluations": 100, "final_finetune_steps": 300,
+            "epochs": 4, "checkpoint": "c.pt"}
+
+
+def record(model: str, **changes: object) -> dict:
+    return {"config": {**SETTINGS, "model": model, **changes}, "row": {"model": model}}
+
+
+def test_one_setting_per_model_keeps_the_model_name() -> None:
+    assert table_names([record("resnet20"), record("resnet20"), record("mobilenet_v2", finetune_steps=30)]) == [
+        "resnet20", "resnet20", "mobilenet_v2"]
+
+
+def test_a_model_with_two_settings_gets_a_table_per_setting_named_by_what_differs() -> None:
+    names = table_names([record("mobilenet_v2"), record("mobilenet_v2", finetune_steps=30, evaluations=50),
+                         record("mobilenet_v2", val_batches=8), record("resnet20")])
+    assert names == ["mobilenet_v2, finetune steps 0, val batches 4, evaluations 100",
+                     "mobilenet_v2, finetune steps 30, val batches 4, evaluations 50",
+                     "mobilenet_v2, finetune steps 0, val batches 8, evaluations 100", "resnet20"]
