@@ -205,15 +205,15 @@ def plot_quality(rows: list[dict[str, Any]], groups: dict, img: Path, rel: str) 
     fig, axes = plt.subplots(1, len(models), figsize=(6.0 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         mine = [r for r in rows if r["model"] == model]
-        for method in METHODS:
+        for i, method in enumerate(METHODS):  # one color per method in every panel
             items = [r for r in mine if r["method"] == method]
             if items:
                 ax.scatter([100 * r["flops_ratio"] for r in items], [100 * r["test_accuracy"] for r in items],
-                           label=method, alpha=0.8)
+                           label=method, alpha=0.8, color=f"C{i}")
         ax.axhline(100 * mine[0]["baseline_test_accuracy"], color="gray", linestyle="--", label="unpruned")
         ax.set_xlabel("FLOPs kept (%)")
         ax.set_ylabel("test accuracy after final finetune (%)")
-        ax.set_title(f"{model}: one point per (method, budget, seed)")
+        ax.set_title(f"{model}\none point per (method, budget, seed)", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(img / "accuracy_vs_flops.png", dpi=110)
@@ -232,13 +232,14 @@ def plot_quality(rows: list[dict[str, Any]], groups: dict, img: Path, rel: str) 
             for i in range(length):
                 values = [c[i] for c in curves if c[i] is not None]
                 mean.append(100 * statistics.mean(values) if len(values) == len(curves) else float("nan"))
-            ax.plot(range(1, length + 1), mean, label=method, marker="o", markevery=[length - 1])
+            ax.plot(range(1, length + 1), mean, label=method, marker="o", markevery=[length - 1],
+                    color=f"C{METHODS.index(method)}")
         for method in ("uniform", "global"):
             items = groups.get((model, budget, method), [])
             if items:
                 ax.axhline(100 * statistics.mean(r["search_val_accuracy"] for r in items), linestyle=":",
                            label=f"{method} (1 evaluation)", color="gray" if method == "uniform" else "black")
-        ax.set_title(f"{model}, FLOPs budget {budget}")
+        ax.set_title(f"{model}\nFLOPs budget {budget}", fontsize=10)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best feasible validation accuracy (%)")
         ax.legend(fontsize=8)
@@ -262,7 +263,7 @@ def plot_quality(rows: list[dict[str, Any]], groups: dict, img: Path, rel: str) 
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-        ax.set_title(f"{model}, FLOPs budget {budget}")
+        ax.set_title(f"{model}\nFLOPs budget {budget}", fontsize=10)
         ax.set_xlabel("search wall time (min, log scale)")
         ax.set_ylabel("test accuracy after final finetune (%)")
         ax.legend(fontsize=8)
