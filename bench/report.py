@@ -140,7 +140,9 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
             )
         drops = {m: statistics.mean(accuracy_drop(r) for r in v) for (mo, b, m), v in groups.items()
                  if mo == model and b == GOAL_BUDGET}
-        lines += ["", *goal_lines(model, drops), "", *study_scale_lines(list(study_rows), config["model"]), "",
+        looser = {b: statistics.mean(accuracy_drop(r) for r in v) for (mo, b, m), v in groups.items()
+                  if mo == model and m == "uniform" and b > GOAL_BUDGET}
+        lines += ["", *goal_lines(model, drops, looser), "", *study_scale_lines(list(study_rows), config["model"]), "",
                   *fidelity_lines(rows), ""]
     lines += plot_quality([r["row"] | {"model": name} for r, name in zip(records, names, strict=True)], groups, img,
                           rel)
@@ -152,9 +154,13 @@ HEADLINE = ("amc", "optuna")
 GOAL_RATIO = 0.45
 
 
-def goal_lines(model: str, drops: dict[str, float]) -> list[str]:
+def goal_lines(model: str, drops: dict[str, float], looser: dict[float, float] | None = None) -> list[str]:
     """The goals at 30% FLOPs (mean drops by method): the headline searchers (amc, optuna) each drop less than
-    both hand-made baselines (uniform, global), and the best searcher drops at most 0.45x uniform's drop."""
+    both hand-made baselines (uniform, global), and the best searcher drops at most 0.45x uniform's drop.
+
+    ``looser`` (uniform's mean drop by budget above 30%) puts a missed ratio goal in scale: the drop it asks for
+    next to what uniform loses when it keeps more of the FLOPs.
+    """
     missing = [m for m in ("uniform", "global") if m not in drops]
     if missing:
         return [f"**Goal** ({model}, {GOAL_BUDGET} FLOPs): no {' or '.join(missing)} rows yet."]
@@ -174,6 +180,12 @@ def goal_lines(model: str, drops: dict[str, float]) -> list[str]:
     lines.append(f"- best searcher `{best}` drops {100 * searched[best]:.2f} pt, {ratio:.2f}x uniform's "
                  f"{100 * drops['uniform']:.2f} pt (goal ≤ {GOAL_RATIO:.2f}x): {verdict}; it "
                  f"{'beats' if searched[best] < bar else 'does not beat'} both uniform and global.")
+    if ratio > GOAL_RATIO and looser:
+        asked = GOAL_RATIO * drops["uniform"]
+        scale = "; ".join(f"uniform keeping {budget:.0%} of the FLOPs drops {100 * drop:.2f} pt"
+                          for budget, drop in sorted(looser.items()))
+        lines.append(f"- The ratio goal asks for a drop of at most {100 * asked:.2f} pt at "
+                     f"{GOAL_BUDGET:.0%} of the FLOPs; {scale}.")
     return [f"**Goal** ({model}, {GOAL_BUDGET} FLOPs, mean over seeds: amc and optuna each drop less than both "
             f"uniform and global; the best searcher drops at most {GOAL_RATIO}x uniform's drop):", "", *lines]
 

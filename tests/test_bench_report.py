@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from report import table_names
+from report import goal_lines, table_names
 
 SETTINGS = {"bn_batches": 5, "finetune_steps": 0, "val_batches": 4, "evaluations": 100, "final_finetune_steps": 300,
             "epochs": 4, "checkpoint": "c.pt"}
@@ -27,3 +27,16 @@ def test_a_model_with_two_settings_gets_a_table_per_setting_named_by_what_differ
     assert names == ["mobilenet_v2, finetune steps 0, val batches 4, evaluations 100",
                      "mobilenet_v2, finetune steps 30, val batches 4, evaluations 50",
                      "mobilenet_v2, finetune steps 0, val batches 8, evaluations 100", "resnet20"]
+
+
+def test_a_missed_ratio_goal_is_put_in_scale_by_uniform_at_a_looser_budget() -> None:
+    drops = {"uniform": 0.0230, "global": 0.0237, "amc": 0.0183, "optuna": 0.0193}
+    lines = goal_lines("resnet20", drops, {0.5: 0.0109})
+    assert "0.80x uniform's 2.30 pt (goal ≤ 0.45x): missed" in lines[-2]
+    assert lines[-1] == ("- The ratio goal asks for a drop of at most 1.03 pt at 30% of the FLOPs; "
+                         "uniform keeping 50% of the FLOPs drops 1.09 pt.")
+
+
+def test_a_met_ratio_goal_needs_no_scale() -> None:
+    lines = goal_lines("resnet20", {"uniform": 0.04, "global": 0.04, "amc": 0.01, "optuna": 0.03}, {0.5: 0.02})
+    assert lines[-1].endswith("(goal ≤ 0.45x): met; it beats both uniform and global.")
