@@ -359,7 +359,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
-    model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes, seed=args.seed)
     recipe = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     with SearchDisplay(console) as display:
         model, path, trained = trained_model(args.model, model, data, recipe, retrain=args.retrain,

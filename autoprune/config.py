@@ -218,7 +218,8 @@ def load_model_and_data(
 ) -> tuple[torch.nn.Module, DataBundle, dict[str, Any]]:
     """Build the dataset and the trained model (from ``checkpoint`` or the training cache)."""
     data = load_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, data_dir=config.data_dir)
-    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                        seed=config.train.seed)
     if config.checkpoint is not None:
         load_checkpoint(model, config.checkpoint, name=f"model {config.model!r}")
         info = {"checkpoint": config.checkpoint, "trained_now": False}

@@ -133,15 +133,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int) -> nn.Module:
+def build_model(name: str, *, in_channels: int, num_classes: int, seed: int | None = None) -> nn.Module:
     """Build a built-in model by name, one an installed package registers (entry point group
     ``autoprune.models``), or a user model from ``package.module:factory`` (trusted input only).
 
-    A user factory is called with ``in_channels`` and ``num_classes`` keyword arguments.
+    A user factory is called with ``in_channels`` and ``num_classes`` keyword arguments. With ``seed`` the initial
+    weights are drawn from ``torch.manual_seed(seed)`` (the global generator is left as it was), so a baseline
+    trained from them is the same in every process; without it they depend on the process's generator state.
     """
     factory = lookup("model", name, MODELS)
     try:
-        model = factory(in_channels=in_channels, num_classes=num_classes)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = factory(in_channels=in_channels, num_classes=num_classes)
     except TypeError as exc:
         raise ConfigError(f"model factory {name!r} must accept in_channels= and num_classes=: {exc}") from exc
     if not isinstance(model, nn.Module):

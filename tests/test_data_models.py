@@ -104,3 +104,34 @@ def test_checkpoint_cache_is_keyed_by_the_data_split() -> None:
 def test_batch_size_larger_than_the_split_is_rejected() -> None:
     with pytest.raises(DataError, match=r"batch_size must be an integer in \[1, "):
         load_digits(batch_size=5000)
+
+
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def test_a_seeded_build_draws_the_same_weights_whatever_the_global_generator_holds() -> None:
+    torch.manual_seed(1)
+    first = build_model("resnet20", in_channels=1, num_classes=10, seed=0)
+    torch.manual_seed(2)
+    after = torch.get_rng_state()
+    second = build_model("resnet20", in_channels=1, num_classes=10, seed=0)
+    assert torch.equal(torch.get_rng_state(), after)  # the caller's generator is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(second), strict=True))
+    other = build_model("resnet20", in_channels=1, num_classes=10, seed=1)
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(other), strict=True))
+
+
+def test_the_same_recipe_trains_the_same_baseline_in_any_generator_state(tmp_path, monkeypatch) -> None:
+    from autoprune.config import SearchConfig, load_model_and_data
+    from autoprune.train import TrainConfig
+
+    config = SearchConfig(model="small_cnn", dataset="digits", train=TrainConfig(epochs=1))
+    trained = []
+    for state in (3, 4):  # a fresh cache each time: both are trained, from whatever the process drew before
+        monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / str(state)))
+        torch.manual_seed(state)
+        model, _, info = load_model_and_data(config)
+        assert info["trained_now"]
+        trained.append(_weights(model))
+    assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))
