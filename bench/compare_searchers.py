@@ -6,7 +6,9 @@ For each (method, budget, seed) this runs ``autoprune.search`` on a baseline tra
 same final finetune for every best policy, and writes one JSON file per row to
 ``bench/results/search_quality/<model>-<method>-<budget>-<seed>.json`` (machine, versions, config and the
 row, with the best-so-far validation accuracy after every evaluation). Rows already there are skipped and a stopped
-search resumes from its run directory, so the benchmark runs in parts. ``bench/report.py`` renders
+search resumes from its run directory, so the benchmark runs in parts. A results directory holds one table per model:
+it takes no rows made with other settings (evaluator, evaluations, final finetune, or other baseline weights, whose
+sha256 each row records). ``bench/report.py`` renders
 ``docs/benchmarks.md`` from the rows.
 
     python bench/compare_searchers.py                       # 6 methods x budgets 0.3,0.5 x seeds 0,1,2
@@ -41,6 +43,7 @@ from common import METHODS, RESULTS, add_fidelity_options, apply_quick, fidelity
 
 import autoprune as ap
 from autoprune.evaluate import validate
+from autoprune.identity import model_digest
 from autoprune.registry import SEARCHERS
 from search_spaces import default_preset
 
@@ -70,6 +73,20 @@ def best_so_far(trials: pd.DataFrame, fidelity: int) -> list[float | None]:
             best = max(best, float(row["accuracy"]))
         curve.append(best if math.isfinite(best) else None)
     return curve
+
+
+def settings_conflict(results: Path, config: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """The first row in ``results`` of the same model and granularity made with other settings (evaluator,
+    evaluations, baseline weights...), with what differs as ``{key: (theirs, ours)}``: the rows of one table share
+    their settings, so such a directory takes no new rows."""
+    for path in sorted(results.glob("*.json")):
+        saved = json.loads(path.read_text())["config"]
+        if saved.get("model") != config["model"] or saved.get("granularity") != config.get("granularity"):
+            continue
+        differing = {key: (saved.get(key), value) for key, value in config.items() if saved.get(key) != value}
+        if differing:
+            return path, differing
+    return None
 
 
 def row_name(model: str, method: str, budget: float, seed: int, granularity: str = "channel") -> str:
@@ -170,16 +187,19 @@ def main() -> None:
     if args.granularity != "channel":  # channel rows predate the option: their config does not name it
         config["granularity"] = args.granularity
     config["checkpoint"] = Path(info["checkpoint"]).name
+    config["baseline_sha256"] = model_digest(model)
     config["baseline_test_accuracy"] = validate(model, data.test)[0]
+    conflict = settings_conflict(results, config)
+    if conflict is not None:
+        path, differing = conflict
+        raise SystemExit(f"{path} was made with other settings ({{setting: (its, this run's)}}: {differing}); the "
+                         "rows of one table share their settings: use another --results")
     for budget in (float(b) for b in args.budgets.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             for method in args.methods.split(","):
                 name = row_name(args.model, method, budget, seed, args.granularity)
                 path = results / f"{name}.json"
                 if path.exists():
-                    saved = json.loads(path.read_text())["config"]
-                    if {k: saved.get(k) for k in config} != config:
-                        raise SystemExit(f"{path} was made with other settings ({saved}); use another --results")
                     print(f"skip {path.name} (done)")
                     continue
                 with row_lock(Path(args.run_root) / f"{name}.lock") as mine:

@@ -42,7 +42,7 @@ def _model_of(record: dict[str, Any]) -> str:
 # What makes rows of one model belong to different tables (bench/compare_searchers.py keeps rows made with other
 # settings in their own ``--results`` directory).
 TABLE_KEYS = ("bn_batches", "finetune_steps", "val_batches", "evaluations", "final_finetune_steps", "epochs",
-              "checkpoint")
+              "checkpoint", "baseline_test_accuracy")
 
 
 def table_names(records: list[dict[str, Any]]) -> list[str]:

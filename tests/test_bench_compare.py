@@ -1,0 +1,38 @@
+"""bench/compare_searchers.py keeps one table per results directory: rows made with other settings are refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from compare_searchers import settings_conflict
+
+CONFIG = {"model": "resnet20", "finetune_steps": 30, "evaluations": 50, "baseline_sha256": "a" * 64,
+          "baseline_test_accuracy": 0.935}
+
+
+def write_row(directory: Path, name: str, **changes: object) -> Path:
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps({"config": {**CONFIG, "seeds": "0", **changes}, "row": {}}))
+    return path
+
+
+def test_rows_of_the_same_settings_and_of_other_models_are_no_conflict(tmp_path: Path) -> None:
+    write_row(tmp_path, "resnet20-uniform-0.3-0")
+    write_row(tmp_path, "mobilenet_v2-uniform-0.3-0", model="mobilenet_v2", finetune_steps=0, baseline_sha256=None)
+    write_row(tmp_path, "element-resnet20-uniform-0.1-0", granularity="element", finetune_steps=0)
+    assert settings_conflict(tmp_path, CONFIG) is None
+
+
+def test_a_row_of_another_baseline_is_refused_even_under_another_row_name(tmp_path: Path) -> None:
+    write_row(tmp_path, "resnet20-uniform-0.3-0")
+    older = write_row(tmp_path, "resnet20-amc-0.5-1", baseline_sha256=None, baseline_test_accuracy=0.9339)
+    assert settings_conflict(tmp_path, CONFIG) == (older, {"baseline_sha256": (None, "a" * 64),
+                                                           "baseline_test_accuracy": (0.9339, 0.935)})
+
+
+def test_a_row_of_another_evaluator_is_refused(tmp_path: Path) -> None:
+    other = write_row(tmp_path, "resnet20-global-0.3-2", finetune_steps=0)
+    assert settings_conflict(tmp_path, CONFIG) == (other, {"finetune_steps": (0, 30)})
