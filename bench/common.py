@@ -90,9 +90,13 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
 def load_baseline(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The trained baseline (trained once, then from the cache), its data and checkpoint info.
 
-    Training logs one line per epoch (unless the script configured logging itself).
+    Training logs one line per epoch (unless the script configured logging itself). Torch runs on one thread
+    (the benchmarks run one process per core), so a lost cache retrains the same baseline bit for bit.
     """
+    import torch
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
     from autoprune.config import SearchConfig, load_model_and_data
     from autoprune.train import TrainConfig
 
