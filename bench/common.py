@@ -90,18 +90,27 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
 def load_baseline(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """The trained baseline (trained once, then from the cache), its data and checkpoint info.
 
-    Training logs one line per epoch (unless the script configured logging itself). Torch runs on one thread
-    (the benchmarks run one process per core), so a lost cache retrains the same baseline bit for bit.
+    Training logs one line per epoch (unless the script configured logging itself). It runs on one torch thread
+    (the caller's thread count is restored afterwards), so a lost cache retrains the same baseline bit for bit.
     """
     import torch
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)
     from autoprune.config import SearchConfig, load_model_and_data
     from autoprune.train import TrainConfig
 
-    return load_model_and_data(SearchConfig(model=args.model, dataset=args.dataset,
-                                            train=TrainConfig(epochs=args.epochs)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return load_model_and_data(SearchConfig(model=args.model, dataset=args.dataset,
+                                                train=TrainConfig(epochs=args.epochs)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def changed_settings(saved: dict[str, Any], settings: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings an earlier result was made with that differ from this run's: ``{key: (earlier, now)}``."""
+    return {key: (saved.get(key), value) for key, value in settings.items() if saved.get(key) != value}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:

@@ -39,7 +39,16 @@ from typing import Any
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import METHODS, RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
+from common import (
+    METHODS,
+    RESULTS,
+    add_fidelity_options,
+    apply_quick,
+    changed_settings,
+    fidelity,
+    load_baseline,
+    write_json,
+)
 
 import autoprune as ap
 from autoprune.evaluate import validate
@@ -78,15 +87,27 @@ def best_so_far(trials: pd.DataFrame, fidelity: int) -> list[float | None]:
 def settings_conflict(results: Path, config: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """The first row in ``results`` of the same model and granularity made with other settings (evaluator,
     evaluations, baseline weights...), with what differs as ``{key: (theirs, ours)}``: the rows of one table share
-    their settings, so such a directory takes no new rows."""
+    their settings, so such a directory takes no new rows. A row that records no baseline sha256 (rows before it
+    was recorded) differs from every baseline: its weights cannot be checked."""
     for path in sorted(results.glob("*.json")):
-        saved = json.loads(path.read_text())["config"]
-        if saved.get("model") != config["model"] or saved.get("granularity") != config.get("granularity"):
-            continue
-        differing = {key: (saved.get(key), value) for key, value in config.items() if saved.get(key) != value}
-        if differing:
+        try:
+            saved = json.loads(path.read_text())["config"]
+            same_kind = saved.get("model") == config["model"] and saved.get("granularity") == config.get("granularity")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise SystemExit(f"{path} is not a benchmark row ({exc!r}); move it out of {results}") from exc
+        differing = changed_settings(saved, config)
+        if same_kind and differing:
             return path, differing
     return None
+
+
+def refuse_other_settings(results: Path, config: dict[str, Any]) -> None:
+    """Exit, naming the row and what differs, when ``results`` holds rows made with other settings."""
+    conflict = settings_conflict(results, config)
+    if conflict is not None:
+        path, differing = conflict
+        raise SystemExit(f"{path} was made with other settings ({{setting: (its, this run's)}}: {differing}); the "
+                         "rows of one table share their settings: use another --results")
 
 
 def row_name(model: str, method: str, budget: float, seed: int, granularity: str = "channel") -> str:
@@ -183,17 +204,14 @@ def main() -> None:
     results = Path(args.results)
     config = {k: getattr(args, k) for k in ("model", "dataset", "epochs", "bn_batches", "finetune_steps",
                                             "val_batches", "final_finetune_steps", "evaluations")}
-    model, data, info = load_baseline(args)
     if args.granularity != "channel":  # channel rows predate the option: their config does not name it
         config["granularity"] = args.granularity
+    refuse_other_settings(results, config)  # before the baseline is (perhaps) trained
+    model, data, info = load_baseline(args)
     config["checkpoint"] = Path(info["checkpoint"]).name
     config["baseline_sha256"] = model_digest(model)
     config["baseline_test_accuracy"] = validate(model, data.test)[0]
-    conflict = settings_conflict(results, config)
-    if conflict is not None:
-        path, differing = conflict
-        raise SystemExit(f"{path} was made with other settings ({{setting: (its, this run's)}}: {differing}); the "
-                         "rows of one table share their settings: use another --results")
+    refuse_other_settings(results, config)
     for budget in (float(b) for b in args.budgets.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             for method in args.methods.split(","):
@@ -206,6 +224,7 @@ def main() -> None:
                     if not mine or path.exists():  # running elsewhere, or finished there meanwhile
                         continue
                     row = run_row(args, method, budget, seed, model, data)
+                    refuse_other_settings(results, config)  # a process beside this one may have written rows
                     write_json(path, {"config": {**config, "seeds": args.seeds}, "row": row})
                 print(json.dumps({k: v for k, v in row.items() if k != "best_val_accuracy_by_evaluation"}), flush=True)
 

@@ -27,12 +27,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BASELINE, RESULTS, write_json
+from common import BASELINE, RESULTS, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.config import SearchConfig, load_model_and_data
 from autoprune.study import Progress
-from autoprune.train import TrainConfig
 
 SETTINGS = {
     "local, 1 thread": ("local", {}, 1),
@@ -81,9 +79,7 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS / "ray_scaling.json"), help="result file")
     parser.add_argument("--note", default="", help="what else ran on the machine (recorded in the result)")
     args = parser.parse_args()
-    model, data, _ = load_model_and_data(
-        SearchConfig(model="resnet20", dataset="fashion-mnist", train=TrainConfig(epochs=args.epochs))
-    )
+    model, data, _ = load_baseline(argparse.Namespace(**{**BASELINE, "epochs": args.epochs}))
     torch.set_num_threads(1)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
     for _ in range(args.repeats):

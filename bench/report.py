@@ -42,7 +42,16 @@ def _model_of(record: dict[str, Any]) -> str:
 # What makes rows of one model belong to different tables (bench/compare_searchers.py keeps rows made with other
 # settings in their own ``--results`` directory).
 TABLE_KEYS = ("bn_batches", "finetune_steps", "val_batches", "evaluations", "final_finetune_steps", "epochs",
-              "checkpoint", "baseline_test_accuracy")
+              "checkpoint", "baseline_test_accuracy", "baseline_sha256")
+
+
+def _setting_label(key: str, value: Any) -> str:
+    """One differing setting in a table's name: ``finetune steps 30``, ``baseline 93.39%``, ``weights 1a2b3c4d``."""
+    if key == "baseline_test_accuracy":
+        return f"baseline {100 * value:.2f}%"
+    if key == "baseline_sha256":
+        return f"weights {value[:8] if value else 'unrecorded'}"
+    return f"{key.replace('_', ' ')} {value}"
 
 
 def table_names(records: list[dict[str, Any]]) -> list[str]:
@@ -57,19 +66,26 @@ def table_names(records: list[dict[str, Any]]) -> list[str]:
     for record in records:
         model, others = _model_of(record), settings[_model_of(record)]
         differing = [key for key in TABLE_KEYS if len({str(s[key]) for s in others}) > 1]
-        names.append(", ".join([model, *(f"{key.replace('_', ' ')} {record['config'].get(key)}" for key in differing)]))
+        names.append(", ".join([model, *(_setting_label(key, record["config"].get(key)) for key in differing)]))
     return names
 
 
-def default_evaluator_lines(config: dict[str, Any]) -> list[str]:
-    """A note when a table's rows were made with another evaluator than the product's default."""
+def table_notes(config: dict[str, Any]) -> list[str]:
+    """Notes on a table: rows made with another evaluator than the product's default; a baseline that cannot be
+    retrained."""
     used = {key: config[key] for key in ("bn_batches", "finetune_steps", "val_batches")}
     default = {key: FIDELITY[key] for key in used}
-    if used == default:
-        return []
-    return [f"These rows' evaluator ({used}) is not the product's default ({default}, the fidelity study's pick "
-            "below): `compare_searchers.py` adds rows to this table only with the same flags (e.g. "
-            f"`--finetune-steps {used['finetune_steps']}`); rows with the default go to another `--results`.", ""]
+    lines = []
+    if used != default:
+        lines += [f"These rows' evaluator ({used}) is not the product's default ({default}, the fidelity study's "
+                  "pick below): `compare_searchers.py` adds rows to this table only with the same flags (e.g. "
+                  f"`--finetune-steps {used['finetune_steps']}`); rows with the default go to another `--results`.",
+                  ""]
+    if not config.get("baseline_sha256"):
+        lines += ["These rows record no sha256 of their baseline's weights (rows before it was recorded), and that "
+                  "baseline was trained before its initial weights were seeded: it cannot be retrained, so this "
+                  "table is closed (`compare_searchers.py` refuses new rows in its directory).", ""]
+    return lines
 
 
 def study_scale_lines(study_rows: list[dict[str, Any]], model: str) -> list[str]:
@@ -117,7 +133,7 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
             f"search (`uniform` and `global` need one); the best policy then gets {config['final_finetune_steps']} "
             "finetune steps.",
             "",
-            *default_evaluator_lines(config),
+            *table_notes(config),
             "| FLOPs budget | method | seeds | test accuracy (%) | drop (pt) | FLOPs kept (%) | params kept (%) "
             "| latency speedup | evaluations | wall time (s) |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -180,7 +196,7 @@ def goal_lines(model: str, drops: dict[str, float], looser: dict[float, float] |
     lines.append(f"- best searcher `{best}` drops {100 * searched[best]:.2f} pt, {ratio:.2f}x uniform's "
                  f"{100 * drops['uniform']:.2f} pt (goal ≤ {GOAL_RATIO:.2f}x): {verdict}; it "
                  f"{'beats' if searched[best] < bar else 'does not beat'} both uniform and global.")
-    if ratio > GOAL_RATIO and looser:
+    if ratio > GOAL_RATIO and looser and drops["uniform"] > 0:
         asked = GOAL_RATIO * drops["uniform"]
         scale = "; ".join(f"uniform keeping {budget:.0%} of the FLOPs drops {100 * drop:.2f} pt"
                           for budget, drop in sorted(looser.items()))

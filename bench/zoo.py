@@ -32,7 +32,7 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DOCS, RESULTS, write_result
+from common import DOCS, RESULTS, changed_settings, write_result
 
 from autoprune.pruning import prune
 from search_spaces.budget import Budget
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
 def _resumed_rows(settings: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of an earlier run with the same settings (``--resume``), in zoo order."""
     earlier = json.loads((RESULTS / "zoo.json").read_text())
-    changed = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+    changed = changed_settings(earlier, settings)
     if changed:
         raise SystemExit(f"bench/results/zoo.json was run with other settings {changed}; run without --resume")
     order = [entry.name for entry in ZOO]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from compare_searchers import settings_conflict
+
+BENCH = Path(__file__).parent.parent / "bench"
 
 CONFIG = {"model": "resnet20", "finetune_steps": 30, "evaluations": 50, "baseline_sha256": "a" * 64,
           "baseline_test_accuracy": 0.935}
@@ -36,3 +42,24 @@ def test_a_row_of_another_baseline_is_refused_even_under_another_row_name(tmp_pa
 def test_a_row_of_another_evaluator_is_refused(tmp_path: Path) -> None:
     other = write_row(tmp_path, "resnet20-global-0.3-2", finetune_steps=0)
     assert settings_conflict(tmp_path, CONFIG) == (other, {"finetune_steps": (0, 30)})
+
+
+def test_a_missing_directory_has_no_conflict_and_a_file_that_is_no_row_is_named(tmp_path: Path) -> None:
+    assert settings_conflict(tmp_path / "missing", CONFIG) is None
+    (tmp_path / "notes.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match=r"notes\.json is not a benchmark row"):
+        settings_conflict(tmp_path, CONFIG)
+    (tmp_path / "notes.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"notes\.json is not a benchmark row"):
+        settings_conflict(tmp_path, CONFIG)
+
+
+def test_the_run_exits_on_another_evaluators_rows_before_it_loads_a_baseline(tmp_path: Path) -> None:
+    write_row(tmp_path, "small_cnn-uniform-0.3-0", model="small_cnn", dataset="digits", finetune_steps=0)
+    result = subprocess.run([sys.executable, str(BENCH / "compare_searchers.py"), "--quick", "--results",
+                             str(tmp_path), "--methods", "uniform"],
+                            capture_output=True, text=True, env={**os.environ, "AUTOPRUNE_CACHE": str(tmp_path / "c")})
+    assert result.returncode != 0
+    assert "small_cnn-uniform-0.3-0.json was made with other settings" in result.stderr
+    assert "'finetune_steps': (0, " in result.stderr
+    assert not (tmp_path / "c").exists()  # no baseline was trained

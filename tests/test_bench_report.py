@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from report import goal_lines, table_names
+from report import goal_lines, quality_section, table_names
 
 SETTINGS = {"bn_batches": 5, "finetune_steps": 0, "val_batches": 4, "evaluations": 100, "final_finetune_steps": 300,
             "epochs": 4, "checkpoint": "c.pt"}
@@ -40,3 +40,30 @@ def test_a_missed_ratio_goal_is_put_in_scale_by_uniform_at_a_looser_budget() -> 
 def test_a_met_ratio_goal_needs_no_scale() -> None:
     lines = goal_lines("resnet20", {"uniform": 0.04, "global": 0.04, "amc": 0.01, "optuna": 0.03}, {0.5: 0.02})
     assert lines[-1].endswith("(goal ≤ 0.45x): met; it beats both uniform and global.")
+
+
+def test_tables_of_other_baseline_weights_are_named_by_accuracy_and_weights() -> None:
+    names = table_names([record("resnet20", baseline_test_accuracy=0.9339),
+                         record("resnet20", baseline_test_accuracy=0.9350, baseline_sha256="0123456789abcdef")])
+    assert names == ["resnet20, baseline 93.39%, weights unrecorded", "resnet20, baseline 93.50%, weights 01234567"]
+
+
+def test_no_scale_line_when_uniform_lost_nothing() -> None:
+    lines = goal_lines("resnet20", {"uniform": 0.0, "global": 0.001, "amc": 0.002, "optuna": 0.003}, {0.5: 0.0})
+    assert not any("asks for" in line for line in lines)
+
+
+def test_the_scale_comes_from_uniform_rows_at_looser_budgets_of_the_same_table(tmp_path) -> None:
+    def row(method: str, budget: float, accuracy: float) -> dict:
+        return {"config": {**SETTINGS, "model": "resnet20", "dataset": "fashion-mnist", "baseline_test_accuracy": 0.93,
+                           "baseline_sha256": "f" * 64},
+                "row": {"model": "resnet20", "method": method, "budget": budget, "seed": 0, "test_accuracy": accuracy,
+                        "baseline_test_accuracy": 0.93, "flops_ratio": budget, "params_ratio": budget,
+                        "evaluations": 1, "search_seconds": 1.0, "best_val_accuracy_by_evaluation": [accuracy],
+                        "search_val_accuracy": accuracy}}
+
+    records = [row("uniform", 0.3, 0.90), row("global", 0.3, 0.90), row("amc", 0.3, 0.91), row("optuna", 0.3, 0.905),
+               row("uniform", 0.5, 0.92), row("amc", 0.5, 0.925), row("uniform", 0.2, 0.80)]
+    lines = quality_section(records, tmp_path, "img")
+    assert ("- The ratio goal asks for a drop of at most 1.35 pt at 30% of the FLOPs; uniform keeping 50% of the "
+            "FLOPs drops 1.00 pt.") in lines
