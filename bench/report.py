@@ -88,9 +88,12 @@ def table_notes(config: dict[str, Any]) -> list[str]:
     return lines
 
 
-def study_scale_lines(study_rows: list[dict[str, Any]], model: str) -> list[str]:
-    """What per-layer allocation alone reached in the fidelity study (same final finetune, same budget)."""
-    rows = [r for r in study_rows if r["config"]["model"] == model and r["config"]["budget"]["flops"] == GOAL_BUDGET]
+def study_scale_lines(study_rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    """What per-layer allocation alone reached in the fidelity study (same final finetune, same budget), under
+    a table of the same model and baseline."""
+    rows = [r for r in study_rows if r["config"]["model"] == config["model"]
+            and r["config"]["budget"]["flops"] == GOAL_BUDGET
+            and r["baseline_test_accuracy"] == config["baseline_test_accuracy"]]
     uniform = next((r for r in rows if r["policy"] == "uniform"), None)
     if uniform is None or len(rows) < 3:
         return []
@@ -158,7 +161,7 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
                  if mo == model and b == GOAL_BUDGET}
         looser = {b: statistics.mean(accuracy_drop(r) for r in v) for (mo, b, m), v in groups.items()
                   if mo == model and m == "uniform" and b > GOAL_BUDGET}
-        lines += ["", *goal_lines(model, drops, looser), "", *study_scale_lines(list(study_rows), config["model"]), "",
+        lines += ["", *goal_lines(model, drops, looser), "", *study_scale_lines(list(study_rows), config), "",
                   *fidelity_lines(rows), ""]
     lines += plot_quality([r["row"] | {"model": name} for r, name in zip(records, names, strict=True)], groups, img,
                           rel)

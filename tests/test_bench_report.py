@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from report import goal_lines, quality_section, table_names
+from report import goal_lines, quality_section, study_scale_lines, table_names
 
 SETTINGS = {"bn_batches": 5, "finetune_steps": 0, "val_batches": 4, "evaluations": 100, "final_finetune_steps": 300,
             "epochs": 4, "checkpoint": "c.pt"}
@@ -67,3 +67,14 @@ def test_the_scale_comes_from_uniform_rows_at_looser_budgets_of_the_same_table(t
     lines = quality_section(records, tmp_path, "img")
     assert ("- The ratio goal asks for a drop of at most 1.35 pt at 30% of the FLOPs; uniform keeping 50% of the "
             "FLOPs drops 1.00 pt.") in lines
+
+
+def test_the_fidelity_studys_scale_is_shown_only_under_a_table_of_its_baseline() -> None:
+    def policy(name: str, accuracy: float) -> dict:
+        return {"policy": name, "config": {"model": "resnet20", "budget": {"flops": 0.3}},
+                "baseline_test_accuracy": 0.9339, "ground_truth": {"test_accuracy": accuracy}}
+
+    study = [policy("uniform", 0.9084), policy("ramp", 0.9145), policy("random_1", 0.9155)]
+    lines = study_scale_lines(study, {"model": "resnet20", "baseline_test_accuracy": 0.9339})
+    assert lines and "the best (`random_1`) drops 1.84 pt, 0.72x the study's uniform policy (2.55 pt)" in lines[0]
+    assert study_scale_lines(study, {"model": "resnet20", "baseline_test_accuracy": 0.9336}) == []
