@@ -224,9 +224,9 @@ def main() -> None:
                     if not mine or path.exists():  # running elsewhere, or finished there meanwhile
                         continue
                     row = run_row(args, method, budget, seed, model, data)
+                    print(json.dumps(row), flush=True)  # printed whole first: a refused row is not lost
                     refuse_other_settings(results, config)  # a process beside this one may have written rows
                     write_json(path, {"config": {**config, "seeds": args.seeds}, "row": row})
-                print(json.dumps({k: v for k, v in row.items() if k != "best_val_accuracy_by_evaluation"}), flush=True)
 
 
 if __name__ == "__main__":
