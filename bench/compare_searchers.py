@@ -116,11 +116,34 @@ def row_name(model: str, method: str, budget: float, seed: int, granularity: str
     return stem if granularity == "channel" else f"{granularity}-{stem}"
 
 
+def lock_is_stale(path: Path) -> bool:
+    """Whether a row's lock file names a process that no longer runs (one killed with its session); a lock
+    whose holder has not written its pid yet is held."""
+    try:
+        pid = path.read_text().strip()
+    except FileNotFoundError:
+        return False
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return False
+
+
 @contextlib.contextmanager
 def row_lock(path: Path) -> Iterator[bool]:
-    """Whether this process may run the row: False while another process holds its lock file (parts of the
-    benchmark run side by side, one per core); the lock is removed when the row ends."""
+    """Whether this process may run the row: False while another living process holds its lock file (parts
+    of the benchmark run side by side, one per core); a lock left by a dead process is taken over, and the
+    lock is removed when the row ends."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if lock_is_stale(path):
+        print(f"{path.stem}: removing {path}, left by process {path.read_text().strip()} that no longer runs",
+              flush=True)
+        path.unlink(missing_ok=True)
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:

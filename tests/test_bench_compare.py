@@ -63,3 +63,22 @@ def test_the_run_exits_on_another_evaluators_rows_before_it_loads_a_baseline(tmp
     assert "small_cnn-uniform-0.3-0.json was made with other settings" in result.stderr
     assert "'finetune_steps': (0, " in result.stderr
     assert not (tmp_path / "c").exists()  # no baseline was trained
+
+
+def test_a_row_lock_left_by_a_dead_process_is_taken_over_and_a_living_ones_is_not(tmp_path: Path) -> None:
+    from compare_searchers import row_lock
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    lock = tmp_path / "resnet20-amc-0.3-2.lock"
+    lock.write_text(dead)
+    with row_lock(lock) as mine:
+        assert mine and lock.read_text() == str(os.getpid())
+    assert not lock.exists()
+    lock.write_text(str(os.getppid()))
+    with row_lock(lock) as mine:
+        assert not mine
+    assert lock.read_text() == str(os.getppid())
+    lock.write_text("")
+    with row_lock(lock) as mine:
+        assert not mine
