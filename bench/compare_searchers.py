@@ -164,7 +164,7 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
     space = ap.SearchSpace.from_model(model, inputs, preset=None if element else default_preset(args.model),
                                       granularity=args.granularity)
     run_dir = Path(args.run_root) / row_name(args.model, method, budget, seed, args.granularity)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     result = ap.search(
         model, inputs, budget=ap.Budget.nonzeros(budget) if element else ap.Budget.flops(budget),
         train_data=data.train, val_data=data.val,
@@ -175,6 +175,7 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
     seconds = time.perf_counter() - start
     summary = result.summary
     ok = result.trials[result.trials["status"] == "ok"]
+    earlier = result.trials[result.trials["finished_at"] < started_at]  # a resumed search's trials of before
     extra = {}
     if element:
         extra = {"granularity": "element", "nonzeros_ratio": summary.nonzeros_ratio,
@@ -192,7 +193,8 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         "baseline_latency_ms": summary.baseline.latency_ms,
         "search_val_accuracy": summary.search_accuracy,
         "evaluations": len(result.trials),
-        "search_seconds": seconds,
+        "search_seconds": seconds + float(earlier["seconds"].sum()),
+        "resumed_trials": len(earlier),
         "seconds_per_evaluation": float(ok["seconds"].median()) if len(ok) else None,
         "best_val_accuracy_by_evaluation": best_so_far(result.trials, args.finetune_steps),
     }

@@ -88,6 +88,15 @@ def table_notes(config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def resumed_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A note on rows whose search was resumed after an interruption: how their wall time is counted."""
+    resumed = [f"{r['method']} {r['budget']} seed {r['seed']}" for r in rows if r.get("resumed_trials")]
+    if not resumed:
+        return []
+    return [f"Resumed after an interruption: {', '.join(resumed)}. Their wall time adds the earlier trials' own "
+            "seconds to the resuming process's, so it leaves out the searcher's time between those trials.", ""]
+
+
 def study_scale_lines(study_rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
     """What per-layer allocation alone reached in the fidelity study (same final finetune, same budget), under
     a table of the same model and baseline."""
@@ -161,8 +170,8 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
                  if mo == model and b == GOAL_BUDGET}
         looser = {b: statistics.mean(accuracy_drop(r) for r in v) for (mo, b, m), v in groups.items()
                   if mo == model and m == "uniform" and b > GOAL_BUDGET}
-        lines += ["", *goal_lines(model, drops, looser), "", *study_scale_lines(list(study_rows), config), "",
-                  *fidelity_lines(rows), ""]
+        lines += ["", *resumed_lines(rows), *goal_lines(model, drops, looser), "",
+                  *study_scale_lines(list(study_rows), config), "", *fidelity_lines(rows), ""]
     lines += plot_quality([r["row"] | {"model": name} for r, name in zip(records, names, strict=True)], groups, img,
                           rel)
     return lines

@@ -82,3 +82,22 @@ def test_a_row_lock_left_by_a_dead_process_is_taken_over_and_a_living_ones_is_no
     lock.write_text("")
     with row_lock(lock) as mine:
         assert not mine
+
+
+@pytest.mark.slow  # two quick searches (12 evaluations each)
+def test_a_resumed_row_counts_the_trials_run_before_it_in_its_wall_time(tmp_path: Path) -> None:
+    command = [sys.executable, str(BENCH / "compare_searchers.py"), "--quick", "--results", str(tmp_path / "rows"),
+               "--methods", "random", "--budgets", "0.5", "--seeds", "0"]
+    env = {**os.environ, "AUTOPRUNE_CACHE": str(tmp_path / "cache")}
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    row_file = tmp_path / "rows" / "small_cnn-random-0.5-0.json"
+    fresh = json.loads(row_file.read_text())["row"]
+    assert fresh["resumed_trials"] == 0
+    row_file.unlink()  # the row is lost, its finished run directory is not: the run resumes it
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    resumed = json.loads(row_file.read_text())["row"]
+    trials = [json.loads(line) for line in (tmp_path / "rows" / "runs" / "small_cnn-random-0.5-0" / "trials.jsonl")
+              .read_text().splitlines()]
+    assert resumed["resumed_trials"] == len(trials) == fresh["evaluations"] > 0
+    assert resumed["search_seconds"] >= sum(t["trial"]["seconds"] for t in trials)
+    assert resumed["test_accuracy"] == fresh["test_accuracy"]

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow  # the whole quick benchmark suite: minutes
 
 BENCH = Path(__file__).parent.parent / "bench"
 ROW_KEYS = {"model", "method", "budget", "seed", "test_accuracy", "baseline_test_accuracy", "flops_ratio",
-            "evaluations", "search_seconds", "params_ratio", "latency_ms", "best_val_accuracy_by_evaluation"}
+            "evaluations", "search_seconds", "resumed_trials", "params_ratio", "latency_ms",
+            "best_val_accuracy_by_evaluation"}
 
 
 def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:

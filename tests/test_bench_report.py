@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from report import goal_lines, quality_section, study_scale_lines, table_names
+from report import goal_lines, quality_section, resumed_lines, study_scale_lines, table_names
 
 SETTINGS = {"bn_batches": 5, "finetune_steps": 0, "val_batches": 4, "evaluations": 100, "final_finetune_steps": 300,
             "epochs": 4, "checkpoint": "c.pt"}
@@ -78,3 +78,13 @@ def test_the_fidelity_studys_scale_is_shown_only_under_a_table_of_its_baseline()
     lines = study_scale_lines(study, {"model": "resnet20", "baseline_test_accuracy": 0.9339})
     assert lines and "the best (`random_1`) drops 1.84 pt, 0.72x the study's uniform policy (2.55 pt)" in lines[0]
     assert study_scale_lines(study, {"model": "resnet20", "baseline_test_accuracy": 0.9336}) == []
+
+
+def test_rows_resumed_after_an_interruption_are_named_with_how_their_wall_time_is_counted() -> None:
+    rows = [{"method": "amc", "budget": 0.3, "seed": 2, "resumed_trials": 28},
+            {"method": "uniform", "budget": 0.3, "seed": 2, "resumed_trials": 0},
+            {"method": "global", "budget": 0.3, "seed": 0}]
+    lines = resumed_lines(rows)
+    assert lines[0].startswith("Resumed after an interruption: amc 0.3 seed 2. ")
+    assert "uniform" not in lines[0] and "global" not in lines[0]
+    assert resumed_lines(rows[1:]) == []
