@@ -22,7 +22,7 @@ from rich.text import Text
 from agents.sensitivity import sensitivity
 from autoprune.config import SearchConfig, demo_config, load_model_and_data, run_search
 from autoprune.data import DataBundle, load_dataset
-from autoprune.evaluate import EvaluatorConfig, finetune, recalibrate_batchnorm, validate
+from autoprune.evaluate import EvaluationError, EvaluatorConfig, finetune, recalibrate_batchnorm, validate
 from autoprune.executors import RayOptions
 from autoprune.export import export_model
 from autoprune.loop import SearchResult
@@ -46,7 +46,7 @@ from search_spaces.errors import AutopruneError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
 from search_spaces.io import atomic_write_text
 from search_spaces.measure import count_flops, count_params
-from search_spaces.options import check_int
+from search_spaces.options import check_int, check_number
 from search_spaces.policy import Policy
 from search_spaces.surgery import architecture_name
 
@@ -373,6 +373,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.finetune_steps is not None:
         check_int("--finetune-steps", args.finetune_steps, low=0)
+    if args.lr is not None:
+        check_number("--lr", args.lr, low=0, inclusive=False)
     policy = Policy.load(args.policy)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
@@ -632,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         return args.func(args)
-    except AutopruneError as exc:
+    except (AutopruneError, EvaluationError) as exc:  # bad input; a finetune that diverged (e.g. --lr too high)
         # the message literally (a value in it is never read as markup), on one line (no hard breaks)
         console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return 2

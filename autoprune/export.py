@@ -150,6 +150,8 @@ def export_model(
     if unknown or not formats:
         raise unknown_name("export format", unknown[0] if unknown else "(none)", list(FORMATS))
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ExportError(f"export directory {str(directory)!r} is an existing file; name a directory")
     directory.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     written: dict[str, dict[str, Any]] = {}

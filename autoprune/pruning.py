@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,9 +59,18 @@ def _accumulate_gradients(model: nn.Module, data: Iterable | None, batches: int)
         raise DataError("importance 'taylor' got no batches from data=")
 
 
+def as_policy(policy: Policy | Mapping[str, float]) -> Policy:
+    """``policy`` itself, or a plain mapping group name → ratio as a policy without a fingerprint."""
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, Mapping):
+        return Policy(dict(policy))
+    raise ConfigError(f"a policy is an autoprune Policy or a mapping group name -> ratio, got {type(policy).__name__}")
+
+
 def prune(
     model: nn.Module,
-    policy: Policy,
+    policy: Policy | Mapping[str, float],
     example_inputs: Any,
     *,
     importance: str | tp.importance.Importance = "l1",
@@ -82,6 +91,7 @@ def prune(
     one recorded in the policy's fingerprint. Given the model's ``space``, the policy is checked against it
     (every group named); otherwise the model is traced to check it.
     """
+    policy = as_policy(policy)
     inputs = as_tuple(example_inputs)
     granularity = (policy.fingerprint or {}).get("granularity", "channel")
     if space is not None:
@@ -117,7 +127,7 @@ def prune(
 
 def apply_policy(
     model: nn.Module,
-    policy: Policy,
+    policy: Policy | Mapping[str, float],
     example_inputs: Any,
     *,
     importance: str | tp.importance.Importance = "l1",
@@ -129,7 +139,7 @@ def apply_policy(
 
     Args:
         model: the trained model.
-        policy: per-group ratios (see :class:`autoprune.Policy`).
+        policy: per-group ratios: a :class:`autoprune.Policy`, or a mapping group name → ratio.
         example_inputs: inputs for tracing.
         importance: channel criterion: ``l1`` (default), ``l2``, ``bn_scale`` (Network Slimming),
             ``taylor`` (needs ``data``), ``random``, or a Torch-Pruning importance instance.

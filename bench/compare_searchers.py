@@ -7,9 +7,9 @@ same final finetune for every best policy, and writes one JSON file per row to
 ``bench/results/search_quality/<model>-<method>-<budget>-<seed>.json`` (machine, versions, config and the
 row, with the best-so-far validation accuracy after every evaluation). Rows already there are skipped and a stopped
 search resumes from its run directory, so the benchmark runs in parts (a row lock left by a killed process is taken
-over; a resumed row records ``resumed_trials`` and adds those trials' seconds to its wall time). A results directory holds one table per model:
-it takes no rows made with other settings (evaluator, evaluations, final finetune, or other baseline weights, whose
-sha256 each row records). ``bench/report.py`` renders
+over; a resumed row records ``resumed_trials`` and adds those trials' seconds to its wall time). A results
+directory holds one table per model: it takes no rows made with other settings (evaluator, evaluations, final
+finetune, or other baseline weights, whose sha256 each row records). ``bench/report.py`` renders
 ``docs/benchmarks.md`` from the rows.
 
     python bench/compare_searchers.py                       # 6 methods x budgets 0.3,0.5 x seeds 0,1,2

@@ -171,6 +171,9 @@ def test_apply_rejects_a_checkpoint_of_another_model(tmp_path, capsys) -> None:
     assert "does not fit model 'small_cnn'" in capsys.readouterr().err.replace("\n", "")
     assert main([*argv, "--model", "resnet20"]) == 0
     assert (tmp_path / "o" / "pruned_state_dict.pt").exists()
+    (tmp_path / "a_file").write_text("")
+    assert main([*argv[:-1], str(tmp_path / "a_file"), "--model", "resnet20"]) == 2
+    assert "is an existing file; name a directory" in capsys.readouterr().err.replace("\n", "")
 
 
 def test_sensitivity_command_writes_table_and_plot(tmp_path, capsys) -> None:
@@ -277,6 +280,11 @@ def test_apply_can_finetune_and_reports_the_accuracy_of_the_model_it_writes(trai
     assert float(shown[1]) == pytest.approx(validate(trained_cnn, digits.test)[0], abs=5e-5)
     assert main(["apply", str(tmp_path / "p.json"), "--checkpoint", str(checkpoint), "--out", str(out),
                  "--finetune-steps", "-1"]) == 2
+    capsys.readouterr()
+    for lr, message in (("-1", "--lr must be a number > 0, got -1.0"), ("nan", "--lr must be a number > 0, got nan")):
+        assert main(["apply", str(tmp_path / "p.json"), "--checkpoint", str(checkpoint), "--out", str(out),
+                     "--finetune-steps", "30", "--lr", lr]) == 2
+        assert message in capsys.readouterr().err.replace("\n", "")
 
 
 def test_the_console_says_whether_a_latency_budget_was_met() -> None:

@@ -8,7 +8,7 @@ from autoprune.export import save_pruned_model
 from autoprune.models import resnet20, small_cnn
 from autoprune.pruning import IMPORTANCES, prune
 from search_spaces import SearchSpace
-from search_spaces.errors import DataError, PolicyError, UnknownNameError
+from search_spaces.errors import ConfigError, DataError, PolicyError, UnknownNameError
 from search_spaces.measure import count_params
 
 
@@ -94,3 +94,13 @@ def test_saved_pruned_model_reloads_into_fresh_instance(setup, tmp_path) -> None
     result.model.eval()
     assert count_params(fresh) == count_params(result.model)
     assert torch.allclose(fresh(inputs), result.model(inputs))
+
+
+def test_a_plain_mapping_is_a_policy_and_anything_else_is_refused_by_name(setup) -> None:
+    model, inputs, space = setup
+    ratios = {name: 0.5 for name in space.names}
+    from_mapping = apply_policy(model, ratios, inputs)
+    from_policy = apply_policy(model, Policy(ratios), inputs)
+    assert count_params(from_mapping) == count_params(from_policy) < count_params(model)
+    with pytest.raises(ConfigError, match="a policy is an autoprune Policy or a mapping group name -> ratio, got list"):
+        apply_policy(model, [0.5] * len(space), inputs)

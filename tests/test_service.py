@@ -324,3 +324,18 @@ def test_status_polling_reads_a_trial_log_again_only_when_it_changed(tmp_path, m
         assert store.progress(run_id) == {"completed": 2, "total": 2, "best_accuracy": 0.75} and len(reads) == 2
     finally:
         store.close()
+
+
+def test_a_relative_runs_root_gives_runs_absolute_paths(tmp_path, monkeypatch) -> None:
+    from autoprune.config import SearchConfig
+    from autoprune.service.store import SEARCH_CONFIG, RunStore
+
+    monkeypatch.chdir(tmp_path)
+    store = RunStore("runs")  # `autoprune serve`'s default; the drivers run with their run directory as cwd
+    try:
+        run_id = store.create(SearchConfig(), owner="default")["id"]
+        document = json.loads((store.directory(run_id) / SEARCH_CONFIG).read_text())
+        assert store.root == tmp_path.resolve() / "runs"
+        assert Path(document["run_dir"]) == tmp_path.resolve() / "runs" / run_id / "run"
+    finally:
+        store.close()

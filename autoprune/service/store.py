@@ -53,7 +53,7 @@ class RunStore:
     """Runs by id; every change is written to the run's ``job.json`` before it is visible."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # drivers run in their run's directory: a relative path breaks there
         self.root.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.root / CHECKPOINTS
         self._owner_lock = _lock_root(self.root)
