@@ -6,8 +6,8 @@ For each (method, budget, seed) this runs ``autoprune.search`` on a baseline tra
 same final finetune for every best policy, and writes one JSON file per row to
 ``bench/results/search_quality/<model>-<method>-<budget>-<seed>.json`` (machine, versions, config and the
 row, with the best-so-far validation accuracy after every evaluation). Rows already there are skipped and a stopped
-search resumes from its run directory, so the benchmark runs in parts (a row lock left by a killed process is taken
-over; a resumed row records ``resumed_trials`` and adds those trials' seconds to its wall time). A results
+search resumes from its run directory, so the benchmark runs in parts (row locks are ``flock``s, released when a
+process dies; a resumed row records ``resumed_trials`` and adds those trials' seconds to its wall time). A results
 directory holds one table per model: it takes no rows made with other settings (evaluator, evaluations, final
 finetune, or other baseline weights, whose sha256 each row records). ``bench/report.py`` renders
 ``docs/benchmarks.md`` from the rows.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -117,46 +118,25 @@ def row_name(model: str, method: str, budget: float, seed: int, granularity: str
     return stem if granularity == "channel" else f"{granularity}-{stem}"
 
 
-def lock_is_stale(path: Path) -> bool:
-    """Whether a row's lock file names a process that no longer runs (one killed with its session); a lock
-    whose holder has not written its pid yet is held."""
-    try:
-        pid = path.read_text().strip()
-    except FileNotFoundError:
-        return False
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        pass
-    return False
-
-
 @contextlib.contextmanager
 def row_lock(path: Path) -> Iterator[bool]:
-    """Whether this process may run the row: False while another living process holds its lock file (parts
-    of the benchmark run side by side, one per core); a lock left by a dead process is taken over, and the
-    lock is removed when the row ends."""
+    """Whether this process may run the row: False while another process holds the ``flock`` on its lock file
+    (parts of the benchmark run side by side, one per core). The OS releases it when the holder ends, so a
+    process killed with its session leaves no lock behind (as ``autoprune.rundir``'s lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if lock_is_stale(path):
-        print(f"{path.stem}: removing {path}, left by process {path.read_text().strip()} that no longer runs",
-              flush=True)
-        path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_CREAT | os.O_WRONLY)
     try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        print(f"skip {path.stem} (another process is running it; delete {path} if none is)", flush=True)
-        yield False
-        return
-    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"skip {path.stem} (another process is running it)", flush=True)
+            yield False
+            return
+        os.ftruncate(descriptor, 0)
         os.write(descriptor, str(os.getpid()).encode())
         yield True
     finally:
-        os.close(descriptor)
-        path.unlink(missing_ok=True)
+        os.close(descriptor)  # closing drops the flock
 
 
 def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, model, data) -> dict[str, Any]:

@@ -65,23 +65,28 @@ def test_the_run_exits_on_another_evaluators_rows_before_it_loads_a_baseline(tmp
     assert not (tmp_path / "c").exists()  # no baseline was trained
 
 
-def test_a_row_lock_left_by_a_dead_process_is_taken_over_and_a_living_ones_is_not(tmp_path: Path) -> None:
+def test_a_row_lock_is_held_only_while_its_process_lives(tmp_path: Path) -> None:
     from compare_searchers import row_lock
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
     lock = tmp_path / "resnet20-amc-0.3-2.lock"
-    lock.write_text(dead)
+    lock.write_text("12345")  # left by a process killed with its session: no flock on it
     with row_lock(lock) as mine:
         assert mine and lock.read_text() == str(os.getpid())
-    assert not lock.exists()
-    lock.write_text(str(os.getppid()))
-    with row_lock(lock) as mine:
-        assert not mine
-    assert lock.read_text() == str(os.getppid())
-    lock.write_text("")
-    with row_lock(lock) as mine:
-        assert not mine
+        with row_lock(lock) as again:  # another descriptor, as another process would open it
+            assert not again
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(lock)!r}, os.O_WRONLY)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with row_lock(lock) as mine:
+            assert not mine
+    finally:
+        holder.kill()
+        holder.wait()
+    with row_lock(lock) as mine:  # the holder died: its lock went with it
+        assert mine
 
 
 @pytest.mark.slow  # two quick searches (12 evaluations each)
