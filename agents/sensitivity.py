@@ -21,7 +21,7 @@ from torch import nn
 
 from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
 from autoprune.report import plot_sensitivity
-from autoprune.rundir import SENSITIVITY_TABLE
+from autoprune.rundir import NEW_DIR_HINT, SENSITIVITY_TABLE, check_can_start
 from autoprune.searcher import SearchContext, Searcher, Trial
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, bisect_feasible, repair
@@ -210,9 +210,12 @@ def sensitivity(
 ) -> SensitivityResult:
     """Prune each group alone at each level (fraction of its max ratio) and score it.
 
-    Writes ``sensitivity.csv`` and ``sensitivity.png`` (one curve per group) to ``run_dir`` if given.
+    Writes ``sensitivity.csv`` and ``sensitivity.png`` (one curve per group) to ``run_dir`` if given, which must
+    be new or empty (a search's run directory is never written into).
     """
     levels = _check_levels(levels)
+    if run_dir is not None:
+        check_can_start(run_dir, resume=False, hint=NEW_DIR_HINT)
     space = space or SearchSpace.from_model(model, example_inputs)
     cost_model = CostModel(space)
     scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=Budget.flops(1.0),

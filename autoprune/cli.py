@@ -32,7 +32,7 @@ from autoprune.progress_display import SearchDisplay
 from autoprune.pruning import prune
 from autoprune.registry import SEARCHERS
 from autoprune.run_report import write_report
-from autoprune.rundir import REPORT, RunDir
+from autoprune.rundir import CONFIG, NEW_DIR_HINT, REPORT, RunDir, check_can_start
 from autoprune.scheduler import SchedulerConfig
 from autoprune.service.client import Client
 from autoprune.service.server import ServeOptions, serve
@@ -217,9 +217,21 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
     return _with_executor_flags(config, args)
 
 
+class _Interrupted(Exception):
+    """Ctrl+C during a search whose run directory is known (for the resume hint)."""
+
+    def __init__(self, run_dir: str) -> None:
+        super().__init__(run_dir)
+        self.run_dir = run_dir
+
+
 def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
-    with SearchDisplay(console) as display:
-        return run_search(config, resume=resume, progress=display, on_epoch=display.training(config.train.epochs))
+    config = replace(config, run_dir=config.run_dir or config.default_run_dir())
+    try:
+        with SearchDisplay(console) as display:
+            return run_search(config, resume=resume, progress=display, on_epoch=display.training(config.train.epochs))
+    except KeyboardInterrupt:
+        raise _Interrupted(config.run_dir) from None
 
 
 def _report(result: SearchResult) -> None:
@@ -318,14 +330,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         levels = [float(v) for v in args.levels.split(",")] if args.levels else None
     except ValueError:
         raise ConfigError(f"--levels expects comma-separated fractions like 0.25,0.5,1, got {args.levels!r}") from None
+    run_dir = args.run_dir or config.run_dir or str(
+        Path("runs") / f"{config.model}-{config.dataset}-sensitivity-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    check_can_start(run_dir, resume=False, hint=NEW_DIR_HINT)  # before the baseline is loaded or trained
     with SearchDisplay(console) as display:
         model, data, _ = load_model_and_data(config, on_epoch=display.training(config.train.epochs))
         inputs = data.example_inputs()
         space = SearchSpace.from_model(model, inputs, preset=config.preset or default_preset(config.model),
                                        ignore=config.ignore, round_to=config.round_to, max_ratio=config.max_ratio)
-        run_dir = args.run_dir or config.run_dir or str(
-            Path("runs") / f"{config.model}-{config.dataset}-sensitivity-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
         result = sensitivity(
             model, inputs, train_data=data.train, val_data=data.val, evaluator=config.evaluator, space=space,
             run_dir=run_dir, progress=lambda done, total: display.show("sensitivity scan", done, total, ""),
@@ -638,8 +651,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the message literally (a value in it is never read as markup), on one line (no hard breaks)
         console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return 2
+    except _Interrupted as stop:
+        written = (Path(stop.run_dir) / CONFIG).exists()
+        hint = f"resume with: autoprune search --resume {stop.run_dir}" if written else "nothing was written to resume"
+        console.print(Text(f"interrupted; {hint}"), highlight=False, soft_wrap=True)
+        return 130
     except KeyboardInterrupt:
-        console.print("interrupted; resume with: autoprune search --resume RUN_DIR")
+        console.print("interrupted")
         return 130
 
 

@@ -125,6 +125,8 @@ class SearchConfig:
             raise unknown_name("final_recovery", self.final_recovery, list(RECOVERIES))
         if self.granularity not in GRANULARITIES:
             raise unknown_name("granularity", self.granularity, list(GRANULARITIES))
+        if isinstance(self.budget, Budget):
+            self.budget.check_granularity(self.granularity)
         for name in ("data_dir", "checkpoint", "run_dir", "preset", "rewind_checkpoint"):
             if getattr(self, name) is not None:
                 check_str(f"config entry {name!r}", getattr(self, name))

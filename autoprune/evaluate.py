@@ -19,7 +19,7 @@ from search_spaces.cost import CostModel
 from search_spaces.errors import AutopruneError, ConfigError, DataError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.measure import count_flops, count_nonzeros, count_params, count_sparse_bytes
-from search_spaces.options import check_int, check_number, from_mapping
+from search_spaces.options import check_batches, check_int, check_number, from_mapping
 from search_spaces.policy import Policy
 
 KD_TEMPERATURE, KD_ALPHA = 4.0, 0.5  # distillation: softening temperature; weight of the plain cross-entropy
@@ -284,6 +284,8 @@ class Evaluator:
         cost_model: CostModel,
         config: EvaluatorConfig | None = None,
     ) -> None:
+        check_batches("train_data", train_data)
+        check_batches("val_data", val_data)
         self.model = model
         self.example_inputs = example_inputs
         self.train_data = train_data

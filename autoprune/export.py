@@ -12,9 +12,10 @@ from torch import nn
 
 from autoprune.pruning import PruningHistory, replay_history
 from autoprune.sparse_format import DENSE_FILE, SPARSE_FILE, export_sizes, file_sizes, load_sparse, save_sparse
-from search_spaces.errors import AutopruneError, RunDirError, unknown_name
+from search_spaces.errors import AutopruneError, ConfigError, RunDirError, unknown_name
 from search_spaces.inputs import as_tuple
 from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_text
+from search_spaces.options import check_module
 
 STATE_FILE = DENSE_FILE
 HISTORY_FILE = "pruning_history.json"
@@ -53,6 +54,7 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     ``torch.load(weights_only=True)``: no code is unpickled. A directory holding only the sparse form
     (``sparse_state_dict.pt``) loads from it.
     """
+    check_module("fresh_model", fresh_model)
     directory = Path(directory)
     weights = STATE_FILE if (directory / STATE_FILE).exists() else SPARSE_FILE
     for name in (weights, HISTORY_FILE):
@@ -68,7 +70,12 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     else:
         check_size(directory / STATE_FILE, what="pruned weights", limit=MAX_CHECKPOINT_BYTES)
         state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
-    fresh_model.load_state_dict(state)
+    try:
+        fresh_model.load_state_dict(state)
+    except RuntimeError as exc:
+        mismatch = " ".join(str(exc).split())
+        raise ConfigError(f"the weights in {str(directory)!r} do not fit the model given ({mismatch}): it must be a "
+                          "fresh instance of the architecture that was pruned, built with the same options") from exc
     return fresh_model
 
 
@@ -145,6 +152,7 @@ def export_model(
     ``model.onnx``, run in onnxruntime for the check. Batch size is dynamic in the traced formats.
     Returns, per format, the file written and the max output difference found.
     """
+    check_module("model", model)
     formats = [formats] if isinstance(formats, str) else list(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:

@@ -13,7 +13,7 @@ from autoprune.pruning import PruneResult
 from autoprune.summary import LatencyCheck
 from search_spaces.budget import LatencyBudget
 from search_spaces.cost import CostModel, repair
-from search_spaces.measure import latency_ratio, measure_latency_ms, with_batch
+from search_spaces.measure import latency_ratio, with_batch
 from search_spaces.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -23,15 +23,12 @@ SAFETY = 0.98  # each repair aims this much under the measured miss, so noise do
 
 def measured_latency(
     candidate: nn.Module, reference: nn.Module, example_inputs: Any, budget: LatencyBudget
-) -> tuple[float, bool, float | None, float | None]:
-    """``(ms, met, baseline_ms, ratio)`` of ``candidate``; fractions are judged by a side-by-side ratio."""
-    inputs = with_batch(example_inputs, budget.batch)
-    setting = {"threads": budget.threads, "device": budget.device}
-    if budget.fraction is not None:
-        ratio, ms, base_ms = latency_ratio(candidate, reference, inputs, **setting)
-        return ms, ratio <= budget.fraction, base_ms, ratio
-    ms = measure_latency_ms(candidate, inputs, **setting)
-    return ms, ms <= budget.absolute, None, None
+) -> tuple[float, bool, float, float]:
+    """``(ms, met, baseline_ms, ratio)`` of ``candidate`` timed side by side with ``reference``; a fraction is
+    judged by the ratio, an absolute budget by the milliseconds."""
+    ratio, ms, base_ms = latency_ratio(candidate, reference, with_batch(example_inputs, budget.batch),
+                                       threads=budget.threads, device=budget.device)
+    return ms, ratio <= budget.fraction if budget.fraction is not None else ms <= budget.absolute, base_ms, ratio
 
 
 def check_and_repair(
@@ -57,7 +54,7 @@ def check_and_repair(
                 log.warning("latency budget still missed after %d repairs%s: %s", attempt,
                             " (every group at its max ratio)" if at_floor else "", check)
             break
-        miss = ratio / budget.fraction if ratio is not None else ms / budget.absolute
+        miss = ratio / budget.fraction if budget.fraction is not None else ms / budget.absolute
         target = min(limit, check.predicted_ms) / miss * SAFETY  # aim under what was measured, not the old limit
         log.info("measured latency misses the budget by %.1f%%; repairing to %.3f ms predicted",
                  100 * (miss - 1), target)

@@ -42,7 +42,7 @@ from search_spaces.cost import CostModel
 from search_spaces.errors import BudgetError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
 from search_spaces.io import atomic_write_json
-from search_spaces.options import check_int
+from search_spaces.options import check_batches, check_int, check_module
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 
@@ -179,8 +179,14 @@ def search(
             return search(**{**arguments, "progress": display})
     if not isinstance(budget, Budget):
         raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
+    check_module("model", model)
+    budget.check_granularity(granularity if space is None else space.granularity)
     check_int("trials", trials, low=1)
     check_int("seed", seed, low=0)
+    for name, data in (("train_data", train_data), ("val_data", val_data)):
+        check_batches(name, data)
+    if test_data is not None:
+        check_batches("test_data", test_data)
     started, limit = time.monotonic(), None if time_budget is None else parse_duration(time_budget)
     trackers = check_tracking(tracking, run_dir)
     if run_dir is not None:

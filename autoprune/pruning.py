@@ -16,9 +16,10 @@ from torch import nn
 from autoprune.masks import apply_masks, make_permanent
 from search_spaces.errors import ConfigError, DataError, unknown_name
 from search_spaces.inputs import as_tuple
+from search_spaces.options import check_module
 from search_spaces.policy import Policy
 from search_spaces.space import ROOT_MODULE_TYPES, SearchSpace
-from search_spaces.surgery import PruningHistory, dependency_graph, prune_in_place
+from search_spaces.surgery import PruningHistory, architecture_name, dependency_graph, prune_in_place
 
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.MagnitudeImportance(p=1),
@@ -91,6 +92,7 @@ def prune(
     one recorded in the policy's fingerprint. Given the model's ``space``, the policy is checked against it
     (every group named); otherwise the model is traced to check it.
     """
+    check_module("model", model)
     policy = as_policy(policy)
     inputs = as_tuple(example_inputs)
     granularity = (policy.fingerprint or {}).get("granularity", "channel")
@@ -190,6 +192,14 @@ def replay_history(model: nn.Module, history: PruningHistory, example_inputs: An
     """Re-apply a saved pruning history to a fresh, unpruned instance, in place; returns it."""
     if not isinstance(history, list):
         raise ConfigError(f"pruning history must be a list of [module, is_out, indices], got {type(history)}")
+    if not all(isinstance(step, (list, tuple)) and len(step) == 3 for step in history):
+        raise ConfigError("pruning history must be a list of [module, is_out, indices] entries")
+    modules = dict(model.named_modules())
+    unknown = sorted({str(step[0]) for step in history} - set(modules))
+    if unknown:
+        raise ConfigError(f"the pruning history names modules {architecture_name(model)} does not have "
+                          f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}): the model given must be "
+                          "a fresh instance of the architecture that was pruned")
     was_training = model.training
     model.eval()
     graph = dependency_graph(model, as_tuple(example_inputs))

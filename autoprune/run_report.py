@@ -109,10 +109,7 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
 
 def save_report(record: RunRecord, path: str | Path) -> Path:
     """Write ``record``'s report to ``path``, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, render_report(record))
-    return path
+    return atomic_write_text(Path(path), render_report(record))
 
 
 def render_report(record: RunRecord) -> str:

@@ -58,14 +58,18 @@ RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options",
 IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (sizes and a sample)"))
 
 
-def check_can_start(path: str | Path, *, resume: bool) -> None:
-    """Fail early (before any expensive work) when a search could not start in ``path``."""
+RESUME_HINT = "pass resume=True (CLI: --resume) to continue that search, or choose a new run_dir"
+NEW_DIR_HINT = "a sensitivity scan writes to a new or empty directory; choose another"
+
+
+def check_can_start(path: str | Path, *, resume: bool, hint: str = RESUME_HINT) -> None:
+    """Fail early (before any expensive work) when a search could not start in ``path``; ``hint`` ends the
+    message for a directory that is not empty."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run_dir {str(path)!r} exists and is not a directory")
     if not resume and path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
-        raise RunDirError(f"run_dir {str(path)!r} is not empty; pass resume=True (CLI: --resume) to continue "
-                          "that search, or choose a new run_dir")
+        raise RunDirError(f"run_dir {str(path)!r} is not empty; {hint}")
 
 
 class RunDir:
@@ -152,7 +156,9 @@ class RunDir:
         if not path.exists():
             legacy = " (it has a pickled searcher_state.pt: written by an older autoprune)" \
                 if self.file(LEGACY_STATE).exists() else ""
-            raise RunDirError(f"run_dir {str(self.path)!r} has files but no {CONFIG}: not an autoprune run{legacy}")
+            files = self.path.is_dir() and any(not p.name.startswith(".") for p in self.path.iterdir())
+            what = "has files but" if files else "is empty or missing:"
+            raise RunDirError(f"run_dir {str(self.path)!r} {what} no {CONFIG}: not an autoprune run{legacy}")
         return read_json(path, MAX_CONFIG_BYTES)
 
     def discard(self) -> None:

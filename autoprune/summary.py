@@ -20,8 +20,10 @@ class LatencyCheck:
         repairs: how many times the policy was pruned further after a missed measurement.
         measured_ms: measured latency of the final pruned model.
         met: whether the measurement meets the budget.
-        baseline_ms: the unpruned model measured side by side (fraction budgets only).
-        measured_ratio: median pruned/unpruned ratio of the side-by-side rounds (fraction budgets only).
+        baseline_ms: the unpruned model measured side by side (None in summaries of older versions, which timed
+            it only for fraction budgets).
+        measured_ratio: median pruned/unpruned ratio of the side-by-side rounds (None as ``baseline_ms``). The
+            summary's latencies and speedup are these same timings.
     """
 
     predicted_ms: float

@@ -86,6 +86,8 @@ class Budget(abc.ABC):
     unit: ClassVar[str] = ""
     #: True when the analytic cost model predicts the metric exactly (no measured check needed).
     exact: ClassVar[bool] = True
+    #: True when the metric counts the zeros element pruning leaves, so it needs an element space.
+    element_only: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.absolute is None):
@@ -158,6 +160,15 @@ class Budget(abc.ABC):
         return {"metric": self.metric, "fraction": self.fraction, "absolute": self.absolute}
 
     # -- prediction and measurement ----------------------------------------------------------------
+    def check_granularity(self, granularity: str) -> None:
+        """Raise :class:`BudgetError` if this budget cannot steer a search at ``granularity``."""
+        if self.element_only and granularity != "element":
+            raise BudgetError(
+                f"a {self.metric} budget counts the zeros that element pruning leaves; it needs granularity "
+                f"'element' (--granularity element), not {granularity!r}. Channel pruning removes whole channels: "
+                "budget it by params or flops"
+            )
+
     @abc.abstractmethod
     def predicted(self, cost: Cost) -> float:
         """This budget's metric out of an analytic cost."""
@@ -234,6 +245,7 @@ class NonzerosBudget(Budget):
     """At most a fraction (or an absolute number) of the unpruned model's parameters non-zero."""
 
     metric: ClassVar[str] = "nonzeros"
+    element_only: ClassVar[bool] = True
 
     def predicted(self, cost: Cost) -> float:
         return cost.params if cost.nonzeros is None else cost.nonzeros
@@ -248,6 +260,7 @@ class SizeBudget(Budget):
 
     metric: ClassVar[str] = "size"
     unit: ClassVar[str] = "bytes"
+    element_only: ClassVar[bool] = True
 
     def predicted(self, cost: Cost) -> float:
         if cost.sparse_bytes is None:

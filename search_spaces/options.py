@@ -9,8 +9,9 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 import numpy as np
+from torch import nn
 
-from search_spaces.errors import ConfigError
+from search_spaces.errors import ConfigError, DataError
 
 T = TypeVar("T")
 
@@ -33,6 +34,26 @@ def check_str(name: str, value: object) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a non-empty string."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def check_module(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a ``torch.nn.Module``."""
+    if not isinstance(value, nn.Module):
+        raise ConfigError(f"{name} must be a torch.nn.Module, got {type(value).__name__} {_short(value)}")
+
+
+def check_batches(name: str, value: object) -> None:
+    """Raise :class:`DataError` unless ``value`` can be iterated for batches (a DataLoader, a list of
+    ``(inputs, targets)``, ...)."""
+    if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise DataError(f"{name} must be an iterable of (inputs, targets) batches, such as a DataLoader; got "
+                        f"{type(value).__name__} {_short(value)}")
+
+
+def _short(value: object) -> str:
+    """``repr(value)`` cut to 60 characters, for messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | T | None, *, what: str) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,25 @@ class Preset:
     round_to: int = 1
     ratio_bounds: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        where = f"preset {self.name!r}" if self.name else "preset"
+        if not isinstance(self.ignore, tuple) or not all(isinstance(n, str) for n in self.ignore):
+            raise ConfigError(f"{where}: ignore must be a list of module names, got {self.ignore!r}")
+        if not _is_number(self.max_ratio) or not 0 < self.max_ratio < 1:
+            raise ConfigError(f"{where}: max_ratio must be a number in (0, 1), got {self.max_ratio!r}")
+        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
+            raise ConfigError(f"{where}: round_to must be a positive integer, got {self.round_to!r}")
+        if not isinstance(self.ratio_bounds, dict):
+            raise ConfigError(f"{where}: ratio_bounds must map group names to ratios, got {self.ratio_bounds!r}")
+        for group, bound in self.ratio_bounds.items():
+            if not isinstance(group, str) or not _is_number(bound) or not 0 <= bound < 1:
+                raise ConfigError(f"{where}: ratio_bounds[{group!r}] must be a number in [0, 1), got {bound!r}")
+
+
+def _is_number(value: object) -> bool:
+    """A real, finite number (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 def available_presets() -> list[str]:
     """Names of the presets shipped in ``search_spaces/presets``."""
@@ -60,10 +80,11 @@ def load_preset(name_or_path: str | Path) -> Preset:
     if not isinstance(data, dict) or set(data) - _KEYS:
         extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else data
         raise ConfigError(f"preset {str(path)!r} has unknown entries {extra}; accepted: {sorted(_KEYS)}")
+    ignore = data.get("ignore") or []
     return Preset(
         name=path.stem,
-        ignore=tuple(data.get("ignore", ())),
-        max_ratio=float(data.get("max_ratio", 0.8)),
-        round_to=int(data.get("round_to", 1)),
-        ratio_bounds={str(k): float(v) for k, v in (data.get("ratio_bounds") or {}).items()},
+        ignore=tuple(ignore) if isinstance(ignore, list) else ignore,
+        max_ratio=data.get("max_ratio", 0.8),
+        round_to=data.get("round_to", 1),
+        ratio_bounds=data.get("ratio_bounds") or {},
     )

@@ -22,6 +22,7 @@ from search_spaces.errors import ConfigError, TraceError
 from search_spaces.group_check import broken_groups, check_kept, reference
 from search_spaces.inputs import as_tuple
 from search_spaces.measure import sparse_tensor_bytes
+from search_spaces.options import check_module
 from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
@@ -391,6 +392,7 @@ class SearchSpace(Sequence[ChannelGroup]):
                 ``time_limit`` passed.
             ConfigError: a bad option (unknown ignored module, ratio outside [0, 1), ...).
         """
+        check_module("model", model)
         inputs = as_tuple(example_inputs)
         if granularity not in GRANULARITIES:
             raise ConfigError(f"granularity {granularity!r} is not accepted; accepted: {', '.join(GRANULARITIES)}")
@@ -442,6 +444,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         modules = dict(model.named_modules())
         ignored_names = _ignored(model, modules, order, spec, ignore)
         raw, unmapped = _raw_groups(graph, modules, ignored_names)
+        _check_bounds(spec, arch, {entry.name for entry in raw}, {*unmapped, *ignored_names})
         raw.sort(key=lambda entry: min((order[m] for m in entry.members if m in order), default=len(order)))
         layers, constant_params, overflow = cls._layer_costs(model, modules, leaf_flops, raw)
         unmapped.update(overflow)
@@ -618,6 +621,14 @@ def _ignored(
         raise TraceError(f"{arch} has no Conv or Linear layer that ran on the example inputs")
     ignored.add(roots[-1])  # the output layer keeps its channels
     return ignored
+
+
+def _check_bounds(spec: Preset, arch: str, groups: set[str], left_out: set[str]) -> None:
+    """Raise :class:`ConfigError` if the preset bounds a group the model does not have (a misspelled name)."""
+    unknown = sorted(set(spec.ratio_bounds) - groups - left_out)
+    if unknown:
+        raise ConfigError(f"preset {spec.name!r} bounds groups {arch} does not have: {unknown}; its groups are "
+                          f"named by their first layer: {', '.join(sorted(groups))}")
 
 
 def _named(modules: dict[str, nn.Module], arch: str, items: list[str | nn.Module]) -> set[str]:

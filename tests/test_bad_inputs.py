@@ -18,6 +18,7 @@ from autoprune.cli import main
 from autoprune.config import SearchConfig
 from autoprune.latency_lut import LatencyTable
 from autoprune.models import build_model, small_cnn
+from autoprune.pruning import prune
 from autoprune.state import digest
 from autoprune.train import load_checkpoint
 from search_spaces.errors import AutopruneError
@@ -64,6 +65,10 @@ SEARCH_CASES = [
     ("changed-seed", {"seed": 7}, "seed"),
     ("not-resuming", {"resume": False}, "not empty"),
     ("budget-unreachable", {"budget": ap.Budget.flops(0.001)}, "cannot be met"),
+    ("train-data-none", {"train_data": None}, "train_data must be an iterable of (inputs, targets) batches"),
+    ("val-data-a-number", {"val_data": 3}, "val_data must be an iterable"),
+    ("test-data-a-string", {"test_data": "test.csv"}, "test_data must be an iterable"),
+    ("nonzeros-on-channels", {"budget": ap.Budget.nonzeros(0.3)}, "needs granularity 'element'"),
 ]
 
 
@@ -100,10 +105,16 @@ VALUE_CASES = [
     ("config-trials-text", lambda: SearchConfig.from_dict({"trials": "many"}), "'many'"),
     ("config-budget", lambda: SearchConfig.from_dict({"budget": {"flops": 2}}), "2"),
     ("config-model-number", lambda: SearchConfig.from_dict({"model": 42}), "42"),
+    ("config-size-on-channels", lambda: SearchConfig.from_dict({"budget": {"size": 0.3}}), "granularity 'element'"),
     ("config-local-options", lambda: SearchConfig.from_dict({"executor_options": {"address": "auto"}}), "address"),
     ("config-scheduler", lambda: SearchConfig.from_dict({"scheduler": {"kind": "asha", "reduction_factor": 1}}),
      "got 1"),
     ("model-unknown", lambda: build_model("resnet9000", in_channels=1, num_classes=10), "'resnet9000'"),
+    ("search-model-a-name", lambda: ap.search("resnet20", torch.zeros(1, 1, 8, 8), budget=ap.Budget.flops(0.5),
+                                              train_data=[], val_data=[]), "must be a torch.nn.Module, got str"),
+    ("space-model-a-path", lambda: ap.SearchSpace.from_model("model.pt", torch.zeros(1, 1, 8, 8)), "'model.pt'"),
+    ("apply-model-none", lambda: ap.apply_policy(None, {}, torch.zeros(1, 1, 8, 8)), "got NoneType"),
+    ("export-model-a-dict", lambda: ap.export_model({}, torch.zeros(1, 1, 8, 8), "out"), "got dict"),
 ]
 
 
@@ -150,6 +161,19 @@ def _pickled(directory: Path) -> Path:
     return path
 
 
+def test_a_pruned_model_loads_only_into_the_architecture_it_was_pruned_from(trained_cnn, digits, tmp_path) -> None:
+    inputs = digits.example_inputs()
+    space = ap.SearchSpace.from_model(trained_cnn, inputs)
+    pruned = prune(trained_cnn, {space.names[0]: 0.5}, inputs)
+    ap.export_model(pruned.model, inputs, tmp_path, history=pruned.history)
+    with pytest.raises(AutopruneError, match=r"names modules .*CifarResNet does not have \(stem"):
+        ap.load_pruned_model(build_model("resnet20", in_channels=1, num_classes=10), tmp_path, inputs)
+    with pytest.raises(AutopruneError, match="do not fit the model given .*size mismatch for classifier"):
+        ap.load_pruned_model(small_cnn(in_channels=1, num_classes=5), tmp_path, inputs)
+    loaded = ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
+    assert torch.equal(loaded.eval()(inputs), pruned.model.eval()(inputs))
+
+
 @pytest.mark.parametrize(("case", "read", "text"), FILE_CASES, ids=[c[0] for c in FILE_CASES])
 def test_bad_files(case, read, text, tmp_path, capsys) -> None:
     with pytest.raises(AutopruneError) as caught:
@@ -172,6 +196,7 @@ CLI_CASES = [
     ("searcher-option", ["--searcher-option", "oops"], "'oops'"),
     ("importance", ["--importance", "magic"], "'magic'"),
     ("latency-flags", ["--latency-threads", "2"], "--latency-threads"),
+    ("nonzeros-on-channels", ["--budget-nonzeros", "0.3"], "(--granularity element)"),
     ("markup-in-value", ["--searcher", "[bold]x[/bold]"], "'[bold]x[/bold]'"),
 ]
 
@@ -183,6 +208,16 @@ def test_bad_cli_input_exits_2_with_one_line(case, argv, text, finished_run, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and text in err, f"{case}: {err!r}"
     assert _snapshot(finished_run) == before
+
+
+def test_an_output_file_given_as_a_directory_is_refused(finished_run, tmp_path, capsys) -> None:
+    for argv in (["report", str(finished_run), "--out", str(tmp_path)],
+                 ["sparsity", str(finished_run), "--csv", str(tmp_path)]):
+        assert main(argv) == 2
+        assert f"{str(tmp_path)!r} is a directory; name a file to write" in capsys.readouterr().err.replace("\n", "")
+    (tmp_path / "a_file").write_text("")
+    assert main(["report", str(finished_run), "--out", str(tmp_path / "a_file" / "report.html")]) == 2
+    assert "a file stands where its folder would be" in capsys.readouterr().err.replace("\n", "")
 
 
 def test_bad_resume_from_the_cli(finished_run, tmp_path, capsys) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import onnxruntime
 import pytest
@@ -123,7 +124,6 @@ def test_help_explains_every_option(command, capsys) -> None:
 
 
 def test_documented_example_configs_are_valid() -> None:
-    from pathlib import Path
 
     from autoprune.config import SearchConfig, demo_config
 
@@ -182,6 +182,39 @@ def test_sensitivity_command_writes_table_and_plot(tmp_path, capsys) -> None:
     assert main(argv) == 0
     assert (run / "sensitivity.csv").exists() and (run / "sensitivity.png").exists()
     assert "branch_a.0" in capsys.readouterr().out
+    written = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main(argv) == 2  # a second scan (or a search's run directory) is never written into
+    assert "is not empty; a sensitivity scan writes to a new or empty directory" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == written
+
+
+def test_ctrl_c_names_the_run_directory_to_resume(tmp_path, capsys, monkeypatch) -> None:
+    def interrupted(config, **_):
+        if not config.run_dir.endswith("early"):
+            Path(config.run_dir).mkdir(parents=True)
+            (Path(config.run_dir) / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("autoprune.cli.run_search", interrupted)
+    assert main(["search", "--run-dir", str(tmp_path / "started")]) == 130
+    assert f"interrupted; resume with: autoprune search --resume {tmp_path / 'started'}" in capsys.readouterr().err
+    assert main(["search", "--run-dir", str(tmp_path / "early")]) == 130
+    assert "interrupted; nothing was written to resume" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["search"]) == 130  # the default run directory is named, not the placeholder RUN_DIR
+    assert "interrupted; resume with: autoprune search --resume runs/small_cnn-digits-" in capsys.readouterr().err
+
+
+def test_an_unreachable_ray_address_is_a_one_line_error(tmp_path, capsys, monkeypatch) -> None:
+    def no_cluster(**_):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr("ray.init", no_cluster)
+    argv = ["search", "--executor", "ray", "--address", "auto", "--trials", "1", "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "cannot reach a Ray cluster at address 'auto' (Could not find any running Ray instance.)" in err
+    assert "ray start --head" in err and not (tmp_path / "r").exists()
 
 
 def test_searcher_options_from_flags(tmp_path) -> None:

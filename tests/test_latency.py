@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -11,7 +12,6 @@ import torch
 from factories import tiny_model
 
 import autoprune as ap
-from autoprune import latency_check
 from autoprune import latency_lut as lt
 from autoprune.models import small_cnn
 from search_spaces import SearchSpace, measure
@@ -114,7 +114,7 @@ def _flops_clock(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     def fake_ms(model, example_inputs, **_setting) -> float:
         return count_flops(model, example_inputs) / 1e6 + 1e-3
 
-    for module in (measure, lt, latency_check, budget_module):
+    for module in (measure, lt, budget_module):
         monkeypatch.setattr(module, "measure_latency_ms", fake_ms)
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "clock-cache"))  # its tables must not serve real timings
 
@@ -132,6 +132,27 @@ def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, dig
     exported = ap.load_pruned_model(small_cnn(in_channels=1), tmp_path / "run" / "model", digits.example_inputs())
     ratio, _, _ = measure.latency_ratio(exported, trained_cnn, digits.example_inputs())
     assert ratio <= budget.fraction, f"the exported model's latency ratio {ratio:.3f} misses the budget 0.8"
+
+
+@pytest.mark.slow  # builds a latency table and searches twice
+@pytest.mark.usefixtures("_flops_clock")
+def test_the_summary_reports_the_latency_checks_own_timings(trained_cnn, digits, tmp_path, monkeypatch) -> None:
+    calls = itertools.count()
+
+    def drifting_ms(model, example_inputs, **_setting) -> float:  # no two timings agree, as on a real machine
+        return count_flops(model, example_inputs) / 1e6 + 1e-3 + next(calls) * 1e-4
+
+    for module in (measure, lt, budget_module):
+        monkeypatch.setattr(module, "measure_latency_ms", drifting_ms)
+    base_ms = count_flops(trained_cnn, digits.example_inputs()) / 1e6
+    for name, budget in (("fraction", ap.Budget.latency(0.8)), ("absolute", ap.Budget.latency(ms=0.8 * base_ms))):
+        result = ap.search(trained_cnn, digits.example_inputs(), budget=budget, train_data=digits.train,
+                           val_data=digits.val, trials=2, evaluator={"finetune_steps": 1, "bn_batches": 1},
+                           run_dir=tmp_path / name)
+        summary, check = result.summary, result.summary.latency_check
+        assert check.baseline_ms is not None and check.measured_ratio is not None, name
+        assert (summary.baseline.latency_ms, summary.pruned.latency_ms) == (check.baseline_ms, check.measured_ms)
+        assert summary.latency_speedup == pytest.approx(1 / check.measured_ratio)
 
 
 @pytest.mark.slow  # builds and times a latency table

@@ -126,3 +126,30 @@ def test_presets_load_and_unknown_preset_is_rejected() -> None:
         assert 0 < load_preset(name).max_ratio < 1
     with pytest.raises(UnknownNameError, match="'nope'.*resnet20"):
         load_preset("nope")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("max_ratio: high", "max_ratio must be a number in \\(0, 1\\), got 'high'"),
+    ("max_ratio: 1.5", "max_ratio must be a number in \\(0, 1\\), got 1.5"),
+    ("round_to: 2.7", "round_to must be a positive integer, got 2.7"),
+    ("round_to: true", "round_to must be a positive integer, got True"),
+    ("ignore: conv1", "ignore must be a list of module names, got 'conv1'"),
+    ("ratio_bounds: {conv1: -0.2}", "ratio_bounds\\['conv1'\\] must be a number in \\[0, 1\\), got -0.2"),
+    ("ratio_bounds: {conv1: lots}", "ratio_bounds\\['conv1'\\] must be a number in \\[0, 1\\), got 'lots'"),
+    ("ratio_bounds: [conv1]", "ratio_bounds must map group names to ratios, got \\['conv1'\\]"),
+])
+def test_a_preset_file_with_a_bad_value_is_refused_naming_it(tmp_path, entry: str, message: str) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(entry + "\n")
+    with pytest.raises(ConfigError, match=f"preset 'mine': {message}"):
+        load_preset(path)
+
+
+def test_a_preset_bounding_a_group_the_model_lacks_is_refused_with_the_groups_it_has(tmp_path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("ratio_bounds: {layer1.0.conv2: 0.3}\n")
+    with pytest.raises(ConfigError, match=r"bounds groups .* does not have: \['layer1.0.conv2'\].*layer1.0.conv1"):
+        _space("resnet20", preset=path)
+    path.write_text("ratio_bounds: {layer1.0.conv1: 0.3}\n")
+    _, _, space = _space("resnet20", preset=path)
+    assert space["layer1.0.conv1"].max_ratio == pytest.approx(0.3)

@@ -205,7 +205,14 @@ class RayExecutor(RayOptions, Executor):
         if self.address is None:  # trial workers at the driver's priority (Ray's default: 15 nicer, starved under load)
             ray.init(address="local", num_cpus=os.cpu_count(), _system_config={"worker_niceness": 0}, **options)
         else:
-            ray.init(address=self.address, **options)
+            try:
+                ray.init(address=self.address, **options)
+            except (ConnectionError, ValueError) as exc:
+                raise ConfigError(
+                    f"cannot reach a Ray cluster at address {self.address!r} ({' '.join(str(exc).split())}); start "
+                    "one (ray start --head, or ray up ray_cluster.yaml) or leave the address out to run Ray inside "
+                    "this process"
+                ) from exc
         return True
 
     def run(
