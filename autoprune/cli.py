@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -653,7 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except _Interrupted as stop:
         written = (Path(stop.run_dir) / CONFIG).exists()
-        hint = f"resume with: autoprune search --resume {stop.run_dir}" if written else "nothing was written to resume"
+        hint = f"resume with: autoprune search --resume {shlex.quote(stop.run_dir)}" if written else \
+            "nothing was written to resume"
         console.print(Text(f"interrupted; {hint}"), highlight=False, soft_wrap=True)
         return 130
     except KeyboardInterrupt:

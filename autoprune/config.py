@@ -125,8 +125,6 @@ class SearchConfig:
             raise unknown_name("final_recovery", self.final_recovery, list(RECOVERIES))
         if self.granularity not in GRANULARITIES:
             raise unknown_name("granularity", self.granularity, list(GRANULARITIES))
-        if isinstance(self.budget, Budget):
-            self.budget.check_granularity(self.granularity)
         for name in ("data_dir", "checkpoint", "run_dir", "preset", "rewind_checkpoint"):
             if getattr(self, name) is not None:
                 check_str(f"config entry {name!r}", getattr(self, name))
@@ -244,6 +242,7 @@ def run_search(
     loaded or the baseline is trained.
     """
     searcher_type(config.searcher, config.searcher_options)
+    config.budget.check_granularity(config.granularity)
     run_dir = config.run_dir or config.default_run_dir()
     check_can_start(run_dir, resume=resume)
     model, data, info = load_model_and_data(config, on_epoch=on_epoch)

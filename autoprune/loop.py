@@ -180,6 +180,8 @@ def search(
     if not isinstance(budget, Budget):
         raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
     check_module("model", model)
+    if space is not None and space.granularity != granularity and granularity != "channel":
+        raise ConfigError(f"granularity={granularity!r} but the space given prunes {space.granularity}s")
     budget.check_granularity(granularity if space is None else space.granularity)
     check_int("trials", trials, low=1)
     check_int("seed", seed, low=0)
@@ -205,8 +207,6 @@ def search(
             model, example_inputs, preset=preset, ignore=ignore, round_to=round_to, max_ratio=max_ratio,
             granularity=granularity,
         )
-    elif space.granularity != granularity and granularity != "channel":
-        raise ConfigError(f"granularity={granularity!r} but the space given prunes {space.granularity}s")
     if len(space) == 0:
         raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
     saved = Path(run_dir) / rd.LATENCY_TABLE if run_dir is not None and resume else None

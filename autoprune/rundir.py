@@ -59,7 +59,12 @@ IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (si
 
 
 RESUME_HINT = "pass resume=True (CLI: --resume) to continue that search, or choose a new run_dir"
-NEW_DIR_HINT = "a sensitivity scan writes to a new or empty directory; choose another"
+NEW_DIR_HINT = "a sensitivity scan writes to a new or empty directory; choose another (--run-dir, run_dir=)"
+
+
+def _has_files(path: Path) -> bool:
+    """Whether directory ``path`` holds anything but hidden files (such as the lock)."""
+    return path.is_dir() and any(not p.name.startswith(".") for p in path.iterdir())
 
 
 def check_can_start(path: str | Path, *, resume: bool, hint: str = RESUME_HINT) -> None:
@@ -68,7 +73,7 @@ def check_can_start(path: str | Path, *, resume: bool, hint: str = RESUME_HINT) 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run_dir {str(path)!r} exists and is not a directory")
-    if not resume and path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
+    if not resume and _has_files(path):
         raise RunDirError(f"run_dir {str(path)!r} is not empty; {hint}")
 
 
@@ -156,9 +161,10 @@ class RunDir:
         if not path.exists():
             legacy = " (it has a pickled searcher_state.pt: written by an older autoprune)" \
                 if self.file(LEGACY_STATE).exists() else ""
-            files = self.path.is_dir() and any(not p.name.startswith(".") for p in self.path.iterdir())
-            what = "has files but" if files else "is empty or missing:"
-            raise RunDirError(f"run_dir {str(self.path)!r} {what} no {CONFIG}: not an autoprune run{legacy}")
+            if not _has_files(self.path):
+                raise RunDirError(f"run_dir {str(self.path)!r} is empty (no {CONFIG}): nothing to resume; start a "
+                                  "search there without resume")
+            raise RunDirError(f"run_dir {str(self.path)!r} has files but no {CONFIG}: not an autoprune run{legacy}")
         return read_json(path, MAX_CONFIG_BYTES)
 
     def discard(self) -> None:

@@ -86,8 +86,9 @@ class Budget(abc.ABC):
     unit: ClassVar[str] = ""
     #: True when the analytic cost model predicts the metric exactly (no measured check needed).
     exact: ClassVar[bool] = True
-    #: True when the metric counts the zeros element pruning leaves, so it needs an element space.
-    element_only: ClassVar[bool] = False
+    #: The one granularity this metric can steer (None: either): ``element`` for metrics that count the zeros
+    #: element pruning leaves, ``channel`` for latency (zeros leave dense kernels as slow as before).
+    granularity: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.absolute is None):
@@ -162,12 +163,17 @@ class Budget(abc.ABC):
     # -- prediction and measurement ----------------------------------------------------------------
     def check_granularity(self, granularity: str) -> None:
         """Raise :class:`BudgetError` if this budget cannot steer a search at ``granularity``."""
-        if self.element_only and granularity != "element":
-            raise BudgetError(
-                f"a {self.metric} budget counts the zeros that element pruning leaves; it needs granularity "
-                f"'element' (--granularity element), not {granularity!r}. Channel pruning removes whole channels: "
-                "budget it by params or flops"
-            )
+        if self.granularity is None or granularity == self.granularity:
+            return
+        why = ("counts the zeros that element pruning leaves; channel pruning removes whole channels (budget it by "
+               "params or flops)" if self.granularity == "element" else
+               "needs channels removed: element pruning leaves zeros that dense kernels multiply as before (budget "
+               "it by nonzeros or size)")
+        raise BudgetError(
+            f"a {self.metric} budget {why}; it needs granularity {self.granularity!r}, not {granularity!r} "
+            f"(search(granularity={self.granularity!r}), 'granularity: {self.granularity}' in a config, "
+            f"--granularity {self.granularity} on the command line)"
+        )
 
     @abc.abstractmethod
     def predicted(self, cost: Cost) -> float:
@@ -245,7 +251,7 @@ class NonzerosBudget(Budget):
     """At most a fraction (or an absolute number) of the unpruned model's parameters non-zero."""
 
     metric: ClassVar[str] = "nonzeros"
-    element_only: ClassVar[bool] = True
+    granularity: ClassVar[str | None] = "element"
 
     def predicted(self, cost: Cost) -> float:
         return cost.params if cost.nonzeros is None else cost.nonzeros
@@ -260,7 +266,7 @@ class SizeBudget(Budget):
 
     metric: ClassVar[str] = "size"
     unit: ClassVar[str] = "bytes"
-    element_only: ClassVar[bool] = True
+    granularity: ClassVar[str | None] = "element"
 
     def predicted(self, cost: Cost) -> float:
         if cost.sparse_bytes is None:
@@ -282,6 +288,7 @@ class LatencyBudget(Budget):
     setting: LatencySetting = LatencySetting()
 
     metric: ClassVar[str] = "latency"
+    granularity: ClassVar[str | None] = "channel"
     unit: ClassVar[str] = "ms"
     exact: ClassVar[bool] = False
 

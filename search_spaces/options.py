@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from search_spaces.errors import ConfigError, DataError
@@ -30,6 +32,15 @@ def check_number(name: str, value: object, *, low: float, inclusive: bool = True
         raise ConfigError(f"{name} must be a number {relation} {low}, got {value!r}")
 
 
+def check_fraction(name: str, value: object, *, low_inclusive: bool, high_inclusive: bool) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a real number between 0 and 1 (each end included as given)."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if (not ok or not 0 <= value <= 1 or (value == 0 and not low_inclusive)
+            or (value == 1 and not high_inclusive)):
+        interval = f"{'[' if low_inclusive else '('}0, 1{']' if high_inclusive else ')'}"
+        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+
+
 def check_str(name: str, value: object) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a non-empty string."""
     if not isinstance(value, str) or not value:
@@ -39,21 +50,18 @@ def check_str(name: str, value: object) -> None:
 def check_module(name: str, value: object) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a ``torch.nn.Module``."""
     if not isinstance(value, nn.Module):
-        raise ConfigError(f"{name} must be a torch.nn.Module, got {type(value).__name__} {_short(value)}")
+        hint = ("; this looks like a state dict: build the model and call load_state_dict on it"
+                if isinstance(value, Mapping) and any(torch.is_tensor(v) for v in value.values()) else "")
+        raise ConfigError(f"{name} must be a torch.nn.Module, got {type(value).__name__} {reprlib.repr(value)}{hint}")
 
 
 def check_batches(name: str, value: object) -> None:
     """Raise :class:`DataError` unless ``value`` can be iterated for batches (a DataLoader, a list of
     ``(inputs, targets)``, ...)."""
-    if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    iterable = isinstance(value, Iterable) or hasattr(type(value), "__getitem__")
+    if value is None or isinstance(value, (str, bytes)) or not iterable:
         raise DataError(f"{name} must be an iterable of (inputs, targets) batches, such as a DataLoader; got "
-                        f"{type(value).__name__} {_short(value)}")
-
-
-def _short(value: object) -> str:
-    """``repr(value)`` cut to 60 characters, for messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+                        f"{type(value).__name__} {reprlib.repr(value)}")
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | T | None, *, what: str) -> T:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
 from search_spaces.errors import ConfigError, unknown_name
 from search_spaces.io import read_text
+from search_spaces.options import check_fraction, check_int
 
 PRESET_DIR = Path(__file__).parent / "presets"
 _KEYS = {"ignore", "max_ratio", "round_to", "ratio_bounds", "description"}
@@ -22,36 +24,37 @@ class Preset:
 
     Attributes:
         name: preset name (file stem) or None for the built-in defaults.
-        ignore: module names whose output channels are never pruned.
+        ignore: module names (or modules) whose output channels are never pruned.
         max_ratio: default largest fraction removed from a group.
         round_to: kept channels are a multiple of this.
         ratio_bounds: per-group overrides of ``max_ratio``, keyed by group name.
     """
 
     name: str | None
-    ignore: tuple[str, ...] = ()
+    ignore: tuple[str | nn.Module, ...] = ()
     max_ratio: float = 0.8
     round_to: int = 1
     ratio_bounds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        where = f"preset {self.name!r}" if self.name else "preset"
-        if not isinstance(self.ignore, tuple) or not all(isinstance(n, str) for n in self.ignore):
-            raise ConfigError(f"{where}: ignore must be a list of module names, got {self.ignore!r}")
-        if not _is_number(self.max_ratio) or not 0 < self.max_ratio < 1:
-            raise ConfigError(f"{where}: max_ratio must be a number in (0, 1), got {self.max_ratio!r}")
-        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
-            raise ConfigError(f"{where}: round_to must be a positive integer, got {self.round_to!r}")
-        if not isinstance(self.ratio_bounds, dict):
-            raise ConfigError(f"{where}: ratio_bounds must map group names to ratios, got {self.ratio_bounds!r}")
-        for group, bound in self.ratio_bounds.items():
-            if not isinstance(group, str) or not _is_number(bound) or not 0 <= bound < 1:
-                raise ConfigError(f"{where}: ratio_bounds[{group!r}] must be a number in [0, 1), got {bound!r}")
-
-
-def _is_number(value: object) -> bool:
-    """A real, finite number (a bool is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        where = f"preset {self.name!r}: " if self.name else "preset: "
+        ignore = self.ignore
+        if isinstance(ignore, (str, bytes)) or not isinstance(ignore, Sequence) or not all(
+                isinstance(n, (str, nn.Module)) for n in ignore):
+            raise ConfigError(f"{where}ignore must be a list of module names, got {ignore!r}")
+        bounds = self.ratio_bounds
+        if not isinstance(bounds, Mapping):
+            raise ConfigError(f"{where}ratio_bounds must map group names to ratios, got {bounds!r}")
+        for group, bound in bounds.items():  # YAML reads a Sequential's group "0" as the integer 0
+            if not isinstance(group, (str, int)) or isinstance(group, bool):
+                raise ConfigError(f"{where}ratio_bounds keys are group names, got {group!r}")
+            check_fraction(f"{where}ratio_bounds[{str(group)!r}]", bound, low_inclusive=True, high_inclusive=True)
+        check_fraction(f"{where}max_ratio", self.max_ratio, low_inclusive=False, high_inclusive=False)
+        check_int(f"{where}round_to", self.round_to, low=1)
+        object.__setattr__(self, "ignore", tuple(ignore))
+        object.__setattr__(self, "ratio_bounds", {str(g): float(b) for g, b in bounds.items()})
+        object.__setattr__(self, "max_ratio", float(self.max_ratio))
+        object.__setattr__(self, "round_to", int(self.round_to))
 
 
 def available_presets() -> list[str]:
@@ -80,10 +83,9 @@ def load_preset(name_or_path: str | Path) -> Preset:
     if not isinstance(data, dict) or set(data) - _KEYS:
         extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else data
         raise ConfigError(f"preset {str(path)!r} has unknown entries {extra}; accepted: {sorted(_KEYS)}")
-    ignore = data.get("ignore") or []
     return Preset(
         name=path.stem,
-        ignore=tuple(ignore) if isinstance(ignore, list) else ignore,
+        ignore=data.get("ignore") or (),
         max_ratio=data.get("max_ratio", 0.8),
         round_to=data.get("round_to", 1),
         ratio_bounds=data.get("ratio_bounds") or {},

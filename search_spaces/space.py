@@ -22,7 +22,7 @@ from search_spaces.errors import ConfigError, TraceError
 from search_spaces.group_check import broken_groups, check_kept, reference
 from search_spaces.inputs import as_tuple
 from search_spaces.measure import sparse_tensor_bytes
-from search_spaces.options import check_module
+from search_spaces.options import check_fraction, check_int, check_module
 from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
@@ -404,10 +404,9 @@ class SearchSpace(Sequence[ChannelGroup]):
             round_to, max_ratio = 1, ELEMENT_MAX_RATIO if max_ratio is None else max_ratio
         round_to = spec.round_to if round_to is None else round_to
         max_ratio = spec.max_ratio if max_ratio is None else max_ratio
-        if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
-            raise ConfigError(f"round_to must be a positive integer, got {round_to!r}")
-        if not isinstance(max_ratio, (int, float)) or not 0 < max_ratio < 1:
-            raise ConfigError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
+        check_int("round_to", round_to, low=1)
+        check_fraction("max_ratio", max_ratio, low_inclusive=False, high_inclusive=False)
+        round_to, max_ratio = int(round_to), float(max_ratio)
 
         if time_limit is not None and (not isinstance(time_limit, (int, float)) or time_limit <= 0):
             raise ConfigError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
@@ -625,9 +624,11 @@ def _ignored(
 
 def _check_bounds(spec: Preset, arch: str, groups: set[str], left_out: set[str]) -> None:
     """Raise :class:`ConfigError` if the preset bounds a group the model does not have (a misspelled name)."""
-    unknown = sorted(set(spec.ratio_bounds) - groups - left_out)
+    unknown = sorted(n for n in set(spec.ratio_bounds) - groups
+                     if not any(n == out or n.startswith(f"{out}.") for out in left_out))
     if unknown:
-        raise ConfigError(f"preset {spec.name!r} bounds groups {arch} does not have: {unknown}; its groups are "
+        owner = f"preset {spec.name!r}" if spec.name else "the preset"
+        raise ConfigError(f"{owner} bounds groups {arch} does not have: {unknown}; its groups are "
                           f"named by their first layer: {', '.join(sorted(groups))}")
 
 

@@ -105,7 +105,6 @@ VALUE_CASES = [
     ("config-trials-text", lambda: SearchConfig.from_dict({"trials": "many"}), "'many'"),
     ("config-budget", lambda: SearchConfig.from_dict({"budget": {"flops": 2}}), "2"),
     ("config-model-number", lambda: SearchConfig.from_dict({"model": 42}), "42"),
-    ("config-size-on-channels", lambda: SearchConfig.from_dict({"budget": {"size": 0.3}}), "granularity 'element'"),
     ("config-local-options", lambda: SearchConfig.from_dict({"executor_options": {"address": "auto"}}), "address"),
     ("config-scheduler", lambda: SearchConfig.from_dict({"scheduler": {"kind": "asha", "reduction_factor": 1}}),
      "got 1"),
@@ -196,7 +195,7 @@ CLI_CASES = [
     ("searcher-option", ["--searcher-option", "oops"], "'oops'"),
     ("importance", ["--importance", "magic"], "'magic'"),
     ("latency-flags", ["--latency-threads", "2"], "--latency-threads"),
-    ("nonzeros-on-channels", ["--budget-nonzeros", "0.3"], "(--granularity element)"),
+    ("nonzeros-on-channels", ["--budget-nonzeros", "0.3"], "--granularity element on the command line"),
     ("markup-in-value", ["--searcher", "[bold]x[/bold]"], "'[bold]x[/bold]'"),
 ]
 
@@ -223,6 +222,10 @@ def test_an_output_file_given_as_a_directory_is_refused(finished_run, tmp_path, 
 def test_bad_resume_from_the_cli(finished_run, tmp_path, capsys) -> None:
     assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["search", "--resume", str(tmp_path / "empty")]) == 2
+    assert "is empty (no config.json): nothing to resume; start a search there without resume" in \
+        capsys.readouterr().err.replace("\n", "")
     assert main(["search", "--resume", str(finished_run), "--seed", "3"]) == 2
     assert "--seed" in capsys.readouterr().err
 

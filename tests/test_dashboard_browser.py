@@ -78,6 +78,7 @@ def _submit(browser, server: LocalServer, *, trials: int, checkpoint: Path | str
     for name, value in (("budget-value", "0.6"), ("trials", str(trials)), ("extra", json.dumps(extra))):
         form.find_element(By.NAME, name).clear()
         form.find_element(By.NAME, name).send_keys(value)
+    Select(form.find_element(By.NAME, "granularity")).select_by_value("channel")
     Select(form.find_element(By.NAME, "searcher")).select_by_value("random")
     Select(form.find_element(By.NAME, "executor")).select_by_value("local")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()

@@ -170,6 +170,24 @@ def test_every_searcher_searches_an_element_space_under_a_nonzeros_budget(
     assert result.trials["nonzeros_ratio"].dropna().between(0, 1).all()
 
 
+def test_a_budget_is_checked_against_the_granularity_it_can_steer(trained_cnn, digits, tmp_path: Path, capsys) -> None:
+    inputs, fast = digits.example_inputs(), {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
+    common = {"train_data": digits.train, "val_data": digits.val, "searcher": "uniform", "trials": 1,
+              "evaluator": fast, "measure_latency": False}
+    space = ap.SearchSpace.from_model(trained_cnn, inputs, granularity="element")
+    result = ap.search(trained_cnn, inputs, budget=ap.Budget.nonzeros(0.5), space=space, **common)
+    assert result.best_policy.fingerprint["granularity"] == "element"  # the given space's granularity counts
+    with pytest.raises(BudgetError, match="latency budget needs channels removed.*'channel', not 'element'"):
+        ap.search(trained_cnn, inputs, budget=ap.Budget.latency(0.5), granularity="element", **common)
+    config = tmp_path / "nonzeros.yaml"
+    config.write_text("budget: {nonzeros: 0.5}\nsearcher: uniform\ntrials: 1\nfinal_finetune_steps: 0\n")
+    argv = ["search", str(config), "--bn-batches", "1", "--finetune-steps", "0", "--run-dir", str(tmp_path / "cli")]
+    assert main(argv) == 2
+    assert "--granularity element on the command line" in capsys.readouterr().err.replace("\n", "")
+    assert not (tmp_path / "cli").exists()
+    assert main([*argv, "--granularity", "element"]) == 0  # the flag completes the file's budget
+
+
 def test_a_size_budget_is_met_by_the_exported_sparse_weights(trained_cnn, digits, tmp_path: Path) -> None:
     base_bytes = 4 * sum(p.numel() for p in trained_cnn.parameters())
     result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.size(0.4), granularity="element",

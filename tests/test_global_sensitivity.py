@@ -13,7 +13,7 @@ from autoprune.models import resnet20
 from autoprune.searcher import SearchContext
 from search_spaces import SearchSpace
 from search_spaces.cost import uniform_ratios
-from search_spaces.errors import BudgetError, ConfigError, EvaluationFailedError
+from search_spaces.errors import BudgetError, ConfigError, EvaluationFailedError, RunDirError
 
 FAST = {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
 
@@ -91,6 +91,11 @@ def test_sensitivity_function_writes_table_and_plot(trained_cnn, digits, tmp_pat
     with pytest.raises(ConfigError, match="increasing fractions"):
         ap.sensitivity(trained_cnn, digits.example_inputs(), train_data=digits.train, val_data=digits.val,
                        levels=(1.0, 0.5))
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RunDirError, match="is not empty; a sensitivity scan writes to a new or empty directory"):
+        ap.sensitivity(trained_cnn, digits.example_inputs(), train_data=digits.train, val_data=digits.val,
+                       levels=(1.0,), evaluator=FAST, run_dir=tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == written
 
 
 def test_sensitivity_searcher_scans_then_allocates(trained_cnn, digits, tmp_path) -> None:

@@ -282,7 +282,7 @@ def test_the_dashboard_page_its_assets_and_its_data_calls(tmp_path, finished_run
         choices = client.get("/choices", headers=auth).json()
         assert {"small_cnn", "resnet20"} <= set(choices["models"]) and "sensitivity" in choices["searchers"]
         assert choices["budgets"] == ["flops", "params", "nonzeros", "size", "latency"]
-        assert choices["executors"] == ["local", "ray"]
+        assert choices["executors"] == ["local", "ray"] and choices["granularities"] == ["channel", "element"]
         assert choices["defaults"]["trials"] == SearchConfig().trials
 
         queued = store.create(SearchConfig(), owner="default")["id"]

@@ -3,13 +3,14 @@ from __future__ import annotations
 import pickle
 import random
 
+import numpy as np
 import pytest
 import torch
 from conftest import ARCHITECTURES
 from torch import nn
 
 from autoprune import apply_policy
-from search_spaces import SearchSpace, available_presets, load_preset
+from search_spaces import Preset, SearchSpace, available_presets, load_preset
 from search_spaces.cost import CostModel
 from search_spaces.errors import ConfigError, TraceError, UnknownNameError
 from search_spaces.measure import count_flops, count_params
@@ -131,11 +132,12 @@ def test_presets_load_and_unknown_preset_is_rejected() -> None:
 @pytest.mark.parametrize(("entry", "message"), [
     ("max_ratio: high", "max_ratio must be a number in \\(0, 1\\), got 'high'"),
     ("max_ratio: 1.5", "max_ratio must be a number in \\(0, 1\\), got 1.5"),
-    ("round_to: 2.7", "round_to must be a positive integer, got 2.7"),
-    ("round_to: true", "round_to must be a positive integer, got True"),
+    ("round_to: 2.7", "round_to must be an integer >= 1, got 2.7"),
+    ("round_to: true", "round_to must be an integer >= 1, got True"),
     ("ignore: conv1", "ignore must be a list of module names, got 'conv1'"),
-    ("ratio_bounds: {conv1: -0.2}", "ratio_bounds\\['conv1'\\] must be a number in \\[0, 1\\), got -0.2"),
-    ("ratio_bounds: {conv1: lots}", "ratio_bounds\\['conv1'\\] must be a number in \\[0, 1\\), got 'lots'"),
+    ("ratio_bounds: {conv1: -0.2}", "ratio_bounds\\['conv1'\\] must be a number in \\[0, 1\\], got -0.2"),
+    ("ratio_bounds: {conv1: lots}", "ratio_bounds\\['conv1'\\] must be a number in \\[0, 1\\], got 'lots'"),
+    ("ratio_bounds: {null: 0.2}", "ratio_bounds keys are group names, got None"),
     ("ratio_bounds: [conv1]", "ratio_bounds must map group names to ratios, got \\['conv1'\\]"),
 ])
 def test_a_preset_file_with_a_bad_value_is_refused_naming_it(tmp_path, entry: str, message: str) -> None:
@@ -153,3 +155,15 @@ def test_a_preset_bounding_a_group_the_model_lacks_is_refused_with_the_groups_it
     path.write_text("ratio_bounds: {layer1.0.conv1: 0.3}\n")
     _, _, space = _space("resnet20", preset=path)
     assert space["layer1.0.conv1"].max_ratio == pytest.approx(0.3)
+    path.write_text("ratio_bounds: {layer1.0.conv1: 0.3}\nignore: [layer1]\n")  # its whole block left out
+    _, _, space = _space("resnet20", preset=path)
+    assert "layer1.0.conv1" not in space
+
+
+def test_presets_take_what_yaml_and_python_naturally_give(tmp_path) -> None:
+    preset = Preset(name=None, ignore=["features.0"], max_ratio=np.float32(0.5), round_to=np.int64(8),
+                    ratio_bounds={0: 1.0})  # a Sequential's group 0, as YAML reads it; a bound of 1 caps nothing
+    assert (preset.ignore, preset.max_ratio, preset.round_to, preset.ratio_bounds) == (
+        ("features.0",), 0.5, 8, {"0": 1.0})
+    (tmp_path / "empty.yaml").write_text("ignore:\nratio_bounds:\n")
+    assert load_preset(tmp_path / "empty.yaml").ignore == ()

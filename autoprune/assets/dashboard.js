@@ -144,6 +144,7 @@
     options(fields.model, choices.models, defaults.model);
     options(fields.dataset, choices.datasets, defaults.dataset);
     options(fields["budget-kind"], choices.budgets, defaults.budget.metric);
+    options(fields.granularity, choices.granularities, defaults.granularity);
     options(fields.searcher, choices.searchers, defaults.searcher);
     options(fields.executor, choices.executors, defaults.executor);
     fields["budget-value"].value = defaults.budget.fraction;
@@ -161,6 +162,7 @@
       model: fields.model.value, dataset: fields.dataset.value,
       budget: {[fields["budget-kind"].value]: Number(fields["budget-value"].value)},
       searcher: fields.searcher.value, trials: Number(fields.trials.value), executor: fields.executor.value,
+      granularity: fields.granularity.value,
     };
     if (fields.checkpoint.value) config.checkpoint = fields.checkpoint.value;
     return Object.assign(config, extra);

@@ -207,7 +207,7 @@ class RayExecutor(RayOptions, Executor):
         else:
             try:
                 ray.init(address=self.address, **options)
-            except (ConnectionError, ValueError) as exc:
+            except ConnectionError as exc:
                 raise ConfigError(
                     f"cannot reach a Ray cluster at address {self.address!r} ({' '.join(str(exc).split())}); start "
                     "one (ray start --head, or ray up ray_cluster.yaml) or leave the address out to run Ray inside "

@@ -24,6 +24,7 @@ from autoprune.registry import SEARCHERS, registered
 from autoprune.report_page import asset, embed_json
 from autoprune.run_report import RunRecord, report_sections
 from search_spaces.budget import KINDS
+from search_spaces.space import GRANULARITIES
 
 PAGE = "dashboard.html"
 # Scripts and styles only from this server (no inline script can run, whatever a run's data holds); plotly.js
@@ -51,6 +52,7 @@ def choices() -> dict[str, Any]:
         "searchers": [*SEARCHERS, *registered("autoprune.searchers")],
         "executors": list(EXECUTORS),
         "budgets": list(KINDS),
+        "granularities": list(GRANULARITIES),
         "defaults": SearchConfig().to_dict(),
     }
 

@@ -87,6 +87,7 @@ def checked_config(data: Mapping[str, Any], *, checkpoints: Path, allow_imports:
                 raise ConfigError(f"executor_options {name!r} ({options[name]!r}) is chosen by the server "
                                   "(autoprune serve --ray-address); leave it out")
     config = SearchConfig.from_dict(data, source="the submitted config")
+    config.budget.check_granularity(config.granularity)
     for what, value, high in LIMITS:
         if value(config) > high:
             raise ConfigError(f"{what} must be at most {high:,} on this server, got {value(config)!r}")
