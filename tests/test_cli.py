@@ -209,6 +209,7 @@ def test_an_unreachable_ray_address_is_a_one_line_error(tmp_path, capsys, monkey
     def no_cluster(**_):
         raise ConnectionError("Could not find any running Ray instance.")
 
+    monkeypatch.setattr("ray.is_initialized", lambda: False)  # an earlier test's Ray may still run in this process
     monkeypatch.setattr("ray.init", no_cluster)
     argv = ["search", "--executor", "ray", "--address", "auto", "--trials", "1", "--run-dir", str(tmp_path / "r")]
     assert main(argv) == 2

@@ -21,6 +21,7 @@ from autoprune.service.local import LocalServer
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
 from browsing import OVERFLOW_JS, POINTS_JS  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 from served import TINY, TOKEN, serve  # noqa: E402
@@ -85,6 +86,17 @@ def _submit(browser, server: LocalServer, *, trials: int, checkpoint: Path | str
     WebDriverWait(browser, 60).until(lambda b: "#/runs/" in b.current_url or _visible(b, "error"))
     assert "#/runs/" in browser.current_url, browser.find_element(By.ID, "error").text
     return browser.current_url.rsplit("/", 1)[1]
+
+
+def _runs_row(browser, run_id: str, status: str) -> str:
+    """The text of ``run_id``'s row in the runs table once it shows ``status``. The table is redrawn every 2 s,
+    so the row is found and read in one step, again if a redraw replaced it in between."""
+    def row_with_status(b) -> str | bool:
+        text = b.find_element(By.CSS_SELECTOR, f'tr[data-run="{run_id}"]').text
+        return text if status in text else False
+
+    redrawn = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(browser, 30, ignored_exceptions=redrawn).until(row_with_status)
 
 
 def _status(browser) -> str:
@@ -189,8 +201,8 @@ def test_a_search_submitted_through_the_form_goes_live_to_done_with_its_charts(b
     assert (tmp_path / "best_policy.json").read_bytes() == served
 
     browser.find_element(By.CSS_SELECTOR, "nav a[href='#/']").click()
-    row = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-run="{run_id}"]'))
-    assert "done" in row.text and "3 / 3" in row.text and "small_cnn on digits" in row.text
+    row = _runs_row(browser, run_id, "done")
+    assert "3 / 3" in row and "small_cnn on digits" in row
 
 
 def test_a_running_search_is_cancelled_and_resumed_from_its_page(browser, server: LocalServer, form_run) -> None:
@@ -213,8 +225,7 @@ def test_a_running_search_is_cancelled_and_resumed_from_its_page(browser, server
     cancel.click()
     WebDriverWait(browser, 120).until(lambda b: _status(b) == "cancelled")
     browser.find_element(By.CSS_SELECTOR, "nav a[href='#/']").click()
-    row = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-run="{run_id}"]'))
-    assert "cancelled" in row.text and "/ 200" in row.text
+    assert "/ 200" in _runs_row(browser, run_id, "cancelled")
 
 
 @pytest.mark.parametrize("width", [1280, 420])
