@@ -300,23 +300,33 @@ def _resume_config(args: argparse.Namespace) -> SearchConfig:
     source = str(Path(args.resume) / "config.json")
     config = SearchConfig.from_dict(stored, source=source).with_overrides(
         trials=args.trials, run_dir=args.resume, time_budget=args.time_budget, tracking=_tracking(args))
+    config = _with_executor_flags(config, args)  # --executor local drops a saved cluster: nothing left to trust
     _check_trusted(config, args, source)
-    return _with_executor_flags(config, args)
+    return config
 
 
 def _check_trusted(config: SearchConfig, args: argparse.Namespace, source: str) -> None:
-    """A run directory may come from anyone: its import strings (code) and Ray address (where results come
-    from) are used only when the user says so (``--trust-run-dir``, or ``--address`` given again)."""
+    """A run directory may come from anyone: its import strings (code), Ray address (where results come from),
+    Ray dashboard (its jobs API runs code) and storage path (where Ray writes) are used only when the user says
+    so (``--trust-run-dir``, or ``--address`` given again). ``config`` has the command's executor flags applied."""
     if args.trust_run_dir:
         return
     imports = [f"{k} {getattr(config, k)!r}" for k in ("model", "dataset", "searcher") if ":" in getattr(config, k)]
     if imports:
         raise RunDirError(f"{source} names import strings ({', '.join(imports)}): resuming would run their code; "
                           "pass --trust-run-dir if you trust this run directory")
-    address = config.executor_options.address if config.executor_options is not None else None
-    if address is not None and args.address is None:
-        raise RunDirError(f"{source} names the Ray cluster {address!r}; pass --address {address} again (or "
-                          "--trust-run-dir) to resume there")
+    options = config.executor_options
+    if options is None:
+        return
+    if options.address is not None and args.address is None:
+        raise RunDirError(f"{source} names the Ray cluster {options.address!r}; pass --address {options.address} "
+                          "again (or --trust-run-dir) to resume there, or --executor local to resume here")
+    saved = [f"{name}={getattr(options, name)!r}" for name in ("dashboard", "dashboard_host", "storage_path")
+             if getattr(options, name) != getattr(RayOptions(), name)]
+    if saved:
+        raise RunDirError(f"{source} sets Ray's {', '.join(saved)}: Ray's dashboard serves a jobs API that runs "
+                          "code, and a storage path writes where it names; pass --trust-run-dir if you trust this "
+                          "run directory")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -372,9 +382,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    recipe = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)  # checks the flags before any work
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes, seed=args.seed)
-    recipe = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     with SearchDisplay(console) as display:
         model, path, trained = trained_model(args.model, model, data, recipe, retrain=args.retrain,
                                              on_epoch=display.training(args.epochs))

@@ -148,7 +148,13 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> SearchConfig:
-        return from_mapping(cls, data, what=f"entries of {source}")
+        """A config from a mapping; errors name ``source`` (the file it came from)."""
+        try:
+            return from_mapping(cls, data, what=f"entries of {source}")
+        except ConfigError as exc:
+            if source == "config" or source in str(exc):
+                raise
+            raise type(exc)(f"{source}: {exc}") from exc
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchConfig:

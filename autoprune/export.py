@@ -11,10 +11,18 @@ import torch
 from torch import nn
 
 from autoprune.pruning import PruningHistory, replay_history
-from autoprune.sparse_format import DENSE_FILE, SPARSE_FILE, export_sizes, file_sizes, load_sparse, save_sparse
+from autoprune.sparse_format import (
+    DENSE_FILE,
+    SPARSE_FILE,
+    export_sizes,
+    file_sizes,
+    load_sparse,
+    read_tensors,
+    save_sparse,
+)
 from search_spaces.errors import AutopruneError, ConfigError, RunDirError, unknown_name
 from search_spaces.inputs import as_tuple
-from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_text
+from search_spaces.io import atomic_write, atomic_write_json, read_text
 from search_spaces.options import check_module
 
 STATE_FILE = DENSE_FILE
@@ -68,8 +76,7 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
     if weights == SPARSE_FILE:
         state = load_sparse(directory / SPARSE_FILE)
     else:
-        check_size(directory / STATE_FILE, what="pruned weights", limit=MAX_CHECKPOINT_BYTES)
-        state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
+        state = read_tensors(directory / STATE_FILE, what="pruned weights")
     try:
         fresh_model.load_state_dict(state)
     except RuntimeError as exc:

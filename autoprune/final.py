@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from autoprune.evaluate import Evaluator, validate
+from autoprune.identity import state_digest
 from autoprune.latency_check import check_and_repair
 from autoprune.masks import make_permanent
 from autoprune.pruning import PruneResult
@@ -70,6 +72,15 @@ class FinalConfig:
             raise ConfigError("recovery 'weight_rewind' needs a rewind checkpoint (an early state dict of the "
                               "unpruned model), and only it takes one")
 
+    def settings(self) -> dict[str, Any]:
+        """What decides the exported model, as JSON (``summary.json`` records it; a resumed search whose settings
+        differ makes the model again)."""
+        return json.loads(json.dumps({
+            "steps": self.steps, "lr": self.lr, "schedule": asdict(self.schedule), "recovery": self.recovery,
+            "train_lr": self.train_lr, "rescore": self.rescore.to_dict(), "measure_latency": self.measure_latency,
+            "rewind_sha256": None if self.rewind_state is None else state_digest(self.rewind_state),
+        }))
+
     @property
     def gradual(self) -> bool:
         """The final model is pruned along a schedule (training between prunings) rather than at once."""
@@ -126,6 +137,7 @@ def finalize(
         latency_speedup=speedup, latency_setting=setting if config.measure_latency else None,
         rescored=() if rescored is None else tuple(RescoredCandidate(**r) for r in rescored.to_dict("records")),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), excluded=dict(evaluator.cost_model.space.excluded),
+        final_settings=config.settings(),
     )
     scores = {"search_accuracy": best_trial[1], "final_accuracy": final.accuracy, "flops": final.flops,
               "params": final.params, "nonzeros": final.nonzeros, "flops_ratio": summary.flops_ratio}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -13,10 +13,13 @@ from torch import nn
 
 def model_digest(model: nn.Module | None) -> str | None:
     """sha256 of the model's state dict (names, shapes, dtypes and values)."""
-    if model is None:
-        return None
+    return None if model is None else state_digest(model.state_dict())
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict (names, shapes, dtypes and values)."""
     hasher = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         hasher.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return hasher.hexdigest()

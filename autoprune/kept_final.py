@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,17 +28,19 @@ class KeptFinal:
     summary: Summary
 
 
-def stored_summary(run: rd.RunDir, *, candidates: Collection[int], steps: int) -> Summary | None:
+def stored_summary(run: rd.RunDir, *, candidates: Collection[int], settings: Mapping[str, Any]) -> Summary | None:
     """The run's ``summary.json`` when its final step chose among the same ``candidates`` (trial ids: the
-    re-scored ones, or the best alone) with the same finetune ``steps``; None when it must be redone."""
+    re-scored ones, or the best alone) with the same ``settings`` (:meth:`FinalConfig.settings`); None when it
+    must be redone."""
     if not run.file(rd.SUMMARY).exists():
         return None
     try:
-        summary = Summary.from_dict(rd.read_json(run.file(rd.SUMMARY), rd.MAX_CONFIG_BYTES))
+        summary = Summary.from_dict(rd.read_json(run.file(rd.SUMMARY), rd.MAX_CONFIG_BYTES),
+                                     source=repr(str(run.file(rd.SUMMARY))))
     except AutopruneError:
         return None  # unreadable: the final step writes a new one
     chosen_from = {r.trial_id for r in summary.rescored} or {summary.best_trial_id}
-    if chosen_from != set(candidates) or summary.final_finetune_steps != steps:
+    if chosen_from != set(candidates) or summary.final_settings != settings:
         return None
     return summary
 
@@ -49,6 +51,8 @@ def keep_final(run: rd.RunDir, summary: Summary, *, trials: int, failed_trials: 
     unit, like every final output), and load them back."""
     updated = replace(summary, trials=trials, failed_trials=failed_trials)
     current = run.file(rd.FINAL).resolve()
+    policy = Policy.load(current / rd.BEST_POLICY)  # read before anything is copied: a damaged output is never kept
+    pruned = load_pruned_model(copy.deepcopy(model), current / rd.MODEL_DIR, example_inputs).eval()
 
     def write(directory: Path) -> None:
         shutil.copy2(current / rd.BEST_POLICY, directory / rd.BEST_POLICY)
@@ -56,5 +60,4 @@ def keep_final(run: rd.RunDir, summary: Summary, *, trials: int, failed_trials: 
         atomic_write_json(directory / rd.SUMMARY, updated.to_dict())
 
     run.write_final(write)
-    pruned = load_pruned_model(copy.deepcopy(model), run.file(rd.MODEL_DIR), example_inputs).eval()
-    return KeptFinal(Policy.load(run.file(rd.BEST_POLICY)), pruned, updated)
+    return KeptFinal(policy, pruned, updated)

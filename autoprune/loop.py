@@ -39,7 +39,7 @@ from autoprune.tracking import Tracker, Trackers, check_tracking, make_trackers
 from autoprune.trials import best_row, pareto_front, policy_of
 from search_spaces.budget import Budget, LatencyBudget
 from search_spaces.cost import CostModel
-from search_spaces.errors import BudgetError, ConfigError, RunDirError
+from search_spaces.errors import AutopruneError, BudgetError, ConfigError, RunDirError
 from search_spaces.inputs import shapes
 from search_spaces.io import atomic_write_json
 from search_spaces.options import check_batches, check_int, check_module
@@ -318,6 +318,8 @@ def _run_record(
 def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable,
             config: dict[str, Any]) -> SearchResult:
     """The search's result; with a feasible trial, the best policy goes through the final step and is written out."""
+    if study.run is not None:
+        study.run.confirm_config()
     table, space, full = study.checked_table(), study.context.space, evaluator.config.finetune_steps
     result = SearchResult(best_policy=None, trials=table, pareto=pareto_front(table, full), space=space,
                           run_dir=study.path, config=config)
@@ -367,12 +369,17 @@ def _kept(study: Study, table: pd.DataFrame, best_id: int, evaluator: Evaluator,
         return None
     candidates = top_candidates(table, evaluator.config.finetune_steps, final.rescore.top_k)
     ids = set(candidates["trial_id"].astype(int)) if final.rescore.top_k >= 2 and len(candidates) >= 2 else {best_id}
-    stored = stored_summary(study.run, candidates=ids, steps=final.steps)
+    stored = stored_summary(study.run, candidates=ids, settings=final.settings())
     if stored is None:
         return None
+    try:
+        kept = keep_final(study.run, stored, trials=len(table), failed_trials=failed, model=evaluator.model,
+                          example_inputs=evaluator.example_inputs)
+    except AutopruneError as exc:  # damaged or missing: the final step makes it again
+        study.notify("final", f"the stored final model cannot be kept ({exc}); making it again")
+        return None
     study.notify("final", f"no new trial is among the best; keeping the final model of trial {stored.best_trial_id}")
-    return keep_final(study.run, stored, trials=len(table), failed_trials=failed, model=evaluator.model,
-                      example_inputs=evaluator.example_inputs)
+    return kept
 
 
 def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: RescoreConfig) -> pd.DataFrame | None:

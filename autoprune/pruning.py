@@ -192,10 +192,12 @@ def replay_history(model: nn.Module, history: PruningHistory, example_inputs: An
     """Re-apply a saved pruning history to a fresh, unpruned instance, in place; returns it."""
     if not isinstance(history, list):
         raise ConfigError(f"pruning history must be a list of [module, is_out, indices], got {type(history)}")
-    if not all(isinstance(step, (list, tuple)) and len(step) == 3 for step in history):
-        raise ConfigError("pruning history must be a list of [module, is_out, indices] entries")
-    modules = dict(model.named_modules())
-    unknown = sorted({str(step[0]) for step in history} - set(modules))
+    for number, step in enumerate(history):
+        if not _is_history_step(step):
+            raise ConfigError(f"pruning history entry {number} is not [module name, is_out (true/false), channel "
+                              f"indices (non-negative integers)]: {str(step)[:200]}")
+    modules = {name: module for name, module in model.named_modules() if name}
+    unknown = sorted({step[0] for step in history} - set(modules))
     if unknown:
         raise ConfigError(f"the pruning history names modules {architecture_name(model)} does not have "
                           f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}): the model given must be "
@@ -203,6 +205,19 @@ def replay_history(model: nn.Module, history: PruningHistory, example_inputs: An
     was_training = model.training
     model.eval()
     graph = dependency_graph(model, as_tuple(example_inputs))
-    graph.load_pruning_history([(str(n), bool(o), list(i)) for n, o, i in history])
+    try:
+        graph.load_pruning_history([(n, o, list(i)) for n, o, i in history])
+    except (IndexError, RuntimeError, ValueError) as exc:  # indices past a layer's channels
+        raise ConfigError(f"the pruning history does not fit {architecture_name(model)} ({exc}): the model given must "
+                          "be a fresh instance of the architecture that was pruned") from exc
     model.train(was_training)
     return model
+
+
+def _is_history_step(step: Any) -> bool:
+    """Whether ``step`` is one ``[module name, is_out, indices]`` entry of a pruning history."""
+    if not isinstance(step, (list, tuple)) or len(step) != 3:
+        return False
+    name, is_out, indices = step
+    return (isinstance(name, str) and bool(name) and isinstance(is_out, bool) and isinstance(indices, list)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices))

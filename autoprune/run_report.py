@@ -76,7 +76,8 @@ class RunRecord:
                               f"reports on version {rd.FORMAT_VERSION} only")
         summary = policy = sensitivity = None
         if (path / rd.SUMMARY).is_file():
-            summary = Summary.from_dict(rd.read_json(path / rd.SUMMARY, rd.MAX_CONFIG_BYTES))
+            summary = Summary.from_dict(rd.read_json(path / rd.SUMMARY, rd.MAX_CONFIG_BYTES),
+                                        source=repr(str(path / rd.SUMMARY)))
         if (path / rd.BEST_POLICY).is_file():
             policy = Policy.load(path / rd.BEST_POLICY)
         if (path / rd.SENSITIVITY_TABLE).is_file():

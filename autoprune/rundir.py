@@ -53,6 +53,7 @@ MAX_LOG_BYTES = 1 << 30
 # 10 ms; trials.jsonl and trials.parquet keep the exact values.
 CSV_FLOAT_FORMAT = "%.12g"
 # Settings that must match when a search is resumed (trials may grow).
+NUMERIC_TRIAL_FIELDS = ("loss", "flops", "params", "fidelity", "seconds", "rung", "latency_ms")
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
 # Inputs a resumed search must be given again unchanged: (config key, what it is).
 IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (sizes and a sample)"))
@@ -83,6 +84,7 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock: int | None = None
+        self._pending_config: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -106,11 +108,21 @@ class RunDir:
         try:
             if has_files:
                 self._check_resumable(config)
-            atomic_write_json(self.file(CONFIG), dict(config))
+                self._pending_config = dict(config)  # written once the resume is under way: see confirm_config
+            else:
+                atomic_write_json(self.file(CONFIG), dict(config))
         except BaseException:
             self.close()
             raise
         return has_files
+
+    def confirm_config(self) -> None:
+        """Write a resumed run's new ``config.json`` (its trials, executor) once the resume is under way: at its
+        first new trial or its final step. A resume that never gets there (an executor that cannot start, a kill)
+        leaves the saved settings as they were."""
+        if self._pending_config is not None:
+            atomic_write_json(self.file(CONFIG), self._pending_config)
+            self._pending_config = None
 
     def _acquire(self) -> None:
         fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
@@ -228,9 +240,8 @@ class RunDir:
         for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
             try:
                 entry = json.loads(line)
-                valid = (isinstance(entry, dict) and isinstance(entry.get("trial"), dict)
-                         and isinstance(entry.get("state"), int) and isinstance(entry.get("state_sha256"), str)
-                         and {"trial_id", "status", "accuracy", "feasible"} <= set(entry["trial"]))
+                valid = (isinstance(entry, dict) and _is_trial_row(entry.get("trial"))
+                         and isinstance(entry.get("state"), int) and isinstance(entry.get("state_sha256"), str))
             except json.JSONDecodeError as exc:
                 valid, entry = False, exc
             if not valid:
@@ -290,6 +301,21 @@ class RunDir:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_trial_row(row: Any) -> bool:
+    """Whether ``row`` has a trial record's keys with their types: an integer id, a status, a number for the
+    accuracy (NaN when failed), a boolean feasibility, numbers for the ratios and figures."""
+    if not isinstance(row, dict) or not {"trial_id", "status", "accuracy", "feasible"} <= set(row):
+        return False
+    numbers = [v for k, v in row.items() if k.startswith("ratio:") or (k in NUMERIC_TRIAL_FIELDS and v is not None)]
+    return (isinstance(row["trial_id"], int) and not isinstance(row["trial_id"], bool) and row["trial_id"] >= 0
+            and isinstance(row["status"], str) and _is_number(row["accuracy"]) and isinstance(row["feasible"], bool)
+            and all(_is_number(v) for v in numbers))
+
+
 def read_json(path: Path, limit: int) -> dict[str, Any]:
     """A run file holding one JSON object, at most ``limit`` bytes (``RunDirError`` otherwise)."""
     size = path.stat().st_size
@@ -299,6 +325,8 @@ def read_json(path: Path, limit: int) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{str(path)!r} is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise RunDirError(f"{str(path)!r} is nested too deeply to be a run file") from None
     if not isinstance(data, dict):
         raise RunDirError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
     return data

@@ -51,20 +51,46 @@ def encode(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def decode(payload: Any, *, source: str = "sparse state dict") -> dict[str, torch.Tensor]:
-    """The state dict :func:`encode` was given, bit for bit; raises :class:`RunDirError` on a malformed payload."""
+    """The state dict :func:`encode` was given, bit for bit; raises :class:`RunDirError` on a malformed payload.
+
+    A tensor's size is checked against its bitmask (one bit per element), so a decoded tensor is never larger
+    than eight elements per stored byte.
+    """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RunDirError(f"{source} is not an autoprune sparse state dict (expected format {FORMAT!r})")
-    state = dict(payload["dense"])
-    for name, entry in payload["sparse"].items():
-        shape = [int(d) for d in entry["shape"]]
+    dense, sparse = payload.get("dense"), payload.get("sparse")
+    if not isinstance(dense, dict) or not isinstance(sparse, dict) \
+            or not all(isinstance(t, torch.Tensor) for t in dense.values()):
+        raise RunDirError(f"{source} must hold 'dense' (names -> tensors) and 'sparse' (names -> entries)")
+    state = dict(dense)
+    for name, entry in sparse.items():
+        shape, bitmask, values = _entry(entry, f"{source}: {name}")
         numel = int(np.prod(shape)) if shape else 1
-        mask = torch.from_numpy(np.unpackbits(entry["bitmask"].numpy(), count=numel).astype(bool))
-        if int(mask.sum()) != entry["values"].numel():
-            raise RunDirError(f"{source}: {name} has {int(mask.sum())} bits set but {entry['values'].numel()} values")
-        flat = torch.zeros(numel, dtype=entry["values"].dtype)
-        flat[mask] = entry["values"]
+        mask = torch.from_numpy(np.unpackbits(bitmask.numpy(), count=numel).astype(bool))
+        if int(mask.sum()) != values.numel():
+            raise RunDirError(f"{source}: {name} has {int(mask.sum())} bits set but {values.numel()} values")
+        flat = torch.zeros(numel, dtype=values.dtype)
+        flat[mask] = values
         state[name] = flat.reshape(shape)
     return state
+
+
+def _entry(entry: Any, where: str) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """A sparse entry's shape, bitmask and values, checked against each other."""
+    parts = [entry.get(key) for key in ("shape", "bitmask", "values")] if isinstance(entry, dict) else []
+    if len(parts) != 3 or not all(isinstance(part, torch.Tensor) for part in parts):
+        raise RunDirError(f"{where} must be a mapping of tensors 'shape', 'bitmask' and 'values'")
+    shape, bitmask, values = parts
+    if shape.dim() != 1 or shape.dtype != torch.int64 or bool((shape < 0).any()) \
+            or bitmask.dim() != 1 or bitmask.dtype != torch.uint8 or values.dim() != 1:
+        raise RunDirError(f"{where}: 'shape' must be non-negative int64 sizes, 'bitmask' and 'values' 1-d "
+                          "(bitmask uint8)")
+    sizes = [int(d) for d in shape]
+    numel = int(np.prod(sizes, dtype=object)) if sizes else 1
+    if bitmask.numel() != -(-numel // 8):
+        raise RunDirError(f"{where}: shape {sizes} needs a bitmask of {-(-numel // 8):,} bytes, got "
+                          f"{bitmask.numel():,}")
+    return sizes, bitmask, values
 
 
 def save_sparse(path: str | Path, model: nn.Module) -> Path:
@@ -75,15 +101,20 @@ def save_sparse(path: str | Path, model: nn.Module) -> Path:
     return path
 
 
+def read_tensors(path: str | Path, *, what: str) -> Any:
+    """A tensor file's contents (``torch.load(weights_only=True)``, at most ``MAX_CHECKPOINT_BYTES``); a
+    :class:`RunDirError` naming the file when it is corrupt or foreign."""
+    path = Path(path)
+    check_size(path, what=what, limit=MAX_CHECKPOINT_BYTES)
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a corrupt or foreign file: say which
+        raise RunDirError(f"{str(path)!r} is not a readable {what} file ({type(exc).__name__}: {exc})") from exc
+
+
 def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a file :func:`save_sparse` wrote: the dense state dict (``torch.load(weights_only=True)``)."""
-    path = Path(path)
-    check_size(path, what="sparse weights", limit=MAX_CHECKPOINT_BYTES)
-    try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # a corrupt or foreign file: say which
-        raise RunDirError(f"{str(path)!r} is not a readable sparse state dict ({type(exc).__name__}: {exc})") from exc
-    return decode(payload, source=repr(str(path)))
+    return decode(read_tensors(path, what="sparse weights"), source=repr(str(path)))
 
 
 def file_sizes(dense: Path, sparse: Path) -> dict[str, int]:

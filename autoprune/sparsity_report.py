@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from autoprune.export import SPARSE_FILE, STATE_FILE
-from autoprune.sparse_format import load_sparse
+from autoprune.sparse_format import load_sparse, read_tensors
 from search_spaces.errors import RunDirError
-from search_spaces.io import MAX_CHECKPOINT_BYTES, check_size
 from search_spaces.measure import effective_parameters
 
 COLUMNS = ("tensor", "shape", "numel", "nonzeros", "density", "sparsity", "share")
@@ -63,11 +62,7 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
         path = found[0]
     if path.name == SPARSE_FILE:
         return load_sparse(path)
-    check_size(path, what="checkpoint", limit=MAX_CHECKPOINT_BYTES)
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # not a tensor file: say so, with the reason
-        raise RunDirError(f"{str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from exc
+    state = read_tensors(path, what="checkpoint")
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # a training checkpoint wrapping its weights
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

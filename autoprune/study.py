@@ -122,6 +122,7 @@ class Study:
         message = _describe(done)
         log.info("trial %d: %s", done.trial.id, message)
         if self.run is not None:  # state and row as one record; the tables are derived from the log
+            self.run.confirm_config()
             state = {"searcher": self.searcher.state_dict(), "scheduler": self.scheduler.state_dict()}
             self.run.record(self.rows[-1], len(self.rows), state)
             self.run.write_trials(self.table())

@@ -76,6 +76,8 @@ class Summary:
         rescored: the best candidates scored again (the exported one is the most accurate of them).
         finished: local time the outputs were written (ISO 8601).
         excluded: channel groups the trace-time check left out of the search (group name -> reason).
+        final_settings: how the exported model was made (:meth:`autoprune.final.FinalConfig.settings`); a resumed
+            search keeps it only when they are unchanged.
     """
 
     budget: Budget
@@ -92,6 +94,7 @@ class Summary:
     rescored: tuple[RescoredCandidate, ...] = ()
     finished: str = ""
     excluded: Mapping[str, str] = field(default_factory=dict)
+    final_settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def flops_ratio(self) -> float:
@@ -122,11 +125,12 @@ class Summary:
             data[name] = None if value is None else _drop_none(asdict(value))
         data["rescored"] = [asdict(r) for r in self.rescored]
         data["excluded"] = dict(self.excluded)
+        data["final_settings"] = dict(self.final_settings)
         return _drop_none(data)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Summary:
-        """Read :meth:`to_dict` output (``summary.json``)."""
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "the summary") -> Summary:
+        """Read :meth:`to_dict` output (``summary.json``; ``source`` names it in errors)."""
         try:
             values = dict(data)
             values["budget"] = Budget.from_dict(values["budget"])
@@ -139,8 +143,8 @@ class Summary:
                 values["latency_setting"] = LatencySetting(**values["latency_setting"])
             values["rescored"] = tuple(RescoredCandidate(**r) for r in values.get("rescored", ()))
             return cls(**values)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunDirError(f"not a summary written by this version of autoprune: {exc}") from exc
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise RunDirError(f"{source} is not a summary written by this version of autoprune: {exc!r}") from exc
 
 
 RATIOS = ("flops_ratio", "params_ratio", "nonzeros_ratio")

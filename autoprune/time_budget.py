@@ -16,11 +16,14 @@ from search_spaces.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd])")
+_SECONDS = re.compile(r"\s*[-+]?\d+(?:\.\d*)?\s*")  # a plain number, as the CLI passes it
 
 
 def parse_duration(value: float | str, *, name: str = "time_budget") -> float:
-    """Seconds from a number (seconds) or a string like ``2h``, ``1h30m``, ``90s`` (units s, m, h, d)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """Seconds from a number (seconds, also as a string) or a string like ``2h``, ``1h30m``, ``90s`` (units s, m,
+    h, d)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number or (isinstance(value, str) and _SECONDS.fullmatch(value)):
         seconds = float(value)
     elif isinstance(value, str) and re.fullmatch(rf"\s*(?:{_DURATION.pattern}\s*)+", value):
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(value))

@@ -4,6 +4,7 @@ space, from weight-tensor name to its sparsity)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 from collections.abc import Iterator, Mapping
@@ -16,6 +17,8 @@ import numpy as np
 
 from search_spaces.errors import ConfigError, PolicyError
 from search_spaces.io import atomic_write_text, read_text
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _KIND = "search_spaces.policy"
@@ -132,6 +135,7 @@ class Policy(Mapping[str, float]):
             if changed:
                 detail = ", ".join(f"{n}: {theirs[n]} vs {ours[n]}" for n in changed)
                 raise PolicyError(f"policy's channel counts differ from the model's (policy vs model): {detail}")
+            _warn_of_unknown_groups(space, theirs)
             rounding = self.fingerprint.get("round_to", space.fingerprint["round_to"])
             if rounding != space.fingerprint["round_to"]:
                 raise PolicyError(
@@ -200,4 +204,19 @@ class Policy(Mapping[str, float]):
             raise PolicyError(str(exc)) from None
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy file {str(path)!r} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise PolicyError(f"policy file {str(path)!r} is nested too deeply to be a policy") from None
         return cls.from_dict(data, source=f"policy file {str(path)!r}")
+
+
+def _warn_of_unknown_groups(space: _Space, theirs: Mapping[str, Any]) -> None:
+    """Warn when the model has channel groups the policy's fingerprint never knew: left out of its search
+    (``ignore``, excluded), or a sign that the policy was made for another model of the same class (another
+    depth) and fits this one only by name."""
+    unknown = [n for n in space.names if n not in theirs]
+    if unknown:
+        log.warning("the policy was made on a space of %d channel groups; this %s has %d, and %d of them (%s) "
+                    "keep all their channels. If the policy was made for another model (another depth or width "
+                    "of %s), it does not fit this one: search again on this model.", len(theirs), space.architecture,
+                    len(space.names), len(unknown), ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else ""),
+                    space.architecture.rsplit(".", 1)[-1])

@@ -4,6 +4,7 @@ value, the CLI exits 2 with one line quoting it, and nothing in an existing run 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import autoprune as ap
 from autoprune.cli import main
@@ -173,6 +175,43 @@ def test_a_pruned_model_loads_only_into_the_architecture_it_was_pruned_from(trai
     assert torch.equal(loaded.eval()(inputs), pruned.model.eval()(inputs))
 
 
+def test_a_damaged_pruned_model_directory_is_refused_naming_the_file(trained_cnn, digits, tmp_path) -> None:
+    inputs = digits.example_inputs()
+    space = ap.SearchSpace.from_model(trained_cnn, inputs)
+    pruned = prune(trained_cnn, {space.names[0]: 0.5}, inputs)
+    ap.export_model(pruned.model, inputs, tmp_path, history=pruned.history)
+    history_file, weights = tmp_path / "pruning_history.json", tmp_path / "pruned_state_dict.pt"
+    history = json.loads(history_file.read_text())
+    name, is_out, indices = history[0]
+    cases = [
+        ([[name, is_out, 5]], "entry 0 is not .module name, is_out"),
+        ([["", is_out, indices]], "entry 0 is not"),
+        ([[name, "yes", indices]], "entry 0 is not"),
+        ([[name, is_out, [-1]]], "entry 0 is not"),
+        ([[name.rsplit(".", 1)[0], is_out, indices]], "the pruning history does not fit .*SmallCNN"),  # a container
+        ([[name, is_out, [10_000]]], "do not fit the model given"),
+    ]
+    for bad, message in cases:
+        history_file.write_text(json.dumps(bad))
+        with pytest.raises(AutopruneError, match=message):
+            ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
+    history_file.write_text(json.dumps(history))
+    weights.write_bytes(weights.read_bytes()[:500])
+    with pytest.raises(AutopruneError, match=r"pruned_state_dict.pt' is not a readable pruned weights file"):
+        ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
+
+
+def test_deeply_nested_json_is_refused_naming_the_file(tmp_path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AutopruneError, match=r"deep.json' is nested too deeply"):
+        ap.Policy.load(deep)
+    from autoprune.rundir import read_json
+
+    with pytest.raises(AutopruneError, match=r"deep.json' is nested too deeply"):
+        read_json(deep, 1_000_000)
+
+
 @pytest.mark.parametrize(("case", "read", "text"), FILE_CASES, ids=[c[0] for c in FILE_CASES])
 def test_bad_files(case, read, text, tmp_path, capsys) -> None:
     with pytest.raises(AutopruneError) as caught:
@@ -230,6 +269,19 @@ def test_bad_resume_from_the_cli(finished_run, tmp_path, capsys) -> None:
     assert "--seed" in capsys.readouterr().err
 
 
+def _names_a_safe_yaml_loader(path: Path, code: str) -> bool:
+    """Whether a ``yaml.load`` call names ``yaml.SafeLoader`` or a class of its module that derives from it."""
+    match = re.search(r"\byaml\.load\(.*\bLoader=([\w.]+)", code)
+    if match is None:
+        return False
+    name = match.group(1)
+    if name == "yaml.SafeLoader":
+        return True
+    module = importlib.import_module(".".join(path.with_suffix("").parts))
+    loader = getattr(module, name, None)
+    return isinstance(loader, type) and issubclass(loader, yaml.SafeLoader)
+
+
 def test_no_unsafe_deserialization_in_the_source() -> None:
     root = Path(__file__).parent.parent
     offences = []
@@ -238,10 +290,29 @@ def test_no_unsafe_deserialization_in_the_source() -> None:
             code = line.split("#")[0]
             unsafe = (re.search(r"\bimport (c?pickle|dill|marshal|shelve)\b|\bpickle\.loads?\(", code)
                       or ("torch.load(" in code and "weights_only=True" not in code)
-                      or re.search(r"\byaml\.(unsafe_)?load\((?!.*SafeLoader)", code))
+                      or (re.search(r"\byaml\.(unsafe_)?load\(", code)
+                          and not _names_a_safe_yaml_loader(path.relative_to(root), code)))
             if unsafe:
                 offences.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert not offences, "\n".join(offences)
+
+
+@pytest.mark.parametrize("change", [{"accuracy": "high"}, {"accuracy": None}, {"trial_id": "x"}, {"trial_id": True},
+                                    {"feasible": 1}, {"status": 3}, {"flops": "many"}])
+def test_a_trial_row_with_a_wrong_type_is_refused_naming_the_line(change, finished_run, trained_cnn, digits, tmp_path,
+                                                                   capsys) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run, symlinks=True)
+    log = run / "trials.jsonl"
+    lines = log.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["trial"].update(change)
+    log.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert main(["report", str(run)]) == 2
+    assert "trials.jsonl' line 1 is not a trial record" in capsys.readouterr().err.replace("\n", "")
+    with pytest.raises(AutopruneError, match="trials.jsonl' line 1 is not a trial record"):
+        ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
+                  val_data=digits.val, trials=3, evaluator=FAST, run_dir=run, measure_latency=False, resume=True)
 
 
 def test_a_crafted_state_file_in_a_run_directory_never_runs(finished_run, trained_cnn, digits, tmp_path,

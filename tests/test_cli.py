@@ -12,6 +12,7 @@ import yaml
 from autoprune import Policy, load_pruned_model
 from autoprune.cli import build_parser, main
 from autoprune.models import small_cnn
+from search_spaces.errors import RunDirError
 
 
 @pytest.mark.slow  # the demo, then exports incl. an AOTInductor compile
@@ -94,6 +95,9 @@ def test_search_from_config_with_overrides_and_resume(tmp_path, capsys) -> None:
          "searcher 'random' has no option 'sampler'; accepted: fit"),
         (["search", "--searcher", "uniform", "--searcher-option", "fit=none"],
          "searcher 'uniform' has no option 'fit'; it takes no options"),
+        (["search", "--time-budget", "-5", "--trials", "1"], "'time_budget' must be a positive duration, got '-5'"),
+        (["train", "--seed", "-1"], "train seed must be an integer >= 0, got -1"),
+        (["serve", "--port", "70000"], "--port must be at most 65535, got 70000"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch) -> None:
@@ -240,6 +244,31 @@ def test_switching_to_the_local_executor_drops_ray_options() -> None:
     args = build_parser().parse_args(["search", "--address", "auto"])
     switched = _with_executor_flags(SearchConfig(), args)
     assert switched.executor == "ray" and switched.executor_options == RayOptions(address="auto")
+
+
+def test_resume_does_not_start_a_dashboard_or_reach_a_cluster_a_run_directory_names_unless_trusted(tmp_path) -> None:
+    from autoprune.cli import _resume_config
+    from autoprune.config import SearchConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def resumed(options: dict, *flags: str) -> SearchConfig:
+        saved = SearchConfig(executor="ray", executor_options=options, run_dir=str(run)).to_dict()
+        (run / "config.json").write_text(json.dumps({"config": saved}))
+        return _resume_config(build_parser().parse_args(["search", "--resume", str(run), *flags]))
+
+    for options, named in (({"dashboard": True, "dashboard_host": "0.0.0.0"}, "dashboard=True"),
+                           ({"storage_path": "/etc/ray"}, "storage_path='/etc/ray'")):
+        with pytest.raises(RunDirError, match="pass --trust-run-dir") as refused:
+            resumed(options)
+        assert named in str(refused.value)
+        assert resumed(options, "--trust-run-dir").executor_options.dashboard_host == options.get(
+            "dashboard_host", "127.0.0.1")
+    with pytest.raises(RunDirError, match="pass --address auto again"):
+        resumed({"address": "auto"})
+    assert resumed({"address": "auto"}, "--executor", "local").executor_options is None  # the rsync-down case
+    assert resumed({"address": "auto"}, "--address", "auto").executor_options.address == "auto"
 
 
 @pytest.mark.slow  # searches in subprocesses

@@ -18,7 +18,7 @@ from autoprune.export import save_pruned_model
 from autoprune.masks import apply_masks
 from autoprune.models import small_cnn
 from autoprune.pruning import prune
-from autoprune.sparse_format import decode, encode, load_sparse
+from autoprune.sparse_format import FORMAT, decode, encode, load_sparse
 from search_spaces.cost import CostModel, uniform_ratios
 from search_spaces.errors import BudgetError, ConfigError, PolicyError, RunDirError
 from search_spaces.measure import count_nonzeros, count_sparse_bytes
@@ -86,6 +86,24 @@ def test_magnitude_masks_remove_the_smallest_weights(cnn_inputs: torch.Tensor) -
     apply_masks(model, {name: module.weight.numel() - module.weight.numel() // 2})
     kept = module.weight.detach()[module.weight_mask.bool()].abs()
     assert float(kept.min()) >= float(threshold)
+
+
+@pytest.mark.parametrize(("sparse", "message"), [
+    ({"w": {"shape": torch.tensor([200_000_000]), "bitmask": torch.zeros(1, dtype=torch.uint8),
+            "values": torch.zeros(0)}}, "shape [200000000] needs a bitmask of 25,000,000 bytes, got 1"),
+    ({"w": {"shape": torch.tensor([-5]), "bitmask": torch.zeros(1, dtype=torch.uint8), "values": torch.zeros(0)}},
+     "'shape' must be non-negative int64 sizes"),
+    ({"w": {"shape": torch.tensor([8]), "values": torch.zeros(0)}}, "must be a mapping of tensors 'shape', 'bitmask'"),
+    ({"w": 3}, "must be a mapping of tensors"),
+])
+def test_a_malformed_sparse_payload_is_refused_before_anything_is_allocated(sparse, message) -> None:
+    with pytest.raises(RunDirError, match="x.pt") as refused:
+        decode({"format": FORMAT, "dense": {}, "sparse": sparse}, source="x.pt")
+    assert message in str(refused.value)
+    with pytest.raises(RunDirError, match="must hold 'dense'"):
+        decode({"format": FORMAT, "sparse": {}}, source="x.pt")
+    with pytest.raises(RunDirError, match="must hold 'dense'"):
+        decode({"format": FORMAT, "dense": {"w": 3}, "sparse": {}}, source="x.pt")
 
 
 def test_the_sparse_form_reloads_bit_exactly_and_is_smaller(element_problem, cnn_inputs, tmp_path: Path) -> None:

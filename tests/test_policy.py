@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 
 from autoprune import Policy
-from autoprune.models import resnet20, small_cnn
+from autoprune.models import build_model, resnet20, small_cnn
+from autoprune.pruning import prune
 from search_spaces import SearchSpace
 from search_spaces.errors import PolicyError
 
@@ -64,6 +66,23 @@ def test_policy_for_another_architecture_is_rejected(space: SearchSpace) -> None
     fingerprint = {"architecture": wide.architecture, "groups": {**wide.fingerprint["groups"], "stem.0": 16}}
     with pytest.raises(PolicyError, match="stem.0: 16 vs 32"):
         Policy(dict.fromkeys(wide.names, 0.1), fingerprint=fingerprint).validate(wide)
+
+
+def test_a_policy_for_a_shallower_model_of_the_same_class_is_applied_with_a_warning(caplog) -> None:
+    inputs = torch.zeros(1, 3, 16, 16)
+    shallow = SearchSpace.from_model(resnet20(), inputs)
+    deep_model = build_model("resnet56", in_channels=3, num_classes=10)
+    policy = shallow.policy([0.2] * len(shallow))
+    with caplog.at_level(logging.WARNING, logger="search_spaces.policy"):
+        prune(deep_model, policy, inputs)
+    deep = len(SearchSpace.from_model(deep_model, inputs, check=False, max_ratio=0.999))
+    assert f"made on a space of {len(shallow)} channel groups; this autoprune.models.CifarResNet has {deep}" \
+        in caplog.text and deep > len(shallow)
+    assert "another depth or width of CifarResNet" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="search_spaces.policy"):
+        prune(resnet20(), policy, inputs)
+    assert not caplog.text  # the model it was made for: nothing to say
 
 
 def test_loading_bad_files_raises_policy_error(tmp_path) -> None:

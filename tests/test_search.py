@@ -12,7 +12,9 @@ import torch
 import autoprune as ap
 from autoprune import evaluate as evaluate_module
 from autoprune import rundir as rundir_module
+from autoprune.executors.local import LocalExecutor
 from autoprune.models import small_cnn
+from autoprune.run_report import RunRecord
 from search_spaces.errors import BudgetError, ConfigError, EvaluationFailedError, RunDirError, UnknownNameError
 from search_spaces.measure import count_flops
 
@@ -320,6 +322,59 @@ def test_a_resume_without_a_better_trial_keeps_the_final_model(trained_cnn, digi
         assert torch.allclose(resumed.pruned_model(x), first.pruned_model.eval()(x), atol=1e-5)
 
 
+def test_a_resume_makes_the_final_model_again_when_its_settings_changed_or_it_is_damaged(trained_cnn, digits,
+                                                                                        tmp_path) -> None:
+    run = tmp_path / "run"
+    options = dict(budget=ap.Budget.params(0.99), final_finetune_steps=3, rescore=0, run_dir=run)
+    first = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=2, **options)
+    assert first.summary.final_settings["lr"] is None and first.summary.final_settings["steps"] == 3
+    weights = run / "final" / "model" / "pruned_state_dict.pt"
+    first_weights = weights.read_bytes()
+
+    def resume(trials: int, **changed: object) -> tuple[ap.SearchResult, str]:
+        events: list = []
+        result = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=trials, resume=True,
+                         progress=events.append, **{**options, **changed})
+        return result, " | ".join(e.message for e in events if e.stage == "final")
+
+    _, said = resume(3, final_lr=0.5)  # the Python API may change a final setting: it is honoured
+    assert "keeping" not in said
+    assert json.loads((run / "summary.json").read_text())["final_settings"]["lr"] == 0.5
+    assert weights.read_bytes() != first_weights  # finetuned again at the new learning rate
+    weights.write_bytes(weights.read_bytes()[:500])  # a damaged stored model
+    again, said = resume(4, final_lr=0.5)
+    assert "the stored final model cannot be kept" in said and "pruned_state_dict.pt" in said
+    assert ap.load_pruned_model(copy.deepcopy(trained_cnn), run / "model", digits.example_inputs()) is not None
+    assert again.summary.trials == 4
+    summary = (run / "summary.json").resolve()
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "baseline": 5}))  # a tampered summary
+    with pytest.raises(RunDirError, match=r"summary.json' is not a summary written by this version"):
+        RunRecord.read(run)
+    last, said = resume(5, final_lr=0.5)
+    assert "keeping" not in said and last.summary.baseline.accuracy == first.summary.baseline.accuracy
+
+
+class _Unreachable(LocalExecutor):
+    """An executor whose cluster never answers."""
+
+    def run(self, *args: object, **kwargs: object) -> None:
+        raise ConfigError("the cluster at 127.0.0.1:1 does not answer")
+
+
+def test_a_resume_that_cannot_start_leaves_the_saved_settings_as_they_were(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final_finetune_steps=1, rescore=0,
+                   run_dir=run)
+    _search(trained_cnn, digits, trials=2, **options)
+    saved = (run / "config.json").read_bytes()
+    with pytest.raises(ConfigError, match="does not answer"):
+        _search(trained_cnn, digits, trials=4, resume=True, executor=_Unreachable(),
+                **{**options, "searcher": _FirstIsBest()})
+    assert (run / "config.json").read_bytes() == saved
+    resumed = _search(trained_cnn, digits, trials=3, resume=True, **{**options, "searcher": _FirstIsBest()})
+    assert len(resumed.trials) == 3 and json.loads((run / "config.json").read_text())["trials"] == 3
+
+
 @pytest.mark.slow  # waits out a time budget
 def test_time_budget_stops_after_the_running_trial_finalizes_and_resumes(trained_cnn, digits, tmp_path) -> None:
     run, events = tmp_path / "run", []
@@ -333,14 +388,15 @@ def test_time_budget_stops_after_the_running_trial_finalizes_and_resumes(trained
     assert list(resumed.trials["trial_id"]) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("2h", 7200), ("1h30m", 5400), ("90s", 90), (" 1.5m ", 90), (45, 45)])
+@pytest.mark.parametrize(("value", "seconds"), [("2h", 7200), ("1h30m", 5400), ("90s", 90), (" 1.5m ", 90), (45, 45),
+                                                ("90", 90), ("1.5", 1.5)])
 def test_time_budget_durations(value, seconds) -> None:
     from autoprune.time_budget import parse_duration
 
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["2x", "h", "0s", -1, True, "2h foo"])
+@pytest.mark.parametrize("value", ["2x", "h", "0s", -1, True, "2h foo", "0", "-5", "nan"])
 def test_bad_time_budgets_are_refused_before_any_work(value, trained_cnn, digits, tmp_path) -> None:
     with pytest.raises(ConfigError, match="time_budget must be"):
         _search(trained_cnn, digits, time_budget=value, run_dir=tmp_path / "run")

@@ -135,8 +135,8 @@ def test_auth_and_bad_configs_create_nothing(server: LocalServer, runs_root: Pat
         (b"{\"trials\": 2", "application/json", 400, "not valid JSON"),
         (b"[1, 2]", "application/json", 400, "the config must be a mapping, got list"),
         (b"\xff\xfe", "application/json", 400, "not valid JSON"),
-        (b"model = 'small_cnn'", "text/x-toml", 400, "Content-Type 'text/x-toml' is not accepted"),
-        (b"x" * (3 << 20), "application/json", 413, "at most 2,097,152 are accepted"),
+        (b"model = 'small_cnn'", "text/x-toml", 415, "Content-Type 'text/x-toml' is not accepted"),
+        (b"x" * (3 << 20), "application/json", 413, "at most 1,048,576 are accepted"),
     ]
     for body, content_type, status, message in raw:
         response = client._http.post("/runs", content=body, headers={"Content-Type": content_type})

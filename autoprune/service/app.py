@@ -4,30 +4,33 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from autoprune.models import MODELS, build_model
+from autoprune.models import MODELS
 from autoprune.registry import registered
 from autoprune.service import dashboard
 from autoprune.service.auth import owner_of
-from autoprune.service.remote import checked_config, parse_body
+from autoprune.service.checkpoints import check_state_dict, save_checkpoint
+from autoprune.service.remote import (
+    MAX_CONFIG_BYTES,
+    UnsupportedMediaType,
+    checked_config,
+    checked_resume,
+    parse_body,
+)
 from autoprune.service.store import FINISHED, NoSuchRunError, RunStateError, RunStore
 from autoprune.service.supervisor import Supervisor
 from search_spaces.errors import AutopruneError, ConfigError, unknown_name
-from search_spaces.options import check_int
 
 #: Largest checkpoint upload (a state dict).
 MAX_UPLOAD_BYTES = 1 << 30
@@ -58,7 +61,7 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
 
     @app.exception_handler(AutopruneError)
     async def bad_input(_: Request, exc: AutopruneError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": str(exc)}, status_code=415 if isinstance(exc, UnsupportedMediaType) else 400)
 
     @app.exception_handler(NoSuchRunError)
     async def not_found(_: Request, exc: NoSuchRunError) -> JSONResponse:
@@ -78,10 +81,11 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
     async def submit(request: Request, who: str = Depends(owner)) -> dict[str, str]:
         """Queue a search: the body is the config ``autoprune search`` reads (JSON, or YAML with
         ``Content-Type: application/yaml``). A bad config gets 400 and creates nothing."""
-        body = await _limited_body(request, 2 * (1 << 20))
-        config = checked_config(parse_body(body, request.headers.get("content-type")),
-                                checkpoints=store.checkpoints, allow_imports=settings.allow_imports,
-                                ray_address=settings.ray_address)
+        body = await _limited_body(request, MAX_CONFIG_BYTES)
+        data = parse_body(body, request.headers.get("content-type"))
+        config = await run_in_threadpool(  # may build the model to check names: not on the event loop
+            checked_config, data, checkpoints=store.checkpoints, allow_imports=settings.allow_imports,
+            ray_address=settings.ray_address)
         job = store.create(config, owner=who)
         supervisor.wake()
         return {"id": job["id"]}
@@ -89,7 +93,13 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
     @app.get("/runs")
     def list_runs(_: str = Depends(owner)) -> list[dict[str, Any]]:
         """Every run: id, status, progress, best accuracy so far, budget, searcher, created, owner."""
-        return [_brief(store, job) for job in store.all()]
+        briefs = []
+        for job in store.all():
+            try:
+                briefs.append(_brief(store, job))
+            except NoSuchRunError:  # deleted while the list was built
+                continue
+        return briefs
 
     @app.get("/runs/{run_id}")
     def show(run_id: str, _: str = Depends(owner)) -> dict[str, Any]:
@@ -149,33 +159,33 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
     @app.post("/runs/{run_id}/cancel")
     def cancel(run_id: str, _: str = Depends(owner)) -> dict[str, Any]:
         """Cancel a queued or running search (a running one is stopped and stays resumable)."""
-        job = store.get(run_id)
-        if job["status"] == "queued":
-            store.update(run_id, status="cancelled", cancel_requested=True)
-        elif job["status"] == "running":
-            store.update(run_id, cancel_requested=True)
-            supervisor.wake()
-        else:
+        def cancelled(job: dict[str, Any]) -> dict[str, Any]:
+            if job["status"] == "queued":
+                return {"status": "cancelled", "cancel_requested": True}
+            if job["status"] == "running":
+                return {"cancel_requested": True}
             raise RunStateError(f"run {run_id!r} is {job['status']}; only queued or running runs can be cancelled")
-        return _brief(store, store.get(run_id))
+
+        job = store.change(run_id, cancelled)
+        supervisor.wake()
+        return _brief(store, job)
 
     @app.post("/runs/{run_id}/resume")
     async def resume(run_id: str, request: Request, _: str = Depends(owner)) -> dict[str, Any]:
         """Queue a finished run again: an interrupted, failed or cancelled one goes on to its trials;
         ``{"trials": N}`` raises the total (a done run needs more trials than it has)."""
         body = await _limited_body(request, 4096)
-        data = parse_body(body, "application/json") if body.strip() else {}
-        job = store.get(run_id)
-        if job["status"] not in FINISHED:
-            raise RunStateError(f"run {run_id!r} is {job['status']}; only a finished run can be resumed")
-        trials = data.get("trials", job["trials"])
-        check_int("trials", trials, low=1)
-        if job["status"] == "done" and trials <= job["trials"]:
-            raise ConfigError(f"run {run_id!r} is done with {job['trials']} trials; resume it with more trials, "
-                              f"got {trials}")
-        store.update(run_id, status="queued", trials=trials, cancel_requested=False, queued_at=time.time_ns())
+        data = parse_body(body, "application/json", what='the resume body ({"trials": N})') if body.strip() else {}
+
+        def queued(job: dict[str, Any]) -> dict[str, Any]:
+            if job["status"] not in FINISHED:
+                raise RunStateError(f"run {run_id!r} is {job['status']}; only a finished run can be resumed")
+            trials = checked_resume(data, run_id=run_id, status=job["status"], trials=job["trials"])
+            return {"status": "queued", "trials": trials, "cancel_requested": False, "queued_at": time.time_ns()}
+
+        job = store.change(run_id, queued)
         supervisor.wake()
-        return _brief(store, store.get(run_id))
+        return _brief(store, job)
 
     @app.delete("/runs/{run_id}", status_code=204)
     def delete(run_id: str, _: str = Depends(owner)) -> Response:
@@ -190,14 +200,8 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
         if model not in MODELS and model not in registered("autoprune.models"):
             raise unknown_name("model", model, [*MODELS, *registered("autoprune.models")])
         body = await _limited_body(request, settings.max_upload_bytes)
-        digest = hashlib.sha256(body).hexdigest()
-        target = store.checkpoints / f"{digest}.pt"
-        if not target.exists():
-            _check_state_dict(body, model)
-            store.checkpoints.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=store.checkpoints, delete=False, suffix=".tmp") as tmp:
-                tmp.write(body)
-            Path(tmp.name).replace(target)
+        await run_in_threadpool(check_state_dict, body, model)  # loading and hashing: not on the event loop
+        digest = await run_in_threadpool(save_checkpoint, store.checkpoints, body, model)
         return {"id": digest, "model": model}
 
     dashboard.mount(app)
@@ -238,17 +242,3 @@ async def _limited_body(request: Request, limit: int) -> bytes:
             raise HTTPException(413, f"the request body is over the {limit:,} bytes accepted")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _check_state_dict(body: bytes, model: str) -> None:
-    """The upload must be a state dict (loaded with ``weights_only=True``) with the model's parameter names."""
-    try:
-        state = torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
-    except Exception as exc:  # any unreadable or unsafe file: refused, nothing ran
-        raise ConfigError(f"the upload is not a state dict readable with weights_only=True: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError("the upload must be a state dict (names -> tensors) saved with torch.save")
-    expected = set(build_model(model, in_channels=1, num_classes=10).state_dict())
-    if set(state) != expected:
-        missing, extra = sorted(expected - set(state))[:5], sorted(set(state) - expected)[:5]
-        raise ConfigError(f"the upload does not fit model {model!r}: missing {missing}, unexpected {extra}")

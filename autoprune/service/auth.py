@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -13,23 +14,35 @@ from search_spaces.errors import ConfigError
 TOKEN_ENV = "AUTOPRUNE_TOKEN"
 TOKEN_FILE = ".token"
 DEFAULT_OWNER = "default"
+OWNER = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def parse_tokens(text: str) -> dict[str, str]:
-    """Tokens by owner from ``token`` or ``name=token,name=token`` (an unnamed token's owner is ``default``)."""
+    """Tokens by owner from ``token`` or ``name=token,name=token`` (an unnamed token's owner is ``default``).
+
+    An entry is named when the part before its first ``=`` is a name (letters, digits, ``_.-``) and something
+    other than ``=`` padding follows, so a base64 token ending in ``=`` is one unnamed token. No message shows a
+    token.
+    """
     tokens: dict[str, str] = {}
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        owner, sep, token = item.partition("=")
-        owner, token = (owner.strip(), token.strip()) if sep else (DEFAULT_OWNER, owner)
-        if not owner or len(token) < 16:
+        owner, _, token = item.partition("=")
+        owner, token = (owner.strip(), token.strip()) if OWNER.match(owner.strip()) and token.strip("= ") \
+            else (DEFAULT_OWNER, item)
+        if len(token) < 16:
             raise ConfigError(f"{TOKEN_ENV}: each token must be 'TOKEN' or 'NAME=TOKEN' with at least 16 "
-                              f"characters, got an entry of {len(token)} characters for owner {owner!r}")
+                              f"characters, got one of {len(token)} characters for owner {owner!r}")
         tokens[token] = owner
     if not tokens:
         raise ConfigError(f"{TOKEN_ENV} is set but holds no token")
     return tokens
+
+
+def first_token(text: str) -> str:
+    """The token of the first entry of ``text`` (as :func:`parse_tokens` reads it): what a client sends."""
+    return next(iter(parse_tokens(text)))
 
 
 def is_loopback(host: str) -> bool:

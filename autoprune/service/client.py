@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from autoprune.service.auth import TOKEN_ENV
+from autoprune.service.auth import TOKEN_ENV, first_token
 from search_spaces.errors import AutopruneError, ConfigError
 from search_spaces.policy import Policy
 
@@ -37,7 +37,8 @@ class Client:
     """
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "").split(",")[0].rpartition("=")[2]
+        if token is None and os.environ.get(TOKEN_ENV):
+            token = first_token(os.environ[TOKEN_ENV])
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 

@@ -9,7 +9,6 @@ when the server was started with ``--allow-imports``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -19,21 +18,28 @@ import yaml
 
 from autoprune.config import SearchConfig
 from autoprune.data import DATASETS
-from autoprune.models import MODELS
+from autoprune.models import MODELS, build_model
 from autoprune.registry import SEARCHERS, registered
+from autoprune.searcher import searcher_type
+from autoprune.service.checkpoints import uploaded_checkpoint
 from search_spaces.errors import ConfigError, unknown_name
+from search_spaces.options import check_int
 from search_spaces.presets import available_presets
 
-#: Largest request body holding a config.
+#: Largest request body holding a config (413 past it).
 MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of lists and mappings a config may have.
+MAX_DEPTH = 32
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-CHECKPOINT_ID = re.compile(r"^[0-9a-f]{64}$")
 # Entries that name this machine's files or clusters: the server sets them.
 SERVER_ENTRIES = ("run_dir", "data_dir")
+# Entries naming weights: a request gives the id POST /checkpoints returned, the server its file.
+CHECKPOINT_ENTRIES = ("checkpoint", "rewind_checkpoint")
 SERVER_RAY_OPTIONS = ("address", "storage_path", "dashboard", "dashboard_host")
 # (what, value getter, highest accepted): numbers a request may ask for.
+MAX_TRIALS = 10_000
 LIMITS: tuple[tuple[str, Any, float], ...] = (
-    ("trials", lambda c: c.trials, 10_000),
+    ("trials", lambda c: c.trials, MAX_TRIALS),
     ("train epochs", lambda c: c.train.epochs, 1_000),
     ("evaluator finetune_steps", lambda c: c.evaluator.finetune_steps, 100_000),
     ("evaluator bn_batches", lambda c: c.evaluator.bn_batches, 10_000),
@@ -49,24 +55,76 @@ LIMITS: tuple[tuple[str, Any, float], ...] = (
 )
 
 
-def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
-    """The mapping a request body holds: JSON, or YAML with a YAML content type."""
-    if len(body) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"the config is {len(body):,} bytes; at most {MAX_CONFIG_BYTES:,} are accepted")
+class UnsupportedMediaType(ConfigError):
+    """The request body is neither JSON nor YAML (HTTP 415)."""
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a few bytes of anchors and aliases can stand for gigabytes once written out."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"YAML aliases (*name) are not accepted in a request; write the value out "
+                              f"(line {mark.line + 1}, column {mark.column + 1})")
+        return super().compose_node(parent, index)
+
+
+def parse_body(body: bytes, content_type: str | None, *, what: str = "the config") -> dict[str, Any]:
+    """The mapping a request body holds: JSON, or YAML with a YAML content type; only what JSON can hold,
+    nested at most :data:`MAX_DEPTH` deep."""
     kind = (content_type or "application/json").split(";")[0].strip().lower()
+    if kind not in (*YAML_TYPES, "application/json"):
+        raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send application/json or "
+                                   "application/yaml")
     try:
         text = body.decode("utf-8")
-        if kind in YAML_TYPES:
-            data = yaml.safe_load(text)
-        elif kind == "application/json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(f"Content-Type {kind!r} is not accepted; send application/json or application/yaml")
+        data = yaml.load(text, Loader=_PlainYamlLoader) if kind in YAML_TYPES else json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"the request body is not valid {'YAML' if kind in YAML_TYPES else 'JSON'}: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"the request body is nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{what} must be a mapping, got {type(data).__name__}")
+    _check_plain(data)
     return data
+
+
+def _check_plain(data: dict[str, Any]) -> None:
+    """Refuse what JSON cannot hold (YAML dates, sets, binary) and nesting past :data:`MAX_DEPTH`."""
+    stack: list[tuple[str, Any, int]] = [("", data, 1)]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"the request body is nested more than {MAX_DEPTH} levels deep (at {where})")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
+                    raise ConfigError(f"key {key!r} at {where or 'the top'} is not a string")
+                stack.append((f"{where}.{key}" if where else str(key), item, depth + 1))
+        elif isinstance(value, list):
+            stack += [(f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value)]
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{where}: a {type(value).__name__} ({value!r}) is not accepted; only what JSON "
+                              "holds (quote a date to send it as text)")
+
+
+def checked_resume(data: Mapping[str, Any], *, run_id: str, status: str, trials: int) -> int:
+    """The trial total a resume request asks for (``{"trials": N}``, or the run's own when empty).
+
+    Raises:
+        ConfigError: an entry other than ``trials``, a total out of range, or no more trials for a done run.
+    """
+    unknown = sorted(set(data) - {"trials"})
+    if unknown:
+        raise ConfigError(f"the resume body takes only 'trials', got {unknown}")
+    wanted = data.get("trials", trials)
+    check_int("resume 'trials'", wanted, low=1)
+    if wanted > MAX_TRIALS:
+        raise ConfigError(f"trials must be at most {MAX_TRIALS:,} on this server, got {wanted!r}")
+    if status == "done" and wanted <= trials:
+        raise ConfigError(f"run {run_id!r} is done with {trials} trials; resume it with more trials, got {wanted}")
+    return wanted
 
 
 def checked_config(data: Mapping[str, Any], *, checkpoints: Path, allow_imports: bool,
@@ -94,9 +152,9 @@ def checked_config(data: Mapping[str, Any], *, checkpoints: Path, allow_imports:
     _check_names(config, allow_imports=allow_imports)
     if config.preset is not None and config.preset not in available_presets():
         raise unknown_name("preset", config.preset, available_presets())
-    overrides: dict[str, Any] = {}
-    if config.checkpoint is not None:
-        overrides["checkpoint"] = str(_checkpoint_path(config.checkpoint, checkpoints))
+    overrides: dict[str, Any] = {name: str(uploaded_checkpoint(checkpoints, getattr(config, name), config.model,
+                                                               entry=name))
+                                 for name in CHECKPOINT_ENTRIES if getattr(config, name) is not None}
     if config.executor_options is not None and ray_address is not None:
         overrides["executor_options"] = replace(config.executor_options, address=ray_address)
     return config.with_overrides(**overrides)
@@ -114,14 +172,10 @@ def _check_names(config: SearchConfig, *, allow_imports: bool) -> None:
         plugins = registered(f"autoprune.{kind}s")
         if name not in builtins and name not in plugins:
             raise unknown_name(kind, name, [*builtins, *plugins])
-
-
-def _checkpoint_path(checkpoint: str, checkpoints: Path) -> Path:
-    """An uploaded checkpoint's file, named by the digest POST /checkpoints returned."""
-    if not CHECKPOINT_ID.match(checkpoint):
-        raise ConfigError(f"config entry 'checkpoint' must be the id (sha256) of a checkpoint uploaded with "
-                          f"POST /checkpoints, got {checkpoint!r}")
-    path = checkpoints / f"{checkpoint}.pt"
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {checkpoint!r} was not uploaded to this server (POST /checkpoints)")
-    return path
+    if ":" not in config.searcher:
+        searcher_type(config.searcher, config.searcher_options)
+    if config.ignore and ":" not in config.model:
+        modules = dict(build_model(config.model, in_channels=1, num_classes=10).named_modules())
+        unknown = sorted(set(config.ignore) - set(modules))
+        if unknown:
+            raise ConfigError(f"config entry 'ignore' names modules {config.model!r} does not have: {unknown}")

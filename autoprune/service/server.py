@@ -13,6 +13,7 @@ from autoprune.service.app import ServerSettings, create_app
 from autoprune.service.auth import TOKEN_FILE, load_tokens
 from autoprune.service.store import RunStore
 from autoprune.service.supervisor import Supervisor
+from search_spaces.errors import ConfigError
 from search_spaces.options import check_int
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class ServeOptions:
     def __post_init__(self) -> None:
         check_int("--max-concurrent", self.max_concurrent, low=1)
         check_int("--port", self.port, low=0)
+        if self.port > 65535:
+            raise ConfigError(f"--port must be at most 65535, got {self.port}")
 
 
 def serve(options: ServeOptions, *, announce: Callable[[str], None]) -> None:

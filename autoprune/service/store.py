@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -23,6 +24,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ SERVER_LOCK = ".server.lock"
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 MAX_JOB_BYTES = 8 << 20
 SKIPPED = ("ray", "state")  # top-level directories no client needs
+log = logging.getLogger(__name__)
 
 
 class NoSuchRunError(LookupError):
@@ -62,7 +65,10 @@ class RunStore:
         self._progress: dict[str, tuple[tuple[int, int] | None, int, float | None]] = {}  # by trial log version
         for path in sorted(self.root.glob(f"*/{JOB}")):
             if RUN_ID.match(path.parent.name):
-                self._jobs[path.parent.name] = _read_job(path)
+                try:
+                    self._jobs[path.parent.name] = _read_job(path)
+                except (RunDirError, OSError, ValueError) as exc:  # one bad record must not hide the others
+                    log.warning("not serving run %s: %s", path.parent.name, exc)
 
     def close(self) -> None:
         """Release the runs root for another server."""
@@ -102,6 +108,13 @@ class RunStore:
     def update(self, run_id: str, **changes: Any) -> dict[str, Any]:
         with self._lock:
             return self._write({**self.get(run_id), **changes})
+
+    def change(self, run_id: str, decide: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Apply the changes ``decide`` returns for the run's current record, in one step no other change can
+        enter (``decide`` raises :class:`RunStateError` to refuse)."""
+        with self._lock:
+            job = self.get(run_id)
+            return self._write({**job, **decide(job)})
 
     def delete(self, run_id: str) -> None:
         """Remove a run that is not running (its directory and outputs)."""
@@ -165,7 +178,8 @@ class RunStore:
         """A file of the run directory by its relative name; nothing outside it (or hidden) can be named."""
         root = self.run_dir(run_id)
         parts = Path(name).parts
-        if not name or Path(name).is_absolute() or any(p in ("..", ".") or p.startswith(".") for p in parts):
+        if (not name or "\x00" in name or Path(name).is_absolute()
+                or any(p in ("..", ".") or p.startswith(".") for p in parts)):
             raise ConfigError(f"file name {name!r} is not a plain name inside the run directory")
         path = (root / name).resolve()
         if not path.is_relative_to(root.resolve()) or not path.is_file():

@@ -16,10 +16,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from autoprune.registry import ALLOW_IMPORTS
-from autoprune.service.store import DRIVER_LOG, RUN, SEARCH_CONFIG, RunStore, now
+from autoprune.service.auth import TOKEN_ENV
+from autoprune.service.store import DRIVER_LOG, RUN, SEARCH_CONFIG, RunStateError, RunStore, now
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "AUTOPRUNE_SERVER_PID"  # the driver exits at once if its parent is no longer this server
@@ -91,6 +92,10 @@ class Supervisor:
 
     def _start_queued(self) -> None:
         for job in self.store.queued()[: max(0, self.max_concurrent - len(self._drivers))]:
+            try:  # claimed before the driver starts: a cancel or delete in between finds it running, or wins
+                self.store.change(job["id"], _claim)
+            except RunStateError:
+                continue
             directory = self.store.directory(job["id"])
             resume = (directory / RUN / "config.json").is_file()
             argv = ["search", "--resume", str(directory / RUN), "--trials", str(job["trials"]), "--trust-run-dir"] \
@@ -98,16 +103,23 @@ class Supervisor:
             output = open(directory / DRIVER_LOG, "ab")  # noqa: SIM115 (closed when the driver is reaped)
             # a session of its own: Ctrl+C or a signal to the server's process group stops the server, which
             # interrupts its drivers itself (resumable); the kernel still ends them with the server (driver.py)
-            process = subprocess.Popen([sys.executable, "-m", "autoprune.driver", *argv], cwd=directory,
-                                       stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                       env=self._environment(), start_new_session=True)
+            try:
+                process = subprocess.Popen([sys.executable, "-m", "autoprune.driver", *argv], cwd=directory,
+                                           stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                           env=self._environment(), start_new_session=True)
+            except OSError as exc:
+                output.close()
+                self.store.update(job["id"], status="failed", message=f"the driver did not start: {exc}",
+                                  finished=now())
+                continue
             self._drivers[job["id"]] = _Driver(process, output)
-            self.store.update(job["id"], status="running", pid=process.pid, exit_code=None, message="",
-                              started=now())
+            self.store.update(job["id"], pid=process.pid)
 
     def _environment(self) -> dict[str, str]:
-        """The driver's environment: imports as the server allows; the same autoprune package as the server."""
-        return {**os.environ, ALLOW_IMPORTS: "1" if self.allow_imports else "0", "PYTHONPATH": package_path(),
+        """The driver's environment: the server's without its tokens; imports as the server allows; the same
+        autoprune package as the server."""
+        inherited = {name: value for name, value in os.environ.items() if name != TOKEN_ENV}  # no secret to plugins
+        return {**inherited, ALLOW_IMPORTS: "1" if self.allow_imports else "0", "PYTHONPATH": package_path(),
                 PARENT_ENV: str(os.getpid())}
 
     def _cancel(self) -> None:
@@ -153,6 +165,13 @@ class Supervisor:
             self.store.update(run_id, status=status, pid=None, exit_code=driver.process.returncode,
                               message="" if status == "cancelled" else INTERRUPTED.format(id=run_id))
         self._drivers.clear()
+
+
+def _claim(job: dict[str, Any]) -> dict[str, Any]:
+    """The changes that mark a queued run as starting; refused if it is no longer queued."""
+    if job["status"] != "queued":
+        raise RunStateError(f"run {job['id']!r} is {job['status']}")
+    return {"status": "running", "pid": None, "exit_code": None, "message": "", "started": now()}
 
 
 def package_path() -> str:
