@@ -20,13 +20,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# one pytest-xdist worker per core
+# one pytest-xdist worker per core; the Ray modules (xdist_group "ray") share one worker, so two Ray instances never
+# compete for ports and a test that kills a trial worker only sees its own
 test: lint
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 # the edit loop: everything but the tests marked slow (Ray clusters, kill-and-resume, compiles, the quick benchmark)
 test-fast: lint
-	$(BIN)/python -m pytest -q -n auto -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -53,6 +53,7 @@ def _visible(browser, element_id: str) -> bool:
 
 def _open(browser, server: LocalServer, fragment: str = "/", width: int = 1280) -> None:
     """The dashboard at ``#fragment``, signed in (the token is asked for once per tab)."""
+    browser.get("about:blank")  # a real page load: a fragment change alone keeps charts drawn at the old width
     browser.set_window_size(width, 800)
     browser.get(f"{server.url}/#{fragment}")
     WebDriverWait(browser, 30).until(lambda b: any(_visible(b, f"view-{v}") for v in ("login", "runs", "run")))

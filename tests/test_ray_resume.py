@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow  # starts Ray drivers, kills them and resumes: minutes
+# starts Ray drivers, kills them and resumes: minutes; one xdist worker runs every Ray module (see the Makefile)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 ARGS = ["--executor", "ray", "--max-concurrent", "1", "--bn-batches", "1", "--finetune-steps", "3",
         "--final-finetune-steps", "0"]

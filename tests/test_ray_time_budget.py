@@ -10,6 +10,7 @@ import pytest
 
 import autoprune as ap
 
+pytestmark = pytest.mark.xdist_group("ray")  # one xdist worker runs every Ray module (see the Makefile)
 BUDGET = 60.0  # seconds: more than Ray takes to start on a loaded machine, so trial 0 is asked within it
 
 

@@ -43,6 +43,22 @@ def _wait(run: ap.Run, statuses: tuple[str, ...], timeout: float = 240) -> dict:
     return info
 
 
+def _driver_pid(runs_root: Path, run_id: str, timeout: float = 60) -> int:
+    """The driver's pid, once the supervisor has recorded it (a run is marked running just before it starts)."""
+    deadline = time.monotonic() + timeout
+    while (pid := json.loads((runs_root / run_id / "job.json").read_text())["pid"]) is None:
+        assert time.monotonic() < deadline, f"run {run_id} recorded no driver pid in {timeout} s"
+        time.sleep(0.1)
+    return pid
+
+
+def _proc_status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # gone between the two checks
+        return "zombie"
+
+
 @pytest.mark.slow  # three tiny searches, one killed and resumed (~1 min)
 def test_submit_queue_results_cancel_crash_and_bad_requests(server: LocalServer, runs_root: Path,
                                                             tmp_path: Path) -> None:
@@ -59,7 +75,7 @@ def test_submit_queue_results_cancel_crash_and_bad_requests(server: LocalServer,
 
     assert first.wait(timeout=240, progress=False) == "done"
     _wait(second, ("running",))
-    os.kill(json.loads((runs_root / second.id / "job.json").read_text())["pid"], signal.SIGKILL)  # a crash / OOM kill
+    os.kill(_driver_pid(runs_root, second.id), signal.SIGKILL)  # a crash / OOM kill
     crashed = _wait(second, ("failed", "done"))
     assert crashed["status"] == "failed" and "SIGKILL" in crashed["message"], crashed
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
@@ -165,10 +181,12 @@ def test_a_sigkilled_server_leaves_an_interrupted_run_that_resumes_with_every_tr
     while long.info()["progress"]["completed"] < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    driver = json.loads((runs_root / long.id / "job.json").read_text())["pid"]
+    driver = _driver_pid(runs_root, long.id)
     first.stop(signal.SIGKILL)
-    time.sleep(1)
-    assert not Path(f"/proc/{driver}").exists() or "zombie" in Path(f"/proc/{driver}/status").read_text()
+    deadline = time.monotonic() + 30  # the kernel ends the driver with its server (PDEATHSIG)
+    while Path(f"/proc/{driver}").exists() and "zombie" not in _proc_status(driver):
+        assert time.monotonic() < deadline, f"driver {driver} outlived its server by 30 s"
+        time.sleep(0.2)
 
     second = serve(runs_root, "--max-concurrent", "1")
     try:
