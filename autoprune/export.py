@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from autoprune.sparse_format import (
 )
 from search_spaces.errors import AutopruneError, ConfigError, RunDirError, unknown_name
 from search_spaces.inputs import as_tuple
-from search_spaces.io import atomic_write, atomic_write_json, read_text
+from search_spaces.io import atomic_write, atomic_write_json, read_json_file
 from search_spaces.options import check_module
 
 STATE_FILE = DENSE_FILE
@@ -69,14 +68,17 @@ def load_pruned_model(fresh_model: nn.Module, directory: str | Path, example_inp
         if not (directory / name).exists():
             raise RunDirError(f"{str(directory)!r} has no {name}; expected a directory written by save_pruned_model")
     try:
-        history = json.loads(read_text(directory / HISTORY_FILE, what="pruning history"))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{str(directory / HISTORY_FILE)!r} is not valid JSON ({exc})") from exc
+        history = read_json_file(directory / HISTORY_FILE, what="pruning history")
+    except ConfigError as exc:  # too large, not text, not JSON
+        raise RunDirError(str(exc)) from None
     replay_history(fresh_model, history, example_inputs)
     if weights == SPARSE_FILE:
         state = load_sparse(directory / SPARSE_FILE)
     else:
         state = read_tensors(directory / STATE_FILE, what="pruned weights")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunDirError(f"{str(directory / weights)!r} must hold a state dict (names -> tensors), got "
+                          f"{type(state).__name__}")
     try:
         fresh_model.load_state_dict(state)
     except RuntimeError as exc:

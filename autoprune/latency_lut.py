@@ -33,7 +33,7 @@ from autoprune.pruning import prune
 from search_spaces.cost import CostModel
 from search_spaces.errors import ConfigError
 from search_spaces.inputs import as_tuple, shapes
-from search_spaces.io import atomic_write_json, read_text
+from search_spaces.io import atomic_write_json, read_json_file
 from search_spaces.measure import check_device, latency_ratio, measure_latency_ms, with_batch
 from search_spaces.space import SearchSpace
 
@@ -124,7 +124,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         try:
-            return cls.from_dict(json.loads(read_text(path, what="latency table")))
+            return cls.from_dict(read_json_file(path, what="latency table"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"latency table {str(path)!r} is not readable ({type(exc).__name__}: {exc})") from exc
 

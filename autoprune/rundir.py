@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 
 from autoprune.state import StateError, digest, from_bytes, to_bytes
-from search_spaces.errors import RunDirError
-from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size
+from search_spaces.errors import ConfigError, RunDirError
+from search_spaces.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_json_file
 
 CONFIG = "config.json"
 TRIAL_LOG = "trials.jsonl"
@@ -52,8 +52,9 @@ MAX_LOG_BYTES = 1 << 30
 # trials.csv: 12 significant digits drop binary noise (0.6000000000000001 -> 0.6) and keep ``finished_at`` to
 # 10 ms; trials.jsonl and trials.parquet keep the exact values.
 CSV_FLOAT_FORMAT = "%.12g"
-# Settings that must match when a search is resumed (trials may grow).
+# Trial record fields that hold a number when set (a trials.jsonl row is checked against them).
 NUMERIC_TRIAL_FIELDS = ("loss", "flops", "params", "fidelity", "seconds", "rung", "latency_ms")
+# Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
 # Inputs a resumed search must be given again unchanged: (config key, what it is).
 IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (sizes and a sample)"))
@@ -318,15 +319,10 @@ def _is_trial_row(row: Any) -> bool:
 
 def read_json(path: Path, limit: int) -> dict[str, Any]:
     """A run file holding one JSON object, at most ``limit`` bytes (``RunDirError`` otherwise)."""
-    size = path.stat().st_size
-    if size > limit:
-        raise RunDirError(f"{str(path)!r} is {size:,} bytes; more than the {limit:,} a run file may have")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{str(path)!r} is not valid JSON ({exc})") from exc
-    except RecursionError:
-        raise RunDirError(f"{str(path)!r} is nested too deeply to be a run file") from None
+        data = read_json_file(path, what="run file", limit=limit)
+    except ConfigError as exc:  # missing, too large, not text, not JSON
+        raise RunDirError(str(exc)) from None
     if not isinstance(data, dict):
         raise RunDirError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
     return data

@@ -75,6 +75,18 @@ def read_text(path: str | Path, *, what: str, limit: int = MAX_TEXT_BYTES) -> st
         raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text ({exc})") from exc
 
 
+def read_json_file(path: str | Path, *, what: str, limit: int = MAX_TEXT_BYTES) -> Any:
+    """The JSON value in ``path``; a missing, oversized, undecodable, invalid or too deeply nested file is a
+    :class:`ConfigError` naming it."""
+    text = read_text(path, what=what, limit=limit)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {str(path)!r} is nested too deeply") from None
+
+
 def check_size(path: str | Path, *, what: str, limit: int) -> None:
     """Raise :class:`ConfigError` unless ``path`` is an existing file of at most ``limit`` bytes."""
     path = Path(path)

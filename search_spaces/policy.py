@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from search_spaces.errors import ConfigError, PolicyError
-from search_spaces.io import atomic_write_text, read_text
+from search_spaces.io import atomic_write_text, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +199,9 @@ class Policy(Mapping[str, float]):
         """Read a policy written by :meth:`save`."""
         path = Path(path)
         try:
-            data = json.loads(read_text(path, what="policy file"))
-        except ConfigError as exc:  # missing, too large, not text
+            data = read_json_file(path, what="policy file")
+        except ConfigError as exc:  # missing, too large, not text, not JSON
             raise PolicyError(str(exc)) from None
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"policy file {str(path)!r} is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise PolicyError(f"policy file {str(path)!r} is nested too deeply to be a policy") from None
         return cls.from_dict(data, source=f"policy file {str(path)!r}")
 
 

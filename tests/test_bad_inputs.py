@@ -195,8 +195,15 @@ def test_a_damaged_pruned_model_directory_is_refused_naming_the_file(trained_cnn
         history_file.write_text(json.dumps(bad))
         with pytest.raises(AutopruneError, match=message):
             ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
+    history_file.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AutopruneError, match=r"pruning_history.json' is nested too deeply"):
+        ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
     history_file.write_text(json.dumps(history))
-    weights.write_bytes(weights.read_bytes()[:500])
+    stored = weights.read_bytes()
+    torch.save([torch.zeros(2)], weights)  # a tensor file, not a state dict
+    with pytest.raises(AutopruneError, match=r"pruned_state_dict.pt' must hold a state dict .*got list"):
+        ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
+    weights.write_bytes(stored[:500])
     with pytest.raises(AutopruneError, match=r"pruned_state_dict.pt' is not a readable pruned weights file"):
         ap.load_pruned_model(small_cnn(in_channels=1), tmp_path, inputs)
 

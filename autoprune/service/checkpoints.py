@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import re
-import tempfile
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from autoprune.models import build_model
 from search_spaces.errors import ConfigError
-from search_spaces.io import atomic_write_json
+from search_spaces.io import atomic_write, atomic_write_json
 
 CHECKPOINT_ID = re.compile(r"^[0-9a-f]{64}$")
 _RECORDS = threading.Lock()  # one upload at a time adds to a checkpoint's record of models
@@ -42,9 +41,7 @@ def save_checkpoint(checkpoints: Path, body: bytes, model: str) -> str:
     checkpoints.mkdir(parents=True, exist_ok=True)
     target = checkpoints / f"{digest}.pt"
     if not target.exists():
-        with tempfile.NamedTemporaryFile(dir=checkpoints, delete=False, suffix=".tmp") as tmp:
-            tmp.write(body)
-        Path(tmp.name).replace(target)
+        atomic_write(target, lambda tmp: tmp.write_bytes(body))
     with _RECORDS:
         models = set(_checkpoint_models(checkpoints, digest)) | {model}
         atomic_write_json(checkpoints / f"{digest}.json", {"models": sorted(models)})
