@@ -15,7 +15,9 @@ import pytest
 # starts Ray drivers, kills them and resumes: minutes; one xdist worker runs every Ray module (see the Makefile)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
-ARGS = ["--executor", "ray", "--max-concurrent", "1", "--bn-batches", "1", "--finetune-steps", "3",
+# 150 finetune steps: a trial of about a second, so the search is still running when the test, polling every
+# 0.2 s, has seen two rows (at 3 steps the five trials took 0.25 s in all and could end before the kill)
+ARGS = ["--executor", "ray", "--max-concurrent", "1", "--bn-batches", "1", "--finetune-steps", "150",
         "--final-finetune-steps", "0"]
 
 
