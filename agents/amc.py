@@ -30,9 +30,10 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from agents.pruning_env import PruningEnv
 from agents.starts import check_starts, starting_ratios
-from autoprune.searcher import SearchContext, SeededSearcher, Trial
-from search_spaces.errors import ConfigError
-from search_spaces.options import check_int, check_number
+from autoprune.searcher import SearchContext, SeededSearcher
+from autoprune.trial import Trial
+from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.options import check_int, check_number
 from search_spaces.policy import Policy
 
 REWARDS = ("accuracy", "accuracy_guaranteed")

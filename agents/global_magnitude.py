@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from autoprune.masks import weight_magnitudes
-from autoprune.pruning import group_importances
+from autoprune.prune.channels import group_importances
+from autoprune.prune.masks import weight_magnitudes
 from autoprune.searcher import SearchContext, Searcher
 from search_spaces.cost import bisect_feasible
-from search_spaces.errors import ConfigError
+from search_spaces.ground.errors import ConfigError
 from search_spaces.policy import Policy
 
 IMPORTANCES = ("l1", "l2", "bn_scale")

@@ -22,8 +22,9 @@ from typing import Any
 import optuna
 
 from agents.starts import check_starts, starting_ratios
-from autoprune.searcher import SearchContext, Searcher, Trial, check_fit
-from search_spaces.errors import ConfigError
+from autoprune.searcher import SearchContext, Searcher, check_fit
+from autoprune.trial import Trial
+from search_spaces.ground.errors import ConfigError
 from search_spaces.policy import Policy
 
 SAMPLERS = ("tpe", "cmaes", "nsga2", "random")

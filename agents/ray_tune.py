@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from autoprune.searcher import SearchContext, Searcher, Trial, check_fit
-from search_spaces.errors import ConfigError
+from autoprune.searcher import SearchContext, Searcher, check_fit
+from autoprune.trial import Trial
+from search_spaces.ground.errors import ConfigError
 from search_spaces.policy import Policy
 
 ALGORITHMS = {

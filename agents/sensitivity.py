@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
-from autoprune.report import plot_sensitivity
-from autoprune.rundir import NEW_DIR_HINT, SENSITIVITY_TABLE, check_can_start
-from autoprune.searcher import SearchContext, Searcher, Trial
+from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
+from autoprune.report.sensitivity_plot import plot_sensitivity
+from autoprune.searcher import SearchContext, Searcher
+from autoprune.study.rundir import NEW_DIR_HINT, SENSITIVITY_TABLE, check_can_start
+from autoprune.trial import Score, Trial
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, bisect_feasible, repair
-from search_spaces.errors import ConfigError, EvaluationFailedError
-from search_spaces.io import atomic_write
+from search_spaces.ground.errors import ConfigError, EvaluationFailedError
+from search_spaces.ground.io import atomic_write
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 

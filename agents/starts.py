@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from agents.global_magnitude import GlobalSearcher
 from autoprune.searcher import SearchContext
 from search_spaces.cost import uniform_ratios
-from search_spaces.errors import ConfigError
+from search_spaces.ground.errors import ConfigError
 
 STARTS = ("uniform", "global")
 

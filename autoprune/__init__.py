@@ -13,24 +13,25 @@ physically smaller model::
 from __future__ import annotations
 
 from agents.sensitivity import sensitivity
-from autoprune.evaluate import Evaluator, EvaluatorConfig, Score
-from autoprune.export import export_model, load_pruned_model
-from autoprune.final import FinalConfig
-from autoprune.latency_lut import LatencyTable, latency_table
-from autoprune.loop import SearchResult, search
-from autoprune.masks import make_permanent
-from autoprune.pruning import apply_policy
-from autoprune.pruning_schedule import PruningSchedule, prune_gradually
-from autoprune.recovery import recover
-from autoprune.searcher import Searcher, Trial
+from autoprune.composition.search import SearchResult, search
+from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
+from autoprune.final.finalize import FinalConfig
+from autoprune.final.recovery import recover
+from autoprune.final.schedule import PruningSchedule, prune_gradually
+from autoprune.final.summary import LatencyCheck, ModelFigures, Summary
+from autoprune.latency.table import LatencyTable, latency_table
+from autoprune.prune.channels import apply_policy
+from autoprune.prune.export import export_model, load_pruned_model
+from autoprune.prune.masks import make_permanent
+from autoprune.prune.sparse_format import export_sizes, load_sparse, save_sparse
+from autoprune.report.sparsity_tables import sparsity_report
+from autoprune.searcher import Searcher
 from autoprune.service.client import Client, Run, ServiceError
-from autoprune.sparse_format import export_sizes, load_sparse, save_sparse
-from autoprune.sparsity_report import sparsity_report
-from autoprune.study import Progress
-from autoprune.summary import LatencyCheck, ModelFigures, Summary
+from autoprune.study.study import Progress
+from autoprune.trial import Score, Trial
 from search_spaces.budget import Budget, Cost, LatencySetting
 from search_spaces.cost import CostModel, repair
-from search_spaces.errors import (
+from search_spaces.ground.errors import (
     AutopruneError,
     BudgetError,
     ConfigError,

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autoprune.registry import searcher_class
+from autoprune.builtins.registry import searcher_class
+from autoprune.trial import Trial
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, repair, tighten
-from search_spaces.errors import ConfigError
+from search_spaces.ground.errors import ConfigError
 from search_spaces.policy import Policy
 
 if TYPE_CHECKING:
@@ -21,16 +22,8 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from autoprune.evaluate import Score
+    from autoprune.trial import Score
     from search_spaces.space import SearchSpace
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One candidate: an id unique within a search and the policy to evaluate."""
-
-    id: int
-    policy: Policy
 
 
 #: How a searcher's proposals are fitted to the budget (see :meth:`SearchContext.fit`).

@@ -23,13 +23,13 @@ import pytest
 import torch
 from torch import nn
 
-from autoprune.evaluate import Score
-from autoprune.models import resnet20
-from autoprune.searcher import SearchContext, Searcher, Trial
-from autoprune.state import from_bytes, to_bytes
+from autoprune.builtins.models import resnet20
+from autoprune.searcher import SearchContext, Searcher
+from autoprune.study.state import from_bytes, to_bytes
+from autoprune.trial import Score, Trial
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel
-from search_spaces.errors import ConfigError
+from search_spaces.ground.errors import ConfigError
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 

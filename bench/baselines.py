@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import BASELINE, QUICK_BASELINE, RESULTS, baseline_epochs, load_baseline, write_json
 
-from autoprune.evaluate import validate
+from autoprune.evaluation.evaluator import validate
 
 
 def main() -> None:

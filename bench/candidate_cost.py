@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.pruning import prune
-from autoprune.trials import policy_of
+from autoprune.prune.channels import prune
+from autoprune.study.trials import policy_of
 from search_spaces import default_preset
 
 PHASES = ("copy", "prune", "recalibrate", "finetune", "validate")

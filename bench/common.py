@@ -95,8 +95,8 @@ def load_baseline(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """
     import torch
 
-    from autoprune.config import SearchConfig, load_model_and_data
-    from autoprune.train import TrainConfig
+    from autoprune.composition.config import SearchConfig, load_model_and_data
+    from autoprune.evaluation.training import TrainConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     threads = torch.get_num_threads()
@@ -115,7 +115,7 @@ def changed_settings(saved: dict[str, Any], settings: dict[str, Any]) -> dict[st
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` with the machine info, atomically (a stopped run never leaves half a file)."""
-    from search_spaces.io import atomic_write_text
+    from search_spaces.ground.io import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")

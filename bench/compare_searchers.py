@@ -53,9 +53,9 @@ from common import (
 )
 
 import autoprune as ap
-from autoprune.evaluate import validate
-from autoprune.identity import model_digest
-from autoprune.registry import SEARCHERS
+from autoprune.builtins.registry import SEARCHERS
+from autoprune.evaluation.evaluator import validate
+from autoprune.study.identity import model_digest
 from search_spaces import default_preset
 
 MAX_EVALUATIONS = 200
@@ -122,7 +122,7 @@ def row_name(model: str, method: str, budget: float, seed: int, granularity: str
 def row_lock(path: Path) -> Iterator[bool]:
     """Whether this process may run the row: False while another process holds the ``flock`` on its lock file
     (parts of the benchmark run side by side, one per core). The OS releases it when the holder ends, so a
-    process killed with its session leaves no lock behind (as ``autoprune.rundir``'s lock)."""
+    process killed with its session leaves no lock behind (as ``autoprune.study.rundir``'s lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_CREAT | os.O_WRONLY)
     try:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import DOCS, write_result
 
 from autoprune import CostModel, apply_policy
-from autoprune.models import resnet56
+from autoprune.builtins.models import resnet56
 from search_spaces import SearchSpace
 from search_spaces.measure import count_flops, count_params
 

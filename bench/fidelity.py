@@ -41,7 +41,7 @@ from common import BASELINE, FIDELITY, QUICK_BASELINE, QUICK_FIDELITY, RESULTS, 
 
 import autoprune as ap
 from agents.global_magnitude import GlobalSearcher
-from autoprune.evaluate import KD_ALPHA, KD_TEMPERATURE, Evaluator, validate
+from autoprune.evaluation.evaluator import KD_ALPHA, KD_TEMPERATURE, Evaluator, validate
 from autoprune.searcher import SearchContext
 
 BUDGET = 0.3

@@ -5,7 +5,7 @@ Part 1 (``speedups``): ResNet-20 (1x28x28), MobileNetV2 and ResNet-18 (3x32x32) 
 ``torch.compile`` and onnxruntime, each pruned model against its own unpruned model in the same runtime.
 Latency does not depend on the weights, so the models are freshly initialized.
 
-Part 2 (``table_error``): per model, the lookup table (autoprune.latency_lut) against measurement on 30
+Part 2 (``table_error``): per model, the lookup table (autoprune.latency.table) against measurement on 30
 random policies (batch 1, one thread): the error of the predicted latency (ms) and of the predicted latency
 ratio against a side-by-side measured ratio. Each policy's ratio is measured twice: how much the two disagree
 (``median_abs_ratio_noise``) is the machine's noise floor for that error.
@@ -35,10 +35,10 @@ from torch.utils import benchmark
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_json
 
-from autoprune.export import export_model
-from autoprune.latency_lut import build_latency_table
-from autoprune.models import build_model
-from autoprune.pruning import prune
+from autoprune.builtins.models import build_model
+from autoprune.latency.table import build_latency_table
+from autoprune.prune.channels import prune
+from autoprune.prune.export import export_model
 from search_spaces import SearchSpace, default_preset
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, uniform_ratios

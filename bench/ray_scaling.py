@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import BASELINE, RESULTS, load_baseline, write_json
 
 import autoprune as ap
-from autoprune.study import Progress
+from autoprune.study.study import Progress
 
 SETTINGS = {
     "local, 1 thread": ("local", {}, 1),

@@ -3,7 +3,7 @@
 The same tiny search (small CNN on digits, 3 trials, no finetune; the baseline trained and cached first) runs
 ``--repeats`` times each way, one at a time:
 
-- driver: ``python -m autoprune.driver search CONFIG`` as a subprocess, what ``autoprune serve`` starts;
+- driver: ``python -m autoprune.cli.driver search CONFIG`` as a subprocess, what ``autoprune serve`` starts;
 - ray job: a local Ray with its dashboard (``ray.init``; needs ``pip install 'autoprune[jobs]'``, i.e.
   ``ray[default]``), then ``JobSubmissionClient.submit_job`` with the same command, polled until it ends.
 
@@ -36,7 +36,7 @@ SEARCH = {"model": "small_cnn", "dataset": "digits", "budget": {"params": 0.6}, 
 
 
 def _command(config: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "autoprune.driver", "search", str(config), "--run-dir", str(run_dir)]
+    return [sys.executable, "-m", "autoprune.cli.driver", "search", str(config), "--run-dir", str(run_dir)]
 
 
 def _driver(config: Path, run_dir: Path, env: dict[str, str]) -> float:

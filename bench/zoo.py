@@ -34,13 +34,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DOCS, RESULTS, changed_settings, write_result
 
-from autoprune.pruning import prune
+from autoprune.prune.channels import prune
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, uniform_ratios
-from search_spaces.errors import BudgetError, TraceError
+from search_spaces.ground.errors import BudgetError, TraceError
+from search_spaces.ground.time_limit import TimeUp, interrupt_after
 from search_spaces.measure import count_flops
 from search_spaces.space import TRACE_TIME_LIMIT, SearchSpace
-from search_spaces.time_limit import TimeUp, interrupt_after
 
 SIZE = 64
 BUDGET = 0.6

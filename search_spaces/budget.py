@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from search_spaces.errors import BudgetError
-from search_spaces.inputs import batch_size
+from search_spaces.ground.errors import BudgetError
+from search_spaces.ground.inputs import batch_size
 from search_spaces.measure import (
     count_flops,
     count_nonzeros,

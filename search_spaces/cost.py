@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from search_spaces.budget import Budget, Cost
-from search_spaces.errors import BudgetError
+from search_spaces.ground.errors import BudgetError
 from search_spaces.space import SearchSpace
 
 LayerDims = Mapping[str, tuple[int, int]]

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from search_spaces.errors import ConfigError
-from search_spaces.inputs import as_tuple
+from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.inputs import as_tuple
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from search_spaces.errors import ConfigError, PolicyError
-from search_spaces.io import atomic_write_text, read_json_file
+from search_spaces.ground.errors import ConfigError, PolicyError
+from search_spaces.ground.io import atomic_write_text, read_json_file
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 from torch import nn
 
-from search_spaces.errors import ConfigError, unknown_name
-from search_spaces.io import read_text
-from search_spaces.options import check_fraction, check_int
+from search_spaces.ground.errors import ConfigError, unknown_name
+from search_spaces.ground.io import read_text
+from search_spaces.ground.options import check_fraction, check_int
 
 PRESET_DIR = Path(__file__).parent / "presets"
 _KEYS = {"ignore", "max_ratio", "round_to", "ratio_bounds", "description"}

@@ -18,11 +18,12 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from search_spaces.errors import ConfigError, TraceError
+from search_spaces.ground.errors import ConfigError, TraceError
+from search_spaces.ground.inputs import as_tuple
+from search_spaces.ground.options import check_fraction, check_int, check_module
+from search_spaces.ground.time_limit import TimeUp, interrupt_after
 from search_spaces.group_check import broken_groups, check_kept, reference
-from search_spaces.inputs import as_tuple
 from search_spaces.measure import sparse_tensor_bytes
-from search_spaces.options import check_fraction, check_int, check_module
 from search_spaces.policy import Policy
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
@@ -33,7 +34,6 @@ from search_spaces.surgery import (
     dependency_graph,
     unwrapped_parameters,
 )
-from search_spaces.time_limit import TimeUp, interrupt_after
 
 log = logging.getLogger(__name__)
 # The ratio the trace-time check removes from each group besides its max_ratio (the "small" cut).
@@ -308,7 +308,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         return self._sums(dims)[1]
 
     def sparse_bytes(self, dims: Mapping[str, tuple[int, int]]) -> int:
-        """Bytes of the parameters in the sparse format (``autoprune.sparse_format``): float32 values, and a
+        """Bytes of the parameters in the sparse format (``autoprune.prune.sparse_format``): float32 values, and a
         weight tensor with zeros stored as a bitmask plus its non-zero values when that is smaller."""
         if self.granularity == "channel":
             return VALUE_BYTES * self._sums(dims)[1]

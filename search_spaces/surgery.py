@@ -17,8 +17,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from search_spaces.errors import ConfigError, PolicyError, TraceError
-from search_spaces.time_limit import TimeUp
+from search_spaces.ground.errors import ConfigError, PolicyError, TraceError
+from search_spaces.ground.time_limit import TimeUp
 
 log = logging.getLogger(__name__)
 PruningHistory = list[tuple[str, bool, list[int]]]

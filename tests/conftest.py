@@ -18,9 +18,9 @@ import torchvision
 from torch import nn
 
 from autoprune import Budget, search
-from autoprune.data import DataBundle, load_digits
-from autoprune.models import mobilenet_v2, resnet20, resnet56, small_cnn
-from autoprune.train import TrainConfig, train
+from autoprune.builtins.data import DataBundle, load_digits
+from autoprune.builtins.models import mobilenet_v2, resnet20, resnet56, small_cnn
+from autoprune.evaluation.training import TrainConfig, train
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from agents.random_search import RandomSearcher
-from autoprune.data import DataBundle
+from autoprune.builtins.data import DataBundle
 from autoprune.searcher import SearchContext
-from search_spaces.errors import ConfigError
+from search_spaces.ground.errors import ConfigError
 
 
 def tiny_model(*, in_channels: int, num_classes: int) -> nn.Module:
@@ -83,13 +83,13 @@ class ToyEvaluator:
     where quality is 1 - its first group's ratio (picklable, so Ray workers can run it)."""
 
     def __init__(self, full: int, space) -> None:
-        from autoprune.evaluate import EvaluatorConfig
+        from autoprune.evaluation.evaluator import EvaluatorConfig
 
         self.config = EvaluatorConfig(finetune_steps=full)
         self.space = space
 
     def evaluate_rungs(self, policy, *, steps=None, rungs=()):
-        from autoprune.evaluate import Score
+        from autoprune.trial import Score
 
         full = self.config.finetune_steps
         quality = 1.0 - policy[self.space.names[0]]

@@ -16,14 +16,14 @@ import torch
 import yaml
 
 import autoprune as ap
-from autoprune.cli import main
-from autoprune.config import SearchConfig
-from autoprune.latency_lut import LatencyTable
-from autoprune.models import build_model, small_cnn
-from autoprune.pruning import prune
-from autoprune.state import digest
-from autoprune.train import load_checkpoint
-from search_spaces.errors import AutopruneError
+from autoprune.builtins.models import build_model, small_cnn
+from autoprune.cli.main import main
+from autoprune.composition.config import SearchConfig
+from autoprune.evaluation.training import load_checkpoint
+from autoprune.latency.table import LatencyTable
+from autoprune.prune.channels import prune
+from autoprune.study.state import digest
+from search_spaces.ground.errors import AutopruneError
 
 FAST = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
 
@@ -213,7 +213,7 @@ def test_deeply_nested_json_is_refused_naming_the_file(tmp_path) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(AutopruneError, match=r"deep.json' is nested too deeply"):
         ap.Policy.load(deep)
-    from autoprune.rundir import read_json
+    from autoprune.study.rundir import read_json
 
     with pytest.raises(AutopruneError, match=r"deep.json' is nested too deeply"):
         read_json(deep, 1_000_000)
@@ -354,9 +354,9 @@ def test_lost_tables_are_rebuilt_from_the_trial_log(finished_run, trained_cnn, d
 def test_installed_plugins_register_by_entry_point(monkeypatch) -> None:
     from importlib.metadata import EntryPoint
 
-    from autoprune import registry
+    from autoprune.builtins import registry
 
-    plugin = EntryPoint(name="tiny", value="autoprune.models:small_cnn", group="autoprune.models")
+    plugin = EntryPoint(name="tiny", value="autoprune.builtins.models:small_cnn", group="autoprune.models")
     monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == "autoprune.models" else [])
     monkeypatch.setenv("AUTOPRUNE_ALLOW_IMPORTS", "0")  # entry points stay open when import strings are closed
     assert isinstance(build_model("tiny", in_channels=1, num_classes=10), torch.nn.Module)

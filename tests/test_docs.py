@@ -33,7 +33,7 @@ def test_the_evaluator_default_is_the_proxy_the_fidelity_study_picked(monkeypatc
     monkeypatch.syspath_prepend(str(README.parent / "bench"))
     from common import FIDELITY, RESULTS
 
-    from autoprune.evaluate import EvaluatorConfig
+    from autoprune.evaluation.evaluator import EvaluatorConfig
 
     study = json.loads((RESULTS / "fidelity.json").read_text())
     (default,) = [p for p in study["proxies"] if p["default"]]

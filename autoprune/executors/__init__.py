@@ -9,8 +9,8 @@ from typing import Any
 from autoprune.executors.base import Completed, Executor
 from autoprune.executors.local import LocalExecutor
 from autoprune.executors.options import RayOptions
-from search_spaces.errors import ConfigError, unknown_name
-from search_spaces.options import from_mapping
+from search_spaces.ground.errors import ConfigError, unknown_name
+from search_spaces.ground.options import from_mapping
 
 EXECUTORS = ("local", "ray")
 

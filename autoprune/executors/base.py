@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoprune.evaluate import Evaluator, Score
-from autoprune.scheduler import Scheduler
-from autoprune.searcher import Searcher, Trial
-
-
-@dataclass(frozen=True)
-class Completed:
-    """A finished trial with its score and where it ran (``node``, ``pid``)."""
-
-    trial: Trial
-    score: Score
-    info: dict[str, Any] = field(default_factory=dict)
+from autoprune.evaluation.evaluator import Evaluator
+from autoprune.evaluation.rungs import Scheduler
+from autoprune.searcher import Searcher
+from autoprune.trial import Completed
 
 
 class Executor(abc.ABC):

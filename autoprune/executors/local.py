@@ -6,10 +6,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from autoprune.evaluate import Evaluator
-from autoprune.executors.base import Completed, Executor
-from autoprune.scheduler import Scheduler, scheduled_score
+from autoprune.evaluation.evaluator import Evaluator
+from autoprune.evaluation.rungs import Scheduler, scheduled_score
+from autoprune.executors.base import Executor
 from autoprune.searcher import Searcher
+from autoprune.trial import Completed
 
 
 class LocalExecutor(Executor):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search_spaces.options import check_int, check_number
+from search_spaces.ground.options import check_int, check_number
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ from ray.tune import Tuner
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher as TuneSearcher
 
-from autoprune.evaluate import CANDIDATE_FAILURES, Evaluator, Score
-from autoprune.executors.base import Completed, Executor
+from autoprune.evaluation.evaluator import CANDIDATE_FAILURES, Evaluator
+from autoprune.evaluation.rungs import Scheduler
+from autoprune.executors.base import Executor
 from autoprune.executors.options import RayOptions
-from autoprune.scheduler import Scheduler
-from autoprune.searcher import Searcher, Trial
-from search_spaces import errors
-from search_spaces.errors import AutopruneError, ConfigError
+from autoprune.searcher import Searcher
+from autoprune.trial import Completed, Score, Trial
+from search_spaces.ground import errors
+from search_spaces.ground.errors import AutopruneError, ConfigError
 from search_spaces.policy import Policy
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from autoprune.models import MODELS
-from autoprune.registry import registered
+from autoprune.builtins.models import MODELS
+from autoprune.builtins.registry import registered
 from autoprune.service import dashboard
 from autoprune.service.auth import owner_of
 from autoprune.service.checkpoints import check_state_dict, save_checkpoint
@@ -30,7 +30,7 @@ from autoprune.service.remote import (
 )
 from autoprune.service.store import FINISHED, NoSuchRunError, RunStateError, RunStore
 from autoprune.service.supervisor import Supervisor
-from search_spaces.errors import AutopruneError, ConfigError, unknown_name
+from search_spaces.ground.errors import AutopruneError, ConfigError, unknown_name
 
 #: Largest checkpoint upload (a state dict).
 MAX_UPLOAD_BYTES = 1 << 30

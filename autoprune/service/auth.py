@@ -9,7 +9,7 @@ import re
 import secrets
 from pathlib import Path
 
-from search_spaces.errors import ConfigError
+from search_spaces.ground.errors import ConfigError
 
 TOKEN_ENV = "AUTOPRUNE_TOKEN"
 TOKEN_FILE = ".token"

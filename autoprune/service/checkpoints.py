@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from autoprune.models import build_model
-from search_spaces.errors import ConfigError
-from search_spaces.io import atomic_write, atomic_write_json
+from autoprune.builtins.models import build_model
+from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.io import atomic_write, atomic_write_json
 
 CHECKPOINT_ID = re.compile(r"^[0-9a-f]{64}$")
 _RECORDS = threading.Lock()  # one upload at a time adds to a checkpoint's record of models

@@ -13,7 +13,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autoprune.service.auth import TOKEN_ENV, first_token
-from search_spaces.errors import AutopruneError, ConfigError
+from search_spaces.ground.errors import AutopruneError, ConfigError
 from search_spaces.policy import Policy
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")

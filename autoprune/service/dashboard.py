@@ -2,7 +2,7 @@
 
 The page holds no data, so it is served without a token; every call it makes for data sends the token the user
 entered (kept in the browser's ``sessionStorage``). A run's charts are the report's own sections
-(:func:`autoprune.run_report.report_sections`), sent as JSON and drawn by the same plotly.js.
+(:func:`autoprune.report.run_record.report_sections`), sent as JSON and drawn by the same plotly.js.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from autoprune import rundir as rd
-from autoprune.config import SearchConfig
-from autoprune.data import DATASETS
+from autoprune.builtins.data import DATASETS
+from autoprune.builtins.models import MODELS
+from autoprune.builtins.registry import SEARCHERS, registered
+from autoprune.composition.config import SearchConfig
 from autoprune.executors import EXECUTORS
-from autoprune.models import MODELS
-from autoprune.registry import SEARCHERS, registered
-from autoprune.report_page import asset, embed_json
-from autoprune.run_report import RunRecord, report_sections
+from autoprune.report.page import asset, embed_json
+from autoprune.report.run_record import RunRecord, report_sections
+from autoprune.study import rundir as rd
 from search_spaces.budget import KINDS
 from search_spaces.space import GRANULARITIES
 

@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """``python -m autoprune.cli serve`` on 127.0.0.1 with ``token``; its output goes to ``log_path``
+    """``python -m autoprune.cli.main serve`` on 127.0.0.1 with ``token``; its output goes to ``log_path``
     (``server-<port>.log`` beside the runs root).
 
     Args:

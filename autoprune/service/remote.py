@@ -16,14 +16,14 @@ from typing import Any
 
 import yaml
 
-from autoprune.config import SearchConfig
-from autoprune.data import DATASETS
-from autoprune.models import MODELS, build_model
-from autoprune.registry import SEARCHERS, registered
+from autoprune.builtins.data import DATASETS
+from autoprune.builtins.models import MODELS, build_model
+from autoprune.builtins.registry import SEARCHERS, registered
+from autoprune.composition.config import SearchConfig
 from autoprune.searcher import searcher_type
 from autoprune.service.checkpoints import uploaded_checkpoint
-from search_spaces.errors import ConfigError, unknown_name
-from search_spaces.options import check_int
+from search_spaces.ground.errors import ConfigError, unknown_name
+from search_spaces.ground.options import check_int
 from search_spaces.presets import available_presets
 
 #: Largest request body holding a config (413 past it).

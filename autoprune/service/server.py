@@ -13,8 +13,8 @@ from autoprune.service.app import ServerSettings, create_app
 from autoprune.service.auth import TOKEN_FILE, load_tokens
 from autoprune.service.store import RunStore
 from autoprune.service.supervisor import Supervisor
-from search_spaces.errors import ConfigError
-from search_spaces.options import check_int
+from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.options import check_int
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autoprune.config import SearchConfig
-from search_spaces.errors import ConfigError, RunDirError
-from search_spaces.io import atomic_write_json
+from autoprune.composition.config import SearchConfig
+from search_spaces.ground.errors import ConfigError, RunDirError
+from search_spaces.ground.io import atomic_write_json
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")

@@ -1,8 +1,8 @@
 """The queue: at most N driver processes at once, started in the order runs were queued, watched until they end.
 
-Each run is one ``python -m autoprune.driver search ...`` process (see docs/service.md for why a driver process
+Each run is one ``python -m autoprune.cli.driver search ...`` process (see docs/service.md for why a driver process
 and not a Ray job). One thread does all starting, signalling and reaping, so the kernel ties every driver's
-life to it (``autoprune.driver``). A driver that crashes or runs out of memory ends its own run only.
+life to it (``autoprune.cli.driver``). A driver that crashes or runs out of memory ends its own run only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from autoprune.registry import ALLOW_IMPORTS
+from autoprune.builtins.registry import ALLOW_IMPORTS
 from autoprune.service.auth import TOKEN_ENV
 from autoprune.service.store import DRIVER_LOG, RUN, SEARCH_CONFIG, RunStateError, RunStore, now
 
@@ -104,7 +104,7 @@ class Supervisor:
             # a session of its own: Ctrl+C or a signal to the server's process group stops the server, which
             # interrupts its drivers itself (resumable); the kernel still ends them with the server (driver.py)
             try:
-                process = subprocess.Popen([sys.executable, "-m", "autoprune.driver", *argv], cwd=directory,
+                process = subprocess.Popen([sys.executable, "-m", "autoprune.cli.driver", *argv], cwd=directory,
                                            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                            env=self._environment(), start_new_session=True)
             except OSError as exc:

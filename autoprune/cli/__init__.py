@@ -1,0 +1,1 @@
+"""The command line: `autoprune ...` and the served driver process."""

@@ -1,0 +1,410 @@
+"""search(): the public entry point, a short composition of the parts.
+
+space → cost model (+ latency table) → searcher ⇄ executor (evaluator) → study (the books) → final step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from autoprune.composition.time_budget import TimeLimited, parse_duration
+from autoprune.evaluation.chance_watch import ChanceWatch
+from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
+from autoprune.evaluation.rungs import SchedulerConfig, check_schedulable, split_legacy_options
+from autoprune.executors import Executor, make_executor
+from autoprune.final.finalize import FinalConfig, FinalModel, finalize
+from autoprune.final.rescore import RescoreConfig, best_rescored, rescore, top_candidates
+from autoprune.final.reuse import KeptFinal, keep_final, stored_summary
+from autoprune.final.schedule import PruningSchedule
+from autoprune.final.summary import Summary
+from autoprune.latency.table import LatencyTable, latency_table
+from autoprune.prune.export import save_pruned_model
+from autoprune.report.run_record import RunRecord, save_report, write_report
+from autoprune.searcher import SearchContext, Searcher, make_searcher
+from autoprune.study import rundir as rd
+from autoprune.study.identity import data_identity, model_digest
+from autoprune.study.progress import SearchDisplay
+from autoprune.study.study import Progress, ProgressCallback, Study
+from autoprune.study.tracking import Tracker, Trackers, check_tracking, make_trackers
+from autoprune.study.trials import best_row, pareto_front, policy_of
+from autoprune.trial import Completed
+from search_spaces.budget import Budget, LatencyBudget
+from search_spaces.cost import CostModel
+from search_spaces.ground.errors import AutopruneError, BudgetError, ConfigError, RunDirError
+from search_spaces.ground.inputs import shapes
+from search_spaces.ground.io import atomic_write_json
+from search_spaces.ground.options import check_batches, check_int, check_module
+from search_spaces.policy import Policy
+from search_spaces.space import SearchSpace
+
+log = logging.getLogger(__name__)
+__all__ = ["Progress", "SearchResult", "search"]
+
+
+@dataclass
+class SearchResult:
+    """What a search returns.
+
+    Attributes:
+        best_policy: the best feasible policy at full fidelity (a search without one raises BudgetError).
+        trials: one row per finished trial: ``trial_id``, ``status``, ``accuracy``, ``loss``, ``flops``,
+            ``params``, ``flops_ratio``, ``params_ratio``, ``feasible``, ``fidelity``, ``seconds``,
+            ``latency_ms`` (measured, latency budgets), where the seconds went (``prune_seconds``,
+            ``recalibrate_seconds``, ``finetune_seconds``, ``validate_seconds``), ``error``, ``node``, ``pid``,
+            ``finished_at`` (UNIX time) and one ``ratio:<group>`` column per group.
+        pareto: the accuracy-vs-FLOPs non-dominated trials (ok, full fidelity).
+        space: the search space.
+        summary: baseline vs pruned accuracy, FLOPs, params and latency after the final finetune, and the
+            groups the trace-time check excluded.
+        pruned_model: the final pruned, finetuned model.
+        run_dir: where the outputs were written, if anywhere.
+        config: the search's settings as the run directory's ``config.json`` records them.
+    """
+
+    best_policy: Policy | None
+    trials: pd.DataFrame
+    pareto: pd.DataFrame
+    space: SearchSpace
+    summary: Summary | None = None
+    pruned_model: nn.Module | None = None
+    run_dir: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the HTML report (default: ``run_dir/report.html``; a search without a run directory needs
+        ``path``) and return its path. Every search with a run directory writes it at the end."""
+        if self.run_dir is not None:
+            return write_report(self.run_dir, path)
+        if path is None:
+            raise ConfigError("this search wrote no run directory: give report(path) a file to write")
+        record = RunRecord(self.config, self.trials, self.summary, self.best_policy)
+        return save_report(record, path)
+
+
+def search(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    budget: Budget,
+    train_data: Iterable,
+    val_data: Iterable,
+    test_data: Iterable | None = None,
+    searcher: str | Searcher = "random",
+    searcher_options: Mapping[str, Any] | None = None,
+    trials: int = 50,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    evaluator: EvaluatorConfig | Mapping[str, Any] | None = None,
+    executor: str | Executor = "local",
+    executor_options: Mapping[str, Any] | None = None,
+    final_finetune_steps: int = 0,
+    final_lr: float | None = None,
+    final_schedule: str | Mapping[str, Any] | PruningSchedule | None = None,
+    final_recovery: str = "finetune",
+    rewind_state: Mapping[str, torch.Tensor] | None = None,
+    space: SearchSpace | None = None,
+    preset: str | None = None,
+    ignore: Sequence[str] = (),
+    round_to: int | None = None,
+    max_ratio: float | None = None,
+    granularity: str = "channel",
+    measure_latency: bool = True,
+    progress: bool | ProgressCallback | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    scheduler: str | Mapping[str, Any] | SchedulerConfig | None = None,
+    rescore: int | Mapping[str, Any] | RescoreConfig | None = None,
+    time_budget: float | str | None = None,
+    tracking: Sequence[str] | str = (),
+) -> SearchResult:
+    """Search per-group pruning ratios for ``model`` under ``budget`` and return the best policy.
+
+    Args:
+        model: the trained model (left unchanged).
+        example_inputs: a tensor (or tuple) the model accepts; its batch size sets the FLOPs scale.
+        budget: e.g. ``Budget.flops(0.5)``: at most half the unpruned FLOPs.
+        train_data: batches of ``(inputs, targets)`` for BN recalibration and finetuning.
+        val_data: batches scored for each candidate (use an unshuffled loader).
+        test_data: batches for the final baseline-vs-pruned report (default: ``val_data``).
+        searcher: a name (``random``, ``uniform``, or ``package.module:Class``) or a Searcher instance.
+        searcher_options: keyword options for a searcher given by name.
+        trials: number of evaluations to finish (a resumed search stops at this total).
+        run_dir: directory for the outputs (None: nothing written). Must be empty unless ``resume``.
+        resume: continue the search in ``run_dir`` with its saved trials and searcher state.
+        seed: seeds the searcher and every evaluation.
+        evaluator: :class:`EvaluatorConfig` or a mapping of its fields.
+        executor: ``local`` (in this process), ``ray`` (Ray Tune trials), or an Executor instance.
+        executor_options: keyword options for an executor given by name (see ``RayExecutor``).
+        final_finetune_steps: finetune steps for the best policy before the final report.
+        final_lr: learning rate of the final finetune (default: the evaluator's).
+        final_schedule: how the best policy is reached in the final step: ``one_shot`` (default), ``iterative``,
+            ``agp`` or ``constant``, or a mapping of :class:`autoprune.PruningSchedule`'s fields; a gradual one
+            trains ``final_finetune_steps`` steps while it prunes.
+        final_recovery: after one-shot pruning, ``finetune`` (default), ``lr_rewind``, ``weight_rewind`` (needs
+            ``rewind_state``) or ``scratch`` (see :mod:`autoprune.final.recovery`).
+        rewind_state: the unpruned model's state dict early in its training, for ``weight_rewind``.
+        space: a prebuilt search space (default: traced from ``model`` with preset/ignore/round_to/max_ratio and
+            granularity).
+        granularity: ``"channel"`` (default: structured, the model gets smaller and faster) or ``"element"``
+            (one sparsity per weight tensor, masked with ``torch.nn.utils.prune``; use ``Budget.nonzeros`` or
+            ``Budget.size``; the exported model also comes in the sparse form).
+        measure_latency: measure CPU latency of the baseline and pruned model for the summary.
+        progress: ``True`` shows the search's progress (rich bars in a terminal or a notebook, one line per event
+            in a log: trials done of the total, the best feasible accuracy so far); or a callable, called with a
+            :class:`Progress` after every trial and at each stage.
+        run_config: extra settings recorded in the run directory's ``config.json`` (e.g. by the CLI).
+        scheduler: multi-fidelity: ``none`` (default: every candidate finetunes fully) or ``asha`` (or a
+            mapping / :class:`SchedulerConfig` with ``grace_period``, ``reduction_factor``): stops poor
+            candidates at early rungs, on either executor.
+        rescore: before the best policy is chosen, the best ``top_k`` candidates (default 3) are scored again
+            at a higher fidelity (:class:`RescoreConfig`; an int is ``top_k``; 0 turns it off).
+        time_budget: a wall-clock limit on the trials, in seconds or as ``"2h"``, ``"90m"``, ``"1h30m"``, counted
+            from this call: once it has passed no trial starts, the running ones finish, and the best policy so
+            far goes through the final step (not counted). The run directory stays resumable.
+        tracking: ``"tensorboard"`` and/or ``"mlflow"``: every trial and the final result recorded under
+            ``run_dir`` (see :mod:`autoprune.study.tracking`; needs ``run_dir``).
+    """
+    arguments = dict(locals())  # progress=True: the same call, drawn by a SearchDisplay
+    if progress is True:
+        with SearchDisplay() as display:
+            return search(**{**arguments, "progress": display})
+    if not isinstance(budget, Budget):
+        raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
+    check_module("model", model)
+    if space is not None and space.granularity != granularity and granularity != "channel":
+        raise ConfigError(f"granularity={granularity!r} but the space given prunes {space.granularity}s")
+    budget.check_granularity(granularity if space is None else space.granularity)
+    check_int("trials", trials, low=1)
+    check_int("seed", seed, low=0)
+    for name, data in (("train_data", train_data), ("val_data", val_data)):
+        check_batches(name, data)
+    if test_data is not None:
+        check_batches("test_data", test_data)
+    started, limit = time.monotonic(), None if time_budget is None else parse_duration(time_budget)
+    trackers = check_tracking(tracking, run_dir)
+    if run_dir is not None:
+        rd.check_can_start(run_dir, resume=resume)  # before tracing or timing anything
+    final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency,
+                        rescore=RescoreConfig.from_value(rescore), schedule=PruningSchedule.from_value(final_schedule),
+                        recovery=final_recovery, rewind_state=rewind_state)
+    schedule = SchedulerConfig.from_value(scheduler)
+    if isinstance(executor_options, Mapping):  # the scheduler used to be chosen among the Ray executor's options
+        executor_options, legacy = split_legacy_options(executor_options)
+        schedule = legacy if legacy is not None and scheduler is None else schedule
+    recipe = replace(EvaluatorConfig.from_dict(evaluator), seed=seed)
+    check_schedulable(schedule, recipe.finetune_steps)
+    if space is None:
+        space = SearchSpace.from_model(
+            model, example_inputs, preset=preset, ignore=ignore, round_to=round_to, max_ratio=max_ratio,
+            granularity=granularity,
+        )
+    if len(space) == 0:
+        raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
+    saved = Path(run_dir) / rd.LATENCY_TABLE if run_dir is not None and resume else None
+    cost_model = _cost_model(model, space, example_inputs, budget, saved, progress, trials)
+    cost_model.check_reachable(budget)
+    chosen, runner = make_searcher(searcher, searcher_options), make_executor(executor, executor_options)
+    context = SearchContext(
+        space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
+        run_dir=Path(run_dir) if run_dir is not None else None, model=model, example_inputs=example_inputs,
+        full_fidelity=recipe.finetune_steps,
+    )
+    scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
+                       cost_model=cost_model, config=recipe)
+    config = {**_run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config,
+                            train_data, val_data), "time_budget_seconds": limit, "tracking": list(trackers),
+              "chance_accuracy": scorer.chance_accuracy()}  # for the report's near-chance warning
+    study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
+    try:
+        if study.run is not None and cost_model.latency is not None:
+            cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
+        tracker = make_trackers(trackers, study.path, config) if trackers else Trackers(())
+        if study.remaining:
+            _run_trials(study, runner, chosen, scorer, tracker, None if limit is None else (limit, started),
+                        ChanceWatch(config["chance_accuracy"], recipe))
+        result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
+        if result.run_dir is not None:
+            log.info("report: %s", result.report())
+            tracker.final(None if result.summary is None else result.summary.to_dict(),
+                          [p for p in (result.run_dir / rd.BEST_POLICY, result.run_dir / rd.SUMMARY) if p.exists()])
+    except BaseException:
+        study.close(failed=True)
+        raise
+    study.close()
+    return result
+
+
+def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Evaluator, tracker: Tracker,
+                limit: tuple[float, float] | None, watch: ChanceWatch) -> None:
+    """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed; ``watch``
+    warns when the first scores are all near chance."""
+    asker = searcher if limit is None else TimeLimited(searcher, limit[0], start=limit[1])
+    watch.resume(row["accuracy"] for row in study.rows if row["status"] == "ok")
+
+    def record(done: Completed) -> None:
+        study.record(done)
+        tracker.trial(study.rows[-1])
+        warning = watch.observe(done.score)
+        if warning is not None:
+            log.warning(warning)
+            study.notify("warning", warning)
+
+    runner.run(asker, scorer, scheduler=study.scheduler, remaining=study.remaining, on_result=record,
+               run_dir=study.path)
+    if limit is not None and study.remaining and asker.expired:
+        study.notify("stopped", f"time budget of {limit[0]:,.0f} s used up after {len(study.rows)} of "
+                     f"{study.context.trials} trials; the best so far is finalized (resume to run the rest)")
+
+
+def _cost_model(
+    model: nn.Module, space: SearchSpace, example_inputs: Any, budget: Budget, saved: Path | None,
+    progress: ProgressCallback | None, trials: int,
+) -> CostModel:
+    """The analytic cost model; a latency budget adds the lookup table (a resumed search keeps its own)."""
+    if not isinstance(budget, LatencyBudget):
+        return CostModel(space)
+    if saved is not None and saved.exists():  # a resumed search keeps the table its trials were judged by
+        try:
+            return CostModel(space, LatencyTable.load(saved))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunDirError(f"{str(saved)!r} is not a readable latency table ({exc}); delete it to "
+                              "rebuild the table, or start a new run directory") from exc
+    if progress is not None:
+        progress(Progress("latency_table", 0, trials, None, "measuring the latency lookup table"))
+    return CostModel(space, latency_table(model, space, example_inputs, **budget.setting.to_dict()))
+
+
+def _run_record(
+    context: SearchContext, searcher: str | Searcher, searcher_options: Mapping[str, Any] | None,
+    recipe: EvaluatorConfig, final: FinalConfig, runner: Executor, schedule: SchedulerConfig,
+    run_config: Mapping[str, Any] | None, train_data: Iterable, val_data: Iterable,
+) -> dict[str, Any]:
+    """What ``config.json`` records; the entries in ``rundir.RESUME_KEYS`` must match on resume."""
+    space = context.space
+    return {
+        "format_version": rd.FORMAT_VERSION,
+        "model_sha256": model_digest(context.model),
+        "data": data_identity(train_data, val_data),
+        "fingerprint": space.fingerprint,
+        "budget": context.budget.to_dict(),
+        "searcher": searcher if isinstance(searcher, str) else type(searcher).__qualname__,
+        "searcher_options": dict(searcher_options or {}),
+        "seed": context.seed,
+        "evaluator": recipe.to_dict(),
+        "scheduler": schedule.to_dict(),
+        "trials": context.trials,
+        "final_finetune_steps": final.steps,
+        "final_schedule": asdict(final.schedule),
+        "final_recovery": final.recovery,
+        "rescore": final.rescore.to_dict(),
+        "executor": runner.describe(),
+        "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
+                  "max_ratios": space.max_ratios, "granularity": space.granularity,
+                  "group_round_to": {g.name: g.round_to for g in space if g.round_to != space.round_to}},
+        "excluded": dict(space.excluded),  # groups the trace-time check left out, for the report while it runs
+        **dict(run_config or {}),
+    }
+
+
+def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: Iterable,
+            config: dict[str, Any]) -> SearchResult:
+    """The search's result; with a feasible trial, the best policy goes through the final step and is written out."""
+    if study.run is not None:
+        study.run.confirm_config()
+    table, space, full = study.checked_table(), study.context.space, evaluator.config.finetune_steps
+    result = SearchResult(best_policy=None, trials=table, pareto=pareto_front(table, full), space=space,
+                          run_dir=study.path, config=config)
+    best = best_row(table, full)
+    if best is None:
+        if study.path is not None:  # the trials are worth a look even without a policy
+            log.info("report: %s", write_report(study.path))
+        raise BudgetError(_no_feasible_trial(table, full, study.context.budget))
+    failed = int((table["status"] != "ok").sum())
+    kept = _kept(study, table, int(best["trial_id"]), evaluator, final, failed)
+    if kept is not None:
+        result.best_policy, result.pruned_model, result.summary = kept.policy, kept.model, kept.summary
+        study.notify("done", "done")
+        return result
+    rescored = _rescored(study, table, evaluator, final.rescore)
+    winner = best_rescored(rescored) if rescored is not None else None
+    if winner is not None:
+        best = table[table["trial_id"] == winner].iloc[0]
+    study.notify("final", f"final finetune: {final.steps} steps")
+    outcome = finalize(
+        policy_of(best, space), evaluator=evaluator, budget=study.context.budget, test_data=test_data,
+        config=final, best_trial=(int(best["trial_id"]), float(best["accuracy"])), trials=len(table),
+        failed_trials=failed, rescored=rescored,
+    )
+    if study.run is not None:
+        _write_outputs(study.run, outcome, space, evaluator.example_inputs)
+    result.best_policy, result.pruned_model, result.summary = outcome.policy, outcome.pruned.model, outcome.summary
+    study.notify("done", "done")
+    return result
+
+
+def _no_feasible_trial(table: pd.DataFrame, full_fidelity: int, budget: Budget) -> str:
+    """Why a search ended without a policy: how many trials failed, missed the budget or stopped early."""
+    ok = table["status"] == "ok"
+    early = int((ok & (table["fidelity"] < full_fidelity)).sum())
+    infeasible = int((ok & ~table["feasible"].astype(bool)).sum())
+    return (f"no trial of {len(table)} met budget {budget.describe()} at full fidelity ({int((~ok).sum())} failed, "
+            f"{infeasible} missed the budget, {early} stopped early); nothing to export: loosen the budget or run "
+            "more trials")
+
+
+def _kept(study: Study, table: pd.DataFrame, best_id: int, evaluator: Evaluator, final: FinalConfig,
+          failed: int) -> KeptFinal | None:
+    """A resumed search's stored final outputs, kept when no new trial is among the candidates for the final
+    step (None: the final step runs)."""
+    if not study.resumed or study.run is None:
+        return None
+    candidates = top_candidates(table, evaluator.config.finetune_steps, final.rescore.top_k)
+    ids = set(candidates["trial_id"].astype(int)) if final.rescore.top_k >= 2 and len(candidates) >= 2 else {best_id}
+    stored = stored_summary(study.run, candidates=ids, settings=final.settings())
+    if stored is None:
+        return None
+    try:
+        kept = keep_final(study.run, stored, trials=len(table), failed_trials=failed, model=evaluator.model,
+                          example_inputs=evaluator.example_inputs)
+    except AutopruneError as exc:  # damaged or missing: the final step makes it again
+        study.notify("final", f"the stored final model cannot be kept ({exc}); making it again")
+        return None
+    study.notify("final", f"no new trial is among the best; keeping the final model of trial {stored.best_trial_id}")
+    return kept
+
+
+def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: RescoreConfig) -> pd.DataFrame | None:
+    """The top candidates scored again at the re-score fidelity (None when there is nothing to compare)."""
+    candidates = top_candidates(table, evaluator.config.finetune_steps, config.top_k)
+    if config.top_k < 2 or len(candidates) < 2:
+        return None
+    steps = config.steps(evaluator.config.finetune_steps)
+    study.notify("rescore", f"re-scoring the best {len(candidates)} candidates at {steps} finetune steps")
+    rescorer = evaluator.with_config(replace(evaluator.config, finetune_steps=steps, val_batches=config.val_batches))
+    return rescore(candidates, study.context.space, rescorer.evaluate_safely)
+
+
+def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any) -> None:
+    """best_policy.json, model/ (state dict + pruning history; the sparse form too, element-wise) and summary.json,
+    switched in as one unit."""
+
+    def write(directory: Path) -> None:
+        outcome.policy.save(directory / rd.BEST_POLICY)
+        save_pruned_model(
+            directory / rd.MODEL_DIR, outcome.pruned.model, outcome.pruned.history,
+            meta={"architecture": space.architecture, "input_shape": shapes(example_inputs),
+                  "load": "autoprune.load_pruned_model(fresh_model, this_directory, example_inputs)"},
+            sparse=space.granularity == "element",
+        )
+        atomic_write_json(directory / rd.SUMMARY, outcome.summary.to_dict())
+
+    run.write_final(write)

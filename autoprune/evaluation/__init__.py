@@ -1,0 +1,1 @@
+"""Scoring a policy: the evaluator, training primitives, the rungs, the chance watch."""

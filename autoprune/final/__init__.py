@@ -1,0 +1,1 @@
+"""The final step: re-scoring, pruning the best policy, recovery, schedules, checks, summary."""

@@ -1,0 +1,181 @@
+"""The final step: the best policy's model, pruned, checked against the budget, finetuned and compared."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from autoprune.evaluation.evaluator import Evaluator, validate
+from autoprune.evaluation.training import TrainConfig
+from autoprune.final.latency_check import check_and_repair
+from autoprune.final.recovery import RECOVERIES, recover
+from autoprune.final.rescore import RescoreConfig
+from autoprune.final.schedule import PruningSchedule, prune_gradually
+from autoprune.final.summary import ModelFigures, RescoredCandidate, Summary
+from autoprune.prune.channels import PruneResult
+from autoprune.prune.masks import make_permanent
+from autoprune.study.identity import state_digest
+from search_spaces.budget import Budget, LatencyBudget, LatencySetting
+from search_spaces.ground.errors import AutopruneError, ConfigError
+from search_spaces.ground.options import check_int, check_number
+from search_spaces.measure import count_flops, count_nonzeros, count_params, latency_ratio, with_batch
+from search_spaces.policy import Policy
+
+
+@dataclass(frozen=True)
+class FinalConfig:
+    """How the exported model is made from the best policy.
+
+    Attributes:
+        steps: finetune steps for the best policy's model before the final report (with a gradual schedule:
+            the schedule's training steps in all).
+        lr: learning rate of that finetune (None: the evaluator's).
+        measure_latency: time the baseline and the pruned model side by side for the summary.
+        rescore: how the best candidates are scored again before one is chosen.
+        schedule: how the policy is reached (:class:`autoprune.final.schedule.PruningSchedule`, a name or a mapping;
+            default one-shot); its ``steps`` are ``steps``.
+        recovery: after one-shot pruning: ``finetune``, ``lr_rewind``, ``weight_rewind`` or ``scratch``
+            (:mod:`autoprune.final.recovery`).
+        train_lr: the baseline training's peak learning rate (what rewinding and scratch training use).
+        rewind_state: an early state dict of the unpruned model (``weight_rewind`` only).
+    """
+
+    steps: int = 0
+    lr: float | None = None
+    measure_latency: bool = True
+    rescore: RescoreConfig = field(default_factory=RescoreConfig)
+    schedule: PruningSchedule = field(default_factory=PruningSchedule)
+    recovery: str = "finetune"
+    train_lr: float = TrainConfig.lr
+    rewind_state: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_int("final_finetune_steps", self.steps, low=0)
+        if self.lr is not None:
+            check_number("final_lr", self.lr, low=0)
+        check_number("train_lr", self.train_lr, low=0, inclusive=False)
+        # the schedule trains for the final steps: its end_step is checked against them here, before any search
+        object.__setattr__(self, "schedule", replace(PruningSchedule.from_value(self.schedule), steps=self.steps))
+        if self.recovery not in RECOVERIES:
+            raise ConfigError(f"final recovery {self.recovery!r} is not accepted; accepted: {', '.join(RECOVERIES)}")
+        if self.gradual and self.recovery != "finetune":
+            raise ConfigError(f"a {self.schedule.kind} schedule trains while it prunes; recovery {self.recovery!r} "
+                              "applies to one-shot pruning only")
+        if (self.recovery == "weight_rewind") != (self.rewind_state is not None):
+            raise ConfigError("recovery 'weight_rewind' needs a rewind checkpoint (an early state dict of the "
+                              "unpruned model), and only it takes one")
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the exported model, as JSON (``summary.json`` records it; a resumed search whose settings
+        differ makes the model again)."""
+        return json.loads(json.dumps({
+            "steps": self.steps, "lr": self.lr, "schedule": asdict(self.schedule), "recovery": self.recovery,
+            "train_lr": self.train_lr, "rescore": self.rescore.to_dict(), "measure_latency": self.measure_latency,
+            "rewind_sha256": None if self.rewind_state is None else state_digest(self.rewind_state),
+        }))
+
+    @property
+    def gradual(self) -> bool:
+        """The final model is pruned along a schedule (training between prunings) rather than at once."""
+        return self.schedule.kind not in ("one_shot", "constant") or self.schedule.begin_step > 0
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The exported policy, its pruned and finetuned model (with the pruning history) and the summary."""
+
+    policy: Policy
+    pruned: PruneResult
+    summary: Summary
+
+
+def finalize(
+    policy: Policy, *, evaluator: Evaluator, budget: Budget, test_data: Iterable, config: FinalConfig,
+    best_trial: tuple[int, float], trials: int, failed_trials: int, rescored: pd.DataFrame | None = None,
+) -> FinalModel:
+    """Prune ``policy`` for real, make sure the budget holds, finetune, and compare with the baseline.
+
+    ``best_trial`` is the (id, search-time accuracy) of the trial ``policy`` comes from; ``rescored`` the
+    re-scored top candidates it was chosen from (if any), recorded in the summary.
+    """
+    model, inputs = evaluator.model, evaluator.example_inputs
+    latency_check = None
+    if isinstance(budget, LatencyBudget):  # the table predicted it; the measurement decides (and repairs)
+        policy, pruned, latency_check = check_and_repair(policy, model, inputs, budget, evaluator.cost_model,
+                                                         evaluator.prune)
+    elif config.gradual:
+        recipe = evaluator.config
+        pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data,
+                                 schedule=config.schedule,
+                                 lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
+                                 space=evaluator.cost_model.space, importance=recipe.importance)
+    else:
+        pruned = evaluator.prune(policy)
+    pruned = PruneResult(_recover(pruned, evaluator, config), pruned.history)
+    make_permanent(pruned.model)  # element masks folded into plain weights: the exported model has zeros
+    if budget.exact:
+        _check_exact(pruned.model, inputs, budget, evaluator)
+    baseline, final = _figures(model, test_data, inputs), _figures(pruned.model, test_data, inputs)
+    setting = budget.timing(inputs)
+    speedup = None
+    if config.measure_latency and latency_check is not None:  # the check timed both side by side: one measurement
+        baseline, final = (replace(baseline, latency_ms=latency_check.baseline_ms),
+                           replace(final, latency_ms=latency_check.measured_ms))
+        speedup = 1 / latency_check.measured_ratio
+    elif config.measure_latency:
+        baseline, final, speedup = _with_latency(model, pruned.model, inputs, setting, baseline, final)
+    summary = Summary(
+        budget=budget, best_trial_id=best_trial[0], search_accuracy=best_trial[1], final_finetune_steps=config.steps,
+        trials=trials, failed_trials=failed_trials, baseline=baseline, pruned=final, latency_check=latency_check,
+        latency_speedup=speedup, latency_setting=setting if config.measure_latency else None,
+        rescored=() if rescored is None else tuple(RescoredCandidate(**r) for r in rescored.to_dict("records")),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"), excluded=dict(evaluator.cost_model.space.excluded),
+        final_settings=config.settings(),
+    )
+    scores = {"search_accuracy": best_trial[1], "final_accuracy": final.accuracy, "flops": final.flops,
+              "params": final.params, "nonzeros": final.nonzeros, "flops_ratio": summary.flops_ratio}
+    return FinalModel(policy.with_metadata(budget=budget.to_dict(), scores=scores), pruned, summary)
+
+
+def _recover(pruned: PruneResult, evaluator: Evaluator, config: FinalConfig) -> nn.Module:
+    """BatchNorm recalibration and the final recovery (none after a gradual schedule, which trained already), on
+    the evaluator's device; the model returned is on the CPU."""
+    recipe = evaluator.config
+    model = recover(evaluator.model, pruned, evaluator.example_inputs, strategy=config.recovery,
+                    train_data=evaluator.train_data, steps=0 if config.gradual else config.steps,
+                    lr=recipe.lr if config.lr is None else config.lr, train_lr=config.train_lr,
+                    weight_decay=recipe.weight_decay, bn_batches=recipe.bn_batches, rewind_state=config.rewind_state,
+                    device=recipe.device)
+    return model.to("cpu")  # exported, counted and timed on the CPU
+
+
+def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evaluator) -> None:
+    """The analytic cost model is exact for this budget: the real model must meet it (an invariant)."""
+    base = evaluator.cost_model.base
+    measured, limit = budget.measure(model, inputs), budget.limit(base)
+    if not budget.meets(measured, base):
+        raise AutopruneError(f"internal error: final model has {measured:,} {budget.metric} > budget {limit:,.0f}")
+
+
+def _figures(model: nn.Module, data: Iterable, inputs: Any) -> ModelFigures:
+    accuracy, loss = validate(model, data)
+    return ModelFigures(accuracy=accuracy, loss=loss, flops=count_flops(model, inputs), params=count_params(model),
+                        nonzeros=count_nonzeros(model))
+
+
+def _with_latency(
+    model: nn.Module, pruned: nn.Module, inputs: Any, setting: LatencySetting, baseline: ModelFigures,
+    final: ModelFigures,
+) -> tuple[ModelFigures, ModelFigures, float]:
+    """Both models timed side by side (as the latency check does); returns the figures and the speedup."""
+    ratio, pruned_ms, base_ms = latency_ratio(pruned, model, with_batch(inputs, setting.batch),
+                                              threads=setting.threads, device=setting.device)
+    return replace(baseline, latency_ms=base_ms), replace(final, latency_ms=pruned_ms), 1 / ratio
+

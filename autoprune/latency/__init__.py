@@ -1,0 +1,1 @@
+"""Latency: the lookup table of measured blocks and its calibration."""

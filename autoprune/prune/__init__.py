@@ -1,0 +1,1 @@
+"""Pruning a model: channel surgery by a policy, masks, the sparse format, export."""

@@ -1,0 +1,1 @@
+"""Ground utilities: errors, option checks, example inputs, JSON files, time limits."""

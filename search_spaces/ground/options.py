@@ -1,0 +1,82 @@
+"""Building frozen option dataclasses from mappings (config files, keyword dicts) with clear errors."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import reprlib
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_spaces.ground.errors import ConfigError, DataError
+
+T = TypeVar("T")
+
+
+def check_int(name: str, value: object, *, low: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer (Python's or numpy's; not a bool) >= ``low``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_number(name: str, value: object, *, low: float, inclusive: bool = True) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a real number >= ``low`` (> with ``inclusive=False``)."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if not ok or value < low or (not inclusive and value == low):
+        relation = ">=" if inclusive else ">"
+        raise ConfigError(f"{name} must be a number {relation} {low}, got {value!r}")
+
+
+def check_fraction(name: str, value: object, *, low_inclusive: bool, high_inclusive: bool) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a real number between 0 and 1 (each end included as given)."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if (not ok or not 0 <= value <= 1 or (value == 0 and not low_inclusive)
+            or (value == 1 and not high_inclusive)):
+        interval = f"{'[' if low_inclusive else '('}0, 1{']' if high_inclusive else ')'}"
+        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+
+
+def check_str(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def check_module(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a ``torch.nn.Module``."""
+    if not isinstance(value, nn.Module):
+        hint = ("; this looks like a state dict: build the model and call load_state_dict on it"
+                if isinstance(value, Mapping) and any(torch.is_tensor(v) for v in value.values()) else "")
+        raise ConfigError(f"{name} must be a torch.nn.Module, got {type(value).__name__} {reprlib.repr(value)}{hint}")
+
+
+def check_batches(name: str, value: object) -> None:
+    """Raise :class:`DataError` unless ``value`` can be iterated for batches (a DataLoader, a list of
+    ``(inputs, targets)``, ...)."""
+    iterable = isinstance(value, Iterable) or hasattr(type(value), "__getitem__")
+    if value is None or isinstance(value, (str, bytes)) or not iterable:
+        raise DataError(f"{name} must be an iterable of (inputs, targets) batches, such as a DataLoader; got "
+                        f"{type(value).__name__} {reprlib.repr(value)}")
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any] | T | None, *, what: str) -> T:
+    """``cls(**data)``, rejecting non-mappings and unknown keys with a :class:`ConfigError`."""
+    if data is None:
+        return cls()
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} must be a mapping, got {type(data).__name__}: {data!r}")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; accepted: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"bad {what}: {exc}") from exc

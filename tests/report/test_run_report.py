@@ -1,0 +1,191 @@
+"""report.html: drawn from a run directory's files, every chart with its data, safe with untrusted values."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from html import escape
+
+import pandas as pd
+import pytest
+from factories import FixedSplit
+
+import autoprune as ap
+from autoprune.cli.main import main
+from autoprune.report.run_record import RunRecord, render_report, write_report
+from search_spaces.ground.errors import ConfigError, RunDirError
+
+CHARTS = ("kept", "pareto", "progress", "wall-time", "time", "sensitivity")
+
+
+def figures(html: str) -> dict:
+    block = re.search(r'<script type="application/json" id="report-figures">(.*?)</script>', html, flags=re.S)
+    return json.loads(block.group(1))
+
+
+def points(figure: dict, name: str) -> int:
+    return sum(len(t["x"]) for t in figure["data"] if t["name"] == name)
+
+
+def test_every_search_writes_a_report_with_every_chart(finished_run) -> None:
+    html = (finished_run / "report.html").read_text()
+    trials = pd.read_csv(finished_run / "trials.csv")
+    summary = json.loads((finished_run / "summary.json").read_text())
+    scan = pd.read_csv(finished_run / "sensitivity.csv")
+    charts = figures(html)
+    assert set(charts) == set(CHARTS)
+    for figure in charts.values():  # every chart has axis titles, with units
+        assert re.search(r"\(.+\)", figure["layout"]["xaxis"]["title"]["text"])
+        assert re.search(r"\(.+\)", figure["layout"]["yaxis"]["title"]["text"])
+    policy = json.loads((finished_run / "best_policy.json").read_text())
+    groups = policy["fingerprint"]["groups"]
+    kept = {t["name"]: t for t in charts["kept"]["data"]}
+    assert kept["unpruned"]["x"] == list(groups) and kept["unpruned"]["y"] == list(groups.values())
+    assert kept["kept (best policy)"]["y"] == [int(c * (1 - policy["ratios"][n])) for n, c in groups.items()]
+    pareto = charts["pareto"]
+    scored = sum(points(pareto, n) for n in ("within budget", "over budget", "stopped early (lower fidelity)"))
+    assert scored == (trials["status"] == "ok").sum() == len(trials) == 10
+    exported = next(t for t in pareto["data"] if t["name"].startswith("exported"))
+    assert exported["customdata"][0][0] == summary["best_trial_id"]
+    budget = next(t for t in pareto["data"] if t["name"] == "budget (FLOPs limit)")
+    base = summary["baseline"]["flops"]
+    assert budget["x"][0] * 1e6 == pytest.approx(0.5 * base, rel=1e-6)  # MFLOPs
+    assert points(pareto, "Pareto front") >= 1
+    for key in ("progress", "wall-time"):
+        line = next(t for t in charts[key]["data"] if t["name"] == "best so far")
+        assert len(line["x"]) == 10 and max(v for v in line["y"] if v is not None) == pytest.approx(
+            trials[trials["feasible"]]["accuracy"].max(), rel=1e-11)  # trials.csv: 12 significant digits
+    assert {t["name"] for t in charts["time"]["data"]} == {"prune + count", "BN recalibration", "finetune",
+                                                          "validation", "other"}
+    assert all(len(t["x"]) == 10 for t in charts["time"]["data"])
+    curves = [t for t in charts["sensitivity"]["data"] if t["name"] != "unpruned"]
+    assert [t["name"] for t in curves] == list(groups) and sum(len(t["x"]) for t in curves) == len(scan)
+    # the baseline vs pruned table and the latency check come from summary.json
+    assert f"{summary['pruned']['flops']:,}" in html and f"{summary['baseline']['params']:,}" in html
+    assert f"{summary['pruned']['latency_ms']:.3f}" in html and "speedup, measured side by side" in html
+    # offline: nothing is loaded from elsewhere
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)
+
+
+def test_untrusted_values_are_escaped(finished_run, tmp_path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    evil = "</script><script>alert(1)</script><b>x"
+    config = json.loads((run / "config.json").read_text())
+    config["searcher"], config["note"] = evil, evil
+    (run / "config.json").write_text(json.dumps(config))
+    scan = pd.read_csv(run / "sensitivity.csv")
+    scan.loc[0, "group"] = evil
+    scan.to_csv(run / "sensitivity.csv", index=False)
+    html = write_report(run).read_text()
+    assert evil not in html and "<b>x" not in html and html.count("<script") == 3  # figures, plotly.js, report.js
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in html  # shown as text in the facts and the config
+    assert evil in {t["name"] for t in figures(html)["sensitivity"]["data"]}  # and kept intact as data
+
+
+def test_a_run_in_progress_shows_what_exists_and_is_not_written_to(finished_run, tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(finished_run / "config.json", run)
+    lines = (finished_run / "trials.jsonl").read_bytes().splitlines(keepends=True)
+    log = b"".join(lines[:4]) + lines[4][:40]  # a line being written
+    (run / "trials.jsonl").write_bytes(log)
+    html = render_report(RunRecord.read(run))
+    assert (run / "trials.jsonl").read_bytes() == log
+    assert "in progress" in html and "No final model yet" in html and "4 of 10 finished" in html
+    charts = figures(html)
+    assert len(next(t for t in charts["progress"]["data"] if t["name"] == "best so far")["x"]) == 4
+    assert "sensitivity" not in charts
+
+
+def test_report_of_what_is_not_a_run_directory_names_it(tmp_path, capsys) -> None:
+    with pytest.raises(RunDirError, match="'nowhere' is not a directory"):
+        write_report("nowhere")
+    with pytest.raises(RunDirError, match="is not an autoprune run directory: it has no config.json"):
+        write_report(tmp_path)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "it has no config.json" in capsys.readouterr().err.replace("\n", "")
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 2}))
+    with pytest.raises(RunDirError, match="format version 2"):
+        write_report(tmp_path)
+
+
+def test_cli_report_writes_the_page_and_prints_its_path(finished_run, tmp_path, capsys) -> None:
+    out = tmp_path / "elsewhere" / "r.html"
+    assert main(["report", str(finished_run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    assert set(figures(out.read_text())) == set(CHARTS)
+
+
+def test_a_200_trial_report_is_fast_and_small(finished_run, tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(finished_run / "config.json", run)
+    entries = [json.loads(line) for line in (finished_run / "trials.jsonl").read_text().splitlines()]
+    with open(run / "trials.jsonl", "w") as log:
+        for i in range(200):
+            entry = json.loads(json.dumps(entries[i % len(entries)]))
+            entry["trial"]["trial_id"] = i
+            log.write(json.dumps(entry) + "\n")
+    started = time.perf_counter()
+    path = write_report(run)
+    assert time.perf_counter() - started < 2.0
+    assert path.stat().st_size < 1_600_000  # plotly.js basic (1.2 MB) + data
+    assert sum(len(t["x"]) for t in figures(path.read_text())["time"]["data"]) == 5 * 200
+
+
+def test_result_report_without_a_run_directory_needs_a_path(trained_cnn, digits, tmp_path) -> None:
+    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
+                       val_data=digits.val, searcher="uniform", trials=1, measure_latency=False,
+                       evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1})
+    with pytest.raises(ConfigError, match="wrote no run directory"):
+        result.report()
+    html = result.report(tmp_path / "r.html").read_text()
+    charts = figures(html)
+    assert points(charts["pareto"], "within budget") == 1 and "sensitivity" not in charts
+    assert "(none)" in html  # no run directory
+
+
+def test_the_kept_chart_rounds_each_group_as_it_is_pruned(tmp_path) -> None:
+    """A group feeding a grouped convolution keeps whole parts: the chart shows the count the model really has."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                          nn.Conv2d(12, 12, 3, padding=1, groups=4), nn.BatchNorm2d(12), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    run = tmp_path / "run"
+    result = ap.search(model, torch.zeros(1, 3, 8, 8), budget=ap.Budget.flops(0.7), train_data=batches,
+                       val_data=batches, searcher="uniform", trials=1, measure_latency=False, run_dir=run,
+                       evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1})
+    grouped = [g for g in result.space if g.round_to > 1]
+    assert grouped  # the first convolution's group keeps multiples of 4 channels
+    chart = figures((run / "report.html").read_text())["kept"]["data"][1]
+    kept = dict(zip(chart["x"], chart["y"], strict=True))
+    for group in result.space:
+        assert kept[group.name] == group.kept_channels(result.best_policy[group.name])
+    pruned = dict(result.pruned_model.named_modules())
+    assert kept[grouped[0].name] == pruned[grouped[0].name].out_channels
+
+
+def test_groups_the_trace_time_check_excluded_are_listed_with_why(finished_run, tmp_path) -> None:
+    import torch
+
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))) for _ in range(2)]
+    run = tmp_path / "run"
+    result = ap.search(FixedSplit().eval(), torch.zeros(1, 3, 8, 8), budget=ap.Budget.flops(0.9),
+                       train_data=batches, val_data=batches, searcher="uniform", trials=1, measure_latency=False,
+                       run_dir=run, evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1})
+    assert json.loads((run / "config.json").read_text())["excluded"] == result.space.excluded
+    html = (run / "report.html").read_text()
+    assert 'id="section-excluded"' in html
+    ((name, reason),) = result.space.excluded.items()  # body's channels are split in fixed sizes
+    assert name == "body" and f'<th scope="row">body</th><td>{escape(reason)}</td>' in html
+    assert 'id="section-excluded"' not in (finished_run / "report.html").read_text()  # nothing excluded there
+    config = json.loads((run / "config.json").read_text())
+    del config["excluded"]  # a run written before config.json had them: its summary.json has them
+    (run / "config.json").write_text(json.dumps(config))
+    assert '<th scope="row">body</th>' in render_report(RunRecord.read(run))
