@@ -20,20 +20,17 @@ import pandas as pd
 from torch import nn
 
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
-from autoprune.report.sensitivity_plot import plot_sensitivity
+from autoprune.report.sensitivity_plot import write_sensitivity
 from autoprune.searcher import SearchContext, Searcher
 from autoprune.study.rundir import NEW_DIR_HINT, SENSITIVITY_TABLE, check_can_start
 from autoprune.trial import Score, Trial
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, bisect_feasible, repair
 from search_spaces.ground.errors import ConfigError, EvaluationFailedError
-from search_spaces.ground.io import atomic_write
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 
 DEFAULT_LEVELS = (0.25, 0.5, 0.75, 1.0)
-TABLE = SENSITIVITY_TABLE
-PLOT = "sensitivity.png"
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -138,14 +135,16 @@ class SensitivitySearcher(Searcher):
         self._allocated = True
         table, baseline = self.table()
         ratios = allocate(table, baseline, self.context.cost_model, self.context.budget)
-        if self.context.run_dir is not None:
-            write_outputs(table, baseline, self.context.run_dir)
         return self.context.policy(ratios)
 
     def _tell(self, trial: Trial, score: Score) -> None:
         probe = self._probes.pop(trial.id, None)
         if probe is not None:
             self._results[trial.id] = (*probe, score)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The scan, once the policy is allocated (the study writes it as ``sensitivity.csv``)."""
+        return {SENSITIVITY_TABLE: self.table()[0]} if self._allocated else {}
 
     def table(self) -> tuple[pd.DataFrame, float]:
         """The scan so far: one row per (group, ratio), and the unpruned accuracy."""
@@ -178,13 +177,6 @@ def scan_table(results: Iterable[tuple[str | None, float, Score]], cost_model: C
     table = pd.DataFrame(rows, columns=["group", "ratio", "accuracy", "loss", "flops_ratio", "params_ratio"])
     table = table.sort_values(["group", "ratio"], key=lambda c: c.map(order) if c.name == "group" else c)
     return table.reset_index(drop=True), baseline
-
-
-def write_outputs(table: pd.DataFrame, baseline: float, directory: Path) -> tuple[Path, Path]:
-    """``sensitivity.csv`` and ``sensitivity.png`` in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / TABLE, lambda tmp: table.to_csv(tmp, index=False))
-    return directory / TABLE, plot_sensitivity(table, directory / PLOT, baseline=baseline)
 
 
 @dataclass(frozen=True)
@@ -233,5 +225,5 @@ def sensitivity(
     table, baseline = scan_table(results, cost_model)
     paths: tuple[Path | None, Path | None] = (None, None)
     if run_dir is not None:
-        paths = write_outputs(table, baseline, Path(run_dir))
+        paths = write_sensitivity(table, baseline, Path(run_dir))
     return SensitivityResult(table, baseline, *paths)

@@ -13,8 +13,10 @@ physically smaller model::
 from __future__ import annotations
 
 from agents.sensitivity import sensitivity
+from autoprune.composition.options import RunOptions
 from autoprune.composition.search import SearchResult, search
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
+from autoprune.executors.options import RayOptions
 from autoprune.final.finalize import FinalConfig
 from autoprune.final.recovery import recover
 from autoprune.final.schedule import PruningSchedule, prune_gradually
@@ -42,9 +44,11 @@ from search_spaces.ground.errors import (
     TraceError,
     UnknownNameError,
 )
+from search_spaces.groups import ChannelGroup
 from search_spaces.measure import measure_latency_ms
 from search_spaces.policy import Policy
-from search_spaces.space import ChannelGroup, SearchSpace
+from search_spaces.space import SearchSpace
+from search_spaces.space_options import SpaceOptions
 
 __version__ = "0.1.0"
 
@@ -70,13 +74,16 @@ __all__ = [
     "PolicyError",
     "Progress",
     "PruningSchedule",
+    "RayOptions",
     "Run",
     "RunDirError",
+    "RunOptions",
     "Score",
     "SearchResult",
     "SearchSpace",
     "Searcher",
     "ServiceError",
+    "SpaceOptions",
     "Summary",
     "TraceError",
     "Trial",

@@ -20,6 +20,7 @@ from search_spaces.policy import Policy
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pandas as pd
     from torch import nn
 
     from autoprune.trial import Score
@@ -141,6 +142,11 @@ class Searcher(abc.ABC):
 
     def _tell(self, trial: Trial, score: Score) -> None:  # noqa: B027 (optional hook)
         """Learn from a score. Default: nothing (non-adaptive searchers)."""
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Tables this searcher made that its run keeps, by file name (e.g. ``sensitivity.csv``); the study writes
+        them into the run directory. Default: none."""
+        return {}
 
     def skip_ids_below(self, first_free: int) -> None:
         """Never hand out an id below ``first_free`` (ids already used by recorded trials)."""

@@ -72,7 +72,7 @@ def main() -> None:
     inputs = data.example_inputs()
     result = ap.search(model, inputs, budget=ap.Budget.flops(args.budget), train_data=data.train,
                        val_data=data.val, searcher="random", trials=args.candidates, evaluator=evaluator,
-                       measure_latency=False, preset=default_preset(args.model))
+                       final={"measure_latency": False}, space={"preset": default_preset(args.model)})
     trials = result.trials[result.trials["status"] == "ok"]
     batches = list(itertools.islice(iter(data.train), 8))
     val_batches = list(itertools.islice(iter(data.val), evaluator["val_batches"]))

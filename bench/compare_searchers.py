@@ -150,9 +150,8 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         model, inputs, budget=ap.Budget.nonzeros(budget) if element else ap.Budget.flops(budget),
         train_data=data.train, val_data=data.val,
         test_data=data.test, searcher=method, searcher_options=method_options(method, args.evaluations, len(space)),
-        trials=args.evaluations, seed=seed, evaluator=fidelity(args), final_finetune_steps=args.final_finetune_steps,
-        run_dir=run_dir, resume=run_dir.exists(), space=space,
-    )
+        trials=args.evaluations, seed=seed, evaluator=fidelity(args), space=space,
+    final={"steps": args.final_finetune_steps}, run={"dir": run_dir, "resume": run_dir.exists()})
     seconds = time.perf_counter() - start
     summary = result.summary
     ok = result.trials[result.trials["status"] == "ok"]

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, budget: ap.Budget, model, data) -> dict[str, A
     inputs = data.example_inputs()
     result = ap.search(model, inputs, budget=budget, train_data=data.train, val_data=data.val, test_data=data.test,
                        searcher=args.searcher, trials=args.evaluations, seed=args.seed, evaluator=fidelity(args),
-                       final_finetune_steps=args.final_finetune_steps, preset=default_preset(args.model))
+                       final={"steps": args.final_finetune_steps}, space={"preset": default_preset(args.model)})
     ratio, ms, base_ms = latency_ratio(result.pruned_model, model, inputs, rounds=7)
     check = result.summary.latency_check
     return {"budget": budget.describe(), "metric": budget.metric, "fraction": budget.fraction,

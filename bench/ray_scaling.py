@@ -33,13 +33,15 @@ import autoprune as ap
 from autoprune.study.study import Progress
 
 SETTINGS = {
-    "local, 1 thread": ("local", {}, 1),
-    "ray, 1 worker": ("ray", {"cpus_per_trial": 1, "max_concurrent": 1}, 1),
-    "ray, 2 workers": ("ray", {"cpus_per_trial": 1, "max_concurrent": 2}, 2),
+    "local, 1 thread": ("local", 1),
+    "ray, 1 worker": (ap.RayOptions(cpus_per_trial=1, max_concurrent=1), 1),
+    "ray, 2 workers": (ap.RayOptions(cpus_per_trial=1, max_concurrent=2), 2),
 }
 
 
-def timed_search(model, data, args: argparse.Namespace, executor: str, options: dict, workers: int) -> dict[str, float]:
+def timed_search(
+    model, data, args: argparse.Namespace, executor: str | ap.RayOptions, workers: int
+) -> dict[str, float]:
     """One search's wall time, start-up, steady throughput and per-trial overhead (final report not timed)."""
     start = time.perf_counter()
     finished: list[float] = []
@@ -50,10 +52,9 @@ def timed_search(model, data, args: argparse.Namespace, executor: str, options: 
 
     result = ap.search(
         model, data.example_inputs(), budget=ap.Budget.flops(0.5), train_data=data.train, val_data=data.val,
-        searcher="random", trials=args.evaluations, seed=0, measure_latency=False, executor=executor,
-        executor_options=options, final_finetune_steps=0,
-        evaluator={"bn_batches": 5, "finetune_steps": args.finetune_steps, "val_batches": 4}, progress=on_progress,
-    )
+        searcher="random", trials=args.evaluations, seed=0, executor=executor,
+        evaluator={"bn_batches": 5, "finetune_steps": args.finetune_steps, "val_batches": 4},
+        final={"measure_latency": False, "steps": 0}, run={"progress": on_progress})
     evaluator_seconds = list(result.trials["seconds"])  # in the order the trials finished
     assert len(finished) == len(evaluator_seconds) == args.evaluations > workers
     steady = finished[-1] - finished[workers - 1]

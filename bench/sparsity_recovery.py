@@ -72,10 +72,22 @@ def run_row(args: argparse.Namespace, experiment: str, variant: str, seed: int, 
                                       preset=default_preset(args.model) if granularity == "channel" else None)
     options = variants[variant]
     start = time.perf_counter()
-    result = ap.search(model, inputs, budget=budget, train_data=data.train, val_data=data.val, test_data=data.test,
-                       searcher="uniform", trials=1, seed=seed, evaluator=fidelity(args), space=space,
-                       final_finetune_steps=args.final_steps, run_dir=run_dir,
-                       **(options(args.final_steps) if callable(options) else options))
+    result = ap.search(
+        model,
+        inputs,
+        budget=budget,
+        train_data=data.train,
+        val_data=data.val,
+        test_data=data.test,
+        searcher="uniform",
+        trials=1,
+        seed=seed,
+        evaluator=fidelity(args),
+        space=space,
+        **(options(args.final_steps) if callable(options) else options),
+        final={"steps": args.final_steps},
+        run={"dir": run_dir},
+    )
     summary = result.summary
     return {
         "experiment": experiment, "variant": variant, "seed": seed, "model": args.model,

@@ -40,7 +40,8 @@ from search_spaces.cost import CostModel, uniform_ratios
 from search_spaces.ground.errors import BudgetError, TraceError
 from search_spaces.ground.time_limit import TimeUp, interrupt_after
 from search_spaces.measure import count_flops
-from search_spaces.space import TRACE_TIME_LIMIT, SearchSpace
+from search_spaces.space import SearchSpace
+from search_spaces.trace import TRACE_TIME_LIMIT
 
 SIZE = 64
 BUDGET = 0.6

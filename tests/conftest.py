@@ -80,10 +80,20 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 def finished_run(trained_cnn: nn.Module, digits: DataBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished search's run directory with a sensitivity scan (its report covers every chart)."""
     run = tmp_path_factory.mktemp("report") / "run"
-    search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
-           val_data=digits.val, test_data=digits.test, searcher="sensitivity", searcher_options={"levels": [0.5, 1.0]},
-           trials=10, evaluator={"bn_batches": 2, "finetune_steps": 2, "val_batches": 2}, final_finetune_steps=2,
-           run_dir=run)
+    search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=Budget.flops(0.5),
+        train_data=digits.train,
+        val_data=digits.val,
+        test_data=digits.test,
+        searcher="sensitivity",
+        searcher_options={"levels": [0.5, 1.0]},
+        trials=10,
+        evaluator={"bn_batches": 2, "finetune_steps": 2, "val_batches": 2},
+        final={"steps": 2},
+        run={"dir": run},
+    )
     return run
 
 

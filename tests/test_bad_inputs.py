@@ -32,7 +32,7 @@ FAST = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
 def finished_run(tmp_path_factory, trained_cnn, digits) -> Path:
     run = tmp_path_factory.mktemp("bad-inputs") / "run"
     ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
-              val_data=digits.val, trials=2, evaluator=FAST, run_dir=run, measure_latency=False)
+              val_data=digits.val, trials=2, evaluator=FAST, run={"dir": run}, final={"measure_latency": False})
     return run
 
 
@@ -41,10 +41,13 @@ def _snapshot(run: Path) -> dict[str, str]:
             for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
-def _search(model, digits, run, **kwargs) -> None:
+def _search(model, digits, run_dir, **kwargs) -> None:
+    """A resume of ``run_dir`` with ``kwargs`` changed (the ``run`` and ``final`` groups merged field by field)."""
     options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, trials=3,
-                   evaluator=FAST, run_dir=run, resume=True, measure_latency=False)
-    ap.search(model, digits.example_inputs(), **{**options, **kwargs})
+                   evaluator=FAST)
+    groups = {"run": {"dir": run_dir, "resume": True, **kwargs.pop("run", {})},
+              "final": {"measure_latency": False, **kwargs.pop("final", {})}}
+    ap.search(model, digits.example_inputs(), **{**options, **groups, **kwargs})
 
 
 # (case id, keyword arguments of search() that are wrong, text the error must contain)
@@ -60,12 +63,16 @@ SEARCH_CASES = [
     ("evaluator-importance", {"evaluator": {"importance": "magic"}}, "'magic'"),
     ("evaluator-unknown-key", {"evaluator": {"steps": 3}}, "steps"),
     ("executor-unknown", {"executor": "cloud"}, "'cloud'"),
-    ("executor-local-options", {"executor_options": {"address": "auto"}}, "address"),
-    ("scheduler-unknown", {"scheduler": "hyperband"}, "'hyperband'"),
-    ("rescore-negative", {"rescore": -1}, "got -1"),
-    ("final-steps", {"final_finetune_steps": -5}, "got -5"),
+    ("executor-old-options", {"executor_options": {"address": "auto"}}, "executor_options= is executor=RayOptions"),
+    ("old-flat-keyword", {"final_finetune_steps": 3, "resume": True},
+     "final_finetune_steps= is final=FinalConfig(steps=...); resume= is run=RunOptions(resume=...)"),
+    ("run-unknown-key", {"run": {"directory": "x"}}, "unknown run options ['directory']"),
+    ("space-not-a-mapping", {"space": 0.5}, "space options must be a mapping"),
+    ("scheduler-unknown", {"run": {"scheduler": "hyperband"}}, "'hyperband'"),
+    ("rescore-negative", {"final": {"rescore": -1}}, "got -1"),
+    ("final-steps", {"final": {"steps": -5}}, "got -5"),
     ("changed-seed", {"seed": 7}, "seed"),
-    ("not-resuming", {"resume": False}, "not empty"),
+    ("not-resuming", {"run": {"resume": False}}, "not empty"),
     ("budget-unreachable", {"budget": ap.Budget.flops(0.001)}, "cannot be met"),
     ("train-data-none", {"train_data": None}, "train_data must be an iterable of (inputs, targets) batches"),
     ("val-data-a-number", {"val_data": 3}, "val_data must be an iterable"),
@@ -87,7 +94,7 @@ def test_bad_space_options_on_a_new_run_leave_nothing_behind(trained_cnn, digits
     for kwargs, text in (({"max_ratio": 1.5}, "1.5"), ({"round_to": 0}, "got 0"), ({"ignore": ["no.such"]}, "no.such"),
                          ({"preset": "nope"}, "'nope'")):
         with pytest.raises(AutopruneError, match=None) as caught:
-            _search(trained_cnn, digits, tmp_path / "new", resume=False, **kwargs)
+            _search(trained_cnn, digits, tmp_path / "new", space=kwargs, run={"resume": False})
         assert text in str(caught.value)
         assert not (tmp_path / "new").exists()
 
@@ -318,8 +325,17 @@ def test_a_trial_row_with_a_wrong_type_is_refused_naming_the_line(change, finish
     assert main(["report", str(run)]) == 2
     assert "trials.jsonl' line 1 is not a trial record" in capsys.readouterr().err.replace("\n", "")
     with pytest.raises(AutopruneError, match="trials.jsonl' line 1 is not a trial record"):
-        ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
-                  val_data=digits.val, trials=3, evaluator=FAST, run_dir=run, measure_latency=False, resume=True)
+        ap.search(
+            trained_cnn,
+            digits.example_inputs(),
+            budget=ap.Budget.flops(0.5),
+            train_data=digits.train,
+            val_data=digits.val,
+            trials=3,
+            evaluator=FAST,
+            run={"dir": run, "resume": True},
+            final={"measure_latency": False},
+        )
 
 
 def test_a_crafted_state_file_in_a_run_directory_never_runs(finished_run, trained_cnn, digits, tmp_path,

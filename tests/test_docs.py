@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import re
 from pathlib import Path
@@ -44,3 +46,28 @@ def test_the_evaluator_default_is_the_proxy_the_fidelity_study_picked(monkeypatc
                                                                               run["kd"])
     assert (product.bn_batches, product.lr) == (study["config"]["bn_batches"], study["config"]["lr"])
     assert {key: getattr(product, key) for key in FIDELITY} == FIDELITY
+
+
+def _documented_calls(name: str) -> list[tuple[str, ast.Call]]:
+    """Every call of ``name`` (``ap.name(...)`` or ``name(...)``) in the Python blocks of README.md and docs/."""
+    calls = []
+    for page in [README, *sorted((README.parent / "docs").glob("*.md"))]:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
+            tree = ast.parse(re.sub(r",\s*\.\.\.(?=\s*[,)])", ", **{}", block))  # "f(a=1, ...)": more elided
+            calls += [(page.name, node) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                      and (getattr(node.func, "attr", None) == name or getattr(node.func, "id", None) == name)]
+    return calls
+
+
+@pytest.mark.parametrize("name", ["search", "SpaceOptions", "FinalConfig", "RunOptions", "RayOptions"])
+def test_every_documented_call_uses_keywords_the_api_takes(name) -> None:
+    import autoprune as ap
+
+    target = getattr(ap, name)
+    accepted = set(inspect.signature(target).parameters)
+    calls = _documented_calls(name)
+    if name == "search":
+        assert len(calls) >= 3, "the README and docs show search() calls"
+    for page, call in calls:
+        unknown = {k.arg for k in call.keywords if k.arg is not None} - accepted
+        assert not unknown, f"{page}: {name}(...) is documented with {sorted(unknown)}, which it does not take"

@@ -13,12 +13,14 @@ import yaml
 
 from autoprune.builtins.data import DataBundle, load_dataset
 from autoprune.builtins.models import build_model
+from autoprune.composition.options import RunOptions
 from autoprune.composition.search import SearchResult, search
 from autoprune.composition.time_budget import parse_duration
 from autoprune.evaluation.evaluator import EvaluatorConfig
 from autoprune.evaluation.rungs import SchedulerConfig, check_schedulable, split_legacy_options
 from autoprune.evaluation.training import TrainConfig, load_checkpoint, trained_model
 from autoprune.executors import EXECUTORS, RayOptions
+from autoprune.final.finalize import FinalConfig
 from autoprune.final.recovery import RECOVERIES
 from autoprune.final.rescore import RescoreConfig
 from autoprune.final.schedule import PruningSchedule
@@ -31,8 +33,9 @@ from search_spaces.budget import Budget
 from search_spaces.ground.errors import ConfigError, unknown_name
 from search_spaces.ground.io import read_text
 from search_spaces.ground.options import check_int, check_number, check_str, from_mapping
+from search_spaces.groups import GRANULARITIES
 from search_spaces.presets import default_preset
-from search_spaces.space import GRANULARITIES
+from search_spaces.space_options import SpaceOptions
 
 _TYPED = ("train", "budget", "evaluator", "executor_options", "scheduler", "rescore", "final_schedule")
 
@@ -184,6 +187,28 @@ class SearchConfig:
         data["searcher_options"], data["ignore"] = dict(self.searcher_options), list(self.ignore)
         return data
 
+    def space_options(self) -> SpaceOptions:
+        """How the model is traced (the preset defaults to the model's own)."""
+        return SpaceOptions(preset=self.preset or default_preset(self.model), ignore=tuple(self.ignore),
+                            round_to=self.round_to, max_ratio=self.max_ratio, granularity=self.granularity)
+
+    def final_config(self) -> FinalConfig:
+        """How the best policy becomes the exported model."""
+        rewind = None if self.rewind_checkpoint is None else load_state(self.rewind_checkpoint)
+        return FinalConfig(steps=self.final_finetune_steps, schedule=self.final_schedule, recovery=self.final_recovery,
+                           rescore=self.rescore, rewind_state=rewind)
+
+    def executor_value(self) -> str | RayOptions:
+        """``local``, or the Ray executor's options."""
+        return self.executor_options or RayOptions() if self.executor == "ray" else self.executor
+
+    def run_options(self, run_dir: str, *, resume: bool, progress: Callable[[Progress], None] | None,
+                    checkpoint: str) -> RunOptions:
+        """The run: its directory, the scheduler, the limits, and what config.json records of this file."""
+        return RunOptions(dir=run_dir, resume=resume, scheduler=self.scheduler, time_budget=self.time_budget,
+                          tracking=tuple(self.tracking), progress=progress,
+                          record={"config": {**self.to_dict(), "run_dir": run_dir}, "checkpoint": checkpoint})
+
     def default_run_dir(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return str(Path("runs") / f"{self.model}-{self.dataset}-{stamp}".replace(":", "_"))
@@ -253,34 +278,9 @@ def run_search(
     check_can_start(run_dir, resume=resume)
     model, data, info = load_model_and_data(config, on_epoch=on_epoch)
     return search(
-        model,
-        data.example_inputs(),
-        budget=config.budget,
-        train_data=data.train,
-        val_data=data.val,
-        test_data=data.test,
-        searcher=config.searcher,
-        searcher_options=config.searcher_options,
-        trials=config.trials,
-        run_dir=run_dir,
-        resume=resume,
-        seed=config.seed,
-        evaluator=config.evaluator,
-        final_finetune_steps=config.final_finetune_steps,
-        final_schedule=config.final_schedule,
-        final_recovery=config.final_recovery,
-        rewind_state=None if config.rewind_checkpoint is None else load_state(config.rewind_checkpoint),
-        granularity=config.granularity,
-        executor=config.executor,
-        executor_options=config.executor_options,
-        scheduler=config.scheduler,
-        rescore=config.rescore,
-        preset=config.preset or default_preset(config.model),
-        ignore=config.ignore,
-        round_to=config.round_to,
-        max_ratio=config.max_ratio,
-        progress=progress,
-        time_budget=config.time_budget,
-        tracking=config.tracking,
-        run_config={"config": {**config.to_dict(), "run_dir": run_dir}, "checkpoint": info["checkpoint"]},
+        model, data.example_inputs(), budget=config.budget, train_data=data.train, val_data=data.val,
+        test_data=data.test, searcher=config.searcher, searcher_options=config.searcher_options,
+        trials=config.trials, seed=config.seed, evaluator=config.evaluator, executor=config.executor_value(),
+        space=config.space_options(), final=config.final_config(),
+        run=config.run_options(run_dir, resume=resume, progress=progress, checkpoint=info["checkpoint"]),
     )

@@ -5,26 +5,27 @@ space → cost model (+ latency table) → searcher ⇄ executor (evaluator) →
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
+from autoprune.composition.options import RunOptions
 from autoprune.composition.time_budget import TimeLimited, parse_duration
 from autoprune.evaluation.chance_watch import ChanceWatch
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
-from autoprune.evaluation.rungs import SchedulerConfig, check_schedulable, split_legacy_options
-from autoprune.executors import Executor, make_executor
+from autoprune.evaluation.rungs import check_schedulable
+from autoprune.executors import Executor, RayOptions, make_executor
 from autoprune.final.finalize import FinalConfig, FinalModel, finalize
 from autoprune.final.rescore import RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.final.reuse import KeptFinal, keep_final, stored_summary
-from autoprune.final.schedule import PruningSchedule
 from autoprune.final.summary import Summary
 from autoprune.latency.table import LatencyTable, latency_table
 from autoprune.prune.export import save_pruned_model
@@ -33,7 +34,7 @@ from autoprune.searcher import SearchContext, Searcher, make_searcher
 from autoprune.study import rundir as rd
 from autoprune.study.identity import data_identity, model_digest
 from autoprune.study.progress import SearchDisplay
-from autoprune.study.study import Progress, ProgressCallback, Study
+from autoprune.study.study import Progress, Study
 from autoprune.study.tracking import Tracker, Trackers, check_tracking, make_trackers
 from autoprune.study.trials import best_row, pareto_front, policy_of
 from autoprune.trial import Completed
@@ -45,6 +46,7 @@ from search_spaces.ground.io import atomic_write_json
 from search_spaces.ground.options import check_batches, check_int, check_module
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
+from search_spaces.space_options import SpaceOptions
 
 log = logging.getLogger(__name__)
 __all__ = ["Progress", "SearchResult", "search"]
@@ -90,141 +92,85 @@ class SearchResult:
         return save_report(record, path)
 
 
-def search(
-    model: nn.Module,
-    example_inputs: Any,
-    *,
-    budget: Budget,
-    train_data: Iterable,
-    val_data: Iterable,
-    test_data: Iterable | None = None,
-    searcher: str | Searcher = "random",
-    searcher_options: Mapping[str, Any] | None = None,
-    trials: int = 50,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    seed: int = 0,
-    evaluator: EvaluatorConfig | Mapping[str, Any] | None = None,
-    executor: str | Executor = "local",
-    executor_options: Mapping[str, Any] | None = None,
-    final_finetune_steps: int = 0,
-    final_lr: float | None = None,
-    final_schedule: str | Mapping[str, Any] | PruningSchedule | None = None,
-    final_recovery: str = "finetune",
-    rewind_state: Mapping[str, torch.Tensor] | None = None,
-    space: SearchSpace | None = None,
-    preset: str | None = None,
-    ignore: Sequence[str] = (),
-    round_to: int | None = None,
-    max_ratio: float | None = None,
-    granularity: str = "channel",
-    measure_latency: bool = True,
-    progress: bool | ProgressCallback | None = None,
-    run_config: Mapping[str, Any] | None = None,
-    scheduler: str | Mapping[str, Any] | SchedulerConfig | None = None,
-    rescore: int | Mapping[str, Any] | RescoreConfig | None = None,
-    time_budget: float | str | None = None,
-    tracking: Sequence[str] | str = (),
-) -> SearchResult:
-    """Search per-group pruning ratios for ``model`` under ``budget`` and return the best policy.
+#: search()'s keywords before its settings were grouped, and where each went.
+MOVED_KEYWORDS = {
+    "final_finetune_steps": "final=FinalConfig(steps=...)", "final_lr": "final=FinalConfig(lr=...)",
+    "final_schedule": "final=FinalConfig(schedule=...)", "final_recovery": "final=FinalConfig(recovery=...)",
+    "rewind_state": "final=FinalConfig(rewind_state=...)", "rescore": "final=FinalConfig(rescore=...)",
+    "measure_latency": "final=FinalConfig(measure_latency=...)", "preset": "space=SpaceOptions(preset=...)",
+    "ignore": "space=SpaceOptions(ignore=...)", "round_to": "space=SpaceOptions(round_to=...)",
+    "max_ratio": "space=SpaceOptions(max_ratio=...)", "granularity": "space=SpaceOptions(granularity=...)",
+    "run_dir": "run=RunOptions(dir=...)", "resume": "run=RunOptions(resume=...)",
+    "scheduler": "run=RunOptions(scheduler=...)", "time_budget": "run=RunOptions(time_budget=...)",
+    "tracking": "run=RunOptions(tracking=...)", "progress": "run=RunOptions(progress=...)",
+    "run_config": "run=RunOptions(record=...)", "executor_options": "executor=RayOptions(...)",
+}
 
-    Args:
-        model: the trained model (left unchanged).
-        example_inputs: a tensor (or tuple) the model accepts; its batch size sets the FLOPs scale.
-        budget: e.g. ``Budget.flops(0.5)``: at most half the unpruned FLOPs.
-        train_data: batches of ``(inputs, targets)`` for BN recalibration and finetuning.
-        val_data: batches scored for each candidate (use an unshuffled loader).
-        test_data: batches for the final baseline-vs-pruned report (default: ``val_data``).
-        searcher: a name (``random``, ``uniform``, or ``package.module:Class``) or a Searcher instance.
-        searcher_options: keyword options for a searcher given by name.
-        trials: number of evaluations to finish (a resumed search stops at this total).
-        run_dir: directory for the outputs (None: nothing written). Must be empty unless ``resume``.
-        resume: continue the search in ``run_dir`` with its saved trials and searcher state.
-        seed: seeds the searcher and every evaluation.
-        evaluator: :class:`EvaluatorConfig` or a mapping of its fields.
-        executor: ``local`` (in this process), ``ray`` (Ray Tune trials), or an Executor instance.
-        executor_options: keyword options for an executor given by name (see ``RayExecutor``).
-        final_finetune_steps: finetune steps for the best policy before the final report.
-        final_lr: learning rate of the final finetune (default: the evaluator's).
-        final_schedule: how the best policy is reached in the final step: ``one_shot`` (default), ``iterative``,
-            ``agp`` or ``constant``, or a mapping of :class:`autoprune.PruningSchedule`'s fields; a gradual one
-            trains ``final_finetune_steps`` steps while it prunes.
-        final_recovery: after one-shot pruning, ``finetune`` (default), ``lr_rewind``, ``weight_rewind`` (needs
-            ``rewind_state``) or ``scratch`` (see :mod:`autoprune.final.recovery`).
-        rewind_state: the unpruned model's state dict early in its training, for ``weight_rewind``.
-        space: a prebuilt search space (default: traced from ``model`` with preset/ignore/round_to/max_ratio and
-            granularity).
-        granularity: ``"channel"`` (default: structured, the model gets smaller and faster) or ``"element"``
-            (one sparsity per weight tensor, masked with ``torch.nn.utils.prune``; use ``Budget.nonzeros`` or
-            ``Budget.size``; the exported model also comes in the sparse form).
-        measure_latency: measure CPU latency of the baseline and pruned model for the summary.
-        progress: ``True`` shows the search's progress (rich bars in a terminal or a notebook, one line per event
-            in a log: trials done of the total, the best feasible accuracy so far); or a callable, called with a
-            :class:`Progress` after every trial and at each stage.
-        run_config: extra settings recorded in the run directory's ``config.json`` (e.g. by the CLI).
-        scheduler: multi-fidelity: ``none`` (default: every candidate finetunes fully) or ``asha`` (or a
-            mapping / :class:`SchedulerConfig` with ``grace_period``, ``reduction_factor``): stops poor
-            candidates at early rungs, on either executor.
-        rescore: before the best policy is chosen, the best ``top_k`` candidates (default 3) are scored again
-            at a higher fidelity (:class:`RescoreConfig`; an int is ``top_k``; 0 turns it off).
-        time_budget: a wall-clock limit on the trials, in seconds or as ``"2h"``, ``"90m"``, ``"1h30m"``, counted
-            from this call: once it has passed no trial starts, the running ones finish, and the best policy so
-            far goes through the final step (not counted). The run directory stays resumable.
-        tracking: ``"tensorboard"`` and/or ``"mlflow"``: every trial and the final result recorded under
-            ``run_dir`` (see :mod:`autoprune.study.tracking`; needs ``run_dir``).
+
+def _refuse_moved_keywords(function: Callable[..., SearchResult]) -> Callable[..., SearchResult]:
+    """An old flat keyword gets an error naming its new place (a mapping of the same fields works too)."""
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> SearchResult:
+        moved = [name for name in kwargs if name in MOVED_KEYWORDS]
+        if moved:
+            raise ConfigError("search() groups its settings now: " + "; ".join(
+                f"{name}= is {MOVED_KEYWORDS[name]}" for name in moved))
+        return function(*args, **kwargs)
+
+    return checked
+
+
+@_refuse_moved_keywords
+def search(
+    model: nn.Module, example_inputs: Any, *, budget: Budget, train_data: Iterable, val_data: Iterable,
+    test_data: Iterable | None = None, searcher: str | Searcher = "random",
+    searcher_options: Mapping[str, Any] | None = None, trials: int = 50, seed: int = 0,
+    evaluator: EvaluatorConfig | Mapping[str, Any] | None = None, executor: str | RayOptions | Executor = "local",
+    space: SearchSpace | SpaceOptions | Mapping[str, Any] | None = None,
+    final: FinalConfig | Mapping[str, Any] | None = None, run: RunOptions | Mapping[str, Any] | None = None,
+) -> SearchResult:
+    """Search per-group pruning ratios for ``model`` (left unchanged) under ``budget``; return the best policy.
+
+    ``example_inputs`` (a tensor or tuple; its batch size sets the FLOPs scale); ``train_data`` for BatchNorm
+    recalibration and finetuning, ``val_data`` to score candidates (unshuffled), ``test_data`` for the final
+    comparison (default ``val_data``): iterables of ``(inputs, targets)`` batches. ``searcher``: a name
+    (``random``, ``amc``, ``package.module:Class``, ...) with ``searcher_options``, or an instance. ``trials``:
+    evaluations to finish (a resumed search stops at this total); ``seed`` seeds the searcher and every
+    evaluation. Each group of settings is a typed value or a mapping of its fields: ``evaluator``
+    (:class:`EvaluatorConfig`: how a candidate is scored), ``executor`` (``local``, ``ray`` or
+    :class:`RayOptions`, or an Executor), ``space`` (:class:`SpaceOptions`: how the model is traced, or a
+    prebuilt :class:`SearchSpace`), ``final`` (:class:`FinalConfig`: how the best policy becomes the exported
+    model) and ``run`` (:class:`RunOptions`: run directory, resume, scheduler, time budget, trackers, progress).
     """
-    arguments = dict(locals())  # progress=True: the same call, drawn by a SearchDisplay
-    if progress is True:
+    settings, final, recipe = RunOptions.from_value(run), FinalConfig.from_value(final), _recipe(evaluator, seed)
+    if settings.progress is True:  # the same call, drawn by a SearchDisplay
         with SearchDisplay() as display:
-            return search(**{**arguments, "progress": display})
-    if not isinstance(budget, Budget):
-        raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
-    check_module("model", model)
-    if space is not None and space.granularity != granularity and granularity != "channel":
-        raise ConfigError(f"granularity={granularity!r} but the space given prunes {space.granularity}s")
-    budget.check_granularity(granularity if space is None else space.granularity)
-    check_int("trials", trials, low=1)
-    check_int("seed", seed, low=0)
-    for name, data in (("train_data", train_data), ("val_data", val_data)):
-        check_batches(name, data)
-    if test_data is not None:
-        check_batches("test_data", test_data)
-    started, limit = time.monotonic(), None if time_budget is None else parse_duration(time_budget)
-    trackers = check_tracking(tracking, run_dir)
-    if run_dir is not None:
-        rd.check_can_start(run_dir, resume=resume)  # before tracing or timing anything
-    final = FinalConfig(steps=final_finetune_steps, lr=final_lr, measure_latency=measure_latency,
-                        rescore=RescoreConfig.from_value(rescore), schedule=PruningSchedule.from_value(final_schedule),
-                        recovery=final_recovery, rewind_state=rewind_state)
-    schedule = SchedulerConfig.from_value(scheduler)
-    if isinstance(executor_options, Mapping):  # the scheduler used to be chosen among the Ray executor's options
-        executor_options, legacy = split_legacy_options(executor_options)
-        schedule = legacy if legacy is not None and scheduler is None else schedule
-    recipe = replace(EvaluatorConfig.from_dict(evaluator), seed=seed)
-    check_schedulable(schedule, recipe.finetune_steps)
-    if space is None:
-        space = SearchSpace.from_model(
-            model, example_inputs, preset=preset, ignore=ignore, round_to=round_to, max_ratio=max_ratio,
-            granularity=granularity,
-        )
-    if len(space) == 0:
-        raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
-    saved = Path(run_dir) / rd.LATENCY_TABLE if run_dir is not None and resume else None
-    cost_model = _cost_model(model, space, example_inputs, budget, saved, progress, trials)
+            return search(model, example_inputs, budget=budget, train_data=train_data, val_data=val_data,
+                          test_data=test_data, searcher=searcher, searcher_options=searcher_options, trials=trials,
+                          seed=seed, evaluator=recipe, executor=executor, space=space, final=final,
+                          run=replace(settings, progress=display))
+    _check_arguments(model, budget, trials, seed, train_data, val_data, test_data, space)
+    started, limit = time.monotonic(), _limit(settings.time_budget)
+    trackers = check_tracking(settings.tracking, settings.dir)
+    if settings.dir is not None:
+        rd.check_can_start(settings.dir, resume=settings.resume)  # before tracing or timing anything
+    check_schedulable(settings.scheduler, recipe.finetune_steps)
+    space = _space(model, example_inputs, space, budget)
+    cost_model = _cost_model(model, space, example_inputs, budget, settings, trials)
     cost_model.check_reachable(budget)
-    chosen, runner = make_searcher(searcher, searcher_options), make_executor(executor, executor_options)
-    context = SearchContext(
-        space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
-        run_dir=Path(run_dir) if run_dir is not None else None, model=model, example_inputs=example_inputs,
-        full_fidelity=recipe.finetune_steps,
-    )
+    chosen, runner = make_searcher(searcher, searcher_options), make_executor(executor)
+    context = SearchContext(space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
+                            run_dir=None if settings.dir is None else Path(settings.dir), model=model,
+                            example_inputs=example_inputs, full_fidelity=recipe.finetune_steps)
     scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
                        cost_model=cost_model, config=recipe)
-    config = {**_run_record(context, searcher, searcher_options, recipe, final, runner, schedule, run_config,
-                            train_data, val_data), "time_budget_seconds": limit, "tracking": list(trackers),
+    config = {**_run_record(context, searcher, searcher_options, recipe, final, runner, settings, train_data,
+                            val_data), "time_budget_seconds": limit, "tracking": list(trackers),
               "chance_accuracy": scorer.chance_accuracy()}  # for the report's near-chance warning
-    study = Study.open(context, chosen, schedule.make(), config=config, resume=resume, progress=progress)
-    try:
+    study = Study.open(context, chosen, settings.scheduler.make(), config=config, resume=settings.resume,
+                       progress=settings.progress)
+    with _closing(study):
         if study.run is not None and cost_model.latency is not None:
             cost_model.latency.save(study.run.file(rd.LATENCY_TABLE))
         tracker = make_trackers(trackers, study.path, config) if trackers else Trackers(())
@@ -232,15 +178,67 @@ def search(
             _run_trials(study, runner, chosen, scorer, tracker, None if limit is None else (limit, started),
                         ChanceWatch(config["chance_accuracy"], recipe))
         result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
-        if result.run_dir is not None:
-            log.info("report: %s", result.report())
-            tracker.final(None if result.summary is None else result.summary.to_dict(),
-                          [p for p in (result.run_dir / rd.BEST_POLICY, result.run_dir / rd.SUMMARY) if p.exists()])
+        _report(result, tracker)
+    return result
+
+
+def _recipe(evaluator: EvaluatorConfig | Mapping[str, Any] | None, seed: int) -> EvaluatorConfig:
+    """The evaluator's settings, seeded by the search's seed."""
+    check_int("seed", seed, low=0)
+    return replace(EvaluatorConfig.from_dict(evaluator), seed=seed)
+
+
+def _limit(time_budget: float | str | None) -> float | None:
+    return None if time_budget is None else parse_duration(time_budget)
+
+
+def _check_arguments(model: nn.Module, budget: Budget, trials: int, seed: int, train_data: Iterable,
+                     val_data: Iterable, test_data: Iterable | None,
+                     space: SearchSpace | SpaceOptions | Mapping[str, Any] | None) -> None:
+    """Every check that needs no tracing, before anything is traced or timed."""
+    if not isinstance(budget, Budget):
+        raise BudgetError(f"budget must be an autoprune.Budget (e.g. Budget.flops(0.5)), got {budget!r}")
+    check_module("model", model)
+    granularity = space.granularity if isinstance(space, SearchSpace) else SpaceOptions.from_value(space).granularity
+    budget.check_granularity(granularity)
+    check_int("trials", trials, low=1)
+    for name, data in (("train_data", train_data), ("val_data", val_data)):
+        check_batches(name, data)
+    if test_data is not None:
+        check_batches("test_data", test_data)
+
+
+def _space(model: nn.Module, example_inputs: Any, space: SearchSpace | SpaceOptions | Mapping[str, Any] | None,
+           budget: Budget) -> SearchSpace:
+    """The prebuilt space, or the model traced with the space options."""
+    if not isinstance(space, SearchSpace):
+        options = SpaceOptions.from_value(space)
+        space = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore,
+                                       round_to=options.round_to, max_ratio=options.max_ratio,
+                                       granularity=options.granularity)
+    if len(space) == 0:
+        raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
+    return space
+
+
+@contextlib.contextmanager
+def _closing(study: Study) -> Iterator[None]:
+    """Close the study when the block ends; marked failed when it raised (interrupts too)."""
+    try:
+        yield
     except BaseException:
         study.close(failed=True)
         raise
     study.close()
-    return result
+
+
+def _report(result: SearchResult, tracker: Tracker) -> None:
+    """Write report.html and hand the final outputs to the trackers (a search with a run directory)."""
+    if result.run_dir is None:
+        return
+    log.info("report: %s", result.report())
+    tracker.final(None if result.summary is None else result.summary.to_dict(),
+                  [p for p in (result.run_dir / rd.BEST_POLICY, result.run_dir / rd.SUMMARY) if p.exists()])
 
 
 def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Evaluator, tracker: Tracker,
@@ -266,12 +264,13 @@ def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Eval
 
 
 def _cost_model(
-    model: nn.Module, space: SearchSpace, example_inputs: Any, budget: Budget, saved: Path | None,
-    progress: ProgressCallback | None, trials: int,
+    model: nn.Module, space: SearchSpace, example_inputs: Any, budget: Budget, settings: RunOptions, trials: int,
 ) -> CostModel:
     """The analytic cost model; a latency budget adds the lookup table (a resumed search keeps its own)."""
     if not isinstance(budget, LatencyBudget):
         return CostModel(space)
+    saved = Path(settings.dir) / rd.LATENCY_TABLE if settings.dir is not None and settings.resume else None
+    progress = settings.progress
     if saved is not None and saved.exists():  # a resumed search keeps the table its trials were judged by
         try:
             return CostModel(space, LatencyTable.load(saved))
@@ -285,8 +284,8 @@ def _cost_model(
 
 def _run_record(
     context: SearchContext, searcher: str | Searcher, searcher_options: Mapping[str, Any] | None,
-    recipe: EvaluatorConfig, final: FinalConfig, runner: Executor, schedule: SchedulerConfig,
-    run_config: Mapping[str, Any] | None, train_data: Iterable, val_data: Iterable,
+    recipe: EvaluatorConfig, final: FinalConfig, runner: Executor, settings: RunOptions, train_data: Iterable,
+    val_data: Iterable,
 ) -> dict[str, Any]:
     """What ``config.json`` records; the entries in ``rundir.RESUME_KEYS`` must match on resume."""
     space = context.space
@@ -300,7 +299,7 @@ def _run_record(
         "searcher_options": dict(searcher_options or {}),
         "seed": context.seed,
         "evaluator": recipe.to_dict(),
-        "scheduler": schedule.to_dict(),
+        "scheduler": settings.scheduler.to_dict(),
         "trials": context.trials,
         "final_finetune_steps": final.steps,
         "final_schedule": asdict(final.schedule),
@@ -311,7 +310,7 @@ def _run_record(
                   "max_ratios": space.max_ratios, "granularity": space.granularity,
                   "group_round_to": {g.name: g.round_to for g in space if g.round_to != space.round_to}},
         "excluded": dict(space.excluded),  # groups the trace-time check left out, for the report while it runs
-        **dict(run_config or {}),
+        **dict(settings.record or {}),
     }
 
 

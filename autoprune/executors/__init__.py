@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
 
-from autoprune.executors.base import Completed, Executor
+from autoprune.executors.base import Executor
 from autoprune.executors.local import LocalExecutor
 from autoprune.executors.options import RayOptions
-from search_spaces.ground.errors import ConfigError, unknown_name
-from search_spaces.ground.options import from_mapping
+from search_spaces.ground.errors import unknown_name
 
 EXECUTORS = ("local", "ray")
 
 
-def make_executor(executor: str | Executor, options: Mapping[str, Any] | RayOptions | None = None) -> Executor:
-    """An executor from a name (``local``, ``ray``) and its options (a mapping or :class:`RayOptions`), or an
+def make_executor(executor: str | RayOptions | Executor) -> Executor:
+    """An executor from a name (``local``, ``ray``), from :class:`RayOptions` (Ray Tune with those options), or an
     instance as given."""
     if isinstance(executor, Executor):
-        if options:
-            raise ConfigError("executor_options apply only when the executor is given by name")
         return executor
+    if isinstance(executor, RayOptions):
+        from autoprune.executors.ray_tune import RayExecutor  # imports Ray only when asked for
+
+        return RayExecutor(**asdict(executor))
     if executor not in EXECUTORS:
         raise unknown_name("executor", executor, list(EXECUTORS))
-    if executor == "local":
-        if options:
-            raise ConfigError(f"the local executor takes no options, got {options!r}")
-        return LocalExecutor()
-    from autoprune.executors.ray_tune import RayExecutor  # imports Ray only when asked for
-
-    if isinstance(options, RayOptions):
-        return RayExecutor(**asdict(options))
-    return from_mapping(RayExecutor, dict(options or {}), what="ray executor options")
+    return LocalExecutor() if executor == "local" else make_executor(RayOptions())
 
 
-__all__ = ["EXECUTORS", "Completed", "Executor", "LocalExecutor", "RayOptions", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayOptions", "make_executor"]

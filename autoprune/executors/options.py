@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from search_spaces.ground.options import check_int, check_number
+from search_spaces.ground.options import check_int, check_number, from_mapping
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,8 @@ class RayOptions:
         check_int("max_failures", self.max_failures, low=0)
         if self.max_concurrent is not None:
             check_int("max_concurrent", self.max_concurrent, low=1)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | RayOptions | None) -> RayOptions:
+        """From a mapping of the fields (unknown keys refused), an instance as given, or the defaults."""
+        return from_mapping(cls, data, what="ray executor options")

@@ -24,7 +24,7 @@ from autoprune.prune.masks import make_permanent
 from autoprune.study.identity import state_digest
 from search_spaces.budget import Budget, LatencyBudget, LatencySetting
 from search_spaces.ground.errors import AutopruneError, ConfigError
-from search_spaces.ground.options import check_int, check_number
+from search_spaces.ground.options import check_int, check_number, from_mapping
 from search_spaces.measure import count_flops, count_nonzeros, count_params, latency_ratio, with_batch
 from search_spaces.policy import Policy
 
@@ -57,7 +57,8 @@ class FinalConfig:
     rewind_state: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        check_int("final_finetune_steps", self.steps, low=0)
+        check_int("final steps", self.steps, low=0)
+        object.__setattr__(self, "rescore", RescoreConfig.from_value(self.rescore))
         if self.lr is not None:
             check_number("final_lr", self.lr, low=0)
         check_number("train_lr", self.train_lr, low=0, inclusive=False)
@@ -71,6 +72,11 @@ class FinalConfig:
         if (self.recovery == "weight_rewind") != (self.rewind_state is not None):
             raise ConfigError("recovery 'weight_rewind' needs a rewind checkpoint (an early state dict of the "
                               "unpruned model), and only it takes one")
+
+    @classmethod
+    def from_value(cls, value: FinalConfig | Mapping[str, Any] | None) -> FinalConfig:
+        """From a mapping of the fields (unknown keys refused), an instance as given, or the defaults."""
+        return from_mapping(cls, value, what="final options")
 
     def settings(self) -> dict[str, Any]:
         """What decides the exported model, as JSON (``summary.json`` records it; a resumed search whose settings

@@ -28,8 +28,9 @@ from autoprune.prune.channels import PruneResult, prune
 from autoprune.prune.masks import apply_masks
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.options import check_int, check_number
+from search_spaces.groups import kept_channels
 from search_spaces.policy import Policy
-from search_spaces.space import SearchSpace, kept_channels
+from search_spaces.space import SearchSpace
 
 KINDS = ("one_shot", "constant", "iterative", "agp")
 

@@ -18,8 +18,9 @@ from search_spaces.ground.errors import ConfigError, DataError, unknown_name
 from search_spaces.ground.inputs import as_tuple
 from search_spaces.ground.options import check_module
 from search_spaces.policy import Policy
-from search_spaces.space import ROOT_MODULE_TYPES, SearchSpace
+from search_spaces.space import SearchSpace
 from search_spaces.surgery import PruningHistory, architecture_name, dependency_graph, prune_in_place
+from search_spaces.trace import ROOT_MODULE_TYPES
 
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.MagnitudeImportance(p=1),

@@ -27,13 +27,14 @@ from autoprune.report.charts import (
     time_figure,
 )
 from autoprune.report.page import Section, Table, render_page
+from autoprune.report.sensitivity_plot import PLOT, plot_sensitivity
 from autoprune.study import rundir as rd
 from autoprune.study.trials import RATIO_PREFIX, best_row, pareto_front, trials_table
 from search_spaces.budget import Budget, FlopsBudget
 from search_spaces.ground.errors import AutopruneError, RunDirError
 from search_spaces.ground.io import MAX_CHECKPOINT_BYTES, atomic_write_text, check_size
+from search_spaces.groups import kept_channels
 from search_spaces.policy import Policy
-from search_spaces.space import kept_channels
 
 SENSITIVITY_COLUMNS = ("group", "ratio", "accuracy")
 
@@ -104,8 +105,12 @@ class RunRecord:
 
 
 def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
-    """Write the report of the run in ``run_dir`` to ``path`` (default ``run_dir/report.html``); returns the path."""
-    return save_report(RunRecord.read(run_dir), Path(run_dir) / rd.REPORT if path is None else path)
+    """Write the report of the run in ``run_dir`` to ``path`` (default ``run_dir/report.html``, with
+    ``sensitivity.png`` beside it when the run made a sensitivity scan); returns the path."""
+    record = RunRecord.read(run_dir)
+    if path is None and record.sensitivity is not None:
+        plot_sensitivity(record.sensitivity, Path(run_dir) / PLOT, baseline=_unpruned_accuracy(record.trials))
+    return save_report(record, Path(run_dir) / rd.REPORT if path is None else path)
 
 
 def save_report(record: RunRecord, path: str | Path) -> Path:

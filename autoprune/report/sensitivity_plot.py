@@ -12,6 +12,15 @@ import pandas as pd
 
 from search_spaces.ground.io import atomic_write
 
+TABLE, PLOT = "sensitivity.csv", "sensitivity.png"
+
+
+def write_sensitivity(table: pd.DataFrame, baseline: float, directory: Path) -> tuple[Path, Path]:
+    """``sensitivity.csv`` and ``sensitivity.png`` in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / TABLE, lambda tmp: table.to_csv(tmp, index=False))
+    return directory / TABLE, plot_sensitivity(table, directory / PLOT, baseline=baseline)
+
 
 def plot_sensitivity(table: pd.DataFrame, path: str | Path, *, baseline: float | None = None) -> Path:
     """One accuracy-vs-ratio curve per group (Distiller-style sensitivity plot)."""

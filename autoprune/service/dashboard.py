@@ -11,7 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -24,7 +23,7 @@ from autoprune.report.page import asset, embed_json
 from autoprune.report.run_record import RunRecord, report_sections
 from autoprune.study import rundir as rd
 from search_spaces.budget import KINDS
-from search_spaces.space import GRANULARITIES
+from search_spaces.groups import GRANULARITIES
 
 PAGE = "dashboard.html"
 # Scripts and styles only from this server (no inline script can run, whatever a run's data holds); plotly.js
@@ -33,15 +32,15 @@ PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-
                "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
 
 
-def mount(app: FastAPI) -> None:
-    """Serve the page at ``/`` and the package's assets (plotly.js, scripts, styles) under ``/assets``."""
+def page() -> HTMLResponse:
+    """The page (static: no data in it), with headers that let only this server's scripts run."""
+    return HTMLResponse(asset(PAGE), headers={"Content-Security-Policy": PAGE_POLICY,
+                                              "X-Content-Type-Options": "nosniff"})
 
-    @app.get("/", include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(asset(PAGE), headers={"Content-Security-Policy": PAGE_POLICY,
-                                                  "X-Content-Type-Options": "nosniff"})
 
-    app.mount("/assets", StaticFiles(packages=[("autoprune", "assets")]), name="assets")
+def assets() -> StaticFiles:
+    """The package's assets (plotly.js, scripts, styles), for the app to mount under ``/assets``."""
+    return StaticFiles(packages=[("autoprune", "assets")])
 
 
 def choices() -> dict[str, Any]:

@@ -60,7 +60,7 @@ RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options",
 IDENTITY_KEYS = (("model_sha256", "the model's weights"), ("data", "the data (sizes and a sample)"))
 
 
-RESUME_HINT = "pass resume=True (CLI: --resume) to continue that search, or choose a new run_dir"
+RESUME_HINT = "pass RunOptions(resume=True) (CLI: --resume) to continue that search, or choose a new run dir"
 NEW_DIR_HINT = "a sensitivity scan writes to a new or empty directory; choose another (--run-dir, run_dir=)"
 
 
@@ -275,6 +275,13 @@ class RunDir:
                                                                           float_format=CSV_FLOAT_FORMAT))
 
     # -- final outputs -----------------------------------------------------------------------------
+    def write_tables(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        """A searcher's own tables (file name -> table) as CSV files in the run directory."""
+        for name, table in tables.items():
+            if Path(name).name != name or not name.endswith(".csv"):
+                raise RunDirError(f"a searcher's table must be a plain file name ending in .csv, got {name!r}")
+            atomic_write(self.file(name), lambda tmp, table=table: table.to_csv(tmp, index=False))
+
     def write_final(self, write: Callable[[Path], None]) -> None:
         """``write(directory)`` fills a new ``final-K/``; one atomic symlink switch makes it ``final``.
 

@@ -126,6 +126,7 @@ class Study:
             state = {"searcher": self.searcher.state_dict(), "scheduler": self.scheduler.state_dict()}
             self.run.record(self.rows[-1], len(self.rows), state)
             self.run.write_trials(self.table())
+            self.run.write_tables(self.searcher.tables())
         self.notify("trial", message)
 
     def notify(self, stage: str, message: str) -> None:

@@ -167,10 +167,11 @@ def test_the_agent_writes_no_log_folder(tmp_path, monkeypatch) -> None:
 def test_amc_search_resumes_with_its_networks_and_replay_buffer(trained_cnn, digits, tmp_path) -> None:
     options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, searcher="amc",
                    searcher_options={"warmup": 1, "batch_size": 4, "hidden": [16, 16]},
-                   evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}, measure_latency=False)
+                   evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
+                   final={"measure_latency": False})
     run = tmp_path / "run"
-    ap.search(trained_cnn, digits.example_inputs(), trials=3, run_dir=run, **options)
-    resumed = ap.search(trained_cnn, digits.example_inputs(), trials=5, run_dir=run, resume=True, **options)
+    ap.search(trained_cnn, digits.example_inputs(), trials=3, **options, run={"dir": run})
+    resumed = ap.search(trained_cnn, digits.example_inputs(), trials=5, **options, run={"dir": run, "resume": True})
     straight = ap.search(trained_cnn, digits.example_inputs(), trials=5, **options)
     ratio_cols = [c for c in straight.trials.columns if c.startswith("ratio:")]
     assert len(resumed.trials) == 5

@@ -102,7 +102,7 @@ def test_sensitivity_searcher_scans_then_allocates(trained_cnn, digits, tmp_path
     run = tmp_path / "run"
     result = ap.search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
                        val_data=digits.val, searcher="sensitivity", searcher_options={"levels": [0.5, 1.0]},
-                       trials=20, evaluator=FAST, run_dir=run, measure_latency=False)
+                       trials=20, evaluator=FAST, run={"dir": run}, final={"measure_latency": False})
     trials = result.trials
     assert len(trials) == 1 + 4 * 2 + 1  # unpruned probe, scan, allocation; then the searcher is done
     assert trials["feasible"].iloc[-1] and not trials["feasible"].iloc[0]

@@ -13,7 +13,7 @@ FAST = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
 
 def _search(model, digits, **kwargs):
     options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, trials=4,
-                   evaluator=FAST, measure_latency=False, searcher="optuna")
+                   evaluator=FAST, final={"measure_latency": False}, searcher="optuna")
     options.update(kwargs)
     return ap.search(model, digits.example_inputs(), **options)
 
@@ -22,8 +22,8 @@ def test_resumed_study_continues_as_the_uninterrupted_one_from_a_pickle_free_sta
                                                                                      tmp_path) -> None:
     straight = _search(trained_cnn, digits, trials=5)
     run = tmp_path / "run"
-    _search(trained_cnn, digits, run_dir=run, trials=3)
-    resumed = _search(trained_cnn, digits, run_dir=run, trials=5, resume=True)
+    _search(trained_cnn, digits, trials=3, run={"dir": run})
+    resumed = _search(trained_cnn, digits, trials=5, run={"dir": run, "resume": True})
     ratios = [c for c in straight.trials.columns if c.startswith("ratio:")]
     assert resumed.trials[ratios].equals(straight.trials[ratios])
     assert resumed.trials["feasible"].all()

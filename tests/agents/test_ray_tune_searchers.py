@@ -14,7 +14,7 @@ FAST = {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
 
 def _search(model, digits, **kwargs):
     return ap.search(model, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
-                     val_data=digits.val, evaluator=FAST, measure_latency=False, **kwargs)
+                     val_data=digits.val, evaluator=FAST, **kwargs, final={"measure_latency": False})
 
 
 def test_ray_tune_search_algorithm_by_name_and_instance(trained_cnn, digits) -> None:

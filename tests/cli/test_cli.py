@@ -199,7 +199,7 @@ def test_ctrl_c_names_the_run_directory_to_resume(tmp_path, capsys, monkeypatch)
             (Path(config.run_dir) / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("autoprune.cli.main.run_search", interrupted)
+    monkeypatch.setattr("autoprune.cli.commands.run_search", interrupted)
     assert main(["search", "--run-dir", str(tmp_path / "started")]) == 130
     assert f"interrupted; resume with: autoprune search --resume {tmp_path / 'started'}" in capsys.readouterr().err
     assert main(["search", "--run-dir", str(tmp_path / "early")]) == 130
@@ -233,21 +233,21 @@ def test_searcher_options_from_flags(tmp_path) -> None:
 
 
 def test_switching_to_the_local_executor_drops_ray_options() -> None:
-    from autoprune.cli.main import _with_executor_flags
+    from autoprune.cli.flags import with_executor_flags
     from autoprune.composition.config import SearchConfig
     from autoprune.executors import RayOptions
 
     ray_run = SearchConfig(executor="ray", executor_options={"cpus_per_trial": 1, "fidelity": "asha"},
                            evaluator={"finetune_steps": 9})
     args = build_parser().parse_args(["search", "--executor", "local"])
-    assert _with_executor_flags(ray_run, args).executor_options is None
+    assert with_executor_flags(ray_run, args).executor_options is None
     args = build_parser().parse_args(["search", "--address", "auto"])
-    switched = _with_executor_flags(SearchConfig(), args)
+    switched = with_executor_flags(SearchConfig(), args)
     assert switched.executor == "ray" and switched.executor_options == RayOptions(address="auto")
 
 
 def test_resume_does_not_start_a_dashboard_or_reach_a_cluster_a_run_directory_names_unless_trusted(tmp_path) -> None:
-    from autoprune.cli.main import _resume_config
+    from autoprune.cli.flags import resume_config
     from autoprune.composition.config import SearchConfig
 
     run = tmp_path / "run"
@@ -256,7 +256,7 @@ def test_resume_does_not_start_a_dashboard_or_reach_a_cluster_a_run_directory_na
     def resumed(options: dict, *flags: str) -> SearchConfig:
         saved = SearchConfig(executor="ray", executor_options=options, run_dir=str(run)).to_dict()
         (run / "config.json").write_text(json.dumps({"config": saved}))
-        return _resume_config(build_parser().parse_args(["search", "--resume", str(run), *flags]))
+        return resume_config(build_parser().parse_args(["search", "--resume", str(run), *flags]))
 
     for options, named in (({"dashboard": True, "dashboard_host": "0.0.0.0"}, "dashboard=True"),
                            ({"storage_path": "/etc/ray"}, "storage_path='/etc/ray'")):
@@ -309,12 +309,12 @@ def test_help_fits_the_command(capsys) -> None:
 def test_output_that_is_not_a_terminal_is_not_wrapped(capsys) -> None:
     from rich.table import Table
 
-    from autoprune.cli.main import _console
+    from autoprune.cli.render import make_console
 
     line = "budget flops <= 50% of the unpruned model " + "x" * 120
     table = Table("group", "ratios -> accuracy")
     table.add_row("layer1.0", "  ".join(f"0.{i}:0.99" for i in range(1, 10)) * 2)
-    shown = _console()
+    shown = make_console()
     shown.print(line)
     shown.print(table)
     lines = capsys.readouterr().out.splitlines()
@@ -352,17 +352,17 @@ def test_apply_can_finetune_and_reports_the_accuracy_of_the_model_it_writes(trai
 
 def test_the_console_says_whether_a_latency_budget_was_met() -> None:
     from autoprune import Budget, LatencyCheck, ModelFigures, Summary
-    from autoprune.cli.main import _latency_verdict
+    from autoprune.cli.render import latency_verdict
 
     figures = ModelFigures(accuracy=0.9, loss=0.3, flops=100, params=10)
     check = LatencyCheck(predicted_ms=1.0, limit_predicted_ms=1.1, repairs=1, measured_ms=1.05, met=True,
                          baseline_ms=2.2, measured_ratio=0.48)
     summary = Summary(budget=Budget.latency(0.5), best_trial_id=3, search_accuracy=0.9, final_finetune_steps=0,
                       trials=5, failed_trials=0, baseline=figures, pruned=figures, latency_check=check)
-    assert _latency_verdict(summary) == ("latency budget met: measured 48.0% of the unpruned model's latency, "
+    assert latency_verdict(summary) == ("latency budget met: measured 48.0% of the unpruned model's latency, "
                                          "budget 50%; pruned further 1 time(s) to get there")
     missed = replace(summary, budget=Budget.latency(ms=1.0), latency_check=replace(check, met=False, repairs=0))
-    assert _latency_verdict(missed) == "latency budget NOT met: measured 1.050 ms, budget 1.000 ms"
+    assert latency_verdict(missed) == "latency budget NOT met: measured 1.050 ms, budget 1.000 ms"
 
 
 def test_a_non_empty_run_directory_fails_at_once_without_training(tmp_path, capsys, monkeypatch) -> None:
@@ -384,9 +384,9 @@ def test_a_non_empty_run_directory_fails_at_once_without_training(tmp_path, caps
 
 
 def test_epochs_flag_sets_the_baseline_recipe() -> None:
-    from autoprune.cli.main import _config_from_args
+    from autoprune.cli.flags import config_from_args
 
     args = build_parser().parse_args(["search", "--epochs", "3"])
-    assert _config_from_args(args).train.epochs == 3
+    assert config_from_args(args).train.epochs == 3
     args = build_parser().parse_args(["sensitivity", "--epochs", "2"])
-    assert _config_from_args(args).train.epochs == 2
+    assert config_from_args(args).train.epochs == 2

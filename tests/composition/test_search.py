@@ -23,14 +23,15 @@ FAST = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2}
 
 def _search(model, digits, **kwargs):
     options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val,
-                   test_data=digits.test, trials=4, evaluator=FAST, measure_latency=False)
+                   test_data=digits.test, trials=4, evaluator=FAST)
     options.update(kwargs)
+    options["final"] = {"measure_latency": False, **options.get("final", {})}
     return ap.search(model, digits.example_inputs(), **options)
 
 
 def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    result = _search(trained_cnn, digits, run_dir=run, final_finetune_steps=5, measure_latency=True)
+    result = _search(trained_cnn, digits, run={"dir": run}, final={"steps": 5, "measure_latency": True})
     assert {"config.json", "trials.jsonl", "trials.csv", "trials.parquet", "state", "best_policy.json",
             "summary.json", "model", "final"} <= {p.name for p in run.iterdir()}
     for name in ("best_policy.json", "summary.json", "model"):  # the final outputs are switched in as one unit
@@ -68,10 +69,10 @@ def test_search_writes_a_complete_run_directory(trained_cnn, digits, tmp_path) -
 
 def test_existing_run_dir_needs_resume_and_resume_extends(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    first = _search(trained_cnn, digits, run_dir=run, trials=2)
+    first = _search(trained_cnn, digits, trials=2, run={"dir": run})
     with pytest.raises(RunDirError, match="not empty.*resume=True"):
-        _search(trained_cnn, digits, run_dir=run, trials=2)
-    resumed = _search(trained_cnn, digits, run_dir=run, trials=5, resume=True)
+        _search(trained_cnn, digits, trials=2, run={"dir": run})
+    resumed = _search(trained_cnn, digits, trials=5, run={"dir": run, "resume": True})
     assert list(resumed.trials["trial_id"]) == [0, 1, 2, 3, 4]
     assert resumed.trials.iloc[:2].equals(first.trials)
     # the same search in one go proposes the same policies: the searcher state was restored
@@ -79,7 +80,7 @@ def test_existing_run_dir_needs_resume_and_resume_extends(trained_cnn, digits, t
     ratio_cols = [c for c in straight.trials.columns if c.startswith("ratio:")]
     assert resumed.trials[ratio_cols].equals(straight.trials[ratio_cols])
     with pytest.raises(RunDirError, match="settings changed.*seed"):
-        _search(trained_cnn, digits, run_dir=run, trials=6, resume=True, seed=1)
+        _search(trained_cnn, digits, trials=6, seed=1, run={"dir": run, "resume": True})
 
 
 def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, digits, monkeypatch) -> None:
@@ -142,9 +143,9 @@ def test_crash_between_state_and_table_writes_never_repeats_a_trial(trained_cnn,
 
     monkeypatch.setattr(rundir_module.RunDir, "write_trials", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        _search(trained_cnn, digits, run_dir=run, trials=4)
+        _search(trained_cnn, digits, trials=4, run={"dir": run})
     monkeypatch.setattr(rundir_module.RunDir, "write_trials", real)
-    resumed = _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
+    resumed = _search(trained_cnn, digits, trials=4, run={"dir": run, "resume": True})
     ids = list(resumed.trials["trial_id"])
     assert ids == [0, 1, 2, 3]  # the log is the truth: trial 1 is neither lost nor repeated
     ratio_cols = [c for c in resumed.trials.columns if c.startswith("ratio:")]
@@ -153,9 +154,9 @@ def test_crash_between_state_and_table_writes_never_repeats_a_trial(trained_cnn,
 
 def test_resume_rejects_a_changed_search_space(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    _search(trained_cnn, digits, run_dir=run, trials=1)
+    _search(trained_cnn, digits, trials=1, run={"dir": run})
     with pytest.raises(RunDirError, match="space"):
-        _search(trained_cnn, digits, run_dir=run, trials=2, resume=True, max_ratio=0.5)
+        _search(trained_cnn, digits, trials=2, run={"dir": run, "resume": True}, space={"max_ratio": 0.5})
 
 
 def test_all_trials_failing_is_an_error_not_an_empty_result(trained_cnn, digits) -> None:
@@ -166,7 +167,7 @@ def test_all_trials_failing_is_an_error_not_an_empty_result(trained_cnn, digits)
 def test_searcher_setup_failure_leaves_no_run_directory(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="needs at least"):
-        _search(trained_cnn, digits, run_dir=run, searcher="factories:SearcherThatRefusesTheSpace")
+        _search(trained_cnn, digits, searcher="factories:SearcherThatRefusesTheSpace", run={"dir": run})
     assert not run.exists()
     with pytest.raises(ConfigError, match="not an autoprune.Searcher subclass"):
         _search(trained_cnn, digits, searcher="collections:OrderedDict")
@@ -176,7 +177,7 @@ def test_search_leaves_the_model_unchanged(trained_cnn, digits) -> None:
     before = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
     trained_cnn.train()
     try:
-        _search(trained_cnn, digits, trials=1, final_finetune_steps=2)
+        _search(trained_cnn, digits, trials=1, final={"steps": 2})
         assert trained_cnn.training
         assert all(torch.equal(before[k], v) for k, v in trained_cnn.state_dict().items())
     finally:
@@ -185,17 +186,17 @@ def test_search_leaves_the_model_unchanged(trained_cnn, digits) -> None:
 
 def test_run_directories_of_other_formats_are_refused_naming_the_version(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    _search(trained_cnn, digits, run_dir=run, trials=2)
+    _search(trained_cnn, digits, trials=2, run={"dir": run})
     config = json.loads((run / "config.json").read_text())
     assert config["format_version"] == 3
-    assert len(_search(trained_cnn, digits, run_dir=run, trials=3, resume=True).trials) == 3
+    assert len(_search(trained_cnn, digits, trials=3, run={"dir": run, "resume": True}).trials) == 3
     del config["format_version"]  # as written before the format was versioned (a pickled searcher state)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunDirError, match="format version 1; this autoprune reads version 3 only"):
-        _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
+        _search(trained_cnn, digits, trials=4, run={"dir": run, "resume": True})
     (run / "config.json").write_text(json.dumps({**config, "format_version": 7}))
     with pytest.raises(RunDirError, match="format version 7"):
-        _search(trained_cnn, digits, run_dir=run, trials=4, resume=True)
+        _search(trained_cnn, digits, trials=4, run={"dir": run, "resume": True})
 
 
 def test_a_bug_surfaces_at_once_instead_of_becoming_failed_trials(trained_cnn, digits, monkeypatch) -> None:
@@ -209,36 +210,36 @@ def test_a_bug_surfaces_at_once_instead_of_becoming_failed_trials(trained_cnn, d
 
 def test_resume_refuses_other_weights_or_other_data(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    _search(trained_cnn, digits, run_dir=run, trials=2)
+    _search(trained_cnn, digits, trials=2, run={"dir": run})
     other = copy.deepcopy(trained_cnn)
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
     with pytest.raises(RunDirError, match="the model's weights differ.*same checkpoint and data"):
-        _search(other, digits, run_dir=run, trials=3, resume=True)
+        _search(other, digits, trials=3, run={"dir": run, "resume": True})
     fewer = list(digits.val)[:2]
     with pytest.raises(RunDirError, match=r"the data \(sizes and a sample\) differ"):
-        _search(trained_cnn, digits, run_dir=run, trials=3, resume=True, val_data=fewer[::-1])
+        _search(trained_cnn, digits, trials=3, val_data=fewer[::-1], run={"dir": run, "resume": True})
 
 
 def test_one_writer_per_run_directory(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    _search(trained_cnn, digits, run_dir=run, trials=1)
+    _search(trained_cnn, digits, trials=1, run={"dir": run})
     holder = rundir_module.RunDir(run)
     assert holder.prepare(json.loads((run / "config.json").read_text()), resume=True)
     try:
         with pytest.raises(RunDirError, match=rf"in use by pid {os.getpid()} on host"):
-            _search(trained_cnn, digits, run_dir=run, trials=2, resume=True)
+            _search(trained_cnn, digits, trials=2, run={"dir": run, "resume": True})
     finally:
         holder.close()
-    assert len(_search(trained_cnn, digits, run_dir=run, trials=2, resume=True).trials) == 2
+    assert len(_search(trained_cnn, digits, trials=2, run={"dir": run, "resume": True}).trials) == 2
 
 
 def test_a_new_run_that_fails_before_any_trial_leaves_nothing_to_clean_up(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
     with pytest.raises(ap.DataError, match="no samples"):
-        _search(trained_cnn, digits, run_dir=run, trials=2, val_data=[])
+        _search(trained_cnn, digits, trials=2, val_data=[], run={"dir": run})
     assert not run.exists()
-    assert len(_search(trained_cnn, digits, run_dir=run, trials=2).trials) == 2  # simply started again
+    assert len(_search(trained_cnn, digits, trials=2, run={"dir": run}).trials) == 2  # simply started again
 
 
 def test_model_digest_handles_every_dtype() -> None:
@@ -295,22 +296,28 @@ def test_a_budget_of_exactly_the_policys_ratio_is_met_through_the_final_check(tr
     params = cost.cost({g.name: min(0.2, g.max_ratio) for g in cost.space}).params
     base = cost.base.params
     assert params / base * base < params  # fraction * base falls one ulp short of this policy's parameters
-    result = _search(trained_cnn, digits, searcher=_Fixed(0.2), trials=1, rescore=0, final_finetune_steps=1,
-                     budget=ap.Budget.params(params / base))
+    result = _search(
+        trained_cnn,
+        digits,
+        searcher=_Fixed(0.2),
+        trials=1,
+        budget=ap.Budget.params(params / base),
+        final={"rescore": 0, "steps": 1},
+    )
     assert result.summary.pruned.params == params
 
 
 def test_a_resume_without_a_better_trial_keeps_the_final_model(trained_cnn, digits, tmp_path) -> None:
     run, events = tmp_path / "run", []
-    options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final_finetune_steps=3, rescore=0,
-                   run_dir=run)
-    first = _search(trained_cnn, digits, trials=2, **options)
+    options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final={"steps": 3, "rescore": 0})
+    first = _search(trained_cnn, digits, trials=2, **options, run={"dir": run})
     stamp, config = first.summary.finished, (run / "config.json").read_bytes()
     with pytest.raises(RunDirError, match=r"trials=1: 2 trials have finished already; give trials >= 2"):
-        _search(trained_cnn, digits, trials=1, resume=True, **{**options, "searcher": _FirstIsBest()})
+        _search(trained_cnn, digits, trials=1, **{**options, "searcher": _FirstIsBest()},
+                run={"dir": run, "resume": True})
     assert (run / "config.json").read_bytes() == config  # the refused resume left the settings as they were
-    resumed = _search(trained_cnn, digits, trials=3, resume=True, progress=events.append,
-                      **{**options, "searcher": _FirstIsBest()})
+    resumed = _search(trained_cnn, digits, trials=3, **{**options, "searcher": _FirstIsBest()},
+                      run={"dir": run, "resume": True, "progress": events.append})
     said = {e.stage: e.message for e in events}
     assert said["resume"] == "resuming from 2 finished trials"
     assert "keeping the final model of trial 0" in said["final"] and "rescore" not in said
@@ -325,24 +332,25 @@ def test_a_resume_without_a_better_trial_keeps_the_final_model(trained_cnn, digi
 def test_a_resume_makes_the_final_model_again_when_its_settings_changed_or_it_is_damaged(trained_cnn, digits,
                                                                                         tmp_path) -> None:
     run = tmp_path / "run"
-    options = dict(budget=ap.Budget.params(0.99), final_finetune_steps=3, rescore=0, run_dir=run)
-    first = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=2, **options)
+    final = {"steps": 3, "rescore": 0}
+    first = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=2, budget=ap.Budget.params(0.99),
+                    final=final, run={"dir": run})
     assert first.summary.final_settings["lr"] is None and first.summary.final_settings["steps"] == 3
     weights = run / "final" / "model" / "pruned_state_dict.pt"
     first_weights = weights.read_bytes()
 
     def resume(trials: int, **changed: object) -> tuple[ap.SearchResult, str]:
         events: list = []
-        result = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=trials, resume=True,
-                         progress=events.append, **{**options, **changed})
+        result = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=trials, budget=ap.Budget.params(0.99),
+                         final={**final, **changed}, run={"dir": run, "resume": True, "progress": events.append})
         return result, " | ".join(e.message for e in events if e.stage == "final")
 
-    _, said = resume(3, final_lr=0.5)  # the Python API may change a final setting: it is honoured
+    _, said = resume(3, lr=0.5)  # the Python API may change a final setting: it is honoured
     assert "keeping" not in said
     assert json.loads((run / "summary.json").read_text())["final_settings"]["lr"] == 0.5
     assert weights.read_bytes() != first_weights  # finetuned again at the new learning rate
     weights.write_bytes(weights.read_bytes()[:500])  # a damaged stored model
-    again, said = resume(4, final_lr=0.5)
+    again, said = resume(4, lr=0.5)
     assert "the stored final model cannot be kept" in said and "pruned_state_dict.pt" in said
     assert ap.load_pruned_model(copy.deepcopy(trained_cnn), run / "model", digits.example_inputs()) is not None
     assert again.summary.trials == 4
@@ -350,7 +358,7 @@ def test_a_resume_makes_the_final_model_again_when_its_settings_changed_or_it_is
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "baseline": 5}))  # a tampered summary
     with pytest.raises(RunDirError, match=r"summary.json' is not a summary written by this version"):
         RunRecord.read(run)
-    last, said = resume(5, final_lr=0.5)
+    last, said = resume(5, lr=0.5)
     assert "keeping" not in said and last.summary.baseline.accuracy == first.summary.baseline.accuracy
 
 
@@ -363,28 +371,29 @@ class _Unreachable(LocalExecutor):
 
 def test_a_resume_that_cannot_start_leaves_the_saved_settings_as_they_were(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
-    options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final_finetune_steps=1, rescore=0,
-                   run_dir=run)
-    _search(trained_cnn, digits, trials=2, **options)
+    options = dict(searcher=_FirstIsBest(), budget=ap.Budget.params(0.99), final={"steps": 1, "rescore": 0})
+    _search(trained_cnn, digits, trials=2, **options, run={"dir": run})
     saved = (run / "config.json").read_bytes()
     with pytest.raises(ConfigError, match="does not answer"):
-        _search(trained_cnn, digits, trials=4, resume=True, executor=_Unreachable(),
-                **{**options, "searcher": _FirstIsBest()})
+        _search(trained_cnn, digits, trials=4, executor=_Unreachable(),
+                **{**options, "searcher": _FirstIsBest()}, run={"dir": run, "resume": True})
     assert (run / "config.json").read_bytes() == saved
-    resumed = _search(trained_cnn, digits, trials=3, resume=True, **{**options, "searcher": _FirstIsBest()})
+    resumed = _search(trained_cnn, digits, trials=3, **{**options, "searcher": _FirstIsBest()},
+                      run={"dir": run, "resume": True})
     assert len(resumed.trials) == 3 and json.loads((run / "config.json").read_text())["trials"] == 3
 
 
 @pytest.mark.slow  # waits out a time budget
 def test_time_budget_stops_after_the_running_trial_finalizes_and_resumes(trained_cnn, digits, tmp_path) -> None:
     run, events = tmp_path / "run", []
-    options = dict(budget=ap.Budget.params(0.99), final_finetune_steps=2, rescore=0, run_dir=run)
-    result = _search(trained_cnn, digits, searcher=_FirstIsBest(sleep=8.0), trials=4, time_budget="8s",
-                     progress=events.append, **options)
+    options = dict(budget=ap.Budget.params(0.99), final={"steps": 2, "rescore": 0})
+    result = _search(trained_cnn, digits, searcher=_FirstIsBest(sleep=8.0), trials=4, **options,
+                     run={"dir": run, "time_budget": "8s", "progress": events.append})
     assert len(result.trials) == 1 and result.summary.trials == 1  # trial 0 outlasted the budget; none started after
     assert (run / "best_policy.json").exists() and json.loads((run / "config.json").read_text())["trials"] == 4
     assert any(e.stage == "stopped" and "time budget of 8 s used up after 1 of 4 trials" in e.message for e in events)
-    resumed = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=4, resume=True, **options)
+    resumed = _search(trained_cnn, digits, searcher=_FirstIsBest(), trials=4, **options,
+                      run={"dir": run, "resume": True})
     assert list(resumed.trials["trial_id"]) == [0, 1, 2, 3]
 
 
@@ -399,12 +408,12 @@ def test_time_budget_durations(value, seconds) -> None:
 @pytest.mark.parametrize("value", ["2x", "h", "0s", -1, True, "2h foo", "0", "-5", "nan"])
 def test_bad_time_budgets_are_refused_before_any_work(value, trained_cnn, digits, tmp_path) -> None:
     with pytest.raises(ConfigError, match="time_budget must be"):
-        _search(trained_cnn, digits, time_budget=value, run_dir=tmp_path / "run")
+        _search(trained_cnn, digits, run={"time_budget": value, "dir": tmp_path / "run"})
     assert not (tmp_path / "run").exists()
 
 
 def test_progress_true_shows_each_trial_in_a_log(trained_cnn, digits, capsys) -> None:
-    _search(trained_cnn, digits, trials=2, progress=True)
+    _search(trained_cnn, digits, trials=2, run={"progress": True})
     shown = capsys.readouterr().err.splitlines()
     assert "search 1/2 · best feasible acc" in shown[0] and "search 2/2 · best feasible acc" in shown[1]
 

@@ -62,9 +62,18 @@ def test_a_search_whose_candidates_are_at_chance_says_so(trained_cnn, digits, bl
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
     events: list[ap.Progress] = []
-    ap.search(model, digits.example_inputs(), budget=ap.Budget.flops(0.7), train_data=digits.train,
-              val_data=digits.val, searcher="random", trials=CHECK_AFTER, rescore=0, final_finetune_steps=0,
-              measure_latency=False, evaluator=FAST, progress=events.append, run_dir=tmp_path / "run")
+    ap.search(
+        model,
+        digits.example_inputs(),
+        budget=ap.Budget.flops(0.7),
+        train_data=digits.train,
+        val_data=digits.val,
+        searcher="random",
+        trials=CHECK_AFTER,
+        evaluator=FAST,
+        final={"rescore": 0, "steps": 0, "measure_latency": False},
+        run={"progress": events.append, "dir": tmp_path / "run"},
+    )
     warnings = [e.message for e in events if e.stage == "warning"]
     sections = {s.key: s for s in report_sections(RunRecord.read(tmp_path / "run"))}
     if blind:
@@ -80,10 +89,13 @@ def test_a_resumed_search_counts_the_scores_of_its_first_part(trained_cnn, digit
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     options = dict(budget=ap.Budget.flops(0.7), train_data=digits.train, val_data=digits.val, searcher="random",
-                   rescore=0, final_finetune_steps=0, measure_latency=False, evaluator=FAST, run_dir=tmp_path / "run")
+                   final={"rescore": 0, "steps": 0, "measure_latency": False}, evaluator=FAST)
+    run = tmp_path / "run"
     first: list[ap.Progress] = []
-    ap.search(model, digits.example_inputs(), trials=CHECK_AFTER // 2, progress=first.append, **options)
+    ap.search(model, digits.example_inputs(), trials=CHECK_AFTER // 2, **options,
+              run={"dir": run, "progress": first.append})
     resumed: list[ap.Progress] = []
-    ap.search(model, digits.example_inputs(), trials=CHECK_AFTER, resume=True, progress=resumed.append, **options)
+    ap.search(model, digits.example_inputs(), trials=CHECK_AFTER, **options,
+              run={"dir": run, "resume": True, "progress": resumed.append})
     assert [e.stage for e in first].count("warning") == 0
     assert [e.stage for e in resumed].count("warning") == 1  # the 10th score overall, not the 10th of this part

@@ -93,9 +93,17 @@ def fast() -> dict:
 def test_asha_search_resumes_mid_rung_to_the_uninterrupted_result(trained_cnn, digits, tmp_path, fast,
                                                                    monkeypatch) -> None:
     def run(trials: int, run_dir, resume: bool = False):
-        return ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.6), train_data=digits.train,
-                         val_data=digits.val, trials=trials, evaluator=fast, scheduler="asha", rescore=0,
-                         run_dir=run_dir, resume=resume, measure_latency=False)
+        return ap.search(
+            trained_cnn,
+            digits.example_inputs(),
+            budget=ap.Budget.flops(0.6),
+            train_data=digits.train,
+            val_data=digits.val,
+            trials=trials,
+            evaluator=fast,
+            run={"scheduler": "asha", "dir": run_dir, "resume": resume},
+            final={"rescore": 0, "measure_latency": False},
+        )
 
     straight = run(8, tmp_path / "straight")
     assert set(straight.trials["fidelity"]) <= {1, 3, 9} and (straight.trials["fidelity"] < 9).any()
@@ -118,9 +126,16 @@ def test_asha_search_resumes_mid_rung_to_the_uninterrupted_result(trained_cnn, d
 
 
 def test_search_rescores_the_best_candidates_and_exports_the_winner(trained_cnn, digits, fast) -> None:
-    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.6), train_data=digits.train,
-                       val_data=digits.val, trials=5, evaluator=fast, rescore={"top_k": 3, "finetune_steps": 12},
-                       measure_latency=False)
+    result = ap.search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=ap.Budget.flops(0.6),
+        train_data=digits.train,
+        val_data=digits.val,
+        trials=5,
+        evaluator=fast,
+        final={"rescore": {"top_k": 3, "finetune_steps": 12}, "measure_latency": False},
+    )
     rescored = result.summary.rescored
     assert len(rescored) == 3 and all(r.fidelity == 12 for r in rescored)
     best = max(rescored, key=lambda r: r.accuracy)
@@ -166,4 +181,4 @@ def test_a_scheduler_with_rungs_needs_finetune_steps(trained_cnn, digits) -> Non
     assert SearchConfig(scheduler="asha", evaluator={"finetune_steps": 9}).scheduler.kind == "asha"
     with pytest.raises(ConfigError, match="asha scheduler stops candidates at finetune rungs"):
         ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
-                  val_data=digits.val, trials=1, scheduler="asha", evaluator={"finetune_steps": 1})
+                  val_data=digits.val, trials=1, evaluator={"finetune_steps": 1}, run={"scheduler": "asha"})

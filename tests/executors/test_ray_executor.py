@@ -14,7 +14,7 @@ from factories import RecordingSearcher
 from ray.cluster_utils import Cluster
 
 import autoprune as ap
-from autoprune.executors import make_executor
+from autoprune.executors import RayOptions, make_executor
 from search_spaces.ground.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.xdist_group("ray")  # one xdist worker runs every Ray module (see the Makefile)
@@ -51,7 +51,7 @@ def _trial_worker_pids() -> list[int]:
 
 def _search(model, digits, **kwargs):
     options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, evaluator=FAST,
-                   measure_latency=False, executor="ray")
+                   final={"measure_latency": False}, executor="ray")
     options.update(kwargs)
     return ap.search(model, digits.example_inputs(), **options)
 
@@ -61,8 +61,14 @@ def test_trials_run_on_both_nodes_out_of_order(cluster, trained_cnn, digits, tmp
     # Tune keeps one trial pending (its default with a search algorithm) and hands a pending trial whose worker is
     # still starting to the first worker that frees up: each trial must outlast a worker's start (about 5 s alone,
     # longer under load; 1000 steps take about 3.5 s) for the second node to get one
-    result = _search(trained_cnn, digits, trials=4, run_dir=tmp_path / "run",
-                     evaluator={**FAST, "finetune_steps": 6000}, rescore=0)
+    result = _search(
+        trained_cnn,
+        digits,
+        trials=4,
+        evaluator={**FAST, "finetune_steps": 6000},
+        run={"dir": tmp_path / "run"},
+        final={"rescore": 0},
+    )
     trials = result.trials
     assert sorted(trials["trial_id"]) == list(range(4))
     assert trials["status"].eq("ok").all() and trials["feasible"].all()
@@ -90,7 +96,7 @@ def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows
 
     killer = threading.Thread(target=kill_first_trial_worker, daemon=True)
     killer.start()
-    result = _search(trained_cnn, digits, trials=3, executor_options={"max_failures": 3})
+    result = _search(trained_cnn, digits, trials=3, executor=RayOptions(max_failures=3))
     killer.join(timeout=1)
     assert killed, "no trial worker was found to kill"
     assert sorted(result.trials["trial_id"]) == [0, 1, 2]
@@ -101,7 +107,7 @@ def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows
 def test_asha_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn, digits) -> None:
     searcher = RecordingSearcher()
     result = _search(trained_cnn, digits, trials=6, evaluator={**FAST, "finetune_steps": 9}, searcher=searcher,
-                     executor_options={"fidelity": "asha"})
+                     run={"scheduler": "asha"})
     assert len(result.trials) == 6
     assert set(result.trials["fidelity"]) <= {1, 3, 9} and (result.trials["fidelity"] == 9).any()
     assert sorted(searcher.told_fidelities) == sorted(result.trials["fidelity"])  # told what it came from
@@ -119,11 +125,11 @@ def test_bad_input_stops_a_ray_search_with_the_real_error(cluster, trained_cnn, 
 
 def test_executor_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="cpus_per_trial must be a number > 0"):
-        make_executor("ray", {"cpus_per_trial": 0})
+        make_executor(RayOptions(cpus_per_trial=0))
     with pytest.raises(ConfigError, match="unknown ray executor options"):
-        make_executor("ray", {"cpu": 1})
+        make_executor(RayOptions.from_dict({"cpu": 1}))
     with pytest.raises(ConfigError, match="gpus_per_trial=1 but this machine's Ray has 0 GPUs"):
-        make_executor("ray", {"gpus_per_trial": 1})._check_resources({"CPU": 2.0})
+        make_executor(RayOptions(gpus_per_trial=1))._check_resources({"CPU": 2.0})
 
 
 @pytest.mark.slow  # a two-node Ray cluster
@@ -136,8 +142,8 @@ def test_embedded_ray_is_local_and_its_dashboard_binds_to_loopback(monkeypatch) 
     calls: list[dict] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    assert make_executor("ray", {"dashboard": True})._init_ray() is True
-    assert make_executor("ray", {"address": "auto"})._init_ray() is True
+    assert make_executor(RayOptions(dashboard=True))._init_ray() is True
+    assert make_executor(RayOptions(address="auto"))._init_ray() is True
     assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == os.cpu_count()
     assert calls[0]["_system_config"] == {"worker_niceness": 0}  # trials as urgent as a local search's
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"

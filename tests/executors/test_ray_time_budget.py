@@ -33,10 +33,19 @@ class _SlowFirstAsk(ap.Searcher):
 @pytest.mark.slow  # starts a local Ray
 def test_the_time_budget_stops_ray_trials_and_finalizes(trained_cnn, digits, tmp_path) -> None:
     run, events = tmp_path / "run", []
-    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.params(0.99), train_data=digits.train,
-                       val_data=digits.val, searcher=_SlowFirstAsk(), trials=4, time_budget=BUDGET,
-                       evaluator={"bn_batches": 1, "finetune_steps": 2, "val_batches": 1}, final_finetune_steps=1,
-                       rescore=0, measure_latency=False, executor="ray", run_dir=run, progress=events.append)
+    result = ap.search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=ap.Budget.params(0.99),
+        train_data=digits.train,
+        val_data=digits.val,
+        searcher=_SlowFirstAsk(),
+        trials=4,
+        evaluator={"bn_batches": 1, "finetune_steps": 2, "val_batches": 1},
+        executor="ray",
+        run={"time_budget": BUDGET, "dir": run, "progress": events.append},
+        final={"steps": 1, "rescore": 0, "measure_latency": False},
+    )
     assert list(result.trials["trial_id"]) == [0] and result.summary.trials == 1
     assert (run / "best_policy.json").exists() and json.loads((run / "config.json").read_text())["trials"] == 4
     assert any(e.stage == "stopped" and "time budget of 60 s used up after 1 of 4 trials" in e.message for e in events)

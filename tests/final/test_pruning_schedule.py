@@ -158,12 +158,13 @@ def test_recovery_options_are_checked(trained_cnn, digits) -> None:
 
 
 def test_a_search_with_an_agp_final_schedule_and_lr_rewinding(trained_cnn, digits, tmp_path: Path) -> None:
-    common = {"budget": ap.Budget.nonzeros(0.3), "granularity": "element", "train_data": digits.train,
-              "val_data": digits.val, "searcher": "uniform", "trials": 1, "measure_latency": False,
-              "evaluator": {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}, "final_finetune_steps": 6}
-    gradual = ap.search(trained_cnn, digits.example_inputs(), final_schedule={"kind": "agp", "frequency": 1},
-                        run_dir=tmp_path / "agp", **common)
-    rewound = ap.search(trained_cnn, digits.example_inputs(), final_recovery="lr_rewind", **common)
+    common = {"budget": ap.Budget.nonzeros(0.3), "space": {"granularity": "element"}, "train_data": digits.train,
+              "val_data": digits.val, "searcher": "uniform", "trials": 1,
+              "evaluator": {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}}
+    final = {"steps": 6, "measure_latency": False}
+    gradual = ap.search(trained_cnn, digits.example_inputs(), **common,
+                        final={**final, "schedule": {"kind": "agp", "frequency": 1}}, run={"dir": tmp_path / "agp"})
+    rewound = ap.search(trained_cnn, digits.example_inputs(), **common, final={**final, "recovery": "lr_rewind"})
     for result in (gradual, rewound):
         assert result.summary.nonzeros_ratio is not None and result.summary.pruned.nonzeros <= 0.3 * sum(
             p.numel() for p in trained_cnn.parameters())

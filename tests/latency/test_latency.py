@@ -125,7 +125,7 @@ def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, dig
     budget = ap.Budget.latency(0.8)
     result = ap.search(trained_cnn, digits.example_inputs(), budget=budget, train_data=digits.train,
                        val_data=digits.val, trials=6, evaluator={"finetune_steps": 2, "bn_batches": 2},
-                       run_dir=tmp_path / "run")
+                       run={"dir": tmp_path / "run"})
     check = result.summary.latency_check
     assert check.met and check.measured_ratio <= budget.fraction
     assert result.trials["latency_ms"].notna().all()
@@ -148,7 +148,7 @@ def test_the_summary_reports_the_latency_checks_own_timings(trained_cnn, digits,
     for name, budget in (("fraction", ap.Budget.latency(0.8)), ("absolute", ap.Budget.latency(ms=0.8 * base_ms))):
         result = ap.search(trained_cnn, digits.example_inputs(), budget=budget, train_data=digits.train,
                            val_data=digits.val, trials=2, evaluator={"finetune_steps": 1, "bn_batches": 1},
-                           run_dir=tmp_path / name)
+                           run={"dir": tmp_path / name})
         summary, check = result.summary, result.summary.latency_check
         assert check.baseline_ms is not None and check.measured_ratio is not None, name
         assert (summary.baseline.latency_ms, summary.pruned.latency_ms) == (check.baseline_ms, check.measured_ms)

@@ -180,10 +180,20 @@ def test_every_searcher_searches_an_element_space_under_a_nonzeros_budget(
     searcher: str, trained_cnn: nn.Module, digits: DataBundle, tmp_path: Path
 ) -> None:
     options = {"levels": [1.0]} if searcher == "sensitivity" else {}
-    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.nonzeros(0.2), granularity="element",
-                       train_data=digits.train, val_data=digits.val, searcher=searcher, searcher_options=options,
-                       trials=8, evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
-                       final_finetune_steps=1, measure_latency=False, run_dir=tmp_path / "run")
+    result = ap.search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=ap.Budget.nonzeros(0.2),
+        train_data=digits.train,
+        val_data=digits.val,
+        searcher=searcher,
+        searcher_options=options,
+        trials=8,
+        evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
+        space={"granularity": "element"},
+        final={"steps": 1, "measure_latency": False},
+        run={"dir": tmp_path / "run"},
+    )
     assert result.best_policy.fingerprint["granularity"] == "element"
     assert result.summary.pruned.nonzeros <= 0.2 * sum(p.numel() for p in trained_cnn.parameters())
     assert result.summary.flops_ratio == 1.0  # dense kernels: the zeros are still multiplied
@@ -194,12 +204,12 @@ def test_every_searcher_searches_an_element_space_under_a_nonzeros_budget(
 def test_a_budget_is_checked_against_the_granularity_it_can_steer(trained_cnn, digits, tmp_path: Path, capsys) -> None:
     inputs, fast = digits.example_inputs(), {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}
     common = {"train_data": digits.train, "val_data": digits.val, "searcher": "uniform", "trials": 1,
-              "evaluator": fast, "measure_latency": False}
+              "evaluator": fast, "final": {"measure_latency": False}}
     space = ap.SearchSpace.from_model(trained_cnn, inputs, granularity="element")
     result = ap.search(trained_cnn, inputs, budget=ap.Budget.nonzeros(0.5), space=space, **common)
     assert result.best_policy.fingerprint["granularity"] == "element"  # the given space's granularity counts
     with pytest.raises(BudgetError, match="latency budget needs channels removed.*'channel', not 'element'"):
-        ap.search(trained_cnn, inputs, budget=ap.Budget.latency(0.5), granularity="element", **common)
+        ap.search(trained_cnn, inputs, budget=ap.Budget.latency(0.5), **common, space={"granularity": "element"})
     config = tmp_path / "nonzeros.yaml"
     config.write_text("budget: {nonzeros: 0.5}\nsearcher: uniform\ntrials: 1\nfinal_finetune_steps: 0\n")
     argv = ["search", str(config), "--bn-batches", "1", "--finetune-steps", "0", "--run-dir", str(tmp_path / "cli")]
@@ -211,9 +221,18 @@ def test_a_budget_is_checked_against_the_granularity_it_can_steer(trained_cnn, d
 
 def test_a_size_budget_is_met_by_the_exported_sparse_weights(trained_cnn, digits, tmp_path: Path) -> None:
     base_bytes = 4 * sum(p.numel() for p in trained_cnn.parameters())
-    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.size(0.4), granularity="element",
-                       train_data=digits.train, val_data=digits.val, searcher="uniform", trials=1,
-                       evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}, measure_latency=False)
+    result = ap.search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=ap.Budget.size(0.4),
+        train_data=digits.train,
+        val_data=digits.val,
+        searcher="uniform",
+        trials=1,
+        evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1},
+        space={"granularity": "element"},
+        final={"measure_latency": False},
+    )
     assert count_sparse_bytes(result.pruned_model) <= 0.4 * base_bytes
 
 

@@ -137,9 +137,17 @@ def test_a_200_trial_report_is_fast_and_small(finished_run, tmp_path) -> None:
 
 
 def test_result_report_without_a_run_directory_needs_a_path(trained_cnn, digits, tmp_path) -> None:
-    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
-                       val_data=digits.val, searcher="uniform", trials=1, measure_latency=False,
-                       evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1})
+    result = ap.search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=ap.Budget.flops(0.5),
+        train_data=digits.train,
+        val_data=digits.val,
+        searcher="uniform",
+        trials=1,
+        evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
+        final={"measure_latency": False},
+    )
     with pytest.raises(ConfigError, match="wrote no run directory"):
         result.report()
     html = result.report(tmp_path / "r.html").read_text()
@@ -158,9 +166,18 @@ def test_the_kept_chart_rounds_each_group_as_it_is_pruned(tmp_path) -> None:
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 10)).eval()
     batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
     run = tmp_path / "run"
-    result = ap.search(model, torch.zeros(1, 3, 8, 8), budget=ap.Budget.flops(0.7), train_data=batches,
-                       val_data=batches, searcher="uniform", trials=1, measure_latency=False, run_dir=run,
-                       evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1})
+    result = ap.search(
+        model,
+        torch.zeros(1, 3, 8, 8),
+        budget=ap.Budget.flops(0.7),
+        train_data=batches,
+        val_data=batches,
+        searcher="uniform",
+        trials=1,
+        evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1},
+        final={"measure_latency": False},
+        run={"dir": run},
+    )
     grouped = [g for g in result.space if g.round_to > 1]
     assert grouped  # the first convolution's group keeps multiples of 4 channels
     chart = figures((run / "report.html").read_text())["kept"]["data"][1]
@@ -176,9 +193,18 @@ def test_groups_the_trace_time_check_excluded_are_listed_with_why(finished_run, 
 
     batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))) for _ in range(2)]
     run = tmp_path / "run"
-    result = ap.search(FixedSplit().eval(), torch.zeros(1, 3, 8, 8), budget=ap.Budget.flops(0.9),
-                       train_data=batches, val_data=batches, searcher="uniform", trials=1, measure_latency=False,
-                       run_dir=run, evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1})
+    result = ap.search(
+        FixedSplit().eval(),
+        torch.zeros(1, 3, 8, 8),
+        budget=ap.Budget.flops(0.9),
+        train_data=batches,
+        val_data=batches,
+        searcher="uniform",
+        trials=1,
+        evaluator={"bn_batches": 1, "finetune_steps": 0, "val_batches": 1},
+        final={"measure_latency": False},
+        run={"dir": run},
+    )
     assert json.loads((run / "config.json").read_text())["excluded"] == result.space.excluded
     html = (run / "report.html").read_text()
     assert 'id="section-excluded"' in html

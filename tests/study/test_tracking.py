@@ -16,9 +16,17 @@ from search_spaces.ground.errors import ConfigError, UnknownNameError
 def test_tensorboard_and_mlflow_get_every_trial_and_the_best_policy(trained_cnn, digits, tmp_path) -> None:
     run = tmp_path / "run"
     fast = {"bn_batches": 1, "finetune_steps": 1, "val_batches": 1}
-    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
-                       val_data=digits.val, trials=3, evaluator=fast, final_finetune_steps=1, measure_latency=False,
-                       run_dir=run, tracking=["tensorboard", "mlflow"])
+    result = ap.search(
+        trained_cnn,
+        digits.example_inputs(),
+        budget=ap.Budget.flops(0.5),
+        train_data=digits.train,
+        val_data=digits.val,
+        trials=3,
+        evaluator=fast,
+        final={"steps": 1, "measure_latency": False},
+        run={"dir": run, "tracking": ["tensorboard", "mlflow"]},
+    )
     trials = result.trials.set_index("trial_id")
 
     events = EventAccumulator(str(run / "tensorboard"))
@@ -48,9 +56,9 @@ def test_tensorboard_and_mlflow_get_every_trial_and_the_best_policy(trained_cnn,
 def test_tracking_is_checked_before_any_work(trained_cnn, digits, tmp_path) -> None:
     options = dict(budget=ap.Budget.flops(0.5), train_data=digits.train, val_data=digits.val, trials=1)
     with pytest.raises(UnknownNameError, match="tracker 'wandb'"):
-        ap.search(trained_cnn, digits.example_inputs(), tracking=["wandb"], run_dir=tmp_path / "run", **options)
+        ap.search(trained_cnn, digits.example_inputs(), **options, run={"tracking": ["wandb"], "dir": tmp_path / "run"})
     with pytest.raises(ConfigError, match="give run_dir"):
-        ap.search(trained_cnn, digits.example_inputs(), tracking="mlflow", **options)
+        ap.search(trained_cnn, digits.example_inputs(), **options, run={"tracking": "mlflow"})
     assert not (tmp_path / "run").exists()
 
 
@@ -67,7 +75,7 @@ def test_mlflow_ui_serves_the_runs_a_search_tracked(trained_cnn, digits, tmp_pat
     run = tmp_path / "run"
     ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
               val_data=digits.val, trials=2, evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
-              final_finetune_steps=1, measure_latency=False, run_dir=run, tracking="mlflow")
+              final={"steps": 1, "measure_latency": False}, run={"dir": run, "tracking": "mlflow"})
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{run / 'mlflow.db'}",
                "--host", "127.0.0.1", "--port", str(port)]

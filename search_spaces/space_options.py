@@ -1,0 +1,42 @@
+"""How a model is traced into a search space: the options of ``SearchSpace.from_model`` as one value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.options import from_mapping
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """What ``search()`` traces when it is not given a prebuilt space.
+
+    Attributes:
+        preset: per-architecture defaults (ignored layers, ratio bounds, ``round_to``); None: the model's own.
+        ignore: module names (or name patterns) left unpruned.
+        round_to: kept channels are a multiple of this (None: the preset's).
+        max_ratio: the largest fraction of a group's channels that may be removed (None: the preset's).
+        granularity: ``channel`` (structured: smaller, faster model) or ``element`` (one sparsity per tensor).
+    """
+
+    preset: str | None = None
+    ignore: tuple[str, ...] = ()
+    round_to: int | None = None
+    max_ratio: float | None = None
+    granularity: str = "channel"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ignore, str) or not all(isinstance(name, str) for name in self.ignore):
+            raise ConfigError(f"space ignore must be a list of module names, got {self.ignore!r}")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+
+    @classmethod
+    def from_value(cls, value: SpaceOptions | Mapping[str, Any] | None) -> SpaceOptions:
+        """From a mapping of the fields (unknown keys refused), an instance as given, or the defaults."""
+        return from_mapping(cls, value, what="space options")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ignore": list(self.ignore)}
