@@ -30,9 +30,10 @@ from search_spaces.measure import (
     measure_latency_ms,
     with_batch,
 )
+from search_spaces.runtimes import RUNTIMES
 
 DEVICES = ("cpu", "cuda")
-_LATENCY_KEYS = ("batch", "threads", "device")
+_LATENCY_KEYS = ("batch", "threads", "device", "runtime")
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,13 @@ class Cost:
 
 @dataclass(frozen=True)
 class LatencySetting:
-    """Where latency is measured: ``batch`` inputs, ``threads`` CPU threads, on ``device``."""
+    """Where latency is measured: ``batch`` inputs, ``threads`` CPU threads, on ``device``, in ``runtime``
+    (``eager``, ``compiled``, ``aoti`` or ``onnxruntime``: where the exported model will run)."""
 
     batch: int = 1
     threads: int = 1
     device: str = "cpu"
+    runtime: str = "eager"
 
     def __post_init__(self) -> None:
         for name in ("batch", "threads"):
@@ -62,6 +65,9 @@ class LatencySetting:
                 raise BudgetError(f"latency budget {name} must be a positive integer, got {value!r}")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES:
             raise BudgetError(f"latency budget device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.runtime not in RUNTIMES:
+            raise BudgetError(f"latency budget runtime {self.runtime!r} is not supported; accepted: "
+                              f"{', '.join(RUNTIMES)}")
 
     @classmethod
     def for_inputs(cls, example_inputs: Any) -> LatencySetting:
@@ -69,7 +75,10 @@ class LatencySetting:
         return cls(batch=batch_size(example_inputs))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "threads": self.threads, "device": self.device}
+        """The setting as JSON; ``runtime`` only when it is not ``eager`` (so earlier run directories, which had
+        none, still resume)."""
+        runtime = {} if self.runtime == "eager" else {"runtime": self.runtime}
+        return {"batch": self.batch, "threads": self.threads, "device": self.device, **runtime}
 
 
 @dataclass(frozen=True)
@@ -130,13 +139,15 @@ class Budget(abc.ABC):
     @staticmethod
     def latency(
         fraction: float | None = None, *, ms: float | None = None, batch: int = 1, threads: int = 1,
-        device: str = "cpu",
+        device: str = "cpu", runtime: str = "eager",
     ) -> LatencyBudget:
         """At most ``fraction`` of the unpruned model's measured latency (or ``ms`` milliseconds).
 
-        Latency is one forward pass on ``batch`` inputs, ``threads`` CPU threads, on ``device``.
+        Latency is one forward pass on ``batch`` inputs, ``threads`` CPU threads, on ``device``, in ``runtime``:
+        ``eager`` PyTorch, ``compiled`` (``torch.compile``), ``aoti`` (AOTInductor, the ``compile`` export) or
+        ``onnxruntime`` (the ``onnx`` export), each built as the export builds it.
         """
-        return LatencyBudget(fraction, ms, LatencySetting(batch, threads, device))
+        return LatencyBudget(fraction, ms, LatencySetting(batch, threads, device, runtime))
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Budget:
@@ -148,7 +159,7 @@ class Budget(abc.ABC):
             unknown = set(data) - {"metric", "fraction", "absolute", *_LATENCY_KEYS}
             if unknown:
                 raise BudgetError(f"unknown budget keys {sorted(unknown)}; accepted: metric, fraction, absolute, "
-                                  "batch, threads, device")
+                                  "batch, threads, device, runtime")
             return _make(data["metric"], data.get("fraction"), data.get("absolute"), setting)
         rest = {k: v for k, v in data.items() if k not in setting}
         if len(rest) != 1:
@@ -300,7 +311,7 @@ class LatencyBudget(Budget):
     def measure(self, model: nn.Module, example_inputs: Any, *, min_run_time: float = 0.1) -> float:
         s = self.setting
         return measure_latency_ms(model, with_batch(example_inputs, s.batch), threads=s.threads, device=s.device,
-                                  min_run_time=min_run_time)
+                                  min_run_time=min_run_time, runtime=s.runtime)
 
     def timing(self, example_inputs: Any) -> LatencySetting:
         """Where this budget is measured."""
@@ -320,7 +331,7 @@ class LatencyBudget(Budget):
 
     def describe(self) -> str:
         s = self.setting
-        where = f" (batch {s.batch}, {s.threads} thread(s), {s.device})"
+        where = f" (batch {s.batch}, {s.threads} thread(s), {s.device}, {s.runtime})"
         if self.fraction is not None:
             return f"latency <= {self.fraction:.0%} of the unpruned model{where}"
         return f"latency <= {self.absolute:,.3f} ms{where}"
@@ -340,7 +351,8 @@ def _make(metric: object, fraction: Any, absolute: Any, setting: Mapping[str, An
     if metric == LatencyBudget.metric:
         return LatencyBudget(fraction, absolute, LatencySetting(**setting))
     if setting:
-        raise BudgetError(f"batch, threads and device apply to latency budgets only, not {metric} (got {setting})")
+        raise BudgetError(f"batch, threads, device and runtime apply to latency budgets only, not {metric} "
+                          f"(got {setting})")
     return KINDS[str(metric)](fraction, absolute)
 
 

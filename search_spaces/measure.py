@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.inputs import as_tuple
+from search_spaces.runtimes import Prepared, prepared
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:
@@ -101,50 +102,77 @@ def _benchmark() -> ModuleType:
     return benchmark
 
 
-def measure_latency_ms(
-    model: nn.Module, example_inputs: Any, *, threads: int = 1, device: str = "cpu", min_run_time: float = 0.3
-) -> float:
-    """Median wall time of one forward pass in milliseconds, in eval mode without gradients.
+#: Untimed runs before a CUDA measurement (kernel selection, caching allocator, clocks ramping up).
+CUDA_WARMUP = 10
 
-    The model is timed on ``device`` (CUDA is synchronized by the timer) and left where it was.
+
+def time_runner_ms(run: Prepared, *, threads: int = 1, device: str = "cpu", min_run_time: float = 0.3) -> float:
+    """Median wall time in milliseconds of ``run()`` (one forward pass): ``torch.utils.benchmark`` on the CPU;
+    CUDA events around blocks of runs after :data:`CUDA_WARMUP` untimed ones, synchronized, on CUDA."""
+    if device.startswith("cuda"):
+        return _cuda_ms(run, min_run_time)
+    timer = _benchmark().Timer(stmt="run()", globals={"run": run}, num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def _cuda_ms(run: Prepared, min_run_time: float) -> float:
+    """Median ms per run over blocks timed with CUDA events (the GPU's own clock, not the host's)."""
+    for _ in range(CUDA_WARMUP):
+        run()
+    torch.cuda.synchronize()
+    samples: list[float] = []
+    while sum(samples) < min_run_time * 1e3 or len(samples) < 5:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            run()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 10)
+    return statistics.median(samples)
+
+
+def measure_latency_ms(
+    model: nn.Module, example_inputs: Any, *, threads: int = 1, device: str = "cpu", min_run_time: float = 0.3,
+    runtime: str = "eager",
+) -> float:
+    """Median wall time of one forward pass in milliseconds, in eval mode without gradients, in ``runtime``
+    (``eager``, ``compiled``, ``aoti``, ``onnxruntime``; see :mod:`search_spaces.runtimes`).
+
+    The model is timed on ``device`` (CUDA is synchronized) and left where it was.
     """
     check_device(device)
-    inputs = tuple(x.to(device) for x in as_tuple(example_inputs))
-    was_training = model.training
-    home = next(model.parameters(), torch.empty(0)).device
-    model.eval().to(device)
-    timer = _benchmark().Timer(
-        stmt="with torch.no_grad(): model(*inputs)",
-        globals={"model": model, "inputs": inputs, "torch": torch},
-        num_threads=threads,
-    )
-    try:
-        with torch.no_grad():
-            model(*inputs)  # warm-up
-        median = timer.blocked_autorange(min_run_time=min_run_time).median
-    finally:
-        model.to(home).train(was_training)
-    return median * 1e3
+    with prepared(model, as_tuple(example_inputs), runtime=runtime, threads=threads, device=device) as run:
+        return time_runner_ms(run, threads=threads, device=device, min_run_time=min_run_time)
 
 
 def latency_ratio(
     candidate: nn.Module, reference: nn.Module, example_inputs: Any, *, threads: int = 1, device: str = "cpu",
-    rounds: int = 5, min_run_time: float = 0.1,
+    rounds: int = 5, min_run_time: float = 0.1, runtime: str = "eager",
 ) -> tuple[float, float, float]:
-    """Median over ``rounds`` of candidate/reference latency, timed alternately in this process.
+    """Median over ``rounds`` of candidate/reference latency in ``runtime``, timed alternately in this process.
 
     Alternating the two models puts them under the same machine load, so the ratio is steadier than two
-    separate measurements. Returns ``(ratio, candidate_ms, reference_ms)`` (medians).
+    separate measurements. Returns ``(ratio, candidate_ms, reference_ms)`` (see :func:`alternating_ratio`).
     """
+    check_device(device)
     setting = {"threads": threads, "device": device, "min_run_time": min_run_time}
-    return alternating_ratio(lambda: measure_latency_ms(candidate, example_inputs, **setting),
-                             lambda: measure_latency_ms(reference, example_inputs, **setting), rounds=rounds)
+    inputs = as_tuple(example_inputs)
+    with (prepared(candidate, inputs, runtime=runtime, threads=threads, device=device) as run_candidate,
+          prepared(reference, inputs, runtime=runtime, threads=threads, device=device) as run_reference):
+        return alternating_ratio(lambda: time_runner_ms(run_candidate, **setting),
+                                 lambda: time_runner_ms(run_reference, **setting), rounds=rounds)
 
 
 def alternating_ratio(
     candidate: Callable[[], float], reference: Callable[[], float], *, rounds: int = 5
 ) -> tuple[float, float, float]:
-    """Call two timing functions alternately ``rounds`` times: (median ratio, median of each)."""
+    """Call two timing functions alternately ``rounds`` times: ``(ratio, candidate_ms, reference_ms)``.
+
+    One statistic: ``ratio`` is the median of the paired ratios, ``reference_ms`` the reference's median and
+    ``candidate_ms = ratio * reference_ms``, so the two latencies, their ratio and the speed-up
+    (``reference_ms / candidate_ms``) always agree arithmetically.
+    """
     pairs = [(candidate(), reference()) for _ in range(rounds)]
-    return (statistics.median(c / r for c, r in pairs), statistics.median(c for c, _ in pairs),
-            statistics.median(r for _, r in pairs))
+    ratio, reference_ms = statistics.median(c / r for c, r in pairs), statistics.median(r for _, r in pairs)
+    return ratio, ratio * reference_ms, reference_ms

@@ -87,6 +87,6 @@ def load_preset(name_or_path: str | Path) -> Preset:
         name=path.stem,
         ignore=data.get("ignore") or (),
         max_ratio=data.get("max_ratio", 0.8),
-        round_to=data.get("round_to", 1),
+        round_to=data.get("round_to", Preset.round_to),
         ratio_bounds=data.get("ratio_bounds") or {},
     )

@@ -95,3 +95,15 @@ class ToyEvaluator:
         quality = 1.0 - policy[self.space.names[0]]
         for rung, done in enumerate([*[r for r in rungs if r < full], full]):
             yield Score(quality * done / full, 0.0, 1, 1, True, done, 0.0, rung=rung)
+
+
+def use_clock(monkeypatch, clock) -> None:
+    """Time every latency measurement with ``clock(prepared, **setting) -> ms`` instead of the machine's clock,
+    and build every runtime as the eager model (``prepared.runtime`` still names the runtime asked for), so the
+    latency pipeline runs deterministically and without compiling anything."""
+    from autoprune.latency import table as lt
+    from search_spaces import measure, runtimes
+
+    monkeypatch.setattr(measure, "time_runner_ms", clock)
+    monkeypatch.setattr(lt, "time_runner_ms", clock)
+    monkeypatch.setattr(runtimes, "_runner", lambda model, inputs, runtime, workdir, **_: lambda: model(*inputs))

@@ -145,6 +145,9 @@
     options(fields.dataset, choices.datasets, defaults.dataset);
     options(fields["budget-kind"], choices.budgets, defaults.budget.metric);
     options(fields.granularity, choices.granularities, defaults.granularity);
+    options(fields["latency-runtime"], choices.runtimes, "eager");
+    fields.export.replaceChildren(...choices.formats.map(
+      (name) => new Option(name, name, defaults.export.includes(name), defaults.export.includes(name))));
     options(fields.searcher, choices.searchers, defaults.searcher);
     options(fields.executor, choices.executors, defaults.executor);
     fields["budget-value"].value = defaults.budget.fraction;
@@ -158,9 +161,11 @@
     if (extra === null || typeof extra !== "object" || Array.isArray(extra)) {
       throw new Error("more settings must be a JSON object, like {\"seed\": 1}");
     }
+    const budget = {[fields["budget-kind"].value]: Number(fields["budget-value"].value)};
+    if (fields["budget-kind"].value === "latency") budget.runtime = fields["latency-runtime"].value;
     const config = {
-      model: fields.model.value, dataset: fields.dataset.value,
-      budget: {[fields["budget-kind"].value]: Number(fields["budget-value"].value)},
+      model: fields.model.value, dataset: fields.dataset.value, budget,
+      export: Array.from(fields.export.selectedOptions, (option) => option.value),
       searcher: fields.searcher.value, trials: Number(fields.trials.value), executor: fields.executor.value,
       granularity: fields.granularity.value,
     };

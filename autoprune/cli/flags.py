@@ -18,6 +18,7 @@ from autoprune.executors import RayOptions
 from autoprune.study.rundir import RunDir
 from search_spaces.budget import Budget
 from search_spaces.ground.errors import ConfigError, RunDirError
+from search_spaces.runtimes import RUNTIMES
 
 # Settings a flag may override, shared by search and sensitivity: (flags, argparse keywords).
 _MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -52,6 +53,12 @@ _SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
                              "help": "at most this many milliseconds of measured latency (see --latency-*)"}),
     ("--latency-batch", {"type": int, "help": "batch size latency is measured at (default 1)"}),
     ("--latency-threads", {"type": int, "help": "CPU threads latency is measured with (default 1)"}),
+    ("--latency-runtime", {"choices": list(RUNTIMES),
+                           "help": "where latency is measured: eager (default), compiled (torch.compile), aoti "
+                           "(AOTInductor, the compile export) or onnxruntime (the onnx export)"}),
+    ("--format", {"metavar": "FORMATS",
+                  "help": "comma-separated forms the final model is written in: eager (default), export, compile, "
+                  "onnx; each is timed against the unpruned model in its runtime"}),
     ("--searcher", {"help": f"searcher name ({', '.join(sorted(SEARCHERS))}) or package.module:Class"}),
     ("--searcher-option", {"action": "append", "metavar": "KEY=VALUE", "dest": "searcher_option",
                            "help": "a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable"}),
@@ -141,10 +148,12 @@ def _budget_from_args(args: argparse.Namespace) -> Budget | None:
     if len(given) > 1:
         raise ConfigError(f"give only one budget, got {', '.join(given)}")
     setting = {"batch": 1 if args.latency_batch is None else args.latency_batch,
-               "threads": 1 if args.latency_threads is None else args.latency_threads}
-    latency_flags = args.latency_batch is not None or args.latency_threads is not None
+               "threads": 1 if args.latency_threads is None else args.latency_threads,
+               "runtime": args.latency_runtime or "eager"}
+    latency_flags = any(v is not None for v in (args.latency_batch, args.latency_threads, args.latency_runtime))
     if latency_flags and args.budget_latency is None and args.budget_latency_ms is None:
-        raise ConfigError("--latency-batch and --latency-threads need --budget-latency or --budget-latency-ms")
+        raise ConfigError("--latency-batch, --latency-threads and --latency-runtime need --budget-latency or "
+                          "--budget-latency-ms")
     if args.budget_flops is not None:
         return Budget.flops(args.budget_flops)
     if args.budget_params is not None:
@@ -177,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         scheduler=None if args.scheduler is None else SchedulerConfig(kind=args.scheduler),
         rescore=None if args.rescore_top is None else replace(config.rescore, top_k=args.rescore_top),
         time_budget=args.time_budget, tracking=_tracking(args), granularity=args.granularity,
+        export=None if args.format is None else [f.strip() for f in args.format.split(",") if f.strip()],
         final_schedule=args.final_schedule, final_recovery=args.final_recovery,
         train=None if args.epochs is None else replace(config.train, epochs=args.epochs),
     )

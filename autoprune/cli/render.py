@@ -14,7 +14,7 @@ from rich.text import Text
 
 from autoprune.composition.search import SearchResult
 from autoprune.final.apply import ExportedModel, Recovery
-from autoprune.final.summary import Summary
+from autoprune.final.summary import SLOWER_ADVICE, Summary
 from autoprune.study.rundir import REPORT
 from search_spaces.budget import Budget
 
@@ -57,6 +57,11 @@ def report_search(result: SearchResult) -> None:
         out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
     if s.latency_check is not None:
         out.print(latency_verdict(s), highlight=False, soft_wrap=True)
+    if len(s.speed) > 1 or s.slower_in:
+        out.print(_speed_table(s))
+    if s.slower_in:
+        out.print(f"[bold red]slower than the unpruned model in {', '.join(s.slower_in)}[/bold red]: fix with "
+                  f"{SLOWER_ADVICE}", highlight=False, soft_wrap=True)
 
 
 def _policy_table(result: SearchResult, element: bool) -> Table:
@@ -71,9 +76,23 @@ def _policy_table(result: SearchResult, element: bool) -> Table:
     return policy
 
 
+def _speed_table(s: Summary) -> Table:
+    """Each runtime the model was timed in: unpruned and pruned milliseconds and their ratio, side by side."""
+    where = s.latency_setting
+    table = Table(title=f"speed per runtime (batch {where.batch}, {where.threads} thread(s), {where.device})")
+    for col in ("runtime", "baseline (ms)", "pruned (ms)", "speedup"):
+        table.add_column(col, justify="right")
+    for check in s.speed:
+        style = "red" if check.slower else ""
+        table.add_row(check.runtime, f"{check.baseline_ms:.3f}", f"{check.pruned_ms:.3f}", f"{check.speedup:.2f}x",
+                      style=style)
+    return table
+
+
 def _comparison_table(s: Summary) -> Table:
     table = Table(title="baseline vs pruned (test set)")
-    for col in ("", "accuracy", "MFLOPs", "params", "CPU latency (ms)"):
+    runtime = s.latency_setting.runtime if s.latency_setting is not None else "eager"
+    for col in ("", "accuracy", "MFLOPs", "params", f"latency, {runtime} (ms)"):
         table.add_column(col, justify="right")
     for name, row in (("baseline", s.baseline), ("pruned", s.pruned)):
         latency = "-" if row.latency_ms is None else f"{row.latency_ms:.3f}"
@@ -87,7 +106,8 @@ def _kept_line(s: Summary, element: bool) -> str:
         line += f"  non-zeros kept: {s.nonzeros_ratio:.1%} (dense kernels still multiply the zeros: no faster)"
     if s.latency_speedup is not None and s.latency_setting is not None:
         where = s.latency_setting
-        line += f"  latency speedup: {s.latency_speedup:.2f}x ({where.threads} thread(s), batch {where.batch})"
+        line += (f"  latency speedup: {s.latency_speedup:.2f}x ({where.runtime}, {where.threads} thread(s), "
+                 f"batch {where.batch})")
     return line
 
 

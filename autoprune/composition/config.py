@@ -24,6 +24,7 @@ from autoprune.final.finalize import FinalConfig
 from autoprune.final.recovery import RECOVERIES
 from autoprune.final.rescore import RescoreConfig
 from autoprune.final.schedule import PruningSchedule
+from autoprune.prune.export import check_formats
 from autoprune.report.sparsity_tables import load_state
 from autoprune.searcher import searcher_type
 from autoprune.study.rundir import check_can_start
@@ -78,6 +79,9 @@ class SearchConfig:
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
         preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
         time_budget: wall-clock limit on the trials: seconds or ``2h``, ``90m``, ``1h30m`` (None: no limit).
+        export: the forms the final model is written in under ``RUN_DIR/model/`` (``eager``, ``export``,
+            ``compile``, ``onnx``; see ``autoprune.export_model``), each timed against the unpruned model in its
+            runtime (never slower).
         tracking: experiment trackers, ``[tensorboard, mlflow]`` or either (see :mod:`autoprune.study.tracking`).
     """
 
@@ -109,6 +113,7 @@ class SearchConfig:
     max_ratio: float | None = None
     time_budget: float | str | None = None
     tracking: list[str] = field(default_factory=list)
+    export: list[str] = field(default_factory=lambda: ["eager"])
 
     def __post_init__(self) -> None:
         if isinstance(self.executor_options, Mapping):  # older configs chose the scheduler among Ray's options
@@ -128,6 +133,7 @@ class SearchConfig:
             raise unknown_name("final_recovery", self.final_recovery, list(RECOVERIES))
         if self.granularity not in GRANULARITIES:
             raise unknown_name("granularity", self.granularity, list(GRANULARITIES))
+        object.__setattr__(self, "export", list(check_formats(self.export)))
         for name in ("data_dir", "checkpoint", "run_dir", "preset", "rewind_checkpoint"):
             if getattr(self, name) is not None:
                 check_str(f"config entry {name!r}", getattr(self, name))
@@ -196,7 +202,7 @@ class SearchConfig:
         """How the best policy becomes the exported model."""
         rewind = None if self.rewind_checkpoint is None else load_state(self.rewind_checkpoint)
         return FinalConfig(steps=self.final_finetune_steps, schedule=self.final_schedule, recovery=self.final_recovery,
-                           rescore=self.rescore, rewind_state=rewind)
+                           rescore=self.rescore, rewind_state=rewind, export=tuple(self.export))
 
     def executor_value(self) -> str | RayOptions:
         """``local``, or the Ray executor's options."""

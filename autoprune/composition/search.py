@@ -25,10 +25,10 @@ from autoprune.evaluation.rungs import check_schedulable
 from autoprune.executors import Executor, RayOptions, make_executor
 from autoprune.final.finalize import FinalConfig, FinalModel, finalize
 from autoprune.final.rescore import RescoreConfig, best_rescored, rescore, top_candidates
-from autoprune.final.reuse import KeptFinal, keep_final, stored_summary
+from autoprune.final.reuse import ReusedFinal, reuse_final, stored_summary
 from autoprune.final.summary import Summary
 from autoprune.latency.table import LatencyTable, latency_table
-from autoprune.prune.export import save_pruned_model
+from autoprune.prune.export import export_model
 from autoprune.report.run_record import RunRecord, save_report, write_report
 from autoprune.searcher import SearchContext, Searcher, make_searcher
 from autoprune.study import rundir as rd
@@ -328,9 +328,9 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
             log.info("report: %s", write_report(study.path))
         raise BudgetError(_no_feasible_trial(table, full, study.context.budget))
     failed = int((table["status"] != "ok").sum())
-    kept = _kept(study, table, int(best["trial_id"]), evaluator, final, failed)
-    if kept is not None:
-        result.best_policy, result.pruned_model, result.summary = kept.policy, kept.model, kept.summary
+    reused = _reused(study, table, int(best["trial_id"]), evaluator, final, failed)
+    if reused is not None:
+        result.best_policy, result.pruned_model, result.summary = reused.policy, reused.model, reused.summary
         study.notify("done", "done")
         return result
     rescored = _rescored(study, table, evaluator, final.rescore)
@@ -344,7 +344,7 @@ def _result(study: Study, evaluator: Evaluator, final: FinalConfig, test_data: I
         failed_trials=failed, rescored=rescored,
     )
     if study.run is not None:
-        _write_outputs(study.run, outcome, space, evaluator.example_inputs)
+        _write_outputs(study.run, outcome, space, evaluator.example_inputs, final.export)
     result.best_policy, result.pruned_model, result.summary = outcome.policy, outcome.pruned.model, outcome.summary
     study.notify("done", "done")
     return result
@@ -360,8 +360,8 @@ def _no_feasible_trial(table: pd.DataFrame, full_fidelity: int, budget: Budget) 
             "more trials")
 
 
-def _kept(study: Study, table: pd.DataFrame, best_id: int, evaluator: Evaluator, final: FinalConfig,
-          failed: int) -> KeptFinal | None:
+def _reused(study: Study, table: pd.DataFrame, best_id: int, evaluator: Evaluator, final: FinalConfig,
+          failed: int) -> ReusedFinal | None:
     """A resumed search's stored final outputs, kept when no new trial is among the candidates for the final
     step (None: the final step runs)."""
     if not study.resumed or study.run is None:
@@ -372,13 +372,13 @@ def _kept(study: Study, table: pd.DataFrame, best_id: int, evaluator: Evaluator,
     if stored is None:
         return None
     try:
-        kept = keep_final(study.run, stored, trials=len(table), failed_trials=failed, model=evaluator.model,
-                          example_inputs=evaluator.example_inputs)
+        reused = reuse_final(study.run, stored, trials=len(table), failed_trials=failed, model=evaluator.model,
+                             example_inputs=evaluator.example_inputs)
     except AutopruneError as exc:  # damaged or missing: the final step makes it again
         study.notify("final", f"the stored final model cannot be kept ({exc}); making it again")
         return None
     study.notify("final", f"no new trial is among the best; keeping the final model of trial {stored.best_trial_id}")
-    return kept
+    return reused
 
 
 def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: RescoreConfig) -> pd.DataFrame | None:
@@ -392,17 +392,18 @@ def _rescored(study: Study, table: pd.DataFrame, evaluator: Evaluator, config: R
     return rescore(candidates, study.context.space, rescorer.evaluate_safely)
 
 
-def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any) -> None:
-    """best_policy.json, model/ (state dict + pruning history; the sparse form too, element-wise) and summary.json,
-    switched in as one unit."""
+def _write_outputs(run: rd.RunDir, outcome: FinalModel, space: SearchSpace, example_inputs: Any,
+                   formats: tuple[str, ...]) -> None:
+    """best_policy.json, model/ (state dict + pruning history, the other export ``formats``; the sparse form too,
+    element-wise) and summary.json, switched in as one unit."""
 
     def write(directory: Path) -> None:
         outcome.policy.save(directory / rd.BEST_POLICY)
-        save_pruned_model(
-            directory / rd.MODEL_DIR, outcome.pruned.model, outcome.pruned.history,
+        export_model(
+            outcome.pruned.model, example_inputs, directory / rd.MODEL_DIR,
+            (*formats, *(("sparse",) if space.granularity == "element" else ())), history=outcome.pruned.history,
             meta={"architecture": space.architecture, "input_shape": shapes(example_inputs),
                   "load": "autoprune.load_pruned_model(fresh_model, this_directory, example_inputs)"},
-            sparse=space.granularity == "element",
         )
         atomic_write_json(directory / rd.SUMMARY, outcome.summary.to_dict())
 

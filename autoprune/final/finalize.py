@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -14,19 +15,23 @@ from torch import nn
 
 from autoprune.evaluation.evaluator import Evaluator, validate
 from autoprune.evaluation.training import TrainConfig
-from autoprune.final.latency_check import check_and_repair
+from autoprune.final.latency_check import check_and_repair, remeasured
 from autoprune.final.recovery import RECOVERIES, recover
 from autoprune.final.rescore import RescoreConfig
 from autoprune.final.schedule import PruningSchedule, prune_gradually
-from autoprune.final.summary import ModelFigures, RescoredCandidate, Summary
+from autoprune.final.speed_check import checked_runtimes, describe_slower, repair_until_not_slower, speed_checks
+from autoprune.final.summary import LatencyCheck, ModelFigures, RescoredCandidate, SpeedCheck, Summary
 from autoprune.prune.channels import PruneResult
+from autoprune.prune.export import check_formats
 from autoprune.prune.masks import make_permanent
 from autoprune.study.identity import state_digest
 from search_spaces.budget import Budget, LatencyBudget, LatencySetting
 from search_spaces.ground.errors import AutopruneError, ConfigError
 from search_spaces.ground.options import check_int, check_number, from_mapping
-from search_spaces.measure import count_flops, count_nonzeros, count_params, latency_ratio, with_batch
+from search_spaces.measure import count_flops, count_nonzeros, count_params
 from search_spaces.policy import Policy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class FinalConfig:
             (:mod:`autoprune.final.recovery`).
         train_lr: the baseline training's peak learning rate (what rewinding and scratch training use).
         rewind_state: an early state dict of the unpruned model (``weight_rewind`` only).
+        export: the forms the model is exported in (``eager``, ``sparse``, ``export``, ``compile``, ``onnx``; see
+            :func:`autoprune.export_model`), each checked for the same outputs and, with ``measure_latency``,
+            timed against the unpruned model in its runtime (never slower).
     """
 
     steps: int = 0
@@ -55,10 +63,12 @@ class FinalConfig:
     recovery: str = "finetune"
     train_lr: float = TrainConfig.lr
     rewind_state: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+    export: tuple[str, ...] = ("eager",)
 
     def __post_init__(self) -> None:
         check_int("final steps", self.steps, low=0)
         object.__setattr__(self, "rescore", RescoreConfig.from_value(self.rescore))
+        object.__setattr__(self, "export", check_formats(self.export))
         if self.lr is not None:
             check_number("final_lr", self.lr, low=0)
         check_number("train_lr", self.train_lr, low=0, inclusive=False)
@@ -85,6 +95,7 @@ class FinalConfig:
             "steps": self.steps, "lr": self.lr, "schedule": asdict(self.schedule), "recovery": self.recovery,
             "train_lr": self.train_lr, "rescore": self.rescore.to_dict(), "measure_latency": self.measure_latency,
             "rewind_sha256": None if self.rewind_state is None else state_digest(self.rewind_state),
+            **({} if self.export == ("eager",) else {"export": list(self.export)}),
         }))
 
     @property
@@ -112,35 +123,23 @@ def finalize(
     re-scored top candidates it was chosen from (if any), recorded in the summary.
     """
     model, inputs = evaluator.model, evaluator.example_inputs
-    latency_check = None
-    if isinstance(budget, LatencyBudget):  # the table predicted it; the measurement decides (and repairs)
-        policy, pruned, latency_check = check_and_repair(policy, model, inputs, budget, evaluator.cost_model,
-                                                         evaluator.prune)
-    elif config.gradual:
-        recipe = evaluator.config
-        pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data,
-                                 schedule=config.schedule,
-                                 lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
-                                 space=evaluator.cost_model.space, importance=recipe.importance)
-    else:
-        pruned = evaluator.prune(policy)
+    setting = budget.timing(inputs)
+    policy, pruned, latency_check, speed = _pruned_and_timed(policy, evaluator, budget, config, setting)
     pruned = PruneResult(_recover(pruned, evaluator, config), pruned.history)
     make_permanent(pruned.model)  # element masks folded into plain weights: the exported model has zeros
     if budget.exact:
         _check_exact(pruned.model, inputs, budget, evaluator)
     baseline, final = _figures(model, test_data, inputs), _figures(pruned.model, test_data, inputs)
-    setting = budget.timing(inputs)
-    speedup = None
-    if config.measure_latency and latency_check is not None:  # the check timed both side by side: one measurement
-        baseline, final = (replace(baseline, latency_ms=latency_check.baseline_ms),
-                           replace(final, latency_ms=latency_check.measured_ms))
-        speedup = 1 / latency_check.measured_ratio
-    elif config.measure_latency:
-        baseline, final, speedup = _with_latency(model, pruned.model, inputs, setting, baseline, final)
+    speedup = speed[0].speedup if speed else None  # the setting's runtime: one statistic, as printed
+    if speed:
+        baseline, final = (replace(baseline, latency_ms=speed[0].baseline_ms),
+                           replace(final, latency_ms=speed[0].pruned_ms))
+    if speed and not isinstance(budget, LatencyBudget) and any(c.slower for c in speed):
+        log.warning("%s", describe_slower(speed))
     summary = Summary(
         budget=budget, best_trial_id=best_trial[0], search_accuracy=best_trial[1], final_finetune_steps=config.steps,
         trials=trials, failed_trials=failed_trials, baseline=baseline, pruned=final, latency_check=latency_check,
-        latency_speedup=speedup, latency_setting=setting if config.measure_latency else None,
+        latency_speedup=speedup, latency_setting=setting if config.measure_latency else None, speed=speed,
         rescored=() if rescored is None else tuple(RescoredCandidate(**r) for r in rescored.to_dict("records")),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), excluded=dict(evaluator.cost_model.space.excluded),
         final_settings=config.settings(),
@@ -176,12 +175,32 @@ def _figures(model: nn.Module, data: Iterable, inputs: Any) -> ModelFigures:
                         nonzeros=count_nonzeros(model))
 
 
-def _with_latency(
-    model: nn.Module, pruned: nn.Module, inputs: Any, setting: LatencySetting, baseline: ModelFigures,
-    final: ModelFigures,
-) -> tuple[ModelFigures, ModelFigures, float]:
-    """Both models timed side by side (as the latency check does); returns the figures and the speedup."""
-    ratio, pruned_ms, base_ms = latency_ratio(pruned, model, with_batch(inputs, setting.batch),
-                                              threads=setting.threads, device=setting.device)
-    return replace(baseline, latency_ms=base_ms), replace(final, latency_ms=pruned_ms), 1 / ratio
-
+def _pruned_and_timed(
+    policy: Policy, evaluator: Evaluator, budget: Budget, config: FinalConfig, setting: LatencySetting,
+) -> tuple[Policy, PruneResult, LatencyCheck | None, tuple[SpeedCheck, ...]]:
+    """The policy pruned for real (a latency budget measured and repaired), and, with ``measure_latency``, timed
+    against the unpruned model in every runtime it is exported for (never slower under a latency budget)."""
+    model, inputs = evaluator.model, evaluator.example_inputs
+    latency_check = None
+    if isinstance(budget, LatencyBudget):  # the table predicted it; the measurement decides (and repairs)
+        policy, pruned, latency_check = check_and_repair(policy, model, inputs, budget, evaluator.cost_model,
+                                                         evaluator.prune)
+    elif config.gradual:
+        recipe = evaluator.config
+        pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data, schedule=config.schedule,
+                                 lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
+                                 space=evaluator.cost_model.space, importance=recipe.importance)
+    else:
+        pruned = evaluator.prune(policy)
+    if not config.measure_latency:
+        return policy, pruned, latency_check, ()
+    runtimes = checked_runtimes(setting, config.export)
+    known = None if latency_check is None else SpeedCheck(setting.runtime, latency_check.baseline_ms,
+                                                         latency_check.measured_ratio * latency_check.baseline_ms)
+    speed = speed_checks(model, pruned.model, inputs, setting, runtimes, known=known)
+    if isinstance(budget, LatencyBudget) and any(c.slower for c in speed):
+        policy, pruned, speed = repair_until_not_slower(
+            policy, pruned, speed, budget=budget, cost_model=evaluator.cost_model, prune=evaluator.prune,
+            measure=lambda candidate: speed_checks(model, candidate, inputs, setting, runtimes))
+        latency_check = remeasured(latency_check, speed[0], budget, evaluator.cost_model, policy)
+    return policy, pruned, latency_check, speed

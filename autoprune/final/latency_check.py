@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from autoprune.final.summary import LatencyCheck
+from autoprune.final.summary import LatencyCheck, SpeedCheck
 from autoprune.prune.channels import PruneResult
 from search_spaces.budget import LatencyBudget
 from search_spaces.cost import CostModel, repair
@@ -26,8 +26,9 @@ def measured_latency(
 ) -> tuple[float, bool, float, float]:
     """``(ms, met, baseline_ms, ratio)`` of ``candidate`` timed side by side with ``reference``; a fraction is
     judged by the ratio, an absolute budget by the milliseconds."""
-    ratio, ms, base_ms = latency_ratio(candidate, reference, with_batch(example_inputs, budget.batch),
-                                       threads=budget.threads, device=budget.device)
+    setting = budget.setting
+    ratio, ms, base_ms = latency_ratio(candidate, reference, with_batch(example_inputs, setting.batch),
+                                       threads=setting.threads, device=setting.device, runtime=setting.runtime)
     return ms, ratio <= budget.fraction if budget.fraction is not None else ms <= budget.absolute, base_ms, ratio
 
 
@@ -65,3 +66,13 @@ def check_and_repair(
         policy = space.policy(ratios)
         pruned = prune(policy)
     return policy, pruned, check
+
+
+def remeasured(check: LatencyCheck, timed: SpeedCheck, budget: LatencyBudget, cost_model: CostModel,
+               policy: Policy) -> LatencyCheck:
+    """``check`` brought up to date for ``policy`` (pruned further after it), from a new side-by-side timing in the
+    budget's runtime."""
+    ratio = timed.pruned_ms / timed.baseline_ms
+    met = ratio <= budget.fraction if budget.fraction is not None else timed.pruned_ms <= budget.absolute
+    return replace(check, predicted_ms=budget.predicted(cost_model.cost(policy)), repairs=check.repairs + 1,
+                   measured_ms=timed.pruned_ms, met=met, baseline_ms=timed.baseline_ms, measured_ratio=ratio)

@@ -20,7 +20,7 @@ from search_spaces.policy import Policy
 
 
 @dataclass(frozen=True)
-class KeptFinal:
+class ReusedFinal:
     """The final outputs a run directory already holds: the policy, its pruned model and the summary."""
 
     policy: Policy
@@ -45,8 +45,8 @@ def stored_summary(run: rd.RunDir, *, candidates: Collection[int], settings: Map
     return summary
 
 
-def keep_final(run: rd.RunDir, summary: Summary, *, trials: int, failed_trials: int, model: nn.Module,
-               example_inputs: Any) -> KeptFinal:
+def reuse_final(run: rd.RunDir, summary: Summary, *, trials: int, failed_trials: int, model: nn.Module,
+               example_inputs: Any) -> ReusedFinal:
     """Keep the stored policy and model, with the summary's trial counts brought up to date (written as one
     unit, like every final output), and load them back."""
     updated = replace(summary, trials=trials, failed_trials=failed_trials)
@@ -60,4 +60,4 @@ def keep_final(run: rd.RunDir, summary: Summary, *, trials: int, failed_trials: 
         atomic_write_json(directory / rd.SUMMARY, updated.to_dict())
 
     run.write_final(write)
-    return KeptFinal(policy, pruned, updated)
+    return ReusedFinal(policy, pruned, updated)

@@ -36,6 +36,37 @@ class LatencyCheck:
 
 
 @dataclass(frozen=True)
+class SpeedCheck:
+    """The pruned model against the unpruned one in one runtime, timed side by side (alternating rounds).
+
+    ``pruned_ms`` is ``ratio * baseline_ms`` (one statistic: :func:`search_spaces.measure.alternating_ratio`), so
+    ``speedup == baseline_ms / pruned_ms`` exactly.
+    """
+
+    runtime: str
+    baseline_ms: float
+    pruned_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_ms / self.pruned_ms
+
+    @property
+    def slower(self) -> bool:
+        """The pruned model takes longer than the unpruned one in this runtime."""
+        return self.pruned_ms > self.baseline_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": self.speedup, "slower": self.slower}
+
+
+#: What makes a pruned model slower than the unpruned one, and what fixes it.
+SLOWER_ADVICE = ("channel counts that suit the runtime's kernels: round_to 8 (space={'round_to': 8}, --round-to 8, "
+                 "or round_to in the preset), or a latency budget measured in that runtime "
+                 "(Budget.latency(..., runtime=...), --latency-runtime)")
+
+
+@dataclass(frozen=True)
 class ModelFigures:
     """Test-set accuracy and costs of one model (the baseline or the pruned one)."""
 
@@ -96,6 +127,12 @@ class Summary:
     finished: str = ""
     excluded: Mapping[str, str] = field(default_factory=dict)
     final_settings: Mapping[str, Any] = field(default_factory=dict)
+    speed: tuple[SpeedCheck, ...] = ()
+
+    @property
+    def slower_in(self) -> tuple[str, ...]:
+        """The runtimes in which the pruned model was measured slower than the unpruned one."""
+        return tuple(check.runtime for check in self.speed if check.slower)
 
     @property
     def flops_ratio(self) -> float:
@@ -125,6 +162,10 @@ class Summary:
             value = getattr(self, name)
             data[name] = None if value is None else _drop_none(asdict(value))
         data["rescored"] = [asdict(r) for r in self.rescored]
+        data["speed"] = [check.to_dict() for check in self.speed]
+        data["slower_in"] = list(self.slower_in)
+        if self.slower_in:
+            data["slower_advice"] = SLOWER_ADVICE
         data["excluded"] = dict(self.excluded)
         data["final_settings"] = dict(self.final_settings)
         return _drop_none(data)
@@ -143,6 +184,10 @@ class Summary:
             if values.get("latency_setting") is not None:
                 values["latency_setting"] = LatencySetting(**values["latency_setting"])
             values["rescored"] = tuple(RescoredCandidate(**r) for r in values.get("rescored", ()))
+            values["speed"] = tuple(SpeedCheck(c["runtime"], c["baseline_ms"], c["pruned_ms"])
+                                    for c in values.get("speed", ()))
+            values.pop("slower_in", None)
+            values.pop("slower_advice", None)
             return cls(**values)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise RunDirError(f"{source} is not a summary written by this version of autoprune: {exc!r}") from exc

@@ -8,7 +8,12 @@ points). ``residual`` and ``scale`` are fitted (least squares) to the measured l
 unpruned one, the one with every group at its max ratio and ``CALIBRATION_POLICIES`` random policies. They
 absorb the work outside blocks (additions, pooling, activations after a sum), framework overhead, and the
 difference between a block timed alone and inside the network.
-Tables are cached on disk per (model fingerprint, input shapes, device, batch, threads, torch, CPU).
+Tables are cached on disk per (model fingerprint, input shapes, device, batch, threads, runtime, torch, CPU).
+
+Per runtime: ``eager`` and ``onnxruntime`` time every block in that runtime (an ONNX Runtime probe is the block
+exported by the TorchScript exporter, about 40 ms a probe). ``compiled`` and ``aoti`` compile whole graphs for
+seconds each, too slow for hundreds of probes: their blocks are timed eagerly, and the calibration, on
+``COMPILED_CALIBRATION_POLICIES`` whole models compiled in the runtime, maps that shape to the runtime's latency.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from search_spaces.cost import CostModel
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.inputs import as_tuple, shapes
 from search_spaces.ground.io import atomic_write_json, read_json_file
-from search_spaces.measure import check_device, latency_ratio, measure_latency_ms, with_batch
+from search_spaces.measure import check_device, latency_ratio, time_runner_ms, with_batch
+from search_spaces.runtimes import COMPILING, check_runtime, prepared
 from search_spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ GRID_POINTS = 6
 PROBE_SECONDS = 0.05
 CALIBRATION_POLICIES = 32  # one ratio measured on this host scatters ~10%: the fit averages over many
 CALIBRATION_ROUNDS = 5  # rounds per calibration ratio (at 3, one ratio measured twice differed ~20% when busy)
+COMPILED_CALIBRATION_POLICIES = 6  # whole models compiled per calibration in compiled/aoti (10-20 s each here)
 SCHEMA = 2
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.Mish,
                nn.ELU, nn.Sigmoid, nn.Tanh)
@@ -129,12 +136,25 @@ class LatencyTable:
             raise ConfigError(f"latency table {str(path)!r} is not readable ({type(exc).__name__}: {exc})") from exc
 
 
-def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: int, device: str) -> dict[str, Any]:
+def table_key(space: SearchSpace, example_inputs: Any, *, batch: int, threads: int, device: str,
+              runtime: str = "eager") -> dict[str, Any]:
     """What a table is valid for: the model, input shapes and the measurement setting."""
     return {"fingerprint": space.fingerprint, "max_ratios": space.max_ratios,
             "input_shapes": shapes(with_batch(example_inputs, batch)), "device": device, "batch": batch,
-            "threads": threads, "torch": torch.__version__, "cpu": cpu_model(), "grid_points": GRID_POINTS,
-            "calibration": [CALIBRATION_POLICIES, CALIBRATION_ROUNDS]}
+            "threads": threads, "runtime": runtime, "torch": torch.__version__, "cpu": cpu_model(),
+            "grid_points": GRID_POINTS, "calibration": [_calibration_policies(runtime), CALIBRATION_ROUNDS]}
+
+
+def _calibration_policies(runtime: str) -> int:
+    return COMPILED_CALIBRATION_POLICIES if runtime in COMPILING else CALIBRATION_POLICIES
+
+
+def _probe_ms(layer: nn.Module, x: torch.Tensor, *, runtime: str, threads: int, device: str) -> float:
+    """One block's latency: in ONNX Runtime for an ``onnxruntime`` table, eagerly otherwise (see the module's
+    docstring)."""
+    probe_runtime = "onnxruntime" if runtime == "onnxruntime" else "eager"
+    with prepared(layer, (x,), runtime=probe_runtime, threads=threads, device=device, quick=True) as run:
+        return time_runner_ms(run, threads=threads, device=device, min_run_time=PROBE_SECONDS)
 
 
 def cpu_model() -> str:
@@ -256,10 +276,12 @@ def _block_probe(module: nn.Module, chain: list[nn.Module], shape: torch.Size, i
 
 def build_latency_table(
     model: nn.Module, space: SearchSpace, example_inputs: Any, *, batch: int = 1, threads: int = 1,
-    device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+    device: str = "cpu", runtime: str = "eager", progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
-    """Measure every tabled block of ``model`` on its grid, and calibrate on whole models, on ``device``."""
+    """Measure every tabled block of ``model`` on its grid, and calibrate on whole models, on ``device`` in
+    ``runtime``."""
     check_device(device)
+    check_runtime(runtime)
     inputs = with_batch(example_inputs, batch)
     grids = _grids(space)
     calls = _calls(model, as_tuple(inputs))
@@ -291,8 +313,7 @@ def build_latency_table(
                 layer, x = _block_probe(module, chain, input_shapes[name], in_grid[i], out_grid[j])
                 signature = (repr(layer), tuple(x.shape))
                 if signature not in memo:
-                    memo[signature] = measure_latency_ms(layer, x, threads=threads, device=device,
-                                                         min_run_time=PROBE_SECONDS)
+                    memo[signature] = _probe_ms(layer, x, runtime=runtime, threads=threads, device=device)
                 ms[i][j] = memo[signature]
                 done += 1
                 if progress is not None:
@@ -306,8 +327,8 @@ def build_latency_table(
             f"{space.architecture} has no layer the latency table can time (Conv2d, Linear, BatchNorm1d/2d); "
             "use a flops or params budget"
         )
-    table = LatencyTable(table_key(space, example_inputs, batch=batch, threads=threads, device=device), 0.0, 0.0,
-                         layers=layers)
+    table = LatencyTable(table_key(space, example_inputs, batch=batch, threads=threads, device=device,
+                                   runtime=runtime), 0.0, 0.0, layers=layers)
     _calibrate(table, model, space, example_inputs, inputs)
     log.info("latency table: %d blocks, %d probes, unpruned %.3f ms", len(layers), len(memo), table.base_ms)
     return table
@@ -317,11 +338,12 @@ def _calibrate(table: LatencyTable, model: nn.Module, space: SearchSpace, exampl
                inputs: tuple[torch.Tensor, ...]) -> None:
     """Fit ``residual`` and ``scale`` (least squares) to measured whole models: unpruned, most pruned and
     ``CALIBRATION_POLICIES`` random policies in between."""
-    setting = {"threads": table.key["threads"], "device": table.key["device"]}
+    runtime = table.key.get("runtime", "eager")
+    setting = {"threads": table.key["threads"], "device": table.key["device"], "runtime": runtime}
     cost_model = CostModel(space)
     rng = np.random.default_rng(0)
     policies = [{}, space.max_ratios] + [
-        {g.name: float(rng.uniform(0, g.max_ratio)) for g in space} for _ in range(CALIBRATION_POLICIES)
+        {g.name: float(rng.uniform(0, g.max_ratio)) for g in space} for _ in range(_calibration_policies(runtime))
     ]
     sums, ratios_measured, base_measured = [], [], []
     for ratios in policies:  # each timed side by side with the unpruned model: steady under a changing load
@@ -347,11 +369,11 @@ def table_path(key: Mapping[str, Any], cache_dir: str | Path | None = None) -> P
 
 def latency_table(
     model: nn.Module, space: SearchSpace, example_inputs: Any, *, batch: int = 1, threads: int = 1,
-    device: str = "cpu", cache_dir: str | Path | None = None, rebuild: bool = False,
+    device: str = "cpu", runtime: str = "eager", cache_dir: str | Path | None = None, rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
     """The cached table for this model and setting, built (and cached) when missing, stale or ``rebuild``."""
-    key = table_key(space, example_inputs, batch=batch, threads=threads, device=device)
+    key = table_key(space, example_inputs, batch=batch, threads=threads, device=device, runtime=runtime)
     path = table_path(key, cache_dir)
     if path.exists() and not rebuild:
         try:
@@ -363,6 +385,6 @@ def latency_table(
                 return table
             log.info("latency table %s was built for another model or setting; rebuilding", path)
     table = build_latency_table(model, space, example_inputs, batch=batch, threads=threads, device=device,
-                                progress=progress)
+                                runtime=runtime, progress=progress)
     table.save(path)
     return table

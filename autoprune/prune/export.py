@@ -93,6 +93,15 @@ FORMAT_FILES = {"export": "model.pt2", "compile": "model_compiled.pt2", "onnx": 
 CHECK_TOLERANCE = 1e-4
 
 
+def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """Export formats as a tuple, each one of :data:`FORMATS` (a :class:`UnknownNameError` names a bad one)."""
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise unknown_name("export format", unknown[0] if unknown else "(none)", list(FORMATS))
+    return tuple(dict.fromkeys(formats))
+
+
 def _traced(model: nn.Module, example_inputs: Any) -> torch.export.ExportedProgram:
     """``torch.export`` of the model in eval mode with a dynamic batch dimension on every input."""
     inputs = tuple(x[:1].expand(2, *x.shape[1:]).contiguous() for x in as_tuple(example_inputs))
@@ -162,10 +171,7 @@ def export_model(
     Returns, per format, the file written and the max output difference found.
     """
     check_module("model", model)
-    formats = [formats] if isinstance(formats, str) else list(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise unknown_name("export format", unknown[0] if unknown else "(none)", list(FORMATS))
+    formats = list(check_formats(formats))
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ExportError(f"export directory {str(directory)!r} is an existing file; name a directory")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from autoprune.evaluation.chance_watch import ChanceWatch
 from autoprune.evaluation.evaluator import EvaluatorConfig
-from autoprune.final.summary import ModelFigures, Summary
+from autoprune.final.summary import SLOWER_ADVICE, ModelFigures, Summary
 from autoprune.prune.export import SPARSE_FILE, STATE_FILE
 from autoprune.report.charts import (
     accuracy_flops_figure,
@@ -174,6 +174,7 @@ def report_sections(record: RunRecord) -> list[Section]:
     sections = [
         *_near_chance(record),
         _comparison(record),
+        *_speed(record),
         _kept(record),
         *_excluded(record),
         _accuracy_vs_flops(record),
@@ -205,7 +206,8 @@ def _comparison(record: RunRecord) -> Section:
         ("loss", f"{s.baseline.loss:.4f}", f"{s.pruned.loss:.4f}", _ratio(s.pruned.loss, s.baseline.loss)),
         ("FLOPs", f"{s.baseline.flops:,}", f"{s.pruned.flops:,}", f"{s.flops_ratio:.1%}"),
         ("parameters", f"{s.baseline.params:,}", f"{s.pruned.params:,}", f"{s.params_ratio:.1%}"),
-        ("CPU latency (ms)", *_latencies(s.baseline, s.pruned)),
+        (f"latency, {s.latency_setting.runtime if s.latency_setting else 'eager'} (ms)",
+         *_latencies(s.baseline, s.pruned)),
         ("file size (state dict)", _size(base_size), _size(pruned_size),
          _ratio(pruned_size, base_size) if base_size and pruned_size else "–"),
     ]
@@ -219,6 +221,21 @@ def _comparison(record: RunRecord) -> Section:
             f"{s.final_finetune_steps} steps; {s.trials} trials, {s.failed_trials} failed")
     return Section("comparison", title, note, table=Table(("", "baseline", "pruned", "pruned / baseline"),
                                                           tuple(rows)))
+
+
+def _speed(record: RunRecord) -> list[Section]:
+    """The pruned model against the unpruned one in each runtime it was timed in (none: no section)."""
+    s = record.summary
+    if s is None or not s.speed:
+        return []
+    rows = tuple((c.runtime, f"{c.baseline_ms:.3f}", f"{c.pruned_ms:.3f}", f"{c.speedup:.2f}x",
+                  "SLOWER" if c.slower else "faster") for c in s.speed)
+    note = ("timed side by side with the unpruned model (median of alternating rounds) in eager PyTorch and in "
+            "the runtime of each export form")
+    if s.slower_in:
+        note = f"SLOWER than the unpruned model in {', '.join(s.slower_in)}. Fix: {SLOWER_ADVICE}. ({note})"
+    return [Section("speed", "Speed per runtime", note,
+                    table=Table(("runtime", "unpruned (ms)", "pruned (ms)", "speedup", ""), rows))]
 
 
 def _latencies(baseline: ModelFigures, pruned: ModelFigures) -> tuple[str, str, str]:
@@ -339,7 +356,8 @@ def _latency(record: RunRecord) -> Section:
         rows.append(("speedup, measured side by side", f"{s.latency_speedup:.2f}x"))
     if s.latency_setting is not None:
         where = s.latency_setting
-        rows.append(("measured at", f"batch {where.batch}, {where.threads} thread(s), {where.device}"))
+        rows.append(("measured at", f"batch {where.batch}, {where.threads} thread(s), {where.device}, "
+                                    f"{where.runtime}"))
     note = ("the latency budget's final measured check" if check is not None
             else "not a latency budget: both models timed side by side for the summary")
     return Section("latency", title, note, table=Table(("", "value"), tuple(rows)))

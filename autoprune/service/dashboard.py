@@ -19,11 +19,13 @@ from autoprune.builtins.models import MODELS
 from autoprune.builtins.registry import SEARCHERS, registered
 from autoprune.composition.config import SearchConfig
 from autoprune.executors import EXECUTORS
+from autoprune.prune.export import FORMATS
 from autoprune.report.page import asset, embed_json
 from autoprune.report.run_record import RunRecord, report_sections
 from autoprune.study import rundir as rd
 from search_spaces.budget import KINDS
 from search_spaces.groups import GRANULARITIES
+from search_spaces.runtimes import RUNTIMES
 
 PAGE = "dashboard.html"
 # Scripts and styles only from this server (no inline script can run, whatever a run's data holds); plotly.js
@@ -52,6 +54,8 @@ def choices() -> dict[str, Any]:
         "executors": list(EXECUTORS),
         "budgets": list(KINDS),
         "granularities": list(GRANULARITIES),
+        "runtimes": list(RUNTIMES),
+        "formats": [f for f in FORMATS if f != "sparse"],
         "defaults": SearchConfig().to_dict(),
     }
 

@@ -9,13 +9,12 @@ import sys
 
 import pytest
 import torch
-from factories import tiny_model
+from factories import tiny_model, use_clock
 
 import autoprune as ap
 from autoprune.builtins.models import small_cnn
 from autoprune.latency import table as lt
 from search_spaces import SearchSpace, measure
-from search_spaces import budget as budget_module
 from search_spaces.cost import CostModel
 from search_spaces.ground.errors import BudgetError, ConfigError
 from search_spaces.measure import count_flops
@@ -111,11 +110,10 @@ def _flops_clock(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     runs exactly as with the real timer but gives the same numbers on a loaded machine. That real timings meet
     the budget is measured by ``bench/latency_search.py``, not asserted in a timed test.
     """
-    def fake_ms(model, example_inputs, **_setting) -> float:
-        return count_flops(model, example_inputs) / 1e6 + 1e-3
+    def fake_ms(run, **_setting) -> float:
+        return count_flops(run.model, run.inputs) / 1e6 + 1e-3
 
-    for module in (measure, lt, budget_module):
-        monkeypatch.setattr(module, "measure_latency_ms", fake_ms)
+    use_clock(monkeypatch, fake_ms)
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "clock-cache"))  # its tables must not serve real timings
 
 
@@ -139,11 +137,10 @@ def test_latency_budgeted_search_meets_the_budget_when_measured(trained_cnn, dig
 def test_the_summary_reports_the_latency_checks_own_timings(trained_cnn, digits, tmp_path, monkeypatch) -> None:
     calls = itertools.count()
 
-    def drifting_ms(model, example_inputs, **_setting) -> float:  # no two timings agree, as on a real machine
-        return count_flops(model, example_inputs) / 1e6 + 1e-3 + next(calls) * 1e-4
+    def drifting_ms(run, **_setting) -> float:  # no two timings agree, as on a real machine
+        return count_flops(run.model, run.inputs) / 1e6 + 1e-3 + next(calls) * 1e-4
 
-    for module in (measure, lt, budget_module):
-        monkeypatch.setattr(module, "measure_latency_ms", drifting_ms)
+    use_clock(monkeypatch, drifting_ms)
     base_ms = count_flops(trained_cnn, digits.example_inputs()) / 1e6
     for name, budget in (("fraction", ap.Budget.latency(0.8)), ("absolute", ap.Budget.latency(ms=0.8 * base_ms))):
         result = ap.search(trained_cnn, digits.example_inputs(), budget=budget, train_data=digits.train,

@@ -309,8 +309,9 @@ def test_the_dashboard_page_its_assets_and_its_data_calls(tmp_path, finished_run
         store.run_dir(queued).symlink_to(finished_run, target_is_directory=True)
         charts = client.get(f"/runs/{queued}/charts", headers=auth).json()
         sections = {s["key"]: s for s in charts["sections"]}
-        assert list(sections) == ["comparison", "kept", "pareto", "progress", "wall-time", "time", "sensitivity",
-                                  "latency", "config"]
+        assert list(sections) == ["comparison", "speed", "kept", "pareto", "progress", "wall-time", "time",
+                                  "sensitivity", "latency", "config"]
+        assert [row[0] for row in sections["speed"]["table"]["rows"]] == ["eager"]  # the dashboard's speed table
         assert {k for k, s in sections.items() if s["figure"]} == {"kept", "pareto", "progress", "wall-time", "time",
                                                                    "sensitivity"}
         assert sections["comparison"]["table"]["header"] == ["", "baseline", "pruned", "pruned / baseline"]

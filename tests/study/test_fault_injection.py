@@ -42,8 +42,8 @@ SCRIPT = textwrap.dedent("""
     model.load_state_dict(torch.load(sys.argv[1], weights_only=True))
     ap.search(model.eval(), digits.example_inputs(), budget=ap.Budget.flops(0.6), train_data=digits.train,
               val_data=digits.val, trials=int(sys.argv[4]), evaluator={"bn_batches": 1, "finetune_steps": 2,
-              "val_batches": 1}, searcher="random", run_dir=sys.argv[2], resume=True, measure_latency=False,
-              final_finetune_steps=2, rescore=0)
+              "val_batches": 1}, searcher="random", run={"dir": sys.argv[2], "resume": True},
+              final={"measure_latency": False, "steps": 2, "rescore": 0})
 """)
 
 
