@@ -405,55 +405,78 @@ def baselines_section(baselines: dict[str, Any]) -> list[str]:
 def latency_sections(speed: dict[str, Any] | None, search: dict[str, Any] | None) -> list[str]:
     lines: list[str] = []
     if speed is not None:
-        lines += [
-            "## FLOPs vs measured latency",
-            "",
-            "`python bench/latency_speedup.py` — uniform pruning to each FLOPs budget, freshly initialized models "
-            f"({', '.join(speed['config']['models'])}; input sizes in the script), one CPU thread; each pruned model "
-            "against its unpruned model in the same runtime, timed alternately (median of per-round ratios). "
-            "Latency ratio = pruned / unpruned (lower is faster).",
-            "",
-            "| model | batch | runtime | unpruned (ms) | budget | round_to | FLOPs kept | latency ratio |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in speed["speedups"]:
-            lines.append(f"| {r['model']} | {r['batch']} | {r['runtime']} | "
-                         f"{r['baseline_ms']:.3f} | {r['budget']} | {r['round_to']} | "
-                         f"{r['flops_ratio']:.3f} | {r['latency_ratio']:.3f} |")
-        lines += [
-            "",
-            "### Latency lookup table: prediction error",
-            "",
-            f"{speed['config']['policies']} random policies per model (batch 1, one thread): predicted latency vs "
-            "measured latency, and predicted latency ratio vs a ratio measured side by side with the unpruned "
-            "model. Each ratio is measured twice, independently; the median disagreement of the two is the "
-            "machine's noise floor: a table error below it cannot be told apart from noise.",
-            "",
-            "| model | unpruned (ms) | table build (s) | median abs error, latency | median abs error, latency ratio "
-            "| noise floor, latency ratio | max abs error, latency |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for t in speed["table_error"]:
-            lines.append(f"| {t['model']} | {t['base_ms']:.2f} | {t['build_seconds']:.0f} | "
-                         f"{100 * t['median_abs_error']:.1f}% | {100 * t['median_abs_ratio_error']:.1f}% | "
-                         f"{100 * t['median_abs_ratio_noise']:.1f}% | {100 * t['max_abs_error']:.1f}% |")
-        lines.append("")
+        lines += _speed_lines(speed)
     if search is not None:
-        lines += [
-            "## Latency budget vs FLOPs budget",
-            "",
-            f"`python bench/latency_search.py` — {search['config']['searcher']} search, "
-            f"{search['config']['evaluations']} evaluations each, same evaluator; the FLOPs-budgeted search runs "
-            "first, its model's measured latency ratio becomes the latency budget of the second search.",
-            "",
-            "| budget | test accuracy (%) | FLOPs kept | measured latency ratio |",
-            "|---|---|---|---|",
-        ]
-        for r in search["rows"]:
-            lines.append(f"| {r['budget']} | {100 * r['test_accuracy']:.2f} | {r['flops_ratio']:.3f} | "
-                         f"{r['latency_ratio']:.3f} |")
-        lines.append("")
+        lines += _latency_search_lines(search)
     return lines
+
+
+def _cut_ratio(rows: list[dict[str, Any]], runtime: str) -> float | None:
+    """Median over models of latency cut / FLOPs cut (cut = 1 - ratio) at batch 64 and 30% of the FLOPs."""
+    cuts = [(1 - r["latency_ratio"]) / (1 - r["flops_ratio"]) for r in rows
+            if r["runtime"] == runtime and r["batch"] == 64 and r["budget"] == 0.3]
+    return statistics.median(cuts) if cuts else None
+
+
+def _speed_lines(speed: dict[str, Any]) -> list[str]:
+    rows = speed["speedups"]
+    slower = [r for r in rows if r["latency_ratio"] > 1]
+    lines = [
+        "## FLOPs vs measured latency",
+        "",
+        "`python bench/latency_speedup.py` — uniform pruning to each FLOPs budget with the default settings "
+        f"({speed['config'].get('defaults', '')}), freshly initialized models, one CPU thread; each pruned model "
+        "against its unpruned model in the same runtime, built as the export builds it, timed alternately (median of "
+        "per-round ratios). Latency ratio = pruned / unpruned (lower is faster).",
+        "",
+        f"**Pruned models slower than their unpruned model: {len(slower)} of {len(rows)}**"
+        + (" (" + "; ".join(f"{r['model']} {r['budget']} batch {r['batch']} {r['runtime']} {r['latency_ratio']:.2f}"
+                            for r in slower) + ")" if slower else "") + ".",
+        "",
+    ]
+    for runtime in ("eager", "onnxruntime", "compiled", "aoti"):
+        ratio = _cut_ratio(rows, runtime)
+        if ratio is not None:
+            lines.append(f"- {runtime}: at batch 64 and 30% of the FLOPs, the median latency cut is {ratio:.2f}x the "
+                         "FLOPs cut (cut = 1 - ratio).")
+    lines += ["", "| model | batch | runtime | unpruned (ms) | budget | round_to | FLOPs kept | latency ratio |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['runtime']} | {r['baseline_ms']:.3f} | {r['budget']} | "
+                     f"{r['round_to']} | {r['flops_ratio']:.3f} | {r['latency_ratio']:.3f} |")
+    lines += [
+        "",
+        "### Latency lookup table: prediction error per runtime",
+        "",
+        "Random policies (batch 1, one thread): the table's predicted latency ratio against a ratio measured side by "
+        "side with the unpruned model in the same runtime; the table's build time in that runtime.",
+        "",
+        "| model | runtime | policies | table build (s) | median abs error, latency ratio | max abs error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in speed["table_error"]:
+        lines.append(f"| {t['model']} | {t['runtime']} | {t['policies']} | {t['build_seconds']:.0f} | "
+                     f"{100 * t['median_abs_ratio_error']:.1f}% | {100 * t['max_abs_ratio_error']:.1f}% |")
+    return [*lines, ""]
+
+
+def _latency_search_lines(search: dict[str, Any]) -> list[str]:
+    config = search["config"]
+    lines = [
+        "## Latency-budgeted search per runtime",
+        "",
+        f"`python bench/latency_search.py` — {config['searcher']} search of {config['model']}, "
+        f"{config['evaluations']} evaluations, `Budget.latency({config['fraction']}, runtime=...)` at batch 1, one "
+        "thread; the exported model timed again afterwards in that runtime, side by side with the unpruned model.",
+        "",
+        "| runtime | measured latency ratio | met within 5% | FLOPs kept | table build (s) | search (s) | slower in |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in search["rows"]:
+        lines.append(f"| {r['runtime']} | {r['latency_ratio']:.3f} | {'yes' if r['met_within_5pct'] else 'NO'} | "
+                     f"{r['flops_ratio']:.3f} | {r['table_build_seconds']:.0f} | {r['search_seconds']:.0f} | "
+                     f"{', '.join(r['slower_in']) or '–'} |")
+    return [*lines, ""]
 
 
 def service_load_section(load: dict[str, Any]) -> list[str]:

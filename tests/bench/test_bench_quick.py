@@ -44,19 +44,20 @@ def test_quick_suite_writes_every_result_and_the_page(tmp_path) -> None:
     assert {(r["runtime"], r["batch"]) for r in latency["speedups"]} == {
         (rt, b) for rt in ("eager", "onnxruntime") for b in (1, 64)
     }
-    by_flops, by_latency = json.loads((tmp_path / "latency_search.json").read_text())["rows"]
-    assert (by_flops["metric"], by_latency["metric"]) == ("flops", "latency")
+    searches = json.loads((tmp_path / "latency_search.json").read_text())["rows"]
+    assert [r["runtime"] for r in searches] == ["eager", "onnxruntime"]
     # whether real timings of a 0.5 ms model meet the budget is noise on a shared machine: the quick suite
-    # checks that the final measured check ran and judged what it measured; tests/latency/test_latency.py asserts
+    # checks that each runtime's final measured check ran and judged what it measured; tests/latency/ asserts
     # "met" under a deterministic clock, and the full benchmark reports it
-    check, fraction = by_latency["latency_check"], by_latency["fraction"]
-    assert min(by_flops["latency_ratio"], 1.0) <= fraction <= 1.0  # raised only to what the table says is reachable
-    assert check["measured_ms"] > 0 and 0 <= check["repairs"] <= MAX_REPAIRS
-    assert check["met"] == (check["measured_ratio"] <= fraction)
+    for row in searches:
+        check, fraction = row["latency_check"], row["fraction"]
+        assert check["measured_ms"] > 0 and 0 <= check["repairs"] <= MAX_REPAIRS
+        assert check["met"] == (check["measured_ratio"] <= fraction)
+        assert row["table_build_seconds"] > 0 and row["met_within_5pct"] == (row["latency_ratio"] <= 1.05 * fraction)
 
     page = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Baselines", "## Search quality", "**Goal**", "## Where a candidate's time goes",
-                    "## FLOPs vs measured latency", "## Latency budget vs FLOPs budget",
+                    "## FLOPs vs measured latency", "## Latency-budgeted search per runtime",
                     "## The service under polling load"):
         assert heading in page
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
