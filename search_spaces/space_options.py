@@ -17,14 +17,15 @@ class SpaceOptions:
     Attributes:
         preset: per-architecture defaults (ignored layers, ratio bounds, ``round_to``); None: the model's own.
         ignore: module names (or name patterns) left unpruned.
-        round_to: kept channels are a multiple of this (None: the preset's).
+        round_to: kept channels are a multiple of this (None: the preset's); ``"auto"``: the multiple measured from
+            latency staircases in the runtimes the model will run in (:mod:`search_spaces.widths`).
         max_ratio: the largest fraction of a group's channels that may be removed (None: the preset's).
         granularity: ``channel`` (structured: smaller, faster model) or ``element`` (one sparsity per tensor).
     """
 
     preset: str | None = None
     ignore: tuple[str, ...] = ()
-    round_to: int | None = None
+    round_to: int | str | None = None
     max_ratio: float | None = None
     granularity: str = "channel"
 
@@ -32,6 +33,8 @@ class SpaceOptions:
         if isinstance(self.ignore, str) or not all(isinstance(name, str) for name in self.ignore):
             raise ConfigError(f"space ignore must be a list of module names, got {self.ignore!r}")
         object.__setattr__(self, "ignore", tuple(self.ignore))
+        if isinstance(self.round_to, str) and self.round_to != "auto":
+            raise ConfigError(f"space round_to must be a positive integer or 'auto', got {self.round_to!r}")
 
     @classmethod
     def from_value(cls, value: SpaceOptions | Mapping[str, Any] | None) -> SpaceOptions:

@@ -102,8 +102,8 @@ def use_clock(monkeypatch, clock) -> None:
     and build every runtime as the eager model (``prepared.runtime`` still names the runtime asked for), so the
     latency pipeline runs deterministically and without compiling anything."""
     from autoprune.latency import table as lt
-    from search_spaces import measure, runtimes
+    from search_spaces import measure, runtimes, widths
 
-    monkeypatch.setattr(measure, "time_runner_ms", clock)
-    monkeypatch.setattr(lt, "time_runner_ms", clock)
+    for module in (measure, lt, widths):
+        monkeypatch.setattr(module, "time_runner_ms", clock)
     monkeypatch.setattr(runtimes, "_runner", lambda model, inputs, runtime, workdir, **_: lambda: model(*inputs))

@@ -79,6 +79,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         Path("runs") / f"{config.model}-{config.dataset}-sensitivity-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     check_can_start(run_dir, resume=False, hint=NEW_DIR_HINT)  # before the baseline is loaded or trained
+    if config.round_to == "auto":
+        raise ConfigError("round_to auto is measured for a search; a sensitivity scan takes a number (--round-to 8)")
     with SearchDisplay(console) as display:
         model, data, _ = load_model_and_data(config, on_epoch=display.training(config.train.epochs))
         inputs = data.example_inputs()

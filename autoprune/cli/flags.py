@@ -20,6 +20,17 @@ from search_spaces.budget import Budget
 from search_spaces.ground.errors import ConfigError, RunDirError
 from search_spaces.runtimes import RUNTIMES
 
+
+def _round_to(value: str) -> int | str:
+    """``--round-to``: a positive integer or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}") from None
+
+
 # Settings a flag may override, shared by search and sensitivity: (flags, argparse keywords).
 _MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--model", {"help": "built-in model (small_cnn, resnet20, resnet56, mobilenet_v2, resnet18) "
@@ -35,7 +46,8 @@ _MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--finetune-steps", {"type": int, "help": "finetune steps per candidate (evaluator fidelity)"}),
     ("--bn-batches", {"type": int, "help": "batches for BatchNorm recalibration per candidate"}),
     ("--importance", {"help": "channel importance: l1, l2, bn_scale, taylor, random"}),
-    ("--round-to", {"type": int, "help": "keep channel counts at multiples of this (e.g. 8)"}),
+    ("--round-to", {"type": _round_to, "help": "keep channel counts at multiples of this (e.g. 8), or auto: the "
+                    "multiple measured from latency staircases in the runtimes the model will run in"}),
     ("--run-dir", {"help": "output directory (must be empty unless --resume)"}),
 )
 # Settings only a search has. ``--resume`` accepts only those in _RESUME_FLAGS (and the executor flags).

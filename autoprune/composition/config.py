@@ -77,7 +77,8 @@ class SearchConfig:
         rescore: the best candidates scored again before one is exported: ``{top_k: 3, finetune_steps: ...,
             val_batches: ...}`` or a count (:class:`RescoreConfig`).
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).
-        preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``).
+        preset, ignore, round_to, max_ratio: search-space options (see ``SearchSpace.from_model``; ``round_to:
+            auto`` measures the multiple: :class:`autoprune.SpaceOptions`).
         time_budget: wall-clock limit on the trials: seconds or ``2h``, ``90m``, ``1h30m`` (None: no limit).
         export: the forms the final model is written in under ``RUN_DIR/model/`` (``eager``, ``export``,
             ``compile``, ``onnx``; see ``autoprune.export_model``), each timed against the unpruned model in its
@@ -109,7 +110,7 @@ class SearchConfig:
     run_dir: str | None = None
     preset: str | None = None
     ignore: list[str] = field(default_factory=list)
-    round_to: int | None = None
+    round_to: int | str | None = None
     max_ratio: float | None = None
     time_budget: float | str | None = None
     tracking: list[str] = field(default_factory=list)
@@ -140,9 +141,10 @@ class SearchConfig:
         check_int("config entry 'trials'", self.trials, low=1)
         check_int("config entry 'seed'", self.seed, low=0)
         check_int("config entry 'final_finetune_steps'", self.final_finetune_steps, low=0)
-        for name in ("batch_size", "round_to"):
-            if getattr(self, name) is not None:
-                check_int(f"config entry {name!r}", getattr(self, name), low=1)
+        if self.batch_size is not None:
+            check_int("config entry 'batch_size'", self.batch_size, low=1)
+        if self.round_to is not None and self.round_to != "auto":
+            check_int("config entry 'round_to' (or 'auto')", self.round_to, low=1)
         if self.max_ratio is not None:
             check_number("config entry 'max_ratio'", self.max_ratio, low=0, inclusive=False)
         if not isinstance(self.ignore, list) or not all(isinstance(n, str) for n in self.ignore):

@@ -26,6 +26,7 @@ from autoprune.executors import Executor, RayOptions, make_executor
 from autoprune.final.finalize import FinalConfig, FinalModel, finalize
 from autoprune.final.rescore import RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.final.reuse import ReusedFinal, reuse_final, stored_summary
+from autoprune.final.speed_check import checked_runtimes
 from autoprune.final.summary import Summary
 from autoprune.latency.table import LatencyTable, latency_table
 from autoprune.prune.export import export_model
@@ -47,6 +48,7 @@ from search_spaces.ground.options import check_batches, check_int, check_module
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 from search_spaces.space_options import SpaceOptions
+from search_spaces.widths import measured_round_to
 
 log = logging.getLogger(__name__)
 __all__ = ["Progress", "SearchResult", "search"]
@@ -156,7 +158,7 @@ def search(
     if settings.dir is not None:
         rd.check_can_start(settings.dir, resume=settings.resume)  # before tracing or timing anything
     check_schedulable(settings.scheduler, recipe.finetune_steps)
-    space = _space(model, example_inputs, space, budget)
+    space = _space(model, example_inputs, space, budget, final, settings)
     cost_model = _cost_model(model, space, example_inputs, budget, settings, trials)
     cost_model.check_reachable(budget)
     chosen, runner = make_searcher(searcher, searcher_options), make_executor(executor)
@@ -209,16 +211,31 @@ def _check_arguments(model: nn.Module, budget: Budget, trials: int, seed: int, t
 
 
 def _space(model: nn.Module, example_inputs: Any, space: SearchSpace | SpaceOptions | Mapping[str, Any] | None,
-           budget: Budget) -> SearchSpace:
-    """The prebuilt space, or the model traced with the space options."""
+           budget: Budget, final: FinalConfig, settings: RunOptions) -> SearchSpace:
+    """The prebuilt space, or the model traced with the space options (``round_to="auto"``: measured, or the
+    resumed run's)."""
     if not isinstance(space, SearchSpace):
         options = SpaceOptions.from_value(space)
+        round_to = _auto_round_to(model, example_inputs, options, budget, final, settings) \
+            if options.round_to == "auto" else options.round_to
         space = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore,
-                                       round_to=options.round_to, max_ratio=options.max_ratio,
+                                       round_to=round_to, max_ratio=options.max_ratio,
                                        granularity=options.granularity)
     if len(space) == 0:
         raise ConfigError(f"{space.architecture} has no prunable channel group (all ignored?)")
     return space
+
+
+def _auto_round_to(model: nn.Module, example_inputs: Any, options: SpaceOptions, budget: Budget, final: FinalConfig,
+                   settings: RunOptions) -> int:
+    """The channel multiple measured in the runtimes the model will run in; a resumed run keeps its own."""
+    if settings.resume and settings.dir is not None and (Path(settings.dir) / rd.CONFIG).is_file():
+        return int(rd.RunDir(settings.dir).read_config()["space"]["round_to"])
+    probe = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore, round_to=1,
+                                   max_ratio=options.max_ratio, granularity=options.granularity)
+    setting = budget.timing(example_inputs)
+    return measured_round_to(model, example_inputs, probe, runtimes=checked_runtimes(setting, final.export),
+                             threads=setting.threads, device=setting.device, batch=setting.batch)
 
 
 @contextlib.contextmanager
