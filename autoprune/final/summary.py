@@ -61,9 +61,9 @@ class SpeedCheck:
 
 
 #: What makes a pruned model slower than the unpruned one, and what fixes it.
-SLOWER_ADVICE = ("channel counts that suit the runtime's kernels: round_to 8 (space={'round_to': 8}, --round-to 8, "
-                 "or round_to in the preset), or a latency budget measured in that runtime "
-                 "(Budget.latency(..., runtime=...), --latency-runtime)")
+SLOWER_ADVICE = ("channel counts that suit the runtime's kernels: round_to 8 or auto (space={'round_to': 8}, "
+                 "--round-to 8, --round-to auto, or round_to in the preset), or a latency budget measured in that "
+                 "runtime (Budget.latency(..., runtime=...), --latency-runtime)")
 
 
 @dataclass(frozen=True)
