@@ -51,6 +51,7 @@ from search_spaces.space_options import SpaceOptions
 from search_spaces.widths import measured_round_to
 
 log = logging.getLogger(__name__)
+CUDA_ROUND_TO = 8  # the default channel multiple when latency is measured on a GPU
 __all__ = ["Progress", "SearchResult", "search"]
 
 
@@ -218,6 +219,8 @@ def _space(model: nn.Module, example_inputs: Any, space: SearchSpace | SpaceOpti
         options = SpaceOptions.from_value(space)
         round_to = _auto_round_to(model, example_inputs, options, budget, final, settings) \
             if options.round_to == "auto" else options.round_to
+        if round_to is None and budget.timing(example_inputs).device.startswith("cuda"):
+            round_to = CUDA_ROUND_TO  # tensor cores: channel multiples of 8 whatever the preset says
         space = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore,
                                        round_to=round_to, max_ratio=options.max_ratio,
                                        granularity=options.granularity)

@@ -56,6 +56,14 @@ def test_a_model_slower_in_an_export_runtime_is_named_with_its_fix(trained_cnn, 
     html = (run / "report.html").read_text()
     assert 'id="section-speed"' in html and "SLOWER than the unpruned model in onnxruntime" in html
     assert (run / "model" / "model.onnx").exists()  # a FLOPs budget names it; the export is what was asked for
+    for check in saved["speed"]:  # one statistic: the speed-up is the two latencies' ratio, in the summary ...
+        assert check["speedup"] == pytest.approx(check["baseline_ms"] / check["pruned_ms"], rel=1e-12)
+    assert saved["latency_speedup"] == pytest.approx(saved["baseline"]["latency_ms"] / saved["pruned"]["latency_ms"])
+    cell = r"</t[hd]><td>([\d.]+)"
+    rows = re.findall(rf'<tr><th scope="row">(eager|onnxruntime){cell}{cell}</td><td>([\d.]+)x</td>', html)
+    assert [r[0] for r in rows] == ["eager", "onnxruntime"]
+    for _, base_ms, pruned_ms, speedup in rows:  # ... and as the report prints them (the dashboard draws the same)
+        assert float(speedup) == pytest.approx(float(base_ms) / float(pruned_ms), abs=0.006)
 
 
 @pytest.mark.slow  # exports ONNX, searches twice
