@@ -110,7 +110,8 @@ def time_runner_ms(run: Prepared, *, threads: int = 1, device: str = "cpu", min_
     """Median wall time in milliseconds of ``run()`` (one forward pass): ``torch.utils.benchmark`` on the CPU;
     CUDA events around blocks of runs after :data:`CUDA_WARMUP` untimed ones, synchronized, on CUDA."""
     if device.startswith("cuda"):
-        return _cuda_ms(run, min_run_time)
+        with torch.cuda.device(device):  # events and synchronize on the device the model runs on (cuda:N)
+            return _cuda_ms(run, min_run_time)
     timer = _benchmark().Timer(stmt="run()", globals={"run": run}, num_threads=threads)
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
@@ -121,7 +122,7 @@ def _cuda_ms(run: Prepared, min_run_time: float) -> float:
         run()
     torch.cuda.synchronize()
     samples: list[float] = []
-    while sum(samples) < min_run_time * 1e3 or len(samples) < 5:
+    while 10 * sum(samples) < min_run_time * 1e3 or len(samples) < 5:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(10):

@@ -121,6 +121,7 @@ def _runner(model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: str, wo
     if runtime == "eager":
         return lambda: model(*inputs)
     if runtime == "compiled":
+        torch._dynamo.reset()  # each width is a new graph of the same code: past the recompile limit it runs eagerly
         compiled = torch.compile(model, dynamic=False)
         return lambda: compiled(*inputs)
     if runtime == "aoti":

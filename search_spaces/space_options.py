@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.ground.errors import ConfigError
@@ -17,8 +17,9 @@ class SpaceOptions:
     Attributes:
         preset: per-architecture defaults (ignored layers, ratio bounds, ``round_to``); None: the model's own.
         ignore: module names (or name patterns) left unpruned.
-        round_to: kept channels are a multiple of this (None: the preset's); ``"auto"``: the multiple measured from
-            latency staircases in the runtimes the model will run in (:mod:`search_spaces.widths`).
+        round_to: kept channels are a multiple of this (None: the preset's, 8 when latency is measured on a GPU;
+            a resumed run keeps its own); ``"auto"``: the multiple measured from latency staircases in the runtimes
+            the model will run in (:mod:`search_spaces.widths`).
         max_ratio: the largest fraction of a group's channels that may be removed (None: the preset's).
         granularity: ``channel`` (structured: smaller, faster model) or ``element`` (one sparsity per tensor).
     """
@@ -30,16 +31,18 @@ class SpaceOptions:
     granularity: str = "channel"
 
     def __post_init__(self) -> None:
-        if isinstance(self.ignore, str) or not all(isinstance(name, str) for name in self.ignore):
+        if self.ignore is None:
+            object.__setattr__(self, "ignore", ())
+        if isinstance(self.ignore, str) or not isinstance(self.ignore, (list, tuple)) or not all(
+                isinstance(name, str) for name in self.ignore):
             raise ConfigError(f"space ignore must be a list of module names, got {self.ignore!r}")
         object.__setattr__(self, "ignore", tuple(self.ignore))
         if isinstance(self.round_to, str) and self.round_to != "auto":
             raise ConfigError(f"space round_to must be a positive integer or 'auto', got {self.round_to!r}")
+        if self.round_to == "auto" and self.granularity != "channel":
+            raise ConfigError("round_to 'auto' measures channel widths; an element space prunes single weights")
 
     @classmethod
     def from_value(cls, value: SpaceOptions | Mapping[str, Any] | None) -> SpaceOptions:
         """From a mapping of the fields (unknown keys refused), an instance as given, or the defaults."""
         return from_mapping(cls, value, what="space options")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ignore": list(self.ignore)}

@@ -53,12 +53,14 @@ def _root_inputs(model: nn.Module, example_inputs: Any, names: set[str]) -> dict
         return hook
 
     hooks = [model.get_submodule(name).register_forward_hook(recorder(name)) for name in names]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(*as_tuple(example_inputs))
     finally:
         for hook in hooks:
             hook.remove()
+        model.train(was_training)
     return found
 
 

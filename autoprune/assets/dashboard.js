@@ -165,7 +165,8 @@
     if (fields["budget-kind"].value === "latency") budget.runtime = fields["latency-runtime"].value;
     const config = {
       model: fields.model.value, dataset: fields.dataset.value, budget,
-      export: Array.from(fields.export.selectedOptions, (option) => option.value),
+      export: fields.export.selectedOptions.length
+        ? Array.from(fields.export.selectedOptions, (option) => option.value) : ["eager"],
       searcher: fields.searcher.value, trials: Number(fields.trials.value), executor: fields.executor.value,
       granularity: fields.granularity.value,
     };

@@ -135,7 +135,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def build_model(name: str, *, in_channels: int, num_classes: int, seed: int | None = None) -> nn.Module:
     """Build a built-in model by name, one an installed package registers (entry point group
-    ``autoprune.builtins.models``), or a user model from ``package.module:factory`` (trusted input only).
+    ``autoprune.models``), or a user model from ``package.module:factory`` (trusted input only).
 
     A user factory is called with ``in_channels`` and ``num_classes`` keyword arguments. With ``seed`` the initial
     weights are drawn from ``torch.manual_seed(seed)`` (the global generator is left as it was), so a baseline

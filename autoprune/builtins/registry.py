@@ -3,7 +3,7 @@ points, and (trusted input only) ``package.module:attribute`` import strings.
 
 An import string runs the named module's code, so it is for input you trust (your own configs). Set
 ``AUTOPRUNE_ALLOW_IMPORTS=0`` to refuse them; installed packages register their models, datasets and searchers
-safely through the entry point groups ``autoprune.builtins.models``, ``autoprune.datasets`` and ``autoprune.searchers``.
+safely through the entry point groups ``autoprune.models``, ``autoprune.datasets`` and ``autoprune.searchers``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def import_object(spec: str, *, kind: str, trusted: bool = False) -> Any:
 
 
 def registered(group: str) -> dict[str, Any]:
-    """Entry points of ``group`` (e.g. ``autoprune.builtins.models``) by name."""
+    """Entry points of ``group`` (e.g. ``autoprune.models``) by name."""
     return {ep.name: ep for ep in entry_points(group=group)}
 
 

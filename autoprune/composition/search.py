@@ -217,10 +217,7 @@ def _space(model: nn.Module, example_inputs: Any, space: SearchSpace | SpaceOpti
     resumed run's)."""
     if not isinstance(space, SearchSpace):
         options = SpaceOptions.from_value(space)
-        round_to = _auto_round_to(model, example_inputs, options, budget, final, settings) \
-            if options.round_to == "auto" else options.round_to
-        if round_to is None and budget.timing(example_inputs).device.startswith("cuda"):
-            round_to = CUDA_ROUND_TO  # tensor cores: channel multiples of 8 whatever the preset says
+        round_to = _round_to(model, example_inputs, options, budget, final, settings)
         space = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore,
                                        round_to=round_to, max_ratio=options.max_ratio,
                                        granularity=options.granularity)
@@ -229,16 +226,32 @@ def _space(model: nn.Module, example_inputs: Any, space: SearchSpace | SpaceOpti
     return space
 
 
-def _auto_round_to(model: nn.Module, example_inputs: Any, options: SpaceOptions, budget: Budget, final: FinalConfig,
-                   settings: RunOptions) -> int:
-    """The channel multiple measured in the runtimes the model will run in; a resumed run keeps its own."""
-    if settings.resume and settings.dir is not None and (Path(settings.dir) / rd.CONFIG).is_file():
-        return int(rd.RunDir(settings.dir).read_config()["space"]["round_to"])
-    probe = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore, round_to=1,
-                                   max_ratio=options.max_ratio, granularity=options.granularity)
+def _round_to(model: nn.Module, example_inputs: Any, options: SpaceOptions, budget: Budget, final: FinalConfig,
+              settings: RunOptions) -> int | None:
+    """The channel multiple: a number as given; else a resumed run's own (a preset's default may have changed
+    since it started); ``auto``: measured in the runtimes the model will run in; 8 on a GPU; None: the preset's."""
+    if isinstance(options.round_to, int):
+        return options.round_to
+    saved = _saved_round_to(settings)
+    if saved is not None:
+        return saved
     setting = budget.timing(example_inputs)
-    return measured_round_to(model, example_inputs, probe, runtimes=checked_runtimes(setting, final.export),
-                             threads=setting.threads, device=setting.device, batch=setting.batch)
+    if options.round_to == "auto":
+        probe = SearchSpace.from_model(model, example_inputs, preset=options.preset, ignore=options.ignore,
+                                       round_to=1, max_ratio=options.max_ratio, granularity=options.granularity)
+        return measured_round_to(model, example_inputs, probe, runtimes=checked_runtimes(setting, final.export),
+                                 threads=setting.threads, device=setting.device, batch=setting.batch)
+    return CUDA_ROUND_TO if setting.device.startswith("cuda") else None
+
+
+def _saved_round_to(settings: RunOptions) -> int | None:
+    """The ``round_to`` a resumed run recorded (None: not resuming, or nothing usable recorded: the run directory's
+    own checks then say why it cannot resume)."""
+    if not settings.resume or settings.dir is None or not (Path(settings.dir) / rd.CONFIG).is_file():
+        return None
+    space = rd.RunDir(settings.dir).read_config().get("space")
+    value = space.get("round_to") if isinstance(space, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 @contextlib.contextmanager

@@ -127,6 +127,8 @@ def finalize(
     policy, pruned, latency_check, speed = _pruned_and_timed(policy, evaluator, budget, config, setting)
     pruned = PruneResult(_recover(pruned, evaluator, config), pruned.history)
     make_permanent(pruned.model)  # element masks folded into plain weights: the exported model has zeros
+    if config.measure_latency and not speed:  # timed as exported: masks folded in (latency budgets timed already)
+        speed = speed_checks(model, pruned.model, inputs, setting, checked_runtimes(setting, config.export))
     if budget.exact:
         _check_exact(pruned.model, inputs, budget, evaluator)
     baseline, final = _figures(model, test_data, inputs), _figures(pruned.model, test_data, inputs)
@@ -178,8 +180,9 @@ def _figures(model: nn.Module, data: Iterable, inputs: Any) -> ModelFigures:
 def _pruned_and_timed(
     policy: Policy, evaluator: Evaluator, budget: Budget, config: FinalConfig, setting: LatencySetting,
 ) -> tuple[Policy, PruneResult, LatencyCheck | None, tuple[SpeedCheck, ...]]:
-    """The policy pruned for real (a latency budget measured and repaired), and, with ``measure_latency``, timed
-    against the unpruned model in every runtime it is exported for (never slower under a latency budget)."""
+    """The policy pruned for real; a latency budget measured and repaired, and, with ``measure_latency``, timed
+    against the unpruned model in every runtime it is exported for (never slower). Other budgets are timed after
+    recovery, as exported (no speed checks here)."""
     model, inputs = evaluator.model, evaluator.example_inputs
     latency_check = None
     if isinstance(budget, LatencyBudget):  # the table predicted it; the measurement decides (and repairs)
@@ -192,15 +195,15 @@ def _pruned_and_timed(
                                  space=evaluator.cost_model.space, importance=recipe.importance)
     else:
         pruned = evaluator.prune(policy)
-    if not config.measure_latency:
+    if latency_check is None or not config.measure_latency:
         return policy, pruned, latency_check, ()
     runtimes = checked_runtimes(setting, config.export)
-    known = None if latency_check is None else SpeedCheck(setting.runtime, latency_check.baseline_ms,
-                                                         latency_check.measured_ratio * latency_check.baseline_ms)
+    known = SpeedCheck(setting.runtime, latency_check.baseline_ms,
+                       latency_check.measured_ratio * latency_check.baseline_ms)
     speed = speed_checks(model, pruned.model, inputs, setting, runtimes, known=known)
-    if isinstance(budget, LatencyBudget) and any(c.slower for c in speed):
-        policy, pruned, speed = repair_until_not_slower(
+    if any(c.slower for c in speed):
+        policy, pruned, speed, repairs = repair_until_not_slower(
             policy, pruned, speed, budget=budget, cost_model=evaluator.cost_model, prune=evaluator.prune,
             measure=lambda candidate: speed_checks(model, candidate, inputs, setting, runtimes))
-        latency_check = remeasured(latency_check, speed[0], budget, evaluator.cost_model, policy)
+        latency_check = remeasured(latency_check, speed[0], budget, evaluator.cost_model, policy, repairs)
     return policy, pruned, latency_check, speed

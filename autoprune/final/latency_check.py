@@ -43,7 +43,6 @@ def check_and_repair(
     """
     limit = budget.limit(cost_model.base)
     space = cost_model.space
-    floor = budget.predicted(cost_model.cost(space.max_ratios))
     pruned = prune(policy)
     for attempt in range(MAX_REPAIRS + 1):
         ms, met, base_ms, ratio = measured_latency(pruned.model, model, example_inputs, budget)
@@ -59,20 +58,26 @@ def check_and_repair(
         target = min(limit, check.predicted_ms) / miss * SAFETY  # aim under what was measured, not the old limit
         log.info("measured latency misses the budget by %.1f%%; repairing to %.3f ms predicted",
                  100 * (miss - 1), target)
-        if target <= floor:
-            ratios = space.max_ratios
-        else:
-            ratios = repair(policy, cost_model, replace(budget, fraction=None, absolute=target))
-        policy = space.policy(ratios)
+        policy = repaired_to(policy, cost_model, budget, target)
         pruned = prune(policy)
     return policy, pruned, check
 
 
+def repaired_to(policy: Policy, cost_model: CostModel, budget: LatencyBudget, target_ms: float) -> Policy:
+    """``policy`` moved onto a table target of ``target_ms`` (every group at its max ratio when the target is at or
+    below what the table says pruning can reach)."""
+    space = cost_model.space
+    floor = budget.predicted(cost_model.cost(space.max_ratios))
+    if target_ms <= floor:
+        return space.policy(space.max_ratios)
+    return space.policy(repair(policy, cost_model, replace(budget, fraction=None, absolute=target_ms)))
+
+
 def remeasured(check: LatencyCheck, timed: SpeedCheck, budget: LatencyBudget, cost_model: CostModel,
-               policy: Policy) -> LatencyCheck:
-    """``check`` brought up to date for ``policy`` (pruned further after it), from a new side-by-side timing in the
-    budget's runtime."""
+               policy: Policy, repairs: int) -> LatencyCheck:
+    """``check`` brought up to date for ``policy`` (pruned further ``repairs`` times after it), from a new
+    side-by-side timing in the budget's runtime."""
     ratio = timed.pruned_ms / timed.baseline_ms
     met = ratio <= budget.fraction if budget.fraction is not None else timed.pruned_ms <= budget.absolute
-    return replace(check, predicted_ms=budget.predicted(cost_model.cost(policy)), repairs=check.repairs + 1,
+    return replace(check, predicted_ms=budget.predicted(cost_model.cost(policy)), repairs=check.repairs + repairs,
                    measured_ms=timed.pruned_ms, met=met, baseline_ms=timed.baseline_ms, measured_ratio=ratio)

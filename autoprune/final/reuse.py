@@ -42,6 +42,8 @@ def stored_summary(run: rd.RunDir, *, candidates: Collection[int], settings: Map
     chosen_from = {r.trial_id for r in summary.rescored} or {summary.best_trial_id}
     if chosen_from != set(candidates) or summary.final_settings != settings:
         return None
+    if settings.get("measure_latency") and not summary.speed:  # written before the never-slower check
+        return None
     return summary
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from torch import nn
 
-from autoprune.final.latency_check import SAFETY
+from autoprune.final.latency_check import SAFETY, repaired_to
 from autoprune.final.summary import SLOWER_ADVICE, SpeedCheck
 from autoprune.prune.channels import PruneResult
 from search_spaces.budget import LatencyBudget, LatencySetting
-from search_spaces.cost import CostModel, repair
+from search_spaces.cost import CostModel
 from search_spaces.ground.errors import BudgetError
 from search_spaces.measure import latency_ratio, with_batch
 from search_spaces.policy import Policy
@@ -64,23 +63,21 @@ def repair_until_not_slower(
     policy: Policy, pruned: PruneResult, checks: tuple[SpeedCheck, ...], *, budget: LatencyBudget,
     cost_model: CostModel, prune: Callable[[Policy], PruneResult],
     measure: Callable[[nn.Module], tuple[SpeedCheck, ...]],
-) -> tuple[Policy, PruneResult, tuple[SpeedCheck, ...]]:
+) -> tuple[Policy, PruneResult, tuple[SpeedCheck, ...], int]:
     """Under a latency budget, prune further while the model is slower in a checked runtime (the table's target
-    lowered by the worst slowdown, as a missed budget is repaired); a :class:`BudgetError` when that cannot fix it."""
-    space = cost_model.space
-    for _ in range(MAX_SPEED_REPAIRS):
-        if not any(c.slower for c in checks) or dict(policy) == space.max_ratios:
+    lowered by the worst slowdown, as a missed budget is repaired); a :class:`BudgetError` when that cannot fix it.
+    Returns the policy, its pruned model, its checks and how many repairs it took."""
+    space, repairs = cost_model.space, 0
+    for repairs in range(MAX_SPEED_REPAIRS + 1):
+        if repairs == MAX_SPEED_REPAIRS or not any(c.slower for c in checks) or dict(policy) == space.max_ratios:
             break
         slowdown = max(c.pruned_ms / c.baseline_ms for c in checks)
         target = budget.predicted(cost_model.cost(policy)) / slowdown * SAFETY
         log.info("the pruned model is %.1f%% slower in %s; repairing to %.3f ms predicted", 100 * (slowdown - 1),
                  ", ".join(c.runtime for c in checks if c.slower), target)
-        floor = budget.predicted(cost_model.cost(space.max_ratios))
-        ratios = space.max_ratios if target <= floor else repair(policy, cost_model,
-                                                                 replace(budget, fraction=None, absolute=target))
-        policy = space.policy(ratios)
+        policy = repaired_to(policy, cost_model, budget, target)
         pruned = prune(policy)
         checks = measure(pruned.model)
     if any(c.slower for c in checks):
         raise BudgetError(f"{describe_slower(checks)}; nothing was exported")
-    return policy, pruned, checks
+    return policy, pruned, checks, repairs

@@ -230,8 +230,8 @@ def _speed(record: RunRecord) -> list[Section]:
         return []
     rows = tuple((c.runtime, f"{c.baseline_ms:.3f}", f"{c.pruned_ms:.3f}", f"{c.speedup:.2f}x",
                   "SLOWER" if c.slower else "faster") for c in s.speed)
-    note = ("timed side by side with the unpruned model (median of alternating rounds) in eager PyTorch and in "
-            "the runtime of each export form")
+    note = ("timed side by side with the unpruned model (median of alternating rounds) in the budget's runtime, in "
+            "eager PyTorch and in the runtime of each export form")
     if s.slower_in:
         note = f"SLOWER than the unpruned model in {', '.join(s.slower_in)}. Fix: {SLOWER_ADVICE}. ({note})"
     return [Section("speed", "Speed per runtime", note,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -44,17 +45,20 @@ def test_cuda_latency_is_timed_with_events_after_warm_up_and_synchronisation(mon
     gpu = _FakeGpu(ms_per_block=25.0)
     monkeypatch.setattr(torch.cuda, "Event", gpu.Event)
     monkeypatch.setattr(torch.cuda, "synchronize", gpu.synchronize)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: gpu.calls.append(device) or contextlib.nullcontext())
 
     def run() -> None:
         gpu.calls.append("run")
 
-    ms = measure.time_runner_ms(run, device="cuda", min_run_time=0.1)
+    ms = measure.time_runner_ms(run, device="cuda:1", min_run_time=0.1)
+    assert gpu.calls.pop(0) == "cuda:1"  # events and synchronize on the model's device, not the current one
     assert ms == pytest.approx(2.5)  # a block of 10 runs between two events: 25 ms of GPU time
     assert gpu.calls[:measure.CUDA_WARMUP] == ["run"] * measure.CUDA_WARMUP  # untimed warm-up first
     assert gpu.calls[measure.CUDA_WARMUP] == "sync"  # the queue drained before the first event
     first_block = gpu.calls[measure.CUDA_WARMUP + 1:measure.CUDA_WARMUP + 14]
     assert first_block == ["record", *["run"] * 10, "record", "event-sync"]  # read only once the end event is done
-    assert gpu.calls.count("event-sync") >= 5
+    blocks = gpu.calls.count("event-sync")
+    assert blocks >= 5 and blocks * 25.0 >= 0.1 * 1e3  # min_run_time counts GPU time: 10 runs a block
 
 
 def test_a_cuda_device_is_refused_where_there_is_none(monkeypatch) -> None:
