@@ -15,6 +15,7 @@ the cached table). Latency does not depend on the weights: the baseline may be t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -86,11 +87,14 @@ def main() -> None:
               "seed": args.seed, "evaluations": args.evaluations, "evaluator": fidelity(args),
               "final_finetune_steps": args.final_finetune_steps, "latency": {"batch": 1, "threads": 1},
               "fraction": args.fraction, "tolerance": TOLERANCE}
-    rows = []
+    results = Path(args.results)  # rows of other runtimes are kept: runs can be split and resumed
+    kept = json.loads(results.read_text()).get("rows", []) if results.exists() else []
+    rows = [r for r in kept if r.get("runtime") in RUNTIMES and r["runtime"] not in runtimes]
     for runtime in runtimes:  # written after each runtime, so a stopped run keeps its rows
         rows.append(run(args, runtime, model, data))
         print(rows[-1], flush=True)
-        write_json(Path(args.results), {"config": config, "rows": rows})
+        rows.sort(key=lambda r: RUNTIMES.index(r["runtime"]))
+        write_json(results, {"config": config, "rows": rows})
     print(f"wrote {args.results}")
 
 
