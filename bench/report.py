@@ -449,7 +449,8 @@ def _speed_lines(speed: dict[str, Any]) -> list[str]:
         "### Latency lookup table: prediction error per runtime",
         "",
         "Random policies (batch 1, one thread): the table's predicted latency ratio against a ratio measured side by "
-        "side with the unpruned model in the same runtime; the table's build time in that runtime.",
+        "side with the unpruned model in the same runtime; the table's build time in that runtime."
+        + (f" Note: {speed['config']['table_note']}." if speed["config"].get("table_note") else ""),
         "",
         "| model | runtime | policies | table build (s) | median abs error, latency ratio | max abs error |",
         "|---|---|---|---|---|---|",
