@@ -52,9 +52,6 @@ def report_search(result: SearchResult) -> None:
     out.print(_kept_line(s, element))
     for name, reason in s.excluded.items():
         out.print(f"[yellow]excluded group {name}[/yellow]: {reason}")
-    if result.run_dir is not None:
-        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
-        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
     if s.latency_check is not None:
         out.print(latency_verdict(s), highlight=False, soft_wrap=True)
     if len(s.speed) > 1 or s.slower_in:
@@ -62,6 +59,9 @@ def report_search(result: SearchResult) -> None:
     if s.slower_in:
         out.print(f"[bold red]slower than the unpruned model in {', '.join(s.slower_in)}[/bold red]: fix with "
                   f"{SLOWER_ADVICE}", highlight=False, soft_wrap=True)
+    if result.run_dir is not None:  # last: where to look next
+        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
+        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
 
 
 def _policy_table(result: SearchResult, element: bool) -> Table:
