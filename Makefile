@@ -6,13 +6,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-quick clean
+.PHONY: demo test test-fast lint lock bench bench-quick clean
 
-$(STAMP): pyproject.toml
+# installs the exact versions of the lock file, constraints.txt (benchmarks record its hash)
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# re-resolve the lock after changing pyproject.toml's dependencies (pip's resolver in a scratch venv; no install)
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet --dry-run --ignore-installed --report .lock-venv/report.json -e '.[dev]'
+	$(PYTHON) .ci/lock.py .lock-venv/report.json constraints.txt
+	rm -rf .lock-venv
 
 demo: $(STAMP)
 	$(BIN)/autoprune demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -18,8 +19,11 @@ METHODS = ("uniform", "global", "random", "sensitivity", "optuna", "amc")
 DOCS = Path(__file__).parent.parent / "docs"
 
 
+LOCK = Path(__file__).parent.parent / "constraints.txt"
+
+
 def machine() -> dict[str, Any]:
-    """CPU, core count, Python and library versions."""
+    """CPU, core count, Python and library versions, and the hash of the lock file they were installed from."""
     import torch
 
     packages = ("torch", "torchvision", "torch-pruning", "numpy", "optuna", "stable-baselines3", "ray")
@@ -29,6 +33,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "versions": {p: version(p) for p in packages},
+        "lock_sha256": hashlib.sha256(LOCK.read_bytes()).hexdigest() if LOCK.is_file() else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
