@@ -9,17 +9,20 @@ one evaluation of them ends.
 
 A sampler given by name is created afresh for every ask, seeded by (search seed, trial number): its
 proposals depend only on the study's trials. The searcher's state is therefore the log of asks and tells,
-and a resumed search replays it into a fresh in-memory study (nothing is pickled; Optuna's own storages
-pickle CMA-ES state, so none is read back from a run directory).
+and a resumed search replays it into a fresh study (nothing is pickled). With a run directory the study lives in
+Optuna's journal storage, ``RUN_DIR/optuna.journal``, for ``optuna.load_study`` and optuna-dashboard; autoprune
+only writes it (a resume rewrites it from the log), never reads it back: Optuna's storages pickle CMA-ES state.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.storages.journal
 
 from agents.starts import check_starts, starting_ratios
 from autoprune.searcher import SearchContext, Searcher, check_fit
@@ -29,6 +32,12 @@ from search_spaces.policy import Policy
 
 SAMPLERS = ("tpe", "cmaes", "nsga2", "random")
 CONSTRAINT = "budget_violation"
+JOURNAL = "optuna.journal"  # the study's journal storage in the run directory
+
+
+def journal_storage(path: Path | str) -> optuna.storages.JournalStorage:
+    """Optuna's journal storage in the file ``path``: what ``optuna.load_study(storage=...)`` opens."""
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -56,7 +65,8 @@ class OptunaSearcher(Searcher):
             the budget is used fully; default for one objective), ``repair`` (only infeasible points; default
             for two objectives, whose front needs the cheaper points), ``none``.
         warm_start: the first trials: ``uniform`` and ``global`` (True, default), a list of them, or none.
-        study_name: name of the Optuna study.
+        study_name: name of the Optuna study (``optuna.load_study(study_name=..., storage=journal_storage(
+            RUN_DIR / "optuna.journal"))`` opens it).
     """
 
     name = "optuna"
@@ -87,15 +97,25 @@ class OptunaSearcher(Searcher):
         self._start(context.seed)
 
     def _start(self, seed: int) -> None:
-        """A fresh in-memory study (the starting points enqueued first); the event log starts empty."""
+        """A fresh study (the starting points enqueued first): in the run directory's journal, rewritten, or in
+        memory; the event log starts empty."""
         self.seed = seed
         self._events: list[list[Any]] = []
         directions = ["maximize", "minimize"] if self.multi_objective else ["maximize"]
         self.study = optuna.create_study(study_name=self.study_name, sampler=self._sampler(0),
-                                         directions=directions)
+                                         directions=directions, storage=self._storage())
         self._starts = starting_ratios(self.context, self.warm_start)
         for ratios in self._starts:
             self.study.enqueue_trial(ratios)
+
+    def _storage(self) -> optuna.storages.BaseStorage | None:
+        """The journal storage in the run directory, emptied (the event log rebuilds it); None: in memory."""
+        run_dir = self.context.run_dir
+        if run_dir is None:
+            return None
+        path = Path(run_dir) / JOURNAL
+        path.unlink(missing_ok=True)
+        return journal_storage(path)
 
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         spec = self.sampler_spec

@@ -10,7 +10,9 @@ seeded algorithm (Tune's own ``save`` pickles, and nothing pickled is read back 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,19 @@ ALGORITHMS = {
     "optuna": ("ray.tune.search.optuna", "OptunaSearch", "seed"),
     "hyperopt": ("ray.tune.search.hyperopt", "HyperOptSearch", "random_state_seed"),
 }
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's informational lines (its logger, which does not propagate) held back for the duration; its warnings
+    still show."""
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class BasicVariantSearch:
@@ -110,7 +125,9 @@ class RayTuneSearcher(Searcher):
         self.algorithm, self.seed = self._build(seed), seed
         self._events: list[list[Any]] = []
         config = {g.name: tune.uniform(0.0, g.max_ratio) for g in self.context.space}
-        if not self.algorithm.set_search_properties(METRIC, "max", config):
+        with _quiet_optuna():  # OptunaSearch makes its study here: "A new study created in memory ..."
+            accepted = self.algorithm.set_search_properties(METRIC, "max", config)
+        if not accepted:
             raise ConfigError(f"{type(self.algorithm).__name__} already has a search space or metric; pass a fresh "
                               "instance (autoprune sets one parameter per channel group)")
 

@@ -15,6 +15,17 @@ from __future__ import annotations
 from agents.sensitivity import sensitivity
 from autoprune.composition.options import RunOptions
 from autoprune.composition.search import SearchResult, search
+from autoprune.errors import (
+    AutopruneError,
+    BudgetError,
+    ConfigError,
+    DataError,
+    EvaluationFailedError,
+    PolicyError,
+    RunDirError,
+    TraceError,
+    UnknownNameError,
+)
 from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
 from autoprune.executors.options import RayOptions
 from autoprune.final.finalize import FinalConfig
@@ -33,17 +44,6 @@ from autoprune.study.study import Progress
 from autoprune.trial import Score, Trial
 from search_spaces.budget import Budget, Cost, LatencySetting
 from search_spaces.cost import CostModel, repair
-from search_spaces.ground.errors import (
-    AutopruneError,
-    BudgetError,
-    ConfigError,
-    DataError,
-    EvaluationFailedError,
-    PolicyError,
-    RunDirError,
-    TraceError,
-    UnknownNameError,
-)
 from search_spaces.groups import ChannelGroup
 from search_spaces.measure import measure_latency_ms
 from search_spaces.policy import Policy

@@ -41,7 +41,7 @@ def contract_problem() -> tuple[nn.Module, torch.Tensor, SearchSpace]:
     """The model, example inputs and space the contract runs on (built once per process)."""
     model = resnet20().eval()
     inputs = torch.zeros(1, 3, 16, 16)
-    return model, inputs, SearchSpace.from_model(model, inputs)
+    return model, inputs, SearchSpace.from_model(model, inputs, round_to=1)  # every width: proposals stay distinct
 
 
 def synthetic_score(policy: Policy, space: SearchSpace, *, ok: bool = True) -> Score:

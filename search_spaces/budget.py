@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from search_spaces.ground.errors import BudgetError
+from search_spaces.ground.documents import describe_number
+from search_spaces.ground.errors import BudgetError, did_you_mean
 from search_spaces.ground.inputs import batch_size
 from search_spaces.measure import (
     count_flops,
@@ -67,7 +68,7 @@ class LatencySetting:
             raise BudgetError(f"latency budget device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.runtime not in RUNTIMES:
             raise BudgetError(f"latency budget runtime {self.runtime!r} is not supported; accepted: "
-                              f"{', '.join(RUNTIMES)}")
+                              f"{', '.join(RUNTIMES)}{did_you_mean(self.runtime, RUNTIMES)}")
 
     @classmethod
     def for_inputs(cls, example_inputs: Any) -> LatencySetting:
@@ -103,12 +104,13 @@ class Budget(abc.ABC):
         if (self.fraction is None) == (self.absolute is None):
             raise BudgetError(
                 f"a {self.metric} budget needs exactly one of fraction or absolute, "
-                f"got fraction={self.fraction!r}, absolute={self.absolute!r}"
+                f"got fraction={describe_number(self.fraction)}, absolute={describe_number(self.absolute)}"
             )
         if self.fraction is not None and not _is_number(self.fraction, hi_inclusive=True, hi=1):
-            raise BudgetError(f"budget fraction must be in (0, 1], got {self.fraction!r}")
+            raise BudgetError(f"budget fraction must be in (0, 1], got {describe_number(self.fraction)}")
         if self.absolute is not None and not _is_number(self.absolute, hi=math.inf):
-            raise BudgetError(f"absolute {self.metric} budget must be a positive number, got {self.absolute!r}")
+            raise BudgetError(f"absolute {self.metric} budget must be a positive number, got "
+                              f"{describe_number(self.absolute)}")
         for name in ("fraction", "absolute"):  # numpy numbers are accepted and stored as Python floats
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
@@ -357,6 +359,11 @@ def _make(metric: object, fraction: Any, absolute: Any, setting: Mapping[str, An
 
 
 def _is_number(value: object, *, hi: float, hi_inclusive: bool = False) -> bool:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        if not math.isfinite(value):
+            return False
+    except OverflowError:  # an integer beyond the floats
         return False
     return 0 < value <= hi if hi_inclusive else 0 < value < hi

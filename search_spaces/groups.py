@@ -5,7 +5,7 @@ Plain values (strings and numbers only, no module references), so a space built 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # What one entry of a space prunes: coupled channel groups (structured) or a weight tensor's elements.
@@ -46,6 +46,19 @@ class ChannelGroup:
     def kept_channels(self, ratio: float) -> int:
         """Channels left after removing ``ratio`` of them, exactly as Torch-Pruning's pruner counts."""
         return kept_channels(self.channels, ratio, self.round_to)
+
+
+# Without a preset or an explicit value, models whose median group has at least WIDE_CHANNELS channels keep
+# multiples of WIDE_ROUND_TO (bench/latency_speedup.py: at round_to 1 such models ran slower than unpruned in
+# ONNX Runtime; narrower models would lose most of their widths to the rounding).
+WIDE_CHANNELS = 32
+WIDE_ROUND_TO = 8
+
+
+def default_round_to(channels: Sequence[int]) -> int:
+    """The channel multiple for a model with groups of these widths when neither a preset nor the user sets one."""
+    widths = sorted(channels)
+    return WIDE_ROUND_TO if widths and widths[len(widths) // 2] >= WIDE_CHANNELS else 1
 
 
 def kept_channels(channels: int, ratio: float, round_to: int) -> int:

@@ -26,14 +26,15 @@ class Preset:
         name: preset name (file stem) or None for the built-in defaults.
         ignore: module names (or modules) whose output channels are never pruned.
         max_ratio: default largest fraction removed from a group.
-        round_to: kept channels are a multiple of this.
+        round_to: kept channels are a multiple of this (None: chosen from the model's widths, see
+            :func:`search_spaces.groups.default_round_to`).
         ratio_bounds: per-group overrides of ``max_ratio``, keyed by group name.
     """
 
     name: str | None
     ignore: tuple[str | nn.Module, ...] = ()
     max_ratio: float = 0.8
-    round_to: int = 1
+    round_to: int | None = None
     ratio_bounds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -50,11 +51,12 @@ class Preset:
                 raise ConfigError(f"{where}ratio_bounds keys are group names, got {group!r}")
             check_fraction(f"{where}ratio_bounds[{str(group)!r}]", bound, low_inclusive=True, high_inclusive=True)
         check_fraction(f"{where}max_ratio", self.max_ratio, low_inclusive=False, high_inclusive=False)
-        check_int(f"{where}round_to", self.round_to, low=1)
+        if self.round_to is not None:
+            check_int(f"{where}round_to", self.round_to, low=1)
         object.__setattr__(self, "ignore", tuple(ignore))
         object.__setattr__(self, "ratio_bounds", {str(g): float(b) for g, b in bounds.items()})
         object.__setattr__(self, "max_ratio", float(self.max_ratio))
-        object.__setattr__(self, "round_to", int(self.round_to))
+        object.__setattr__(self, "round_to", None if self.round_to is None else int(self.round_to))
 
 
 def available_presets() -> list[str]:
@@ -87,6 +89,6 @@ def load_preset(name_or_path: str | Path) -> Preset:
         name=path.stem,
         ignore=data.get("ignore") or (),
         max_ratio=data.get("max_ratio", 0.8),
-        round_to=data.get("round_to", Preset.round_to),
+        round_to=data.get("round_to"),
         ratio_bounds=data.get("ratio_bounds") or {},
     )

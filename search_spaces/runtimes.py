@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.errors import ConfigError, did_you_mean
 
 RUNTIMES = ("eager", "compiled", "aoti", "onnxruntime")
 #: Runtimes that compile a whole model (seconds each): their latency table is calibrated on few whole models.
@@ -48,7 +48,8 @@ class Prepared:
 def check_runtime(runtime: object) -> str:
     """``runtime`` when it is one of :data:`RUNTIMES`, else a :class:`ConfigError` naming them."""
     if runtime not in RUNTIMES:
-        raise ConfigError(f"latency runtime {runtime!r} is not supported; accepted: {', '.join(RUNTIMES)}")
+        raise ConfigError(f"latency runtime {runtime!r} is not supported; accepted: {', '.join(RUNTIMES)}"
+                          f"{did_you_mean(runtime, RUNTIMES)}")
     return runtime  # type: ignore[return-value]
 
 

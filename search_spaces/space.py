@@ -227,7 +227,8 @@ class SearchSpace(Sequence[ChannelGroup]):
             preset: name of a built-in preset (``search_spaces/presets/*.yaml``) or a :class:`Preset`.
             ignore: module names (or modules) whose output channels must not be pruned, besides the
                 output layer, which is always excluded.
-            round_to: kept channels are rounded down to a multiple of this (default: preset, else 1).
+            round_to: kept channels are rounded down to a multiple of this (default: the preset's, else 8 when the
+                median group has at least 32 channels, else 1: :func:`search_spaces.groups.default_round_to`).
             max_ratio: largest fraction removed from any group (default: preset, else 0.8).
             check: check every group by pruning a copy (off only for spaces used to validate a policy).
             time_limit: CPU seconds tracing and checking may take (None: no limit; enforced in the main thread).
@@ -266,7 +267,7 @@ class SearchSpace(Sequence[ChannelGroup]):
             constant_params=traced.constant_params,
             ignored=traced.ignored,
             preset=options.spec.name,
-            round_to=options.round_to,
+            round_to=traced.round_to,
             granularity=options.granularity,
         )
         return space.without(traced.unmapped) if traced.unmapped else space

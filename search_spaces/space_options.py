@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.ground.errors import ConfigError
-from search_spaces.ground.options import from_mapping
+from search_spaces.ground.options import check_fraction, from_mapping
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class SpaceOptions:
         object.__setattr__(self, "ignore", tuple(self.ignore))
         if isinstance(self.round_to, str) and self.round_to != "auto":
             raise ConfigError(f"space round_to must be a positive integer or 'auto', got {self.round_to!r}")
+        if self.max_ratio is not None:  # as a preset's: some channels of every group are kept
+            check_fraction("space max_ratio", self.max_ratio, low_inclusive=False, high_inclusive=False)
         if self.round_to == "auto" and self.granularity != "channel":
             raise ConfigError("round_to 'auto' measures channel widths; an element space prunes single weights")
 

@@ -23,7 +23,7 @@ from search_spaces.ground.errors import ConfigError, TraceError
 from search_spaces.ground.options import check_fraction, check_int
 from search_spaces.ground.time_limit import TimeUp, interrupt_after
 from search_spaces.group_check import broken_groups, check_kept, reference
-from search_spaces.groups import GRANULARITIES, ChannelGroup, LayerCost, Segment
+from search_spaces.groups import GRANULARITIES, ChannelGroup, LayerCost, Segment, default_round_to
 from search_spaces.layer_costs import Slices, layer_costs
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
@@ -52,7 +52,7 @@ class TraceOptions:
     """The checked options of one trace: preset, channel rounding, largest ratio, CPU time limit, granularity."""
 
     spec: Preset
-    round_to: int
+    round_to: int | None  # None: chosen from the traced widths (default_round_to)
     max_ratio: float
     time_limit: float | None
     granularity: str
@@ -71,6 +71,7 @@ class Traced:
     constant_flops: int
     constant_params: int
     ignored: list[str]
+    round_to: int = 1
     unmapped: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,11 +94,12 @@ def trace_options(
         round_to, max_ratio = 1, ELEMENT_MAX_RATIO if max_ratio is None else max_ratio
     round_to = spec.round_to if round_to is None else round_to
     max_ratio = spec.max_ratio if max_ratio is None else max_ratio
-    check_int("round_to", round_to, low=1)
+    if round_to is not None:
+        check_int("round_to", round_to, low=1)
     check_fraction("max_ratio", max_ratio, low_inclusive=False, high_inclusive=False)
     if time_limit is not None and (not isinstance(time_limit, (int, float)) or time_limit <= 0):
         raise ConfigError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
-    return TraceOptions(spec, int(round_to), float(max_ratio), time_limit, granularity)
+    return TraceOptions(spec, None if round_to is None else int(round_to), float(max_ratio), time_limit, granularity)
 
 
 @contextmanager
@@ -204,9 +206,8 @@ def trace_channels(
     unmapped.update(overflow)
     base_params = sum(p.numel() for p in model.parameters())
     totals = _Totals(flops=total_flops, params=base_params, leaf_flops=leaf_flops, spatial=spatial)
-    groups = [
-        _make_group(i, entry, modules, totals, spec, options.round_to, options.max_ratio) for i, entry in enumerate(raw)
-    ]
+    round_to = options.round_to or default_round_to([entry.channels for entry in raw])
+    groups = [_make_group(i, entry, modules, totals, spec, round_to, options.max_ratio) for i, entry in enumerate(raw)]
     if unmapped:
         log.warning("%s: %d channel groups Torch-Pruning cannot map are excluded from the search: %s", arch,
                     len(unmapped), "; ".join(f"{name}: {why}" for name, why in unmapped.items()))
@@ -219,6 +220,7 @@ def trace_channels(
         constant_flops=total_flops - sum(lc.flops_unit * lc.out_dim * lc.in_dim for lc in layers),
         constant_params=constant_params,
         ignored=sorted(ignored_names),
+        round_to=round_to,
         unmapped=unmapped,
     )
 

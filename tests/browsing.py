@@ -11,10 +11,11 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-# per chart: trace name -> points rendered, counted in the page's SVG (scatter markers and bars are `.point`), and
-# the traces drawn as a line
+# per chart: trace name -> points rendered, counted in the page's SVG (scatter markers and bars are `.point`), the
+# traces drawn as a line, the legend's entries and each axis's tick labels as drawn
 POINTS_JS = """
 const out = {};
+const texts = (el, selector) => Array.from(el.querySelectorAll(selector), (t) => t.textContent);
 for (const el of document.querySelectorAll('.chart')) {
   const traces = {}, lines = [];
   el.querySelectorAll('g.trace').forEach((g) => {
@@ -26,7 +27,18 @@ for (const el of document.querySelectorAll('.chart')) {
     traces: traces, lines: lines, width: el.getBoundingClientRect().width,
     xtitle: (el.querySelector('.xtitle') || {}).textContent || '',
     ytitle: (el.querySelector('.ytitle') || {}).textContent || '',
+    legend: texts(el, '.legend .traces .legendtext'),
+    xticks: texts(el, '.xtick text'), yticks: texts(el, '.ytick text'),
   };
+}
+return out;
+"""
+# per chart: each axis's ticks as plotly.js placed them, [value, label] (its own record of what it drew)
+TICKS_JS = """
+const out = {};
+for (const el of document.querySelectorAll('.chart')) {
+  const axis = (name) => (el._fullLayout[name]._vals || []).map((tick) => [tick.x, tick.text]);
+  out[el.getAttribute('data-figure')] = {x: axis('xaxis'), y: axis('yaxis')};
 }
 return out;
 """
@@ -48,3 +60,15 @@ def chromium() -> webdriver.Chrome:
                      "--window-size=1280,800"):
         options.add_argument(argument)
     return webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
+
+
+def assert_charts_read_true(drawn: dict) -> None:
+    """Every chart of ``drawn`` (:data:`POINTS_JS`'s result) labels each tick once and has no legend entry without
+    something drawn for it (points, bars or a line)."""
+    for key, chart in drawn.items():
+        for axis in ("xticks", "yticks"):
+            labels = [label for label in chart[axis] if label]
+            assert len(labels) == len(set(labels)), f"{key}'s {axis[0]} axis repeats tick labels: {labels}"
+        for name in chart["legend"]:
+            assert chart["traces"].get(name, 0) > 0 or name in chart["lines"], (
+                f"{key}'s legend lists {name!r} but nothing is drawn for it: {chart['traces']}, lines {chart['lines']}")

@@ -378,3 +378,41 @@ def test_installed_plugins_register_by_entry_point(monkeypatch) -> None:
     assert isinstance(build_model("tiny", in_channels=1, num_classes=10), torch.nn.Module)
     with pytest.raises(AutopruneError, match="accepted: .*tiny"):
         build_model("huge", in_channels=1, num_classes=10)
+
+
+def test_errors_carry_public_autoprune_names() -> None:
+    """Tracebacks and ``type(error).__module__`` name ``autoprune.errors``, where pickles (Ray) find them too."""
+    import pickle
+
+    import autoprune.errors
+
+    for name in autoprune.errors.__all__:
+        error = getattr(ap, name)
+        assert error is getattr(autoprune.errors, name) and error.__module__ == "autoprune.errors"
+        assert issubclass(error, AutopruneError)
+    with pytest.raises(ap.ConfigError) as raised:
+        _tiny_search(searcher="optna")
+    assert type(raised.value).__module__ == "autoprune.errors"
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert type(again) is type(raised.value) and str(again) == str(raised.value)
+
+
+def _tiny_search(**options: object) -> ap.SearchResult:
+    """A search of an untrained small CNN with no data: bad names are refused before any evaluation."""
+    return ap.search(small_cnn(), torch.zeros(1, 1, 8, 8), budget=ap.Budget.flops(0.5), train_data=[], val_data=[],
+                     **{"searcher": "random", **options})
+
+
+@pytest.mark.parametrize(("call", "slip", "meant"), [
+    (lambda name: _tiny_search(searcher=name), "optna", "optuna"),
+    (lambda name: build_model(name, in_channels=1, num_classes=10), "resnt20", "resnet20"),
+    (lambda name: _tiny_search(space={"preset": name}), "Resnet20", "resnet20"),
+    (lambda name: ap.Budget.latency(0.5, runtime=name), "onnxrutime", "onnxruntime"),
+    (lambda name: __import__("autoprune.builtins.data", fromlist=["x"]).load_dataset(name), "digts", "digits"),
+])
+def test_a_near_miss_name_gets_a_did_you_mean(call, slip: str, meant: str) -> None:
+    with pytest.raises(AutopruneError, match=re.escape(f"(did you mean {meant!r}?)")):
+        call(slip)
+    with pytest.raises(AutopruneError) as far:
+        call("zzzzzz")
+    assert "did you mean" not in str(far.value)

@@ -232,7 +232,7 @@
     $("run-progress").max = run.progress.total;
     $("run-progress").value = run.progress.completed;
     $("run-count").textContent = run.progress.completed + " of " + run.progress.total + " trials";
-    $("run-best").textContent = percent(run.progress.best_accuracy);
+    renderBest(run);
     $("run-searcher").textContent = run.searcher;
     $("run-budget").textContent = budgetText(run.budget);
     $("run-owner").textContent = run.owner;
@@ -241,6 +241,20 @@
     $("cancel").disabled = FINISHED.includes(run.status);
     $("resume").disabled = !FINISHED.includes(run.status);
     if (!$("resume-trials").value) $("resume-trials").value = run.progress.total;
+  }
+
+  // The best by search score (the search's progress) and the trial exported after re-scoring: when the re-score
+  // chose another trial, both are named with their numbers (summary.json's rescore_facts), so they cannot be confused.
+  function renderBest(run) {
+    const summary = run.summary;
+    const facts = (summary && summary.rescore_facts) || [];
+    $("run-best-label").textContent = facts.length ? facts[0][0] : "best accuracy so far";
+    $("run-best").textContent = facts.length ? facts[0][1] : percent(run.progress.best_accuracy);
+    $("run-exported-box").hidden = !summary;
+    if (!summary) return;
+    $("run-exported-label").textContent = facts.length ? facts[1][0] : "exported";
+    $("run-exported").textContent = facts.length ? facts[1][1]
+      : "trial " + summary.best_trial_id + ": search score " + percent(summary.search_accuracy);
   }
 
   async function runAction(action, body) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from autoprune.cli.flags import config_from_args, resume_config
 from autoprune.cli.render import (
     console,
     out,
+    print_line,
     report_export,
     report_recovery,
     report_search,
@@ -46,14 +48,31 @@ class Interrupted(Exception):
         self.run_dir = run_dir
 
 
+#: Errors of the machine rather than of the input: the disk is full or read-only, a file may not be written.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class MachineStopped(Exception):
+    """A search stopped by the machine (one of :data:`MACHINE_ERRNOS`); its finished trials are kept."""
+
+    def __init__(self, run_dir: str, error: OSError) -> None:
+        super().__init__(run_dir, error)
+        self.run_dir, self.error = run_dir, error
+
+
 def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
-    """The search of ``config`` with a progress display; Ctrl+C becomes :class:`Interrupted`."""
+    """The search of ``config`` with a progress display; Ctrl+C becomes :class:`Interrupted`, a full or read-only
+    disk :class:`MachineStopped`."""
     config = replace(config, run_dir=config.run_dir or config.default_run_dir())
     try:
         with SearchDisplay(console) as display:
             return run_search(config, resume=resume, progress=display, on_epoch=display.training(config.train.epochs))
     except KeyboardInterrupt:
         raise Interrupted(config.run_dir) from None
+    except OSError as exc:
+        if exc.errno in MACHINE_ERRNOS:
+            raise MachineStopped(config.run_dir, exc) from None
+        raise
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -92,15 +111,16 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             **({"levels": levels} if levels else {}),
         )
     report_sensitivity(result.table, space.names, result.baseline_accuracy)
-    out.print(f"table: {result.table_path}\nplot: {result.plot_path}")
+    print_line(f"table: {result.table_path}", to=out)
+    print_line(f"plot: {result.plot_path}", to=out)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``autoprune demo``: the quickstart search."""
     config = demo_config(trials=args.trials, run_dir=args.run_dir, seed=args.seed)
-    out.print(f"autoprune demo: {config.model} on {config.dataset}, {config.searcher} search, "
-              f"{config.trials} trials, budget {config.budget}")
+    print_line(f"autoprune demo: {config.model} on {config.dataset}, {config.searcher} search, "
+               f"{config.trials} trials, budget {config.budget}", to=out)
     report_search(_run(config, resume=False))
     return 0
 
@@ -108,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``autoprune report``: a run directory's HTML page."""
     path = write_report(args.run_dir, args.out)
-    out.print(f"report: {path}", soft_wrap=True, highlight=False)
+    print_line(f"report: {path}", to=out)
     return 0
 
 
@@ -119,9 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes, seed=args.seed)
     with SearchDisplay(console) as display:
         model, path, trained = trained_model(args.model, model, data, recipe, retrain=args.retrain,
-                                             on_epoch=display.training(args.epochs))
+                                             on_epoch=display.training(args.epochs),
+                                             on_batch=display.batches(args.epochs))
     accuracy, _ = validate(model, data.test)
-    out.print(f"{'trained' if trained else 'cached'} checkpoint: {path}")
+    print_line(f"{'trained' if trained else 'cached'} checkpoint: {path}", to=out)
     out.print(f"test accuracy: {accuracy:.4f}")
     return 0
 

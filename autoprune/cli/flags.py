@@ -8,8 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autoprune.builtins.registry import SEARCHERS
 from autoprune.composition.config import SearchConfig
 from autoprune.evaluation.evaluator import EvaluatorConfig
@@ -17,6 +15,7 @@ from autoprune.evaluation.rungs import SchedulerConfig
 from autoprune.executors import RayOptions
 from autoprune.study.rundir import RunDir
 from search_spaces.budget import Budget
+from search_spaces.ground.documents import loads_yaml
 from search_spaces.ground.errors import ConfigError, RunDirError
 from search_spaces.runtimes import RUNTIMES
 
@@ -90,6 +89,9 @@ _SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--final-recovery", {"choices": ["finetune", "lr_rewind", "weight_rewind", "scratch"],
                           "help": "after one-shot pruning: finetune (default), learning-rate rewinding, weight "
                           "rewinding (config's rewind_checkpoint) or training from scratch"}),
+    ("--final-distill", {"action": argparse.BooleanOptionalAction, "default": None,
+                         "help": "the final training distills from the unpruned model (knowledge distillation; "
+                         "one more forward pass per step)"}),
     ("--time-budget", {"metavar": "DURATION",
                        "help": "wall-clock limit on the trials, e.g. 2h, 90m, 1h30m or seconds: no trial starts "
                        "after it, the best so far is finalized, and --resume continues"}),
@@ -115,15 +117,17 @@ def _dest(flag: str, keywords: dict[str, Any]) -> str:
 
 def add_model_overrides(parser: argparse.ArgumentParser) -> None:
     """The model, data and evaluator overrides (sensitivity); the search-only settings default to None."""
-    _add_overrides(parser, _MODEL_FLAGS)
+    _add_overrides(parser, _MODEL_FLAGS, helps={"--run-dir": "output directory (a new or empty one; a scan is not "
+                                                              "resumed)"})
     parser.set_defaults(**{_dest(flag, keywords): None for flag, keywords in _SEARCH_ONLY_FLAGS + _EXECUTOR_FLAGS})
 
 
-def _add_overrides(parser: argparse.ArgumentParser, flags: tuple[tuple[str, dict[str, Any]], ...]) -> None:
-    """``flags`` as one argument group of overrides."""
+def _add_overrides(parser: argparse.ArgumentParser, flags: tuple[tuple[str, dict[str, Any]], ...], *,
+                   helps: dict[str, str] | None = None) -> None:
+    """``flags`` as one argument group of overrides (``helps``: this command's own help text of some flags)."""
     group = parser.add_argument_group("overrides (take precedence over the config file)")
     for flag, keywords in flags:
-        group.add_argument(flag, **keywords)
+        group.add_argument(flag, **{**keywords, **({"help": helps[flag]} if helps and flag in helps else {})})
 
 
 def add_search_overrides(parser: argparse.ArgumentParser) -> None:
@@ -187,7 +191,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--searcher-option expects KEY=VALUE, got {item!r}")
-        options[key] = yaml.safe_load(value)
+        options[key] = loads_yaml(value, what=f"--searcher-option {key!r}")
     recipe = {key: getattr(args, key) for key in ("finetune_steps", "bn_batches", "importance")
               if getattr(args, key) is not None}
     config = config.with_overrides(
@@ -199,7 +203,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         rescore=None if args.rescore_top is None else replace(config.rescore, top_k=args.rescore_top),
         time_budget=args.time_budget, tracking=_tracking(args), granularity=args.granularity,
         export=None if args.format is None else [f.strip() for f in args.format.split(",") if f.strip()],
-        final_schedule=args.final_schedule, final_recovery=args.final_recovery,
+        final_schedule=args.final_schedule, final_recovery=args.final_recovery, final_distill=args.final_distill,
         train=None if args.epochs is None else replace(config.train, epochs=args.epochs),
     )
     return with_executor_flags(config, args)

@@ -7,7 +7,23 @@ from importlib.metadata import version
 
 from autoprune.cli.commands import cmd_apply, cmd_demo, cmd_report, cmd_search, cmd_sensitivity, cmd_sparsity, cmd_train
 from autoprune.cli.flags import add_model_overrides, add_search_overrides
-from autoprune.cli.service_commands import cmd_runs, cmd_serve, cmd_submit
+from autoprune.cli.service_commands import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_RUNS_ROOT,
+    DEFAULT_SERVER,
+    DEFAULT_TOKEN_FILE,
+    ON_A_RUN,
+    SERVER_ENV,
+    cmd_runs,
+    cmd_serve,
+    cmd_submit,
+)
+from autoprune.service.auth import TOKEN_ENV
+
+#: how submit and runs find the server and its token
+CONNECTION = (f"The server: --server, else ${SERVER_ENV}, else {DEFAULT_SERVER}; the token: ${TOKEN_ENV}, else "
+              f"--token-file (default {DEFAULT_TOKEN_FILE}, written by autoprune serve on its first start).")
 
 
 def _add_service_commands(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +32,11 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
                        description="An HTTP/JSON API (OpenAPI docs at /docs) that runs submitted searches, each as a "
                        "driver process, at most --max-concurrent at once. Needs a bearer token: AUTOPRUNE_TOKEN, or "
                        "one created on the first start in RUNS_ROOT/.token and printed once.")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
-    p.add_argument("--runs-root", default="runs", help="directory of the run directories (default runs)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}; any other needs a token)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
+    p.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT,
+                   help=f"directory of the run directories (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--ray-address", help="Ray cluster for runs with executor ray, e.g. auto (ray_cluster.yaml); "
                    "default: each such run starts an embedded local Ray")
     p.add_argument("--max-concurrent", type=int, default=1, help="searches executing at once; the rest wait in order "
@@ -28,19 +46,32 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("submit", help="submit a search config to a server",
                        description="Send CONFIG.yaml (the same file autoprune search reads) to a server; prints the "
-                       "run id. The token comes from AUTOPRUNE_TOKEN.")
+                       f"run id. {CONNECTION}")
     p.add_argument("config", help="YAML or JSON search config")
-    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8765")
-    p.add_argument("--wait", action="store_true", help="wait until the run has finished (progress bar)")
+    _add_connection(p)
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the run has finished (progress bar), then print its record and baseline vs pruned")
     p.set_defaults(func=cmd_submit)
-    p = sub.add_parser("runs", help="list, show, cancel or resume runs on a server",
-                       description="Runs on a server (token from AUTOPRUNE_TOKEN).")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel", "resume"],
-                   help="what to do (default list)")
-    p.add_argument("id", nargs="?", help="run id (show, cancel, resume)")
-    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8765")
+    p = sub.add_parser("runs", help="list runs on a server; show, cancel, resume one; fetch its policy or files",
+                       description=f"Runs on a server. {CONNECTION}")
+    p.add_argument("action", nargs="?", default="list", choices=["list", *ON_A_RUN],
+                   help="list (default); show (a short table, --json for the full record); cancel; resume; policy "
+                   "(best_policy.json, printed or --out FILE); files (their names); download (every file, into "
+                   "--out DIR, default ./RUN_ID)")
+    p.add_argument("id", nargs="?", help=f"run id ({', '.join(ON_A_RUN)})")
+    _add_connection(p)
     p.add_argument("--trials", type=int, help="resume: the new total of trials")
+    p.add_argument("--json", action="store_true", help="show: the full record as JSON")
+    p.add_argument("--out", help="policy: the file to write; download: the directory (default ./RUN_ID)")
     p.set_defaults(func=cmd_runs)
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    """--server and --token-file, defaulting to what ``autoprune serve`` starts with."""
+    parser.add_argument("--server", help=f"server URL (default ${SERVER_ENV}, else {DEFAULT_SERVER}: where autoprune "
+                        "serve listens by default)")
+    parser.add_argument("--token-file", help=f"file holding the API token when ${TOKEN_ENV} is not set (default "
+                        f"{DEFAULT_TOKEN_FILE}: where autoprune serve writes it under its default runs root)")
 
 
 def _add_search_command(sub: argparse._SubParsersAction) -> None:

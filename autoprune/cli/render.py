@@ -1,4 +1,7 @@
-"""Rich console output of the CLI's results: tables, summaries and one-line messages."""
+"""Rich console output of the CLI's results: tables, summaries and one-line messages.
+
+Values (paths, names, run ids, messages) are printed as :class:`rich.text.Text`, never read as markup: a run
+directory named ``x[/x]`` or a module named ``evil[/x]`` prints as it is."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from rich.text import Text
 from autoprune.composition.search import SearchResult
 from autoprune.final.apply import ExportedModel, Recovery
 from autoprune.final.summary import SLOWER_ADVICE, Summary
-from autoprune.study.rundir import REPORT
+from autoprune.study.rundir import BEST_POLICY, REPORT
 from search_spaces.budget import Budget
 
 LOG_WIDTH = 200
@@ -49,9 +52,11 @@ def report_search(result: SearchResult) -> None:
     out.print(_policy_table(result, element))
     s = result.summary
     out.print(_comparison_table(s))
+    if (story := s.rescore_story()) is not None:  # the search's best is not what was exported: say why
+        print_line(story, to=out)
     out.print(_kept_line(s, element))
     for name, reason in s.excluded.items():
-        out.print(f"[yellow]excluded group {name}[/yellow]: {reason}")
+        out.print(Text.assemble((f"excluded group {name}", "yellow"), f": {reason}"), highlight=False)
     if s.latency_check is not None:
         out.print(latency_verdict(s), highlight=False, soft_wrap=True)
     if len(s.speed) > 1 or s.slower_in:
@@ -60,8 +65,23 @@ def report_search(result: SearchResult) -> None:
         out.print(f"[bold red]slower than the unpruned model in {', '.join(s.slower_in)}[/bold red]: fix with "
                   f"{SLOWER_ADVICE}", highlight=False, soft_wrap=True)
     if result.run_dir is not None:  # last: where to look next
-        out.print(f"run directory: {result.run_dir}", soft_wrap=True, highlight=False)
-        out.print(f"report: {result.run_dir / REPORT}", soft_wrap=True, highlight=False)
+        if (apply := _apply_hint(result)) is not None:
+            print_line(apply, to=out)
+        print_line(f"run directory: {result.run_dir}", to=out)
+        print_line(f"report: {result.run_dir / REPORT}", to=out)
+
+
+def _apply_hint(result: SearchResult) -> str | None:
+    """The baseline checkpoint the search pruned, as ``autoprune apply --checkpoint`` takes it (None when the run
+    does not record one)."""
+    checkpoint = result.config.get("checkpoint") if isinstance(result.config, Mapping) else None
+    if not isinstance(checkpoint, str) or not checkpoint:
+        return None
+    cli = result.config.get("config")
+    which = "".join(f" --{key} {cli[key]}" for key in ("model", "dataset")
+                    if isinstance(cli, Mapping) and isinstance(cli.get(key), str))
+    return (f"baseline checkpoint: {checkpoint} (prune it again with: autoprune apply "
+            f"{result.run_dir / BEST_POLICY} --checkpoint {checkpoint}{which} --out pruned/)")
 
 
 def _policy_table(result: SearchResult, element: bool) -> Table:
@@ -72,7 +92,7 @@ def _policy_table(result: SearchResult, element: bool) -> Table:
         policy.add_column(column, justify=justify)
     for group in result.space:
         ratio = result.best_policy[group.name]
-        policy.add_row(group.name, str(group.channels), f"{ratio:.3f}", str(group.kept_channels(ratio)))
+        policy.add_row(Text(group.name), str(group.channels), f"{ratio:.3f}", str(group.kept_channels(ratio)))
     return policy
 
 
@@ -135,7 +155,7 @@ def report_sensitivity(table: pd.DataFrame, groups: Iterable[str], baseline_accu
     shown.add_column("ratios -> accuracy")
     for group in groups:
         row = pivot.loc[group].dropna()
-        shown.add_row(group, "  ".join(f"{r:.2f}:{a:.3f}" for r, a in row.items()))
+        shown.add_row(Text(str(group)), "  ".join(f"{r:.2f}:{a:.3f}" for r, a in row.items()))
     out.print(shown)
 
 
@@ -152,7 +172,7 @@ def report_export(exported: ExportedModel) -> None:
         if "sizes" in info:
             check = (f" (reloads bit for bit; gzip {info['sizes']['sparse_gzip_bytes']:,} B vs dense "
                      f"{info['sizes']['dense_gzip_bytes']:,} B)")
-        out.print(f"{name}: {info['path']}{check}")
+        print_line(f"{name}: {info['path']}{check}", to=out)
     base_flops, flops = exported.baseline_flops, exported.flops
     out.print(f"FLOPs {base_flops:,} -> {flops:,} ({flops / base_flops:.1%}); "
               f"params {exported.baseline_params:,} -> {exported.params:,}")
@@ -160,11 +180,11 @@ def report_export(exported: ExportedModel) -> None:
 
 def report_sparsity(checkpoint: str, report: pd.DataFrame) -> None:
     """Per-tensor sparsity of a checkpoint, with totals."""
-    table = Table(title=f"sparsity of {checkpoint}")
+    table = Table(title=Text(f"sparsity of {checkpoint}"))
     for col in ("tensor", "shape", "numel", "non-zeros", "density", "sparsity", "share"):
         table.add_column(col, justify="left" if col == "tensor" else "right")
     for row in report.itertuples(index=False):
-        table.add_row(row.tensor, row.shape, f"{row.numel:,}", f"{row.nonzeros:,}", f"{row.density:.1%}",
+        table.add_row(Text(str(row.tensor)), row.shape, f"{row.numel:,}", f"{row.nonzeros:,}", f"{row.density:.1%}",
                       f"{row.sparsity:.1%}", f"{row.share:.1%}")
     out.print(table)
 
@@ -177,12 +197,13 @@ def report_sizes(sizes: Mapping[str, int]) -> None:
 
 def report_runs(server: str, runs: Iterable[Mapping[str, Any]]) -> None:
     """A table of the runs on a server."""
-    table = Table(title=f"runs on {server}")
+    table = Table(title=Text(f"runs on {server}"))
     for column in ("id", "status", "progress", "best acc", "budget", "searcher", "created", "owner"):
         table.add_column(column)
     for run in runs:
         done, best = run["progress"], run["progress"]["best_accuracy"]
-        table.add_row(run["id"], run["status"], f"{done['completed']}/{done['total']}",
-                      "-" if best is None else f"{best:.4f}", budget_text(run["budget"]), run["searcher"],
-                      run["created"], run["owner"])
+        cells = (run["id"], run.get("status"), f"{done['completed']}/{done['total']}",
+                 "-" if best is None else f"{best:.4f}", budget_text(run["budget"]), run["searcher"], run["created"],
+                 run["owner"])
+        table.add_row(*(Text("-" if cell is None else str(cell)) for cell in cells))  # values, never markup
     out.print(table)

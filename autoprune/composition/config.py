@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from autoprune.builtins.data import DataBundle, load_dataset
 from autoprune.builtins.models import build_model
@@ -31,9 +30,10 @@ from autoprune.study.rundir import check_can_start
 from autoprune.study.study import Progress
 from autoprune.study.tracking import check_tracking
 from search_spaces.budget import Budget
+from search_spaces.ground.documents import loads_yaml
 from search_spaces.ground.errors import ConfigError, unknown_name
 from search_spaces.ground.io import read_text
-from search_spaces.ground.options import check_int, check_number, check_str, from_mapping
+from search_spaces.ground.options import check_fraction, check_int, check_seed, check_str, from_mapping
 from search_spaces.groups import GRANULARITIES
 from search_spaces.presets import default_preset
 from search_spaces.space_options import SpaceOptions
@@ -67,6 +67,7 @@ class SearchConfig:
             ``constant``, or a mapping like ``{kind: agp, frequency: 10, initial_sparsity: 0}``
             (:class:`autoprune.PruningSchedule`).
         final_recovery: ``finetune`` (default), ``lr_rewind``, ``weight_rewind`` or ``scratch``.
+        final_distill: the final training distills from the unpruned model (knowledge distillation).
         rewind_checkpoint: an early checkpoint of the model (a ``.pt`` state dict), for ``weight_rewind``.
         granularity: ``channel`` (default) or ``element`` (one sparsity per weight tensor; with a ``nonzeros``
             or ``size`` budget).
@@ -101,6 +102,7 @@ class SearchConfig:
     final_finetune_steps: int = 300
     final_schedule: PruningSchedule = field(default_factory=PruningSchedule)
     final_recovery: str = "finetune"
+    final_distill: bool = False
     rewind_checkpoint: str | None = None
     granularity: str = "channel"
     executor: str = "local"
@@ -139,14 +141,16 @@ class SearchConfig:
             if getattr(self, name) is not None:
                 check_str(f"config entry {name!r}", getattr(self, name))
         check_int("config entry 'trials'", self.trials, low=1)
-        check_int("config entry 'seed'", self.seed, low=0)
+        check_seed("config entry 'seed'", self.seed)
         check_int("config entry 'final_finetune_steps'", self.final_finetune_steps, low=0)
+        if not isinstance(self.final_distill, bool):
+            raise ConfigError(f"config entry 'final_distill' must be true or false, got {self.final_distill!r}")
         if self.batch_size is not None:
             check_int("config entry 'batch_size'", self.batch_size, low=1)
         if self.round_to is not None and self.round_to != "auto":
             check_int("config entry 'round_to' (or 'auto')", self.round_to, low=1)
         if self.max_ratio is not None:
-            check_number("config entry 'max_ratio'", self.max_ratio, low=0, inclusive=False)
+            check_fraction("config entry 'max_ratio'", self.max_ratio, low_inclusive=False, high_inclusive=False)
         if not isinstance(self.ignore, list) or not all(isinstance(n, str) for n in self.ignore):
             raise ConfigError(f"config entry 'ignore' must be a list of module names, got {self.ignore!r}")
         check_schedulable(self.scheduler, self.evaluator.finetune_steps)
@@ -172,10 +176,7 @@ class SearchConfig:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(read_text(path, what="config file")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        data = loads_yaml(read_text(path, what="config file"), what=f"config file {str(path)!r}") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
         return cls.from_dict(data, source=f"config file {str(path)!r}")
@@ -204,7 +205,8 @@ class SearchConfig:
         """How the best policy becomes the exported model."""
         rewind = None if self.rewind_checkpoint is None else load_state(self.rewind_checkpoint)
         return FinalConfig(steps=self.final_finetune_steps, schedule=self.final_schedule, recovery=self.final_recovery,
-                           rescore=self.rescore, rewind_state=rewind, export=tuple(self.export))
+                           rescore=self.rescore, rewind_state=rewind, export=tuple(self.export),
+                           distill=self.final_distill)
 
     def executor_value(self) -> str | RayOptions:
         """``local``, or the Ray executor's options."""
@@ -244,6 +246,19 @@ def _typed(name: str, value: Any, executor: str) -> Any:
     return value if isinstance(value, RayOptions) else from_mapping(RayOptions, value, what="ray executor options")
 
 
+def check_runnable(config: SearchConfig) -> None:
+    """Every check the search of ``config`` makes before it loads its data or model (the service makes them when
+    a config is submitted, so that what it accepts runs).
+
+    Raises:
+        ConfigError: the searcher or its options, the budget for the granularity, or the space options are
+            refused.
+    """
+    searcher_type(config.searcher, config.searcher_options)
+    config.budget.check_granularity(config.granularity)
+    config.space_options()
+
+
 def demo_config(**overrides: Any) -> SearchConfig:
     """The ``autoprune demo`` search: small CNN on digits, random search, 50% FLOPs (docs/examples/demo.yaml)."""
     return SearchConfig(
@@ -280,8 +295,7 @@ def run_search(
     Every check that needs no model (the names, the run directory) comes before the data and the model are
     loaded or the baseline is trained.
     """
-    searcher_type(config.searcher, config.searcher_options)
-    config.budget.check_granularity(config.granularity)
+    check_runnable(config)
     run_dir = config.run_dir or config.default_run_dir()
     check_can_start(run_dir, resume=resume)
     model, data, info = load_model_and_data(config, on_epoch=on_epoch)

@@ -44,7 +44,7 @@ from search_spaces.cost import CostModel
 from search_spaces.ground.errors import AutopruneError, BudgetError, ConfigError, RunDirError
 from search_spaces.ground.inputs import shapes
 from search_spaces.ground.io import atomic_write_json
-from search_spaces.ground.options import check_batches, check_int, check_module
+from search_spaces.ground.options import check_batches, check_int, check_module, check_seed
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
 from search_spaces.space_options import SpaceOptions
@@ -99,6 +99,7 @@ class SearchResult:
 MOVED_KEYWORDS = {
     "final_finetune_steps": "final=FinalConfig(steps=...)", "final_lr": "final=FinalConfig(lr=...)",
     "final_schedule": "final=FinalConfig(schedule=...)", "final_recovery": "final=FinalConfig(recovery=...)",
+    "final_distill": "final=FinalConfig(distill=...)",
     "rewind_state": "final=FinalConfig(rewind_state=...)", "rescore": "final=FinalConfig(rescore=...)",
     "measure_latency": "final=FinalConfig(measure_latency=...)", "preset": "space=SpaceOptions(preset=...)",
     "ignore": "space=SpaceOptions(ignore=...)", "round_to": "space=SpaceOptions(round_to=...)",
@@ -168,6 +169,7 @@ def search(
                             example_inputs=example_inputs, full_fidelity=recipe.finetune_steps)
     scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
                        cost_model=cost_model, config=recipe)
+    scorer.check_first_batch()  # a model or data set that cannot be scored fails here, once, naming itself
     config = {**_run_record(context, searcher, searcher_options, recipe, final, runner, settings, train_data,
                             val_data), "time_budget_seconds": limit, "tracking": list(trackers),
               "chance_accuracy": scorer.chance_accuracy()}  # for the report's near-chance warning
@@ -187,7 +189,7 @@ def search(
 
 def _recipe(evaluator: EvaluatorConfig | Mapping[str, Any] | None, seed: int) -> EvaluatorConfig:
     """The evaluator's settings, seeded by the search's seed."""
-    check_int("seed", seed, low=0)
+    check_seed("seed", seed)
     return replace(EvaluatorConfig.from_dict(evaluator), seed=seed)
 
 

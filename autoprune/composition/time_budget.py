@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from autoprune.searcher import Searcher
 from autoprune.trial import Score, Trial
+from search_spaces.ground.documents import describe_number
 from search_spaces.ground.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,13 +25,17 @@ def parse_duration(value: float | str, *, name: str = "time_budget") -> float:
     h, d)."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if number or (isinstance(value, str) and _SECONDS.fullmatch(value)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond the floats
+            seconds = math.inf
     elif isinstance(value, str) and re.fullmatch(rf"\s*(?:{_DURATION.pattern}\s*)+", value):
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(value))
     else:
-        raise ConfigError(f"{name} must be seconds or a duration like 2h, 90m, 1h30m or 45s, got {value!r}")
+        raise ConfigError(f"{name} must be seconds or a duration like 2h, 90m, 1h30m or 45s, got "
+                          f"{describe_number(value)}")
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"{name} must be a positive duration, got {value!r}")
+        raise ConfigError(f"{name} must be a positive duration, got {describe_number(value)}")
     return seconds
 
 

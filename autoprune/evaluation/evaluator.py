@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -19,7 +20,7 @@ from search_spaces.budget import Budget, Cost
 from search_spaces.cost import CostModel
 from search_spaces.ground.errors import AutopruneError, ConfigError, DataError, unknown_name
 from search_spaces.ground.inputs import as_tuple
-from search_spaces.ground.options import check_batches, check_int, check_number, from_mapping
+from search_spaces.ground.options import check_batches, check_int, check_number, check_seed, from_mapping
 from search_spaces.measure import count_flops, count_nonzeros, count_params, count_sparse_bytes
 from search_spaces.policy import Policy
 
@@ -65,7 +66,7 @@ class EvaluatorConfig:
     def __post_init__(self) -> None:
         check_int("evaluator bn_batches", self.bn_batches, low=0)
         check_int("evaluator finetune_steps", self.finetune_steps, low=0)
-        check_int("evaluator seed", self.seed, low=0)
+        check_seed("evaluator seed", self.seed)
         if not isinstance(self.distill, bool):
             raise ConfigError(f"evaluator distill must be true or false, got {self.distill!r}")
         if self.val_batches is not None:
@@ -206,6 +207,45 @@ def validate(
     return correct / total, loss
 
 
+@contextlib.contextmanager
+def _randomness_kept(*datasets: Iterable) -> Iterator[None]:
+    """Torch's global RNG and each loader's own shuffling generator as they were before the block."""
+    generators = [g for g in (getattr(d, "generator", None) for d in datasets) if isinstance(g, torch.Generator)]
+    states = [g.get_state() for g in generators]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            for generator, state in zip(generators, states, strict=True):
+                generator.set_state(state)
+
+
+def _first_batch(name: str, data: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``(inputs, targets)`` batch of ``data`` as tensors; a :class:`DataError` naming ``name`` else."""
+    try:
+        batch = next(iter(data), None)
+    except Exception as exc:  # a loader that fails on its first batch
+        raise DataError(f"{name} fails on its first batch: {type(exc).__name__}: {exc}") from exc
+    if batch is None:
+        raise DataError(f"{name} yielded no samples (not one batch)")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not all(isinstance(t, torch.Tensor) for t in batch):
+        raise DataError(f"{name} must yield (inputs, targets) pairs of tensors; its first batch is "
+                        f"{type(batch).__name__}")
+    return batch[0], batch[1]
+
+
+def _check_targets(name: str, inputs: torch.Tensor, targets: torch.Tensor, *, classes: int) -> None:
+    """Refuse targets that are not one class index (0 to ``classes - 1``) per input."""
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise DataError(f"{name}'s targets must be integer class indices, got {targets.dtype} on its first batch")
+    if targets.dim() != 1 or len(targets) != len(inputs):
+        raise DataError(f"{name}'s targets must be one class index per input (shape [{len(inputs)}]), got shape "
+                        f"{list(targets.shape)} on its first batch")
+    if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= classes):
+        raise DataError(f"{name}'s targets must be class indices from 0 to {classes - 1} (the model outputs "
+                        f"{classes} classes), got {int(targets.min())} to {int(targets.max())} on its first batch")
+
+
 class Evaluator:
     """Scores policies on one model and dataset; knows nothing about searchers.
 
@@ -262,6 +302,38 @@ class Evaluator:
             self.model.train(was_training)
         classes = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() >= 2 else 0
         return 1 / classes if classes >= 2 else 0.0
+
+    def check_first_batch(self) -> None:
+        """Run the unpruned model on the first batch of ``val_data`` and look at the first batch of each data set,
+        so that a model or data set that cannot be scored fails once, naming itself, before any trial.
+
+        Raises:
+            DataError: a data set yields no batch, no ``(inputs, targets)`` pair, or targets that are not class
+                indices (integers from 0 to the number of classes the model outputs, one per input).
+            ConfigError: the model fails on the batch, or does not return one row of class scores per input.
+        """
+        model_name = type(self.model).__name__
+        with _randomness_kept(self.val_data, self.train_data):  # looking must not change what the search draws
+            batches = {name: _first_batch(name, data) for name, data in (("val_data", self.val_data),
+                                                                           ("train_data", self.train_data))}
+        inputs = batches["val_data"][0]
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self.model(inputs.to(device))
+        except Exception as exc:  # whatever the model raises: named once, before any trial
+            raise ConfigError(f"model {model_name} fails on the first batch of val_data (inputs of shape "
+                              f"{list(inputs.shape)}): {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.model.train(was_training)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(inputs):
+            shown = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ConfigError(f"model {model_name} must return one row of class scores per input (a tensor of "
+                              f"shape [{len(inputs)}, classes]) on the first batch of val_data; it returned {shown}")
+        for name, (batch_inputs, batch_targets) in batches.items():
+            _check_targets(name, batch_inputs, batch_targets, classes=logits.shape[1])
 
     def with_config(self, config: EvaluatorConfig) -> Evaluator:
         """The same model, data, budget and cost model, scored with another recipe."""

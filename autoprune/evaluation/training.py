@@ -57,8 +57,10 @@ def train(
     config: TrainConfig,
     *,
     on_epoch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> float:
-    """Train ``model`` in place; returns validation accuracy."""
+    """Train ``model`` in place; returns validation accuracy. ``on_epoch(epoch, val_accuracy)`` follows every
+    epoch, ``on_batch(epoch, batches done, batches per epoch)`` every batch (epochs count from 1)."""
     torch.manual_seed(config.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
                                 nesterov=True)
@@ -67,12 +69,14 @@ def train(
         raise DataError(f"the {data.name} training loader yields no batches (batch size larger than the split?)")
     for epoch in range(config.epochs):
         model.train()
-        for inputs, targets in data.train:
+        for batch, (inputs, targets) in enumerate(data.train, start=1):
             loss = nn.functional.cross_entropy(model(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            if on_batch is not None:
+                on_batch(epoch + 1, batch, len(data.train))
         accuracy, _ = validate(model, data.val)
         log.info("epoch %d/%d: val accuracy %.4f", epoch + 1, config.epochs, accuracy)
         if on_epoch is not None:
@@ -96,12 +100,14 @@ def trained_model(
     *,
     retrain: bool = False,
     on_epoch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> tuple[nn.Module, Path, bool]:
-    """Load the cached checkpoint or train and cache it. Returns (model, checkpoint path, trained now)."""
+    """Load the cached checkpoint or train and cache it (``on_epoch``, ``on_batch``: :func:`train`'s). Returns
+    (model, checkpoint path, trained now)."""
     path = checkpoint_path(model_name, data, config)
     if path.exists() and not retrain:
         return load_checkpoint(model, path, name=model_name), path, False
-    accuracy = train(model, data, config, on_epoch=on_epoch)
+    accuracy = train(model, data, config, on_epoch=on_epoch, on_batch=on_batch)
     atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
     atomic_write_json(path.with_suffix(".json"), {"model": model_name, "dataset": data.name,
                                                   "val_accuracy": accuracy, **asdict(config)})

@@ -10,6 +10,7 @@ continues, so both executors stop the same candidates. Every score reaches the s
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -140,6 +141,16 @@ class TuneSearcherAdapter(TuneSearcher):
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         self._metric, self._mode = metric, mode  # the search space is autoprune's, not a Tune config
         return True
+
+    def save(self, checkpoint_path: str) -> None:
+        """What Ray Tune's experiment checkpoint holds of this adapter: the metric and mode, as JSON. The searcher's
+        own state is in autoprune's run directory (a resume reads it there), so nothing is lost by this."""
+        Path(checkpoint_path).write_text(json.dumps(self.__getstate__()), encoding="utf-8")
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read back :meth:`save`'s metric and mode."""
+        state = json.loads(Path(checkpoint_path).read_text(encoding="utf-8"))
+        self._metric, self._mode = state.get("_metric"), state.get("_mode")
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.fatal is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -50,6 +51,9 @@ class FinalConfig:
             (:mod:`autoprune.final.recovery`).
         train_lr: the baseline training's peak learning rate (what rewinding and scratch training use).
         rewind_state: an early state dict of the unpruned model (``weight_rewind`` only).
+        distill: the final training learns from the unpruned model too (knowledge distillation,
+            :func:`autoprune.evaluation.evaluator.recovery_loss`), in every recovery and schedule; costs one forward
+            pass of the unpruned model per step.
         export: the forms the model is exported in (``eager``, ``sparse``, ``export``, ``compile``, ``onnx``; see
             :func:`autoprune.export_model`), each checked for the same outputs and, with ``measure_latency``,
             timed against the unpruned model in its runtime (never slower).
@@ -64,6 +68,7 @@ class FinalConfig:
     train_lr: float = TrainConfig.lr
     rewind_state: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
     export: tuple[str, ...] = ("eager",)
+    distill: bool = False
 
     def __post_init__(self) -> None:
         check_int("final steps", self.steps, low=0)
@@ -72,6 +77,8 @@ class FinalConfig:
         if self.lr is not None:
             check_number("final_lr", self.lr, low=0)
         check_number("train_lr", self.train_lr, low=0, inclusive=False)
+        if not isinstance(self.distill, bool):
+            raise ConfigError(f"final distill must be true or false, got {self.distill!r}")
         # the schedule trains for the final steps: its end_step is checked against them here, before any search
         object.__setattr__(self, "schedule", replace(PruningSchedule.from_value(self.schedule), steps=self.steps))
         if self.recovery not in RECOVERIES:
@@ -96,6 +103,7 @@ class FinalConfig:
             "train_lr": self.train_lr, "rescore": self.rescore.to_dict(), "measure_latency": self.measure_latency,
             "rewind_sha256": None if self.rewind_state is None else state_digest(self.rewind_state),
             **({} if self.export == ("eager",) else {"export": list(self.export)}),
+            **({"distill": True} if self.distill else {}),
         }))
 
     @property
@@ -159,8 +167,13 @@ def _recover(pruned: PruneResult, evaluator: Evaluator, config: FinalConfig) -> 
                     train_data=evaluator.train_data, steps=0 if config.gradual else config.steps,
                     lr=recipe.lr if config.lr is None else config.lr, train_lr=config.train_lr,
                     weight_decay=recipe.weight_decay, bn_batches=recipe.bn_batches, rewind_state=config.rewind_state,
-                    device=recipe.device)
+                    device=recipe.device, teacher=_teacher(evaluator, config, recipe.device))
     return model.to("cpu")  # exported, counted and timed on the CPU
+
+
+def _teacher(evaluator: Evaluator, config: FinalConfig, device: str) -> nn.Module | None:
+    """The unpruned model, frozen in eval mode on ``device``, when the final training distills."""
+    return copy.deepcopy(evaluator.model).eval().to(device) if config.distill else None
 
 
 def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evaluator) -> None:
@@ -192,7 +205,8 @@ def _pruned_and_timed(
         recipe = evaluator.config
         pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data, schedule=config.schedule,
                                  lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
-                                 space=evaluator.cost_model.space, importance=recipe.importance)
+                                 space=evaluator.cost_model.space, importance=recipe.importance,
+                                 teacher=_teacher(evaluator, config, "cpu"))
     else:
         pruned = evaluator.prune(policy)
     if latency_check is None or not config.measure_latency:

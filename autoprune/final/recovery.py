@@ -30,7 +30,7 @@ RECOVERIES = ("finetune", "lr_rewind", "weight_rewind", "scratch")
 def recover(
     original: nn.Module, pruned: PruneResult, example_inputs: Any, *, strategy: str, train_data: Iterable,
     steps: int, lr: float, train_lr: float, weight_decay: float = 5e-4, bn_batches: int = 5,
-    rewind_state: Mapping[str, torch.Tensor] | None = None, device: str = "cpu",
+    rewind_state: Mapping[str, torch.Tensor] | None = None, device: str = "cpu", teacher: nn.Module | None = None,
 ) -> nn.Module:
     """The pruned model recovered by ``strategy`` (see the module docstring), BatchNorm recalibrated first.
 
@@ -41,6 +41,7 @@ def recover(
         lr: the finetuning learning rate; ``train_lr``: the baseline training's peak learning rate.
         rewind_state: the unpruned model's state dict at an early training step (``weight_rewind`` only).
         device: where to train; the model returned is there.
+        teacher: a model on ``device`` to distill from while training (None: plain cross-entropy).
     """
     if strategy not in RECOVERIES:
         raise ConfigError(f"recovery {strategy!r} is not accepted; accepted: {', '.join(RECOVERIES)}")
@@ -54,7 +55,7 @@ def recover(
     model.to(device)
     recalibrate_batchnorm(model, train_data, bn_batches, device=device)
     finetune(model, train_data, steps=steps, lr=lr if strategy == "finetune" else train_lr, weight_decay=weight_decay,
-             device=device)
+             device=device, teacher=teacher)
     return model
 
 

@@ -128,6 +128,7 @@ class PruningSchedule:
 def prune_gradually(
     model: nn.Module, policy: Policy, example_inputs: Any, *, train_data: Iterable, schedule: PruningSchedule,
     lr: float = 0.01, weight_decay: float = 5e-4, space: SearchSpace | None = None, importance: str = "l1",
+    teacher: nn.Module | None = None,
 ) -> PruneResult:
     """Prune a copy of ``model`` to ``policy`` along ``schedule``, training between the pruning events.
 
@@ -135,6 +136,7 @@ def prune_gradually(
     kept counts of a one-shot prune (so the cost model's figures hold). Training is SGD with a cosine schedule
     per segment between events (the evaluator's finetune). An element policy is masked (``torch.nn.utils.prune``)
     and keeps its masks; a channel policy is pruned by Torch-Pruning at every event, its history the concatenation.
+    With a ``teacher``, the training distills from it.
     """
     space = space or SearchSpace.from_model(model, example_inputs, check=False, max_ratio=0.999,
                                             granularity=(policy.fingerprint or {}).get("granularity", "channel"))
@@ -145,7 +147,7 @@ def prune_gradually(
     current, history = copy.deepcopy(model), []
     done = 0
     for event in schedule.events():
-        finetune(current, train_data, steps=event - done, lr=lr, weight_decay=weight_decay)
+        finetune(current, train_data, steps=event - done, lr=lr, weight_decay=weight_decay, teacher=teacher)
         done = event
         targets = {g.name: kept_channels(g.channels, schedule.ratio_at(event, policy[g.name]), g.round_to)
                    for g in space if policy[g.name] > 0}
@@ -154,7 +156,7 @@ def prune_gradually(
         else:
             step = _pruned_to(current, targets, example_inputs, importance)
             current, history = step.model, history + step.history
-    finetune(current, train_data, steps=schedule.steps - done, lr=lr, weight_decay=weight_decay)
+    finetune(current, train_data, steps=schedule.steps - done, lr=lr, weight_decay=weight_decay, teacher=teacher)
     return PruneResult(current, history)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -135,6 +136,36 @@ class Summary:
         return tuple(check.runtime for check in self.speed if check.slower)
 
     @property
+    def search_best(self) -> RescoredCandidate | None:
+        """The re-scored candidate with the best search-time score (the earlier wins a tie; None without a
+        re-score): the trial a search's "best accuracy so far" shows."""
+        if not self.rescored:
+            return None
+        return max(self.rescored, key=lambda c: (c.search_accuracy, -c.trial_id))
+
+    @property
+    def exported_rescored(self) -> RescoredCandidate | None:
+        """The exported trial's re-score (None when it was not re-scored)."""
+        return next((c for c in self.rescored if c.trial_id == self.best_trial_id), None)
+
+    def rescore_facts(self) -> tuple[tuple[str, str], ...]:
+        """("best by search score", ...) and ("exported after re-scoring", ...) with both trials' numbers, when
+        re-scoring exported another trial than the best by search score (empty when it is the same trial)."""
+        best, exported = self.search_best, self.exported_rescored
+        if best is None or best.trial_id == self.best_trial_id:
+            return ()
+        again = f", {_rescored_text(exported.accuracy)}" if exported is not None else ""
+        return (("best by search score", f"trial {best.trial_id}: {best.search_accuracy:.2%} "
+                                         f"({_rescored_text(best.accuracy)})"),
+                ("exported after re-scoring", f"trial {self.best_trial_id}: search score "
+                                              f"{self.search_accuracy:.2%}{again}"))
+
+    def rescore_story(self) -> str | None:
+        """:meth:`rescore_facts` as one line (None when the exported trial is the best by search score)."""
+        facts = self.rescore_facts()
+        return "; ".join(f"{label}: {text}" for label, text in facts) if facts else None
+
+    @property
     def flops_ratio(self) -> float:
         """Pruned FLOPs over baseline FLOPs."""
         return self.pruned.flops / self.baseline.flops
@@ -164,6 +195,7 @@ class Summary:
         data["rescored"] = [asdict(r) for r in self.rescored]
         data["speed"] = [check.to_dict() for check in self.speed]
         data["slower_in"] = list(self.slower_in)
+        data["rescore_facts"] = [list(fact) for fact in self.rescore_facts()]
         if self.slower_in:
             data["slower_advice"] = SLOWER_ADVICE
         data["excluded"] = dict(self.excluded)
@@ -187,6 +219,7 @@ class Summary:
             values["speed"] = tuple(SpeedCheck(c["runtime"], c["baseline_ms"], c["pruned_ms"])
                                     for c in values.get("speed", ()))
             values.pop("slower_in", None)
+            values.pop("rescore_facts", None)
             values.pop("slower_advice", None)
             return cls(**values)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -194,6 +227,11 @@ class Summary:
 
 
 RATIOS = ("flops_ratio", "params_ratio", "nonzeros_ratio")
+
+
+def _rescored_text(accuracy: float) -> str:
+    """A re-scored accuracy as text (a failed re-score is NaN)."""
+    return "re-score failed" if math.isnan(accuracy) else f"re-scored {accuracy:.2%}"
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:

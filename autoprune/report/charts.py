@@ -6,7 +6,8 @@ Every chart has axis titles with units; every trial point carries its trial id, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -16,6 +17,8 @@ from autoprune.study.trials import PHASE_COLUMNS, full_fidelity_ok
 Figure = dict[str, Any]
 COLORS = {"feasible": "#1f77b4", "over": "#ff7f0e", "early": "#9aa5b1", "front": "#2ca02c", "best": "#d62728",
           "budget": "#6e7781", "unpruned": "#c9d1d9"}
+# decimals of the finest percent tick labels (ticks 0.01 percentage points apart); finer spacings get one more
+PERCENT_DECIMALS = 3
 PHASES = {"prune_seconds": "prune + count", "recalibrate_seconds": "BN recalibration",
           "finetune_seconds": "finetune", "validate_seconds": "validation"}
 
@@ -31,6 +34,28 @@ def layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def percent_axis(**extra: Any) -> dict[str, Any]:
+    """An axis of fractions shown as percents whose tick labels carry as many decimals as the tick spacing needs.
+
+    plotly.js picks the spacing (``dtick``) from the data's range and the chart's size; each ``tickformatstops``
+    entry gives the d3 format for one band of spacings (the first that matches wins), so ticks 0.5% apart read
+    98.5%, 99.0%, 99.5% rather than 99%, 99%, 100%, and a label is never rounded onto a neighbour's value.
+    """
+    stops = [{"dtickrange": [10.0 ** -(2 + decimals) * 0.999, None], "value": f".{decimals}%"}
+             for decimals in range(PERCENT_DECIMALS + 1)]
+    return {"tickformat": f".{PERCENT_DECIMALS + 1}%", "tickformatstops": stops, **extra}
+
+
+def percent_format(dtick: float) -> str:
+    """The d3 format :func:`percent_axis` gives ticks ``dtick`` apart (plotly.js's first matching stop)."""
+    axis = percent_axis()
+    for stop in axis["tickformatstops"]:
+        low, high = stop["dtickrange"]
+        if (low is None or dtick >= low) and (high is None or dtick <= high):
+            return stop["value"]
+    return axis["tickformat"]
+
+
 def flops_unit(largest: float) -> tuple[float, str]:
     """A divisor and unit name that keep FLOPs counts readable."""
     for divisor, unit in ((1e9, "GFLOPs"), (1e6, "MFLOPs"), (1e3, "kFLOPs")):
@@ -39,56 +64,104 @@ def flops_unit(largest: float) -> tuple[float, str]:
     return 1.0, "FLOPs"
 
 
-def kept_channels_figure(names: Sequence[str], channels: Sequence[int], kept: Sequence[int]) -> Figure:
-    """Channels kept per group by the best policy, beside each group's unpruned width."""
+def kept_channels_figure(names: Sequence[str], channels: Sequence[int], kept: Sequence[int], *,
+                         element: bool = False) -> Figure:
+    """Channels kept per group by the best policy, beside each group's unpruned width; with ``element``, the weights
+    kept (non-zero) per weight tensor beside its element count."""
     share = [f"{k / c:.0%}" if c else "" for k, c in zip(kept, channels, strict=True)]
+    unit, x_title, y_title = (("weights", "weight tensor (network order)", "kept weights (non-zero count)") if element
+                              else ("channels", "channel group (network order)", "output channels (count)"))
     return {
         "data": [
             {"type": "bar", "name": "unpruned", "x": list(names), "y": list(channels),
              "marker": {"color": COLORS["unpruned"]},
-             "hovertemplate": "%{x}<br>unpruned: %{y} channels<extra></extra>"},
+             "hovertemplate": f"%{{x}}<br>unpruned: %{{y}} {unit}<extra></extra>"},
             {"type": "bar", "name": "kept (best policy)", "x": list(names), "y": list(kept), "customdata": share,
              "marker": {"color": COLORS["feasible"]},
-             "hovertemplate": "%{x}<br>kept: %{y} channels (%{customdata})<extra></extra>"},
+             "hovertemplate": f"%{{x}}<br>kept: %{{y}} {unit} (%{{customdata}})<extra></extra>"},
         ],
-        "layout": layout("channel group (network order)", "output channels (count)", barmode="group",
-                         xaxis={"tickangle": -45}),
+        "layout": layout(x_title, y_title, barmode="group", xaxis={"tickangle": -45}),
     }
 
 
+@dataclass(frozen=True)
+class CostAxis:
+    """The cost an accuracy-vs-cost chart puts on its x axis.
+
+    Attributes:
+        column: the trials table's column.
+        divisor: what the column is divided by for display (1 for fractions).
+        title: the axis title, with its unit.
+        hover: how a point's cost reads on hover (a plotly.js template of ``%{x}``).
+        limit: the budget line's legend name.
+        axis: extra plotly.js axis settings (a percent format for fractions).
+    """
+
+    column: str
+    divisor: float
+    title: str
+    hover: str
+    limit: str
+    axis: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def flops(cls, trials: pd.DataFrame) -> CostAxis:
+        """FLOPs of the pruned model in a unit that keeps the trials' counts readable (channel pruning)."""
+        ok = trials[trials["status"] == "ok"]
+        divisor, unit = flops_unit(float(ok["flops"].max()) if len(ok) else 0.0)
+        return cls("flops", divisor, f"{unit} of the pruned model (at the example inputs)", f"%{{x:.4g}} {unit}",
+                   "budget (FLOPs limit)")
+
+    @classmethod
+    def nonzeros(cls) -> CostAxis:
+        """The share of non-zero weights kept (element pruning: its FLOPs and stored parameters never change)."""
+        return cls("nonzeros_ratio", 1.0, "non-zero weights kept (% of the unpruned model's)",
+                   "%{x:.2%} of the non-zero weights", "budget (non-zeros limit)", percent_axis())
+
+
 def accuracy_flops_figure(trials: pd.DataFrame, *, fidelity: int, pareto_ids: Sequence[int], best_id: int | None,
-                          flops_limit: float | None) -> Figure:
-    """Accuracy vs FLOPs of every scored trial, the Pareto front, the chosen trial and the budget line."""
+                          flops_limit: float | None, cost: CostAxis | None = None) -> Figure:
+    """Accuracy vs cost (FLOPs, or ``cost``) of every scored trial, the Pareto front, the chosen trial and the budget
+    line (``flops_limit``, in ``cost``'s column's terms)."""
+    cost = cost if cost is not None else CostAxis.flops(trials)
     ok = trials[trials["status"] == "ok"]
-    divisor, unit = flops_unit(float(ok["flops"].max()) if len(ok) else 0.0)
     full = ok["trial_id"].isin(full_fidelity_ok(trials, fidelity)["trial_id"])
     groups = (("feasible", "within budget", full & ok["feasible"]), ("over", "over budget", full & ~ok["feasible"]),
               ("early", "stopped early (lower fidelity)", ~full))
-    data = [_points(ok[mask], divisor, unit, name, COLORS[key]) for key, name, mask in groups if mask.any()]
+    data = [_points(ok[mask], cost, name, COLORS[key]) for key, name, mask in groups if mask.any()]
     front = ok.set_index("trial_id").loc[list(pareto_ids)].reset_index()
     if len(front):
-        data.append({**_points(front, divisor, unit, "Pareto front", COLORS["front"]), "mode": "lines+markers",
-                     "line": {"shape": "hv", "color": COLORS["front"]}})
+        data.append(_front(front, cost))
     if best_id is not None and best_id in set(ok["trial_id"]):
-        chosen = _points(ok[ok["trial_id"] == best_id], divisor, unit, f"exported (trial {best_id})", COLORS["best"])
+        chosen = _points(ok[ok["trial_id"] == best_id], cost, f"exported (trial {best_id})", COLORS["best"])
         data.append({**chosen, "marker": {"color": COLORS["best"], "size": 14, "symbol": "star"}})
     if flops_limit is not None and len(ok):
         low, high = float(ok["accuracy"].min()), float(ok["accuracy"].max())
-        data.append({"type": "scatter", "mode": "lines", "name": "budget (FLOPs limit)",
-                     "x": [flops_limit / divisor] * 2, "y": [low, high],
+        data.append({"type": "scatter", "mode": "lines", "name": cost.limit,
+                     "x": [flops_limit / cost.divisor] * 2, "y": [low, high],
                      "line": {"color": COLORS["budget"], "dash": "dash"},
-                     "hovertemplate": f"budget: %{{x:.4g}} {unit}<extra></extra>"})
-    return {"data": data, "layout": layout(f"{unit} of the pruned model (at the example inputs)",
-                                           "validation accuracy (%)", yaxis={"tickformat": ".0%"})}
+                     "hovertemplate": f"budget: {cost.hover}<extra></extra>"})
+    return {"data": data, "layout": layout(cost.title, "validation accuracy (%)", xaxis=dict(cost.axis),
+                                           yaxis=percent_axis())}
 
 
-def _points(rows: pd.DataFrame, divisor: float, unit: str, name: str, color: str) -> dict[str, Any]:
+def _front(front: pd.DataFrame, cost: CostAxis) -> dict[str, Any]:
+    """The Pareto front as a step line through its trials; a front of one trial (nothing to connect) as a ring
+    around it, so that its legend entry matches something drawn."""
+    trace = _points(front, cost, "Pareto front", COLORS["front"])
+    if len(front) == 1:
+        return {**trace, "marker": {"color": COLORS["front"], "size": 20, "symbol": "circle-open",
+                                    "line": {"width": 2}}}
+    return {**trace, "mode": "lines+markers", "line": {"shape": "hv", "color": COLORS["front"]}}
+
+
+def _points(rows: pd.DataFrame, cost: CostAxis, name: str, color: str) -> dict[str, Any]:
     return {
-        "type": "scatter", "mode": "markers", "name": name, "x": (rows["flops"] / divisor).tolist(),
+        "type": "scatter", "mode": "markers", "name": name, "x": (rows[cost.column] / cost.divisor).tolist(),
         "y": rows["accuracy"].tolist(), "marker": {"color": color, "size": 8},
         "customdata": [[int(t), int(f), int(p)] for t, f, p in zip(rows["trial_id"], rows["fidelity"], rows["params"],
                                                                    strict=True)],
-        "hovertemplate": (f"trial %{{customdata[0]}}<br>accuracy %{{y:.2%}}<br>%{{x:.4g}} {unit}<br>"
+        "hovertemplate": (f"trial %{{customdata[0]}}<br>accuracy %{{y:.2%}}<br>{cost.hover}<br>"
                           "params %{customdata[2]:,}<br>finetune steps %{customdata[1]}<extra>" + name + "</extra>"),
     }
 
@@ -112,7 +185,7 @@ def best_so_far_figures(trials: pd.DataFrame, *, fidelity: int) -> tuple[Figure,
              "hovertemplate": "after trial %{customdata}<br>best %{y:.2%}<extra></extra>"},
         ]
         figures.append({"data": data, "layout": layout(title, "best feasible validation accuracy (%)",
-                                                       yaxis={"tickformat": ".0%"})})
+                                                       yaxis=percent_axis())})
     return figures[0], figures[1]
 
 
@@ -142,8 +215,9 @@ def time_figure(trials: pd.DataFrame) -> Figure:
     return {"data": data, "layout": layout("trial (id)", "evaluation time (s)", barmode="stack")}
 
 
-def sensitivity_figure(table: pd.DataFrame, baseline: float | None) -> Figure:
-    """One accuracy-vs-ratio curve per group of a sensitivity scan, and the unpruned accuracy."""
+def sensitivity_figure(table: pd.DataFrame, baseline: float | None, *, element: bool = False) -> Figure:
+    """One accuracy-vs-ratio curve per group of a sensitivity scan (per weight tensor with ``element``), and the
+    unpruned accuracy."""
     data = []
     for group, rows in table.groupby("group", sort=False):
         rows = rows.sort_values("ratio")
@@ -154,5 +228,6 @@ def sensitivity_figure(table: pd.DataFrame, baseline: float | None) -> Figure:
         data.append({"type": "scatter", "mode": "lines", "name": "unpruned", "x": [0, float(table["ratio"].max())],
                      "y": [baseline, baseline], "line": {"color": COLORS["budget"], "dash": "dash"},
                      "hovertemplate": "unpruned: %{y:.2%}<extra></extra>"})
-    return {"data": data, "layout": layout("channels removed from the group (%)", "validation accuracy (%)",
-                                           xaxis={"tickformat": ".0%"}, yaxis={"tickformat": ".0%"})}
+    removed = "weights removed from the tensor (%)" if element else "channels removed from the group (%)"
+    return {"data": data, "layout": layout(removed, "validation accuracy (%)",
+                                           xaxis=percent_axis(), yaxis=percent_axis())}

@@ -7,6 +7,7 @@ it works on any finished run and on a run still in progress, showing what exists
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from autoprune.evaluation.evaluator import EvaluatorConfig
 from autoprune.final.summary import SLOWER_ADVICE, ModelFigures, Summary
 from autoprune.prune.export import SPARSE_FILE, STATE_FILE
 from autoprune.report.charts import (
+    CostAxis,
     accuracy_flops_figure,
     best_so_far_figures,
     kept_channels_figure,
@@ -30,7 +32,7 @@ from autoprune.report.page import Section, Table, render_page
 from autoprune.report.sensitivity_plot import PLOT, plot_sensitivity
 from autoprune.study import rundir as rd
 from autoprune.study.trials import RATIO_PREFIX, best_row, pareto_front, trials_table
-from search_spaces.budget import Budget, FlopsBudget
+from search_spaces.budget import Budget, FlopsBudget, NonzerosBudget
 from search_spaces.ground.errors import AutopruneError, RunDirError
 from search_spaces.ground.io import MAX_CHECKPOINT_BYTES, atomic_write_text, check_size
 from search_spaces.groups import kept_channels
@@ -133,10 +135,21 @@ def group_channels(config: Mapping[str, Any]) -> dict[str, int]:
 
 def _read_sensitivity(path: Path) -> pd.DataFrame:
     check_size(path, what="sensitivity table", limit=MAX_CHECKPOINT_BYTES)
-    table = pd.read_csv(path)
+    expected = f"a CSV table with the columns {', '.join(SENSITIVITY_COLUMNS)}"
+    try:
+        table = pd.read_csv(path, encoding="utf-8")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        why = "it is empty" if isinstance(exc, pd.errors.EmptyDataError) else f"it does not parse ({exc})"
+        raise RunDirError(f"{str(path)!r} is not a sensitivity table: {why}; expected {expected}") from None
     missing = [c for c in SENSITIVITY_COLUMNS if c not in table.columns]
     if missing:
         raise RunDirError(f"{str(path)!r} is not a sensitivity table: it lacks the columns {missing}")
+    for column in ("ratio", "accuracy"):
+        values = pd.to_numeric(table[column], errors="coerce").astype(float)  # text becomes NaN: not finite
+        bad = table[column][~values.map(math.isfinite)]
+        if len(bad):
+            raise RunDirError(f"{str(path)!r} has a {column} that is not a finite number: {bad.iloc[0]!r}")
+        table[column] = values
     table["group"] = table["group"].astype(str)
     return table
 
@@ -165,6 +178,8 @@ def _facts(record: RunRecord) -> list[tuple[str, str]]:
     ]
     if record.summary is not None and record.summary.finished:
         facts.insert(1, ("final step", record.summary.finished))
+    if record.summary is not None:  # the re-score chose another trial than the search's best: both, told apart
+        facts[-1:-1] = record.summary.rescore_facts()
     return facts
 
 
@@ -186,7 +201,8 @@ def report_sections(record: RunRecord) -> list[Section]:
     ]
     if record.sensitivity is not None:
         sections.append(Section("sensitivity", "Sensitivity: each group pruned alone",
-                                figure=sensitivity_figure(record.sensitivity, _unpruned_accuracy(record.trials))))
+                                figure=sensitivity_figure(record.sensitivity, _unpruned_accuracy(record.trials),
+                                                          element=_is_element(record))))
     sections.append(_latency(record))
     sections.append(Section("config", "Config", f"{rd.CONFIG} of this run",
                             text=json.dumps(record.config, indent=2, default=str)))
@@ -219,6 +235,8 @@ def _comparison(record: RunRecord) -> Section:
                      _ratio(sparse, base_size) if base_size and sparse else "–"))
     note = (f"exported trial {s.best_trial_id} (search accuracy {s.search_accuracy:.2%}), finetuned "
             f"{s.final_finetune_steps} steps; {s.trials} trials, {s.failed_trials} failed")
+    if (story := s.rescore_story()) is not None:
+        note += f". Re-scoring chose it: {story}"
     return Section("comparison", title, note, table=Table(("", "baseline", "pruned", "pruned / baseline"),
                                                           tuple(rows)))
 
@@ -257,7 +275,7 @@ def _bytes(path: Path | None) -> int | None:
 
 
 def _kept(record: RunRecord) -> Section:
-    element = record.config["fingerprint"].get("granularity") == "element"
+    element = _is_element(record)
     title = "Kept weights per tensor" if element else "Kept channels per group"
     channels = group_channels(record.config)
     round_to = record.config["fingerprint"].get("round_to", 1)
@@ -276,7 +294,8 @@ def _kept(record: RunRecord) -> Section:
         ratios = {n: float(best[RATIO_PREFIX + n]) for n in channels}
         note = f"the best trial so far ({int(best['trial_id'])}) against the unpruned widths"
     kept = [kept_channels(c, ratios.get(n, 0.0), units[n]) for n, c in channels.items()]
-    return Section("kept", title, note, figure=kept_channels_figure(list(channels), list(channels.values()), kept))
+    figure = kept_channels_figure(list(channels), list(channels.values()), kept, element=element)
+    return Section("kept", title, note, figure=figure)
 
 
 def _near_chance(record: RunRecord) -> list[Section]:
@@ -308,18 +327,42 @@ def _excluded(record: RunRecord) -> list[Section]:
 
 
 def _accuracy_vs_flops(record: RunRecord) -> Section:
+    """Accuracy against FLOPs; for element pruning (which never changes FLOPs) against the non-zero weights kept."""
     trials, budget = record.trials, record.budget
     best = record.summary.best_trial_id if record.summary is not None else None
     if best is None and (row := best_row(trials, record.fidelity)) is not None:
         best = int(row["trial_id"])
-    limit, note = None, "every scored trial; hover a point for its trial"
-    if isinstance(budget, FlopsBudget):
-        limit = budget.absolute if budget.absolute is not None else _flops_limit(trials, budget.fraction)
-    elif budget is not None:
-        note += f"; the budget ({budget.describe()}) does not limit FLOPs: trials over it are marked"
-    figure = accuracy_flops_figure(trials, fidelity=record.fidelity, best_id=best, flops_limit=limit,
-                                   pareto_ids=pareto_front(trials, record.fidelity)["trial_id"].astype(int).tolist())
-    return Section("pareto", "Accuracy vs FLOPs", note, figure=figure)
+    element = _is_element(record)
+    cost = CostAxis.nonzeros() if element else CostAxis.flops(trials)
+    limit, note = _cost_limit(record, element), "every scored trial; hover a point for its trial"
+    if budget is not None and not isinstance(budget, NonzerosBudget if element else FlopsBudget):
+        drawn = "non-zeros" if element else "FLOPs"
+        note += f"; the budget ({budget.describe()}) does not limit {drawn}: trials over it are marked"
+    front = pareto_front(trials, record.fidelity, cost=cost.column)
+    figure = accuracy_flops_figure(trials, fidelity=record.fidelity, best_id=best, flops_limit=limit, cost=cost,
+                                   pareto_ids=front["trial_id"].astype(int).tolist())
+    title = "Accuracy vs non-zero weights" if element else "Accuracy vs FLOPs"
+    return Section("pareto", title, note, figure=figure)
+
+
+def _is_element(record: RunRecord) -> bool:
+    """Whether the run pruned single weights (element granularity) rather than channels."""
+    fingerprint = record.config.get("fingerprint")
+    return isinstance(fingerprint, Mapping) and fingerprint.get("granularity") == "element"
+
+
+def _cost_limit(record: RunRecord, element: bool) -> float | None:
+    """The budget's limit on the chart's cost axis: FLOPs, or for element pruning the share of non-zeros kept
+    (None when the budget limits something else)."""
+    budget = record.budget
+    if element and isinstance(budget, NonzerosBudget):
+        if budget.fraction is not None:
+            return budget.fraction
+        base = record.summary.baseline.nonzeros if record.summary is not None else None
+        return budget.absolute / base if base else None
+    if not element and isinstance(budget, FlopsBudget):
+        return budget.absolute if budget.absolute is not None else _flops_limit(record.trials, budget.fraction)
+    return None
 
 
 def _flops_limit(trials: pd.DataFrame, fraction: float | None) -> float | None:

@@ -14,7 +14,7 @@ from autoprune.service import dashboard
 from autoprune.service.errors import HANDLERS
 from autoprune.service.routes import checkpoints, files, health, runs
 from autoprune.service.routes import dashboard as dashboard_routes
-from autoprune.service.routes.deps import MAX_UPLOAD_BYTES, ServerSettings, owner
+from autoprune.service.routes.deps import MAX_UPLOAD_BYTES, ServerSettings, UploadMemory, owner
 from autoprune.service.store import RunStore
 from autoprune.service.supervisor import Supervisor
 
@@ -33,6 +33,7 @@ def create_app(store: RunStore, supervisor: Supervisor, settings: ServerSettings
     app.state.store = store
     app.state.supervisor = supervisor
     app.state.settings = settings
+    app.state.uploads = UploadMemory(settings.max_upload_memory)
     for router in PUBLIC:
         app.include_router(router)
     for router in PRIVATE:

@@ -1,4 +1,5 @@
-"""Bearer tokens: from ``AUTOPRUNE_TOKEN`` or a 0600 file under the runs root, checked in constant time."""
+"""Bearer tokens: from ``AUTOPRUNE_TOKEN`` or a 0600 file under the runs root, checked in constant time; each
+names an owner, and an owner marked ``:admin`` sees every run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ipaddress
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from search_spaces.ground.errors import ConfigError
@@ -15,29 +17,55 @@ TOKEN_ENV = "AUTOPRUNE_TOKEN"
 TOKEN_FILE = ".token"
 DEFAULT_OWNER = "default"
 OWNER = re.compile(r"^[A-Za-z0-9_.-]+$")
+ADMIN = ":admin"  # NAME:admin=TOKEN marks the owner NAME as an admin
+_NAME = re.compile(rf"^([A-Za-z0-9_.-]+)({ADMIN})?$")
 
 
-def parse_tokens(text: str) -> dict[str, str]:
-    """Tokens by owner from ``token`` or ``name=token,name=token`` (an unnamed token's owner is ``default``).
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: the owner its token names, and whether that owner is an admin."""
 
-    An entry is named when the part before its first ``=`` is a name (letters, digits, ``_.-``) and something
-    other than ``=`` padding follows, so a base64 token ending in ``=`` is one unnamed token. No message shows a
-    token.
+    name: str
+    admin: bool = False
+
+    def may_access(self, owner: str | None) -> bool:
+        """Whether this caller may see and change a run of ``owner`` (None: a record naming no one)."""
+        return self.admin or owner == self.name
+
+
+def _entries(text: str) -> list[tuple[str, str, bool]]:
+    """``(owner, token, admin)`` for each entry of ``token`` or ``name=token,name:admin=token`` (an unnamed
+    token's owner is ``default``).
+
+    An entry is named when the part before its first ``=`` is a name (letters, digits, ``_.-``, optionally
+    followed by ``:admin``) and something other than ``=`` padding follows, so a base64 token ending in ``=`` is
+    one unnamed token. No message shows a token.
     """
-    tokens: dict[str, str] = {}
+    entries = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        owner, _, token = item.partition("=")
-        owner, token = (owner.strip(), token.strip()) if OWNER.match(owner.strip()) and token.strip("= ") \
-            else (DEFAULT_OWNER, item)
+        name, _, token = item.partition("=")
+        named = _NAME.match(name.strip())
+        owner, admin, token = (named.group(1), bool(named.group(2)), token.strip()) \
+            if named and token.strip("= ") else (DEFAULT_OWNER, False, item)
         if len(token) < 16:
-            raise ConfigError(f"{TOKEN_ENV}: each token must be 'TOKEN' or 'NAME=TOKEN' with at least 16 "
-                              f"characters, got one of {len(token)} characters for owner {owner!r}")
-        tokens[token] = owner
-    if not tokens:
+            raise ConfigError(f"{TOKEN_ENV}: each token must be 'TOKEN', 'NAME=TOKEN' or 'NAME:admin=TOKEN' with at "
+                              f"least 16 characters, got one of {len(token)} characters for owner {owner!r}")
+        entries.append((owner, token, admin))
+    if not entries:
         raise ConfigError(f"{TOKEN_ENV} is set but holds no token")
-    return tokens
+    return entries
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """Owners by token, from ``token`` or ``name=token,name:admin=token`` (see :func:`parse_admins`)."""
+    return {token: owner for owner, token, _ in _entries(text)}
+
+
+def parse_admins(text: str) -> frozenset[str]:
+    """The owners ``text`` marks as admins (``NAME:admin=TOKEN``): they see and change every run."""
+    return frozenset(owner for owner, _, admin in _entries(text) if admin)
 
 
 def first_token(text: str) -> str:
@@ -75,6 +103,14 @@ def load_tokens(runs_root: Path, *, host: str) -> tuple[dict[str, str], str | No
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(token + "\n")
     return {token: DEFAULT_OWNER}, token
+
+
+def load_admins(runs_root: Path) -> frozenset[str]:
+    """The owners marked admin where :func:`load_tokens` found the tokens (none for a token created now)."""
+    if os.environ.get(TOKEN_ENV):
+        return parse_admins(os.environ[TOKEN_ENV])
+    path = runs_root / TOKEN_FILE
+    return parse_admins(path.read_text(encoding="utf-8")) if path.exists() else frozenset()
 
 
 def owner_of(authorization: str | None, tokens: dict[str, str]) -> str | None:

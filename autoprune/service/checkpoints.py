@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from autoprune.builtins.models import build_model
+from autoprune.service.archive import check_archive
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.io import atomic_write, atomic_write_json
 
@@ -22,14 +23,19 @@ _RECORDS = threading.Lock()  # one upload at a time adds to a checkpoint's recor
 
 
 def check_state_dict(body: bytes, model: str) -> None:
-    """The upload must be a state dict (loaded with ``weights_only=True``) with the model's parameter names."""
+    """The upload must be a state dict (loaded with ``weights_only=True``) with the model's parameter names.
+
+    The archive is checked first (:func:`~autoprune.service.archive.check_archive`): nothing is unpickled from
+    one whose pickle could build more objects than a state dict of ``model`` has, so loading it costs memory
+    of the order of the body."""
+    expected = set(build_model(model, in_channels=1, num_classes=10).state_dict())
+    check_archive(body, model=model, tensors=len(expected))
     try:
         state = torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
     except Exception as exc:  # any unreadable or unsafe file: refused, nothing ran
         raise ConfigError(f"the upload is not a state dict readable with weights_only=True: {exc}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError("the upload must be a state dict (names -> tensors) saved with torch.save")
-    expected = set(build_model(model, in_channels=1, num_classes=10).state_dict())
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:5], sorted(set(state) - expected)[:5]
         raise ConfigError(f"the upload does not fit model {model!r}: missing {missing}, unexpected {extra}")

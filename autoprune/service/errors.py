@@ -1,5 +1,5 @@
 """How the service's errors become responses: bad input 400 (an unsupported media type 415), no such run 404, a
-run in the wrong state for the request 409; each with its message as ``detail``."""
+run in the wrong state for the request or with damaged records 409; each with its message as ``detail``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from autoprune.service.remote import UnsupportedMediaType
-from autoprune.service.store import NoSuchRunError, RunStateError
+from autoprune.service.store import DamagedRunError, NoSuchRunError, RunStateError
 from search_spaces.ground.errors import AutopruneError
 
 
@@ -25,8 +25,9 @@ async def not_found(_: Request, exc: NoSuchRunError) -> JSONResponse:
     return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
 
 
-async def conflict(_: Request, exc: RunStateError) -> JSONResponse:
-    """409 for a run in the wrong state (cancelling a finished one, deleting a running one, ...)."""
+async def conflict(_: Request, exc: RunStateError | DamagedRunError) -> JSONResponse:
+    """409 for a run in the wrong state (cancelling a finished one, deleting a running one, ...) or one whose
+    records cannot be read."""
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
@@ -35,4 +36,5 @@ HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, An
     AutopruneError: bad_input,
     NoSuchRunError: not_found,
     RunStateError: conflict,
+    DamagedRunError: conflict,
 }

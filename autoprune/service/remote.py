@@ -8,20 +8,17 @@ when the server was started with ``--allow-imports``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autoprune.builtins.data import DATASETS
 from autoprune.builtins.models import MODELS, build_model
 from autoprune.builtins.registry import SEARCHERS, registered
-from autoprune.composition.config import SearchConfig
-from autoprune.searcher import searcher_type
+from autoprune.composition.config import SearchConfig, check_runnable
 from autoprune.service.checkpoints import uploaded_checkpoint
+from search_spaces.ground.documents import NestingError, loads_json, loads_yaml
 from search_spaces.ground.errors import ConfigError, unknown_name
 from search_spaces.ground.options import check_int
 from search_spaces.presets import available_presets
@@ -59,17 +56,6 @@ class UnsupportedMediaType(ConfigError):
     """The request body is neither JSON nor YAML (HTTP 415)."""
 
 
-class _PlainYamlLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: a few bytes of anchors and aliases can stand for gigabytes once written out."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise ConfigError(f"YAML aliases (*name) are not accepted in a request; write the value out "
-                              f"(line {mark.line + 1}, column {mark.column + 1})")
-        return super().compose_node(parent, index)
-
-
 def parse_body(body: bytes, content_type: str | None, *, what: str = "the config") -> dict[str, Any]:
     """The mapping a request body holds: JSON, or YAML with a YAML content type; only what JSON can hold,
     nested at most :data:`MAX_DEPTH` deep."""
@@ -79,10 +65,12 @@ def parse_body(body: bytes, content_type: str | None, *, what: str = "the config
                                    "application/yaml")
     try:
         text = body.decode("utf-8")
-        data = yaml.load(text, Loader=_PlainYamlLoader) if kind in YAML_TYPES else json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"the request body is not valid {'YAML' if kind in YAML_TYPES else 'JSON'}: {exc}") from exc
-    except RecursionError:
+    try:
+        data = loads_yaml(text, what="the request body", aliases=False) if kind in YAML_TYPES \
+            else loads_json(text, what="the request body")
+    except NestingError:
         raise ConfigError(f"the request body is nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} must be a mapping, got {type(data).__name__}")
@@ -145,11 +133,11 @@ def checked_config(data: Mapping[str, Any], *, checkpoints: Path, allow_imports:
                 raise ConfigError(f"executor_options {name!r} ({options[name]!r}) is chosen by the server "
                                   "(autoprune serve --ray-address); leave it out")
     config = SearchConfig.from_dict(data, source="the submitted config")
-    config.budget.check_granularity(config.granularity)
+    _check_names(config, allow_imports=allow_imports)  # import strings refused before anything imports them
+    check_runnable(config)
     for what, value, high in LIMITS:
         if value(config) > high:
             raise ConfigError(f"{what} must be at most {high:,} on this server, got {value(config)!r}")
-    _check_names(config, allow_imports=allow_imports)
     if config.preset is not None and config.preset not in available_presets():
         raise unknown_name("preset", config.preset, available_presets())
     overrides: dict[str, Any] = {name: str(uploaded_checkpoint(checkpoints, getattr(config, name), config.model,
@@ -172,8 +160,6 @@ def _check_names(config: SearchConfig, *, allow_imports: bool) -> None:
         plugins = registered(f"autoprune.{kind}s")
         if name not in builtins and name not in plugins:
             raise unknown_name(kind, name, [*builtins, *plugins])
-    if ":" not in config.searcher:
-        searcher_type(config.searcher, config.searcher_options)
     if config.ignore and ":" not in config.model:
         modules = dict(build_model(config.model, in_channels=1, num_classes=10).named_modules())
         unknown = sorted(set(config.ignore) - set(modules))

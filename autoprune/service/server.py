@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from autoprune.service.app import ServerSettings, create_app
-from autoprune.service.auth import TOKEN_FILE, load_tokens
+from autoprune.service.auth import TOKEN_FILE, load_admins, load_tokens
 from autoprune.service.store import RunStore
 from autoprune.service.supervisor import Supervisor
 from search_spaces.ground.errors import ConfigError
@@ -43,10 +43,13 @@ def serve(options: ServeOptions, *, announce: Callable[[str], None]) -> None:
     ``announce`` is shown a token created on this start (once) and where the server listens.
     """
     root = Path(options.runs_root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--runs-root {str(root)!r} is a file; name a directory (created if missing)")
     tokens, created = load_tokens(root, host=options.host)
     store = RunStore(root)
     supervisor = Supervisor(store, max_concurrent=options.max_concurrent, allow_imports=options.allow_imports)
-    settings = ServerSettings(tokens=tokens, allow_imports=options.allow_imports, ray_address=options.ray_address)
+    settings = ServerSettings(tokens=tokens, admins=load_admins(root), allow_imports=options.allow_imports,
+                              ray_address=options.ray_address)
     app = create_app(store, supervisor, settings)
     if created is not None:
         announce(f"new API token (saved in {root / TOKEN_FILE}, shown only now): {created}")

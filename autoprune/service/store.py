@@ -9,13 +9,15 @@ Layout of ``<runs root>/<id>/``:
 - ``run/``: the run directory (trial log, state, final outputs): the search's own source of truth.
 
 One server owns a runs root at a time (``.server.lock``); it keeps the records in memory and writes them
-through, so a restarted server finds every run again.
+through, so a restarted server finds every run again. Every record is read defensively: a run whose
+``job.json``, trial log or summary cannot be read is *damaged* (listed with its id and why, refused with 409 by
+the requests that need the damaged file, removable with ``DELETE``), and never takes another run or the server
+down.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import math
 import os
@@ -27,9 +29,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autoprune.composition.config import SearchConfig
+from search_spaces.ground.documents import loads_json
 from search_spaces.ground.errors import ConfigError, RunDirError
 from search_spaces.ground.io import atomic_write_json
 
@@ -52,6 +57,29 @@ class RunStateError(Exception):
     """The run is not in a state that allows the request (e.g. deleting a running search)."""
 
 
+class DamagedRunError(RunDirError):
+    """A file of the run (its job record, trial log or summary) cannot be read; the message says which and why."""
+
+
+class JobRecord(BaseModel):
+    """What a run's ``job.json`` must hold to be served (entries besides these are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str
+    owner: str
+    created: str
+    config: dict[str, Any]
+    trials: int = Field(ge=1)
+    status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+    pid: int | None
+    exit_code: int | None
+    message: str
+    cancel_requested: bool
+    queued_at: int = 0  # not written by the first servers
+    resume: bool = False
+
+
 class RunStore:
     """Runs by id; every change is written to the run's ``job.json`` before it is visible."""
 
@@ -62,13 +90,15 @@ class RunStore:
         self._owner_lock = _lock_root(self.root)
         self._lock = threading.RLock()
         self._jobs: dict[str, dict[str, Any]] = {}
+        self._damaged: dict[str, tuple[str | None, str]] = {}  # run id -> (owner if readable, why)
         self._progress: dict[str, tuple[tuple[int, int] | None, int, float | None]] = {}  # by trial log version
         for path in sorted(self.root.glob(f"*/{JOB}")):
             if RUN_ID.match(path.parent.name):
                 try:
                     self._jobs[path.parent.name] = _read_job(path)
-                except (RunDirError, OSError, ValueError) as exc:  # one bad record must not hide the others
+                except DamagedRunError as exc:  # one bad record must not hide the others
                     log.warning("not serving run %s: %s", path.parent.name, exc)
+                    self._damaged[path.parent.name] = (_readable_owner(path), str(exc))
 
     def close(self) -> None:
         """Release the runs root for another server."""
@@ -89,10 +119,36 @@ class RunStore:
             return self._write(job)
 
     def get(self, run_id: str) -> dict[str, Any]:
+        """The run's record.
+
+        Raises:
+            NoSuchRunError: no such run.
+            DamagedRunError: its ``job.json`` could not be read when the server started.
+        """
         with self._lock:
+            if run_id in self._damaged:
+                raise DamagedRunError(f"run {run_id!r} is damaged: {self._damaged[run_id][1]}; DELETE /runs/{run_id} "
+                                      "removes it")
             if run_id not in self._jobs:
                 raise NoSuchRunError(f"no run {run_id!r} on this server")
             return dict(self._jobs[run_id])
+
+    def owner(self, run_id: str) -> str | None:
+        """Who submitted the run (None: a damaged record names no one).
+
+        Raises:
+            NoSuchRunError: no such run, damaged or not.
+        """
+        with self._lock:
+            if run_id in self._damaged:
+                return self._damaged[run_id][0]
+            return self.get(run_id)["owner"]
+
+    def damaged(self) -> list[dict[str, Any]]:
+        """The runs whose ``job.json`` could not be read: id, owner (None when unreadable) and why."""
+        with self._lock:
+            return [{"id": run_id, "owner": owner, "why": why}
+                    for run_id, (owner, why) in sorted(self._damaged.items())]
 
     def all(self) -> list[dict[str, Any]]:
         """Every run, oldest first."""
@@ -119,6 +175,9 @@ class RunStore:
     def delete(self, run_id: str) -> None:
         """Remove a run that is not running (its directory and outputs)."""
         with self._lock:
+            if self._damaged.pop(run_id, None) is not None:
+                shutil.rmtree(self.root / run_id, ignore_errors=True)
+                return
             if self.get(run_id)["status"] == "running":
                 raise RunStateError(f"run {run_id!r} is running; cancel it first (POST /runs/{run_id}/cancel)")
             del self._jobs[run_id]
@@ -140,14 +199,25 @@ class RunStore:
 
     def trial_rows(self, run_id: str) -> list[dict[str, Any]]:
         """Finished trials from the run's trial log, read only (a line being appended is skipped); a NaN or
-        infinite number (no JSON has one) is None."""
+        infinite number (no JSON has one) is None.
+
+        Raises:
+            DamagedRunError: a line is not a trial record (the message names the file and the line).
+        """
         path = self.run_dir(run_id) / "trials.jsonl"
         if not path.is_file():
             return []
         raw = path.read_bytes()
         rows = []
-        for line in raw[: raw.rfind(b"\n") + 1].splitlines():
-            row = json.loads(line)["trial"]
+        for number, line in enumerate(raw[: raw.rfind(b"\n") + 1].splitlines(), 1):
+            where = f"line {number} of its trial log {str(path.relative_to(self.root))!r}"
+            try:
+                entry = loads_json(line, what=where)
+            except ConfigError as exc:
+                raise DamagedRunError(str(exc)) from None
+            row = entry.get("trial") if isinstance(entry, dict) else None
+            if not isinstance(row, dict):
+                raise DamagedRunError(f"{where} is not a trial record")
             rows.append({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()})
         return rows
 
@@ -171,8 +241,22 @@ class RunStore:
         return {"completed": cached[1], "total": self.get(run_id)["trials"], "best_accuracy": cached[2]}
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
+        """The run's ``summary.json`` once written.
+
+        Raises:
+            DamagedRunError: it is not a JSON mapping (or holds a number out of range).
+        """
         path = self.run_dir(run_id) / "summary.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        where = f"its summary {str(path.relative_to(self.root))!r}"
+        try:
+            summary = loads_json(path.read_bytes(), what=where)
+        except ConfigError as exc:
+            raise DamagedRunError(str(exc)) from None
+        if not isinstance(summary, dict):
+            raise DamagedRunError(f"{where} is not a JSON mapping")
+        return summary
 
     def file(self, run_id: str, name: str) -> Path:
         """A file of the run directory by its relative name; nothing outside it (or hidden) can be named."""
@@ -216,10 +300,35 @@ def _lock_root(root: Path) -> int:
 
 
 def _read_job(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    if size > MAX_JOB_BYTES:
-        raise RunDirError(f"{str(path)!r} is {size:,} bytes; more than the {MAX_JOB_BYTES:,} a job file may have")
-    job = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(job, dict) or job.get("status") not in STATUSES or job.get("id") != path.parent.name:
-        raise RunDirError(f"{str(path)!r} is not a job record of this autoprune")
-    return job
+    """The job record in ``path``, checked against :class:`JobRecord`.
+
+    Raises:
+        DamagedRunError: unreadable, too large, not JSON, or not a job record (the message says what is wrong).
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_JOB_BYTES:
+            raise DamagedRunError(f"{str(path)!r} is {size:,} bytes; more than the {MAX_JOB_BYTES:,} a job file "
+                                  "may have")
+        job = loads_json(path.read_bytes(), what=f"{str(path)!r}")
+        record = JobRecord.model_validate(job).model_dump()
+    except OSError as exc:
+        raise DamagedRunError(f"{str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    except ConfigError as exc:
+        raise DamagedRunError(str(exc)) from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the record'}: {e['msg']}" for e in exc.errors()[:3])
+        raise DamagedRunError(f"{str(path)!r} is not a job record of this autoprune ({problems})") from None
+    if record["id"] != path.parent.name:
+        raise DamagedRunError(f"{str(path)!r} is the record of run {record['id']!r}, not of {path.parent.name!r}")
+    return record
+
+
+def _readable_owner(path: Path) -> str | None:
+    """The owner a damaged job record still names, if it can be read at all (None otherwise)."""
+    try:
+        job = loads_json(path.read_bytes(), what=str(path)) if path.stat().st_size <= MAX_JOB_BYTES else None
+    except (OSError, ConfigError):
+        return None
+    owner = job.get("owner") if isinstance(job, dict) else None
+    return owner if isinstance(owner, str) else None

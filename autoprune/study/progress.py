@@ -60,10 +60,18 @@ class SearchDisplay:
         """An ``on_epoch`` callback that shows baseline training (only if training actually happens)."""
         return lambda epoch, accuracy: self.show("train baseline", epoch, epochs, f"val acc {accuracy:.4f}")
 
+    def batches(self, epochs: int) -> Callable[[int, int, int], None]:
+        """An ``on_batch`` callback that shows the batches trained of the current epoch (redrawn in place; in a log,
+        a line at every tenth of the epoch)."""
+        def shown(epoch: int, done: int, total: int) -> None:
+            if self.live or done == total or done % -(-total // 10) == 0:  # ceil: at most ten lines
+                self.show("train epoch", done, total, f"epoch {epoch} of {epochs}")
+        return shown
+
     def show(self, name: str, completed: int, total: int, info: str) -> None:
         """Move the bar ``name`` to ``completed`` of ``total`` (a line of text when nothing can be redrawn)."""
         if not self.live:
-            self.say(f"{name} {completed}/{total} · {info}")
+            self.say(f"{name} {completed}/{total}" + (f" · {info}" if info else ""))
             return
         if name not in self._tasks:
             self.bars.start()

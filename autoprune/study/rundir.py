@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -28,9 +29,12 @@ from typing import Any
 
 import pandas as pd
 
-from autoprune.study.state import StateError, digest, from_bytes, to_bytes
+from autoprune.study.state import StateError, digest, from_bytes, to_bytes, unreadable_part
+from search_spaces.ground.documents import loads_json
 from search_spaces.ground.errors import ConfigError, RunDirError
 from search_spaces.ground.io import MAX_CHECKPOINT_BYTES, atomic_write, atomic_write_json, check_size, read_json_file
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 TRIAL_LOG = "trials.jsonl"
@@ -237,17 +241,23 @@ class RunDir:
         if repair and len(complete) != len(raw):
             with open(path, "r+b") as log:
                 log.truncate(len(complete))
-        entries = []
-        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+        entries: list[dict[str, Any]] = []
+        seen: dict[int, tuple[int, bytes]] = {}  # trial id -> (line number, line)
+        for number, line in enumerate(complete.splitlines(), 1):
             try:
-                entry = json.loads(line)
+                entry = loads_json(line, what="the line")
                 valid = (isinstance(entry, dict) and _is_trial_row(entry.get("trial"))
                          and isinstance(entry.get("state"), int) and isinstance(entry.get("state_sha256"), str))
-            except json.JSONDecodeError as exc:
+            except ConfigError as exc:  # not UTF-8, not JSON, nested too deeply, a number out of range
                 valid, entry = False, exc
             if not valid:
                 raise RunDirError(f"{str(path)!r} line {number} is not a trial record ({str(entry)[:200]}); the run "
                                   "directory was changed by hand: start a new one")
+            trial_id = entry["trial"]["trial_id"]
+            if trial_id in seen:
+                _repeated(path, number, seen[trial_id], line, trial_id)
+                continue
+            seen[trial_id] = (number, line)
             entries.append(entry)
         return entries
 
@@ -261,9 +271,12 @@ class RunDir:
             check_size(file, what="saved state", limit=MAX_CHECKPOINT_BYTES)
         document, tensors = json_path.read_bytes(), tensor_path.read_bytes()
         if digest(document, tensors) != expected:
-            raise RunDirError(f"the state {str(json_path)!r} does not match the digest in {TRIAL_LOG} (changed or "
-                              "damaged); start a new run directory")
-        state = from_bytes(document, tensors, source=str(json_path))
+            part = unreadable_part(document, tensors)  # the file that is damaged, if only one cannot be read
+            files = {"document": repr(str(json_path)), "tensors": repr(str(tensor_path))}.get(
+                part or "", f"{str(json_path)!r} or {str(tensor_path)!r}")
+            raise RunDirError(f"the state {files} does not match the digest in {TRIAL_LOG} (changed or damaged); "
+                              "start a new run directory")
+        state = from_bytes(document, tensors, source=str(json_path), tensor_source=str(tensor_path))
         if not isinstance(state, dict):
             raise StateError(f"{str(json_path)!r} does not hold a state dict")
         return state
@@ -311,6 +324,21 @@ class RunDir:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_REPEATS_SAID: set[tuple[str, int]] = set()  # (trial log, line) whose repeat was logged: said once per process
+
+
+def _repeated(path: Path, number: int, first: tuple[int, bytes], line: bytes, trial_id: int) -> None:
+    """A record of a trial the log already holds: the same bytes again are ignored (logged once); a different
+    record of that trial is refused."""
+    if line != first[1]:
+        raise RunDirError(f"{str(path)!r} line {number} is a second, different record of trial {trial_id} (first on "
+                          f"line {first[0]}); the run directory was changed by hand: start a new one")
+    if (str(path), number) not in _REPEATS_SAID:
+        _REPEATS_SAID.add((str(path), number))
+        log.warning("%r line %d repeats the record of trial %d on line %d; the repeat is ignored", str(path), number,
+                    trial_id, first[0])
 
 
 def _is_trial_row(row: Any) -> bool:

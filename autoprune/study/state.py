@@ -96,17 +96,31 @@ def to_bytes(state: Any) -> tuple[bytes, bytes]:
     return json.dumps(document, allow_nan=True).encode(), buffer.getvalue()
 
 
-def from_bytes(document: bytes, tensors: bytes, *, source: str) -> Any:
-    """The state saved by :func:`to_bytes`; a malformed file is a :class:`StateError` naming ``source``."""
+def from_bytes(document: bytes, tensors: bytes, *, source: str, tensor_source: str | None = None) -> Any:
+    """The state saved by :func:`to_bytes`; a malformed file is a :class:`StateError` naming it: ``source`` (the
+    JSON document) or ``tensor_source`` (the tensor file; default ``source``)."""
     try:
         loaded = torch.load(io.BytesIO(tensors), weights_only=True, map_location="cpu")
-        if not isinstance(loaded, dict) or not all(isinstance(t, torch.Tensor) for t in loaded.values()):
-            raise StateError("the tensor file holds something other than named tensors")
+    except Exception as exc:  # whatever a damaged or crafted file raises, it is refused (and named)
+        raise StateError(f"{tensor_source or source} is not a readable autoprune state ({type(exc).__name__}: "
+                         f"{exc})") from exc
+    if not isinstance(loaded, dict) or not all(isinstance(t, torch.Tensor) for t in loaded.values()):
+        raise StateError(f"{tensor_source or source} holds something other than named tensors")
+    try:
         return decode(json.loads(document), loaded)
     except StateError as exc:
         raise StateError(f"{source}: {exc}") from exc
     except Exception as exc:  # whatever a damaged or crafted file raises, it is refused (and named)
         raise StateError(f"{source} is not a readable autoprune state ({type(exc).__name__}: {exc})") from exc
+
+
+def unreadable_part(document: bytes, tensors: bytes) -> str | None:
+    """Which part of a saved state cannot be read: ``"tensors"``, ``"document"``, or None when both can."""
+    try:
+        from_bytes(document, tensors, source="document", tensor_source="tensors")
+    except StateError as exc:
+        return "tensors" if str(exc).startswith("tensors ") else "document"
+    return None
 
 
 def digest(*parts: bytes) -> str:

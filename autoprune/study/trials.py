@@ -60,9 +60,10 @@ def best_row(trials: pd.DataFrame, fidelity: int) -> pd.Series | None:
     return ordered.iloc[0]
 
 
-def pareto_front(trials: pd.DataFrame, fidelity: int) -> pd.DataFrame:
-    """Trials not dominated in (higher accuracy, fewer FLOPs), sorted by FLOPs."""
-    ok = full_fidelity_ok(trials, fidelity).sort_values(["flops", "accuracy"], ascending=[True, False])
+def pareto_front(trials: pd.DataFrame, fidelity: int, *, cost: str = "flops") -> pd.DataFrame:
+    """Trials not dominated in (higher accuracy, lower ``cost``: a column such as ``flops`` or ``nonzeros_ratio``),
+    sorted by that cost."""
+    ok = full_fidelity_ok(trials, fidelity).sort_values([cost, "accuracy"], ascending=[True, False])
     front, best = [], -math.inf
     for idx, row in ok.iterrows():
         if row["accuracy"] > best:

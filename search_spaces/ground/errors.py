@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class AutopruneError(Exception):
     """Base class of every error autoprune raises for bad input or an impossible request."""
@@ -43,5 +46,15 @@ class DataError(AutopruneError, ValueError):
 
 
 def unknown_name(kind: str, name: object, accepted: list[str] | tuple[str, ...]) -> UnknownNameError:
-    """Build an :class:`UnknownNameError` naming the bad value and the accepted ones."""
-    return UnknownNameError(f"unknown {kind} {name!r}; accepted: {', '.join(sorted(accepted))}")
+    """Build an :class:`UnknownNameError` naming the bad value and the accepted ones (and the nearest of them when
+    the name looks like a slip of the keyboard)."""
+    return UnknownNameError(f"unknown {kind} {name!r}; accepted: {', '.join(sorted(accepted))}"
+                            f"{did_you_mean(name, accepted)}")
+
+
+def did_you_mean(name: object, accepted: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when ``name`` is close to one of ``accepted`` (:func:`difflib.get_close_matches`,
+    ignoring case), else an empty string."""
+    choices = {str(choice).lower(): str(choice) for choice in accepted}
+    close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {choices[close[0]]!r}?)" if close else ""

@@ -10,16 +10,23 @@ from search_spaces.ground.errors import ConfigError
 
 
 def as_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
-    """``example_inputs`` as a tuple of tensors; a clear error for anything else."""
+    """``example_inputs`` as a tuple of tensors, each with a batch of at least one example; a clear error for
+    anything else (a batch of 0 examples would make every cost 0, and every cost ratio a division by 0)."""
     if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
+        inputs: tuple[torch.Tensor, ...] = (example_inputs,)
+    elif isinstance(example_inputs, (tuple, list)) and example_inputs and all(
         isinstance(x, torch.Tensor) for x in example_inputs
     ):
-        return tuple(example_inputs)
-    raise ConfigError(
-        f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}"
-    )
+        inputs = tuple(example_inputs)
+    else:
+        raise ConfigError(
+            f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}"
+        )
+    for tensor in inputs:
+        if tensor.dim() == 0 or tensor.numel() == 0:
+            raise ConfigError(f"example_inputs must hold at least one example (a batch dimension first, no "
+                              f"dimension of size 0), got a tensor of shape {list(tensor.shape)}")
+    return inputs
 
 
 def shapes(example_inputs: Any) -> list[list[int]]:

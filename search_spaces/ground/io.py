@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from search_spaces.ground.documents import loads_json
 from search_spaces.ground.errors import ConfigError
 
 
@@ -76,15 +77,10 @@ def read_text(path: str | Path, *, what: str, limit: int = MAX_TEXT_BYTES) -> st
 
 
 def read_json_file(path: str | Path, *, what: str, limit: int = MAX_TEXT_BYTES) -> Any:
-    """The JSON value in ``path``; a missing, oversized, undecodable, invalid or too deeply nested file is a
-    :class:`ConfigError` naming it."""
-    text = read_text(path, what=what, limit=limit)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise ConfigError(f"{what} {str(path)!r} is nested too deeply") from None
+    """The JSON value in ``path``; a missing, oversized, undecodable, invalid or too deeply nested file, or one
+    holding a number out of range (:func:`~search_spaces.ground.documents.loads_json`), is a :class:`ConfigError`
+    naming it."""
+    return loads_json(read_text(path, what=what, limit=limit), what=f"{what} {str(path)!r}")
 
 
 def check_size(path: str | Path, *, what: str, limit: int) -> None:

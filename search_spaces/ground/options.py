@@ -13,32 +13,52 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_spaces.ground.documents import INT_HIGH, describe_number
 from search_spaces.ground.errors import ConfigError, DataError
 
 T = TypeVar("T")
 
+#: The largest seed: every generator a seed reaches (torch, numpy's legacy RandomState, Ray Tune's) takes it.
+MAX_SEED = 2**32 - 1
 
-def check_int(name: str, value: object, *, low: int) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is an integer (Python's or numpy's; not a bool) >= ``low``."""
+
+def check_int(name: str, value: object, *, low: int, high: int = INT_HIGH) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer (Python's or numpy's; not a bool) from ``low``
+    to ``high`` (by default the largest a document may hold: 64 bits)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {low}, got {describe_number(value)}")
+    if value > high:
+        raise ConfigError(f"{name} must be an integer from {low} to {high:,}, got {describe_number(value)}")
+
+
+def check_seed(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a seed every generator takes: 0 to :data:`MAX_SEED`."""
+    check_int(name, value, low=0, high=MAX_SEED)
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool) with a finite float value (a huge integer has none)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond the floats
+        return False
 
 
 def check_number(name: str, value: object, *, low: float, inclusive: bool = True) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a real number >= ``low`` (> with ``inclusive=False``)."""
-    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if not ok or value < low or (not inclusive and value == low):
+    """Raise :class:`ConfigError` unless ``value`` is a finite real number >= ``low`` (> with ``inclusive=False``)."""
+    if not _finite(value) or value < low or (not inclusive and value == low):  # type: ignore[operator]
         relation = ">=" if inclusive else ">"
-        raise ConfigError(f"{name} must be a number {relation} {low}, got {value!r}")
+        raise ConfigError(f"{name} must be a number {relation} {low}, got {describe_number(value)}")
 
 
 def check_fraction(name: str, value: object, *, low_inclusive: bool, high_inclusive: bool) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a real number between 0 and 1 (each end included as given)."""
-    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if (not ok or not 0 <= value <= 1 or (value == 0 and not low_inclusive)
+    if (not _finite(value) or not 0 <= value <= 1 or (value == 0 and not low_inclusive)  # type: ignore[operator]
             or (value == 1 and not high_inclusive)):
         interval = f"{'[' if low_inclusive else '('}0, 1{']' if high_inclusive else ')'}"
-        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+        raise ConfigError(f"{name} must be a number in {interval}, got {describe_number(value)}")
 
 
 def check_str(name: str, value: object) -> None:

@@ -23,7 +23,7 @@ from search_spaces.ground.errors import ConfigError
 
 SPACES = {
     "small_cnn": SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8)),
-    "resnet20": SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16)),
+    "resnet20": SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16), round_to=1),  # fits reach 0.5
     "mobilenet_v2": SearchSpace.from_model(mobilenet_v2(), torch.zeros(1, 3, 16, 16), preset="mobilenet_v2"),
 }
 

@@ -37,3 +37,19 @@ def test_ray_tune_errors_name_the_problem(trained_cnn, digits) -> None:
 def test_missing_optional_algorithm_is_a_clear_error(trained_cnn, digits) -> None:
     with pytest.raises(ConfigError, match="HyperOptSearch is not available"):
         _search(trained_cnn, digits, searcher="ray_tune", searcher_options={"algorithm": "hyperopt"}, trials=1)
+
+
+def test_the_optuna_algorithm_makes_its_study_quietly(trained_cnn, digits, caplog) -> None:
+    """Optuna's "A new study created in memory" line is held back; optuna's level is left as it was."""
+    import optuna
+
+    created = lambda: [r for r in caplog.records if "A new study created" in r.getMessage()]  # noqa: E731
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # what a fresh process has: the line would be printed
+    try:
+        _search(trained_cnn, digits, searcher="ray_tune", trials=2)
+        assert created() == [] and optuna.logging.get_verbosity() == optuna.logging.INFO
+        optuna.create_study()  # the user's own studies still say so
+        assert len(created()) == 1
+    finally:
+        optuna.logging.set_verbosity(before)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,9 +28,13 @@ def test_demo_end_to_end_then_apply(tmp_path, capsys) -> None:
     assert summary["pruned"]["flops_ratio"] <= 0.5 and summary["trials"] == 3
     assert summary["pruned"]["accuracy"] > 0.5  # a trained model, finetuned after pruning
     checkpoint = json.loads((run / "config.json").read_text())["checkpoint"]
+    hint = next(line for line in shown.splitlines() if line.startswith("baseline checkpoint: "))
+    assert hint.startswith(f"baseline checkpoint: {checkpoint} (prune it again with: autoprune apply ")
     out = tmp_path / "applied"
-    assert main(["apply", str(run / "best_policy.json"), "--checkpoint", checkpoint, "--out", str(out),
-                 "--format", "eager,export,compile,onnx"]) == 0
+    printed = shlex.split(hint.split("with: autoprune ", 1)[1].removesuffix(")"))  # the command the demo printed
+    assert printed == ["apply", str(run / "best_policy.json"), "--checkpoint", checkpoint, "--model", "small_cnn",
+                       "--dataset", "digits", "--out", "pruned/"]
+    assert main([*printed[:-1], str(out), "--format", "eager,export,compile,onnx"]) == 0
     assert (out / "pruned_state_dict.pt").exists() and (out / "pruning_history.json").exists()
     shown = capsys.readouterr().out
     assert "FLOPs" in shown and shown.count("outputs match eager") == 3
@@ -390,3 +395,38 @@ def test_epochs_flag_sets_the_baseline_recipe() -> None:
     assert config_from_args(args).train.epochs == 3
     args = build_parser().parse_args(["sensitivity", "--epochs", "2"])
     assert config_from_args(args).train.epochs == 2
+
+
+def test_final_distill_flag_overrides_the_config_only_when_given(tmp_path) -> None:
+    from autoprune.cli.flags import config_from_args
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["search", "--final-distill"])).final_config().distill is True
+    assert config_from_args(parse(["search"])).final_distill is False
+    (tmp_path / "c.yaml").write_text("final_distill: true\n")
+    assert config_from_args(parse(["search", str(tmp_path / "c.yaml")])).final_distill is True
+    assert config_from_args(parse(["search", str(tmp_path / "c.yaml"), "--no-final-distill"])).final_distill is False
+
+
+def test_each_commands_help_names_only_flags_it_has() -> None:
+    """No help text (e.g. sensitivity's --run-dir) points at a flag its command lacks, such as --resume."""
+    import argparse
+    import re
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        flags = {option for action in command._actions for option in action.option_strings}
+        texts = [command.description or "", *(action.help or "" for action in command._actions)]
+        named = {flag for text in texts for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z](?![\w*-])", text)}
+        assert named <= flags, f"autoprune {name} --help names {sorted(named - flags)}, which it does not take"
+
+
+def test_train_shows_its_progress_within_each_epoch(capsys) -> None:
+    assert main(["train", "--epochs", "2", "--retrain", "--seed", "7"]) == 0
+    shown = capsys.readouterr()
+    lines = [line for line in shown.err.splitlines() if line.startswith("train epoch ")]
+    per_epoch = [line for line in lines if line.endswith("epoch 1 of 2")]
+    done, total = per_epoch[-1].split()[2].split("/")  # "train epoch 38/38 · epoch 1 of 2"
+    assert 2 <= len(per_epoch) <= 11 and done == total  # a line every tenth of the epoch in a log
+    assert any(line.endswith("epoch 2 of 2") for line in lines) and "train baseline 2/2" in shown.err
+    assert "trained checkpoint: " in shown.out

@@ -101,10 +101,11 @@ def test_failed_evaluations_are_recorded_and_the_search_goes_on(trained_cnn, dig
 
 
 def test_a_search_without_a_feasible_trial_raises_instead_of_returning_no_policy(trained_cnn, digits) -> None:
-    # reachable (every group at its max leaves ~4% of the FLOPs), but unfitted random proposals never get there
+    # reachable at every width (every group at its max leaves ~4% of the FLOPs), but unfitted random proposals
+    # never get there
     with pytest.raises(BudgetError, match=r"no trial of 2 met budget .*\(0 failed, 2 missed the budget"):
         _search(trained_cnn, digits, searcher="random", searcher_options={"fit": "none"}, trials=2,
-                budget=ap.Budget.flops(0.05))
+                budget=ap.Budget.flops(0.05), space={"round_to": 1})
 
 
 def test_uniform_searcher_runs_one_evaluation(trained_cnn, digits) -> None:
@@ -292,7 +293,7 @@ class _Fixed(ap.Searcher):
 
 
 def test_a_budget_of_exactly_the_policys_ratio_is_met_through_the_final_check(trained_cnn, digits) -> None:
-    cost = ap.CostModel(ap.SearchSpace.from_model(trained_cnn, digits.example_inputs()))
+    cost = ap.CostModel(ap.SearchSpace.from_model(trained_cnn, digits.example_inputs(), round_to=1))
     params = cost.cost({g.name: min(0.2, g.max_ratio) for g in cost.space}).params
     base = cost.base.params
     assert params / base * base < params  # fraction * base falls one ulp short of this policy's parameters
@@ -303,6 +304,7 @@ def test_a_budget_of_exactly_the_policys_ratio_is_met_through_the_final_check(tr
         trials=1,
         budget=ap.Budget.params(params / base),
         final={"rescore": 0, "steps": 1},
+        space={"round_to": 1},
     )
     assert result.summary.pruned.params == params
 
@@ -416,6 +418,20 @@ def test_progress_true_shows_each_trial_in_a_log(trained_cnn, digits, capsys) ->
     _search(trained_cnn, digits, trials=2, run={"progress": True})
     shown = capsys.readouterr().err.splitlines()
     assert "search 1/2 · best feasible acc" in shown[0] and "search 2/2 · best feasible acc" in shown[1]
+
+
+def test_a_progress_line_without_details_ends_with_its_count() -> None:
+    import io
+
+    from rich.console import Console
+
+    from autoprune.study.progress import SearchDisplay
+
+    log = io.StringIO()
+    with SearchDisplay(Console(file=log)) as display:  # not a terminal: one line per event
+        display.show("sensitivity scan", 3, 9, "")
+        display.show("search", 4, 9, "best feasible acc 0.9100")
+    assert log.getvalue().splitlines() == ["sensitivity scan 3/9", "search 4/9 · best feasible acc 0.9100"]
 
 
 def test_progress_display_redraws_in_a_terminal_and_in_a_notebook_with_widgets() -> None:

@@ -148,3 +148,20 @@ def test_embedded_ray_is_local_and_its_dashboard_binds_to_loopback(monkeypatch) 
     assert calls[0]["_system_config"] == {"worker_niceness": 0}  # trials as urgent as a local search's
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
     assert calls[1]["address"] == "auto" and calls[1]["include_dashboard"] is False
+
+
+def test_tunes_experiment_checkpoint_saves_the_adapter_without_a_warning(tmp_path, caplog) -> None:
+    """Ray Tune saves its search algorithm with every experiment checkpoint; the adapter saves what it holds (its
+    metric and mode: the searcher's state is in the run directory), so Tune never logs "save not implemented"."""
+    from ray.tune.search import Searcher as TuneSearcher
+
+    from autoprune.executors.ray_tune import TuneSearcherAdapter
+
+    adapter = TuneSearcherAdapter(RecordingSearcher(), on_result=lambda done: None)
+    adapter.set_search_properties("objective", "max", {})
+    with caplog.at_level("WARNING"):
+        TuneSearcher.save_to_dir(adapter, str(tmp_path), session_str="test")
+    assert "not implemented" not in caplog.text and list(tmp_path.iterdir())
+    again = TuneSearcherAdapter(RecordingSearcher(), on_result=lambda done: None)
+    TuneSearcher.restore_from_dir(again, str(tmp_path))
+    assert (again.metric, again.mode) == ("objective", "max")

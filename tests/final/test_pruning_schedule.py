@@ -12,6 +12,7 @@ from torch import nn
 import autoprune as ap
 from autoprune.builtins.data import DataBundle
 from autoprune.builtins.models import small_cnn
+from autoprune.composition.config import SearchConfig
 from autoprune.prune.channels import prune
 from autoprune.prune.masks import apply_masks
 from search_spaces.cost import CostModel
@@ -169,3 +170,33 @@ def test_a_search_with_an_agp_final_schedule_and_lr_rewinding(trained_cnn, digit
         assert result.summary.nonzeros_ratio is not None and result.summary.pruned.nonzeros <= 0.3 * sum(
             p.numel() for p in trained_cnn.parameters())
     assert gradual.config["final_schedule"]["kind"] == "agp"
+
+
+@pytest.mark.parametrize("schedule", ["one_shot", "agp"])
+def test_the_final_training_distills_from_the_unpruned_model_when_asked(trained_cnn, digits, monkeypatch,
+                                                                         schedule) -> None:
+    """Every final step (one-shot recovery or a gradual schedule) trains against the unpruned model's outputs."""
+    from autoprune.evaluation import evaluator as evaluation
+
+    taught = []
+    plain_loss = evaluation.recovery_loss
+
+    def spy(logits, targets, teacher_logits=None, **kwargs):
+        taught.append(teacher_logits is not None)
+        return plain_loss(logits, targets, teacher_logits, **kwargs)
+
+    monkeypatch.setattr(evaluation, "recovery_loss", spy)
+    common = {"budget": ap.Budget.flops(0.6), "train_data": digits.train, "val_data": digits.val,
+              "searcher": "uniform", "trials": 1, "evaluator": {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}}
+    final = {"steps": 4, "measure_latency": False, "schedule": {"kind": schedule, "frequency": 1}}
+    weights = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
+    distilled = ap.search(trained_cnn, digits.example_inputs(), **common, final={**final, "distill": True})
+    assert taught == [True] * 4 and distilled.summary.final_settings["distill"] is True
+    taught.clear()
+    plain = ap.search(trained_cnn, digits.example_inputs(), **common, final=final)
+    assert taught == [False] * 4 and "distill" not in plain.summary.final_settings
+    assert all(torch.equal(weights[k], v) for k, v in trained_cnn.state_dict().items())  # the teacher is a copy
+    with pytest.raises(ConfigError, match="final distill must be true or false, got 'yes'"):
+        ap.FinalConfig(distill="yes")
+    with pytest.raises(ConfigError, match="'final_distill' must be true or false, got 1"):
+        SearchConfig(final_distill=1)

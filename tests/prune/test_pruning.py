@@ -83,7 +83,7 @@ def test_policy_remembers_round_to(setup) -> None:
     pruned = apply_policy(model, policy, inputs)  # no round_to given: the policy's is used
     assert pruned.layer1[0].conv1.out_channels == 8  # int(16 * 0.7) = 11 -> rounded down to 8
     with pytest.raises(PolicyError, match="round_to=8.*round_to=1"):
-        policy.validate(SearchSpace.from_model(model, inputs))
+        policy.validate(SearchSpace.from_model(model, inputs, round_to=1))
 
 
 def test_saved_pruned_model_reloads_into_fresh_instance(setup, tmp_path) -> None:

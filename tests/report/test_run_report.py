@@ -14,8 +14,11 @@ from factories import FixedSplit
 
 import autoprune as ap
 from autoprune.cli.main import main
+from autoprune.report.charts import percent_format
 from autoprune.report.run_record import RunRecord, render_report, write_report
+from autoprune.report.sensitivity_plot import draw_sensitivity
 from search_spaces.ground.errors import ConfigError, RunDirError
+from search_spaces.groups import kept_channels
 
 CHARTS = ("kept", "pareto", "progress", "wall-time", "time", "sensitivity")
 
@@ -43,7 +46,10 @@ def test_every_search_writes_a_report_with_every_chart(finished_run) -> None:
     groups = policy["fingerprint"]["groups"]
     kept = {t["name"]: t for t in charts["kept"]["data"]}
     assert kept["unpruned"]["x"] == list(groups) and kept["unpruned"]["y"] == list(groups.values())
-    assert kept["kept (best policy)"]["y"] == [int(c * (1 - policy["ratios"][n])) for n, c in groups.items()]
+    round_to = policy["fingerprint"]["round_to"]  # the small CNN is wide enough for the default rounding of 8
+    assert round_to == 8
+    expected = [kept_channels(c, policy["ratios"][n], round_to) for n, c in groups.items()]
+    assert kept["kept (best policy)"]["y"] == expected
     pareto = charts["pareto"]
     scored = sum(points(pareto, n) for n in ("within budget", "over budget", "stopped early (lower fidelity)"))
     assert scored == (trials["status"] == "ok").sum() == len(trials) == 10
@@ -215,3 +221,53 @@ def test_groups_the_trace_time_check_excluded_are_listed_with_why(finished_run, 
     del config["excluded"]  # a run written before config.json had them: its summary.json has them
     (run / "config.json").write_text(json.dumps(config))
     assert '<th scope="row">body</th>' in render_report(RunRecord.read(run))
+
+
+@pytest.mark.parametrize("dtick", [m * 10.0 ** e for e in range(-6, 0) for m in (1, 2, 5)])
+def test_percent_tick_labels_carry_the_decimals_their_spacing_needs(dtick: float) -> None:
+    """At every spacing plotly.js picks (1, 2 or 5 times a power of ten), neighbouring ticks get different labels
+    and each label reads as its own value (d3's ".N%" formats as Python's)."""
+    spec = percent_format(dtick)
+    ticks = [0.9 + i * dtick for i in range(6)]
+    labels = [format(t, spec) for t in ticks]
+    assert len(set(labels)) == len(labels), labels
+    for tick, label in zip(ticks, labels, strict=True):
+        assert float(label[:-1]) / 100 == pytest.approx(tick, abs=dtick / 100)
+
+
+def test_an_element_run_is_drawn_in_weights_against_its_non_zeros(trained_cnn, digits, tmp_path) -> None:
+    run = tmp_path / "run"
+    ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.nonzeros(0.5), train_data=digits.train,
+              val_data=digits.val, searcher="sensitivity", searcher_options={"levels": [1.0]}, trials=7,
+              space={"granularity": "element"},
+              evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
+              final={"steps": 1, "measure_latency": False}, run={"dir": run})
+    html = (run / "report.html").read_text()
+    charts = figures(html)
+    kept = charts["kept"]["layout"]
+    assert kept["xaxis"]["title"]["text"] == "weight tensor (network order)"
+    assert kept["yaxis"]["title"]["text"] == "kept weights (non-zero count)" and "channel" not in json.dumps(kept)
+    assert "weights" in charts["kept"]["data"][1]["hovertemplate"]
+    pareto = charts["pareto"]
+    assert "non-zero weights kept" in pareto["layout"]["xaxis"]["title"]["text"] and "Accuracy vs non-zero" in html
+    trials = pd.read_csv(run / "trials.csv")
+    shown = sorted(x for t in pareto["data"] if t["name"] in ("within budget", "over budget") for x in t["x"])
+    assert shown == pytest.approx(sorted(trials["nonzeros_ratio"])) and len(set(shown)) > 1  # not one FLOPs value
+    budget = next(t for t in pareto["data"] if t["name"] == "budget (non-zeros limit)")
+    assert budget["x"] == [0.5, 0.5]
+    assert charts["sensitivity"]["layout"]["xaxis"]["title"]["text"] == "weights removed from the tensor (%)"
+
+
+def test_the_sensitivity_png_labels_its_ticks_in_percent_without_repeats() -> None:
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame({"group": ["a"] * 3 + ["b"] * 3, "ratio": [0.25, 0.5, 0.75] * 2,
+                          "accuracy": [0.9953, 0.9907, 0.9861, 0.9950, 0.9880, 0.9815]})
+    figure = draw_sensitivity(table, baseline=0.9960)
+    figure.canvas.draw()
+    axis = figure.axes[0]
+    for shown, (low, high) in ((axis.xaxis, axis.get_xlim()), (axis.yaxis, axis.get_ylim())):
+        labels = [t.get_text() for t in shown.get_ticklabels() if low <= t.get_position()[shown is axis.yaxis] <= high]
+        assert len(labels) >= 3 and all(label.endswith("%") for label in labels), labels
+        assert len(set(labels)) == len(labels), labels
+    plt.close(figure)

@@ -12,8 +12,8 @@ from autoprune.builtins.models import resnet20, small_cnn
 from search_spaces import SearchSpace
 from search_spaces.cost import tighten, uniform_ratios
 
-SPACES = {
-    "small_cnn": SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8)),
+SPACES = {  # small_cnn keeps every width: its floor is one that rounding to 3 places would put out of reach
+    "small_cnn": SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8), round_to=1),
     "resnet20": SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16)),
 }
 

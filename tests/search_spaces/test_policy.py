@@ -53,7 +53,7 @@ def test_unknown_and_missing_groups_are_named(space: SearchSpace) -> None:
 
 
 def test_ratio_above_group_max_is_rejected(space: SearchSpace) -> None:
-    with pytest.raises(PolicyError, match=r"branch_a.0=0.9000 \(max 0.8000\)"):
+    with pytest.raises(PolicyError, match=r"branch_a.0=0.9000 \(max 0.7500\)"):
         Policy({n: 0.9 if n == "branch_a.0" else 0.0 for n in space.names}).validate(space)
 
 

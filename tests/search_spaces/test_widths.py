@@ -10,6 +10,10 @@ import torch
 from factories import use_clock
 
 import autoprune as ap
+from autoprune.builtins.models import resnet20, small_cnn
+from search_spaces import SearchSpace
+from search_spaces.groups import WIDE_ROUND_TO, default_round_to
+from search_spaces.presets import Preset
 from search_spaces.widths import STEP_GAIN, staircase_multiple
 
 
@@ -26,6 +30,20 @@ def test_the_multiple_is_where_latency_steps_down() -> None:
     assert staircase_multiple({w: float(math.ceil(w / 16)) for w in range(33, 65)}) == 16
     small_steps = {w: 10 + (1 + STEP_GAIN / 4) ** math.ceil(w / 16) for w in range(33, 65)}
     assert staircase_multiple(small_steps) == 1  # a step smaller than STEP_GAIN buys nothing
+
+
+def test_without_a_preset_wide_models_round_to_8_and_narrow_ones_keep_every_width() -> None:
+    assert default_round_to([16, 32, 64]) == WIDE_ROUND_TO == 8  # the median group is wide enough
+    assert default_round_to([8, 16, 16, 64]) == default_round_to([]) == 1
+    assert Preset(name=None).round_to is None  # no preset: the widths decide
+    wide = SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16))
+    assert wide.round_to == 8 and wide.fingerprint["round_to"] == 8
+    assert wide["layer1.0.conv1"].kept_channels(0.3) == 8  # int(16 * 0.7) = 11, rounded down to 8
+    assert SearchSpace.from_model(resnet20(), torch.zeros(1, 3, 16, 16), round_to=1).round_to == 1  # as asked
+    narrow = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3),
+                                 torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 10))
+    assert SearchSpace.from_model(narrow, torch.zeros(1, 1, 8, 8)).round_to == 1
+    assert SearchSpace.from_model(small_cnn(), torch.zeros(1, 1, 8, 8), preset="small_cnn").round_to == 8
 
 
 @pytest.mark.parametrize(("onnx_step", "expected"), [(1, 1), (16, 16)])

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from autoprune.builtins.models import small_cnn
+from autoprune.final.summary import Summary
 from autoprune.service.local import LocalServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
-from browsing import OVERFLOW_JS, POINTS_JS  # noqa: E402
+from browsing import OVERFLOW_JS, POINTS_JS, assert_charts_read_true  # noqa: E402
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -181,6 +182,7 @@ def test_a_search_submitted_through_the_form_goes_live_to_done_with_its_charts(b
     groups = len(config["fingerprint"]["groups"])
     assert set(drawn) == CHARTS
     assert all(chart["xtitle"] and chart["ytitle"] for chart in drawn.values())
+    assert_charts_read_true(drawn)  # no tick label twice, no legend entry without its points
     assert drawn["kept"]["traces"] == {"unpruned": groups, "kept (best policy)": groups}
     pareto = drawn["pareto"]["traces"]
     assert pareto.get("within budget", 0) + pareto.get("over budget", 0) == len(trials) == 3
@@ -204,6 +206,35 @@ def test_a_search_submitted_through_the_form_goes_live_to_done_with_its_charts(b
     browser.find_element(By.CSS_SELECTOR, "nav a[href='#/']").click()
     row = _runs_row(browser, run_id, "done")
     assert "3 / 3" in row and "small_cnn on digits" in row
+
+
+def test_the_run_page_tells_the_best_by_search_score_from_the_exported_trial(browser, server: LocalServer,
+                                                                               form_run) -> None:
+    run_id, _ = form_run
+    _open(browser, server, f"/runs/{run_id}")
+    _wait_drawn(browser, "done:3")
+    summary = httpx.get(f"{server.url}/runs/{run_id}", headers=AUTH).json()["summary"]
+    exported = summary["best_trial_id"]
+    WebDriverWait(browser, 30).until(lambda b: _visible(b, "run-exported-box"))
+    assert browser.find_element(By.ID, "run-exported-label").text == "exported"
+    assert browser.find_element(By.ID, "run-exported").text.startswith(f"trial {exported}: search score ")
+    # as if re-scoring had exported another trial than the best by search score
+    path = server.log_path.parent / "runs" / run_id / "run" / "summary.json"
+    original = path.read_text()
+    told = Summary.from_dict({**summary, "search_accuracy": 0.9907, "rescored": [
+        {"trial_id": 98, "search_accuracy": 0.9953, "accuracy": 0.9861, "loss": 0.1, "fidelity": 30, "seconds": 1.0},
+        {"trial_id": exported, "search_accuracy": 0.9907, "accuracy": 0.9884, "loss": 0.1, "fidelity": 30,
+         "seconds": 1.0}]})
+    try:
+        path.write_text(json.dumps(told.to_dict()))
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "run-best-label").text
+                                         == "best by search score")
+        assert browser.find_element(By.ID, "run-best").text == "trial 98: 99.53% (re-scored 98.61%)"
+        assert browser.find_element(By.ID, "run-exported-label").text == "exported after re-scoring"
+        assert (browser.find_element(By.ID, "run-exported").text
+                == f"trial {exported}: search score 99.07%, re-scored 98.84%")
+    finally:
+        path.write_text(original)
 
 
 def test_a_running_search_is_cancelled_and_resumed_from_its_page(browser, server: LocalServer, form_run) -> None:

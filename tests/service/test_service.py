@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from served import BOB, ROOT, TINY, TOKEN, serve
+from served import BOB, CAROL, ROOT, TINY, TOKEN, serve
 
 import autoprune as ap
 from autoprune.cli.main import main
@@ -161,13 +161,18 @@ def test_auth_and_bad_configs_create_nothing(server: LocalServer, runs_root: Pat
 
 
 @pytest.mark.slow  # starts a server (~10 s)
-def test_runs_record_who_submitted_them(server: LocalServer) -> None:
+def test_runs_belong_to_who_submitted_them(server: LocalServer) -> None:
     mine = ap.Client(server.url, token=TOKEN).submit(TINY)
     bobs = ap.Client(server.url, token=BOB).submit(TINY)
-    assert {run["id"]: run["owner"] for run in ap.Client(server.url, token=BOB).runs()} == {
-        mine.id: "default", bobs.id: "bob"}
+    assert [run["id"] for run in ap.Client(server.url, token=BOB).runs()] == [bobs.id]  # bob sees his own
+    assert {run["id"]: run["owner"] for run in ap.Client(server.url, token=CAROL).runs()} == {
+        mine.id: "default", bobs.id: "bob"}  # an admin sees all
     assert bobs.info()["owner"] == "bob"
-    assert mine.cancel() in ("running", "cancelled") and bobs.cancel() == "cancelled"  # any token may cancel
+    for action in ("info", "cancel", "delete"):
+        with pytest.raises(ap.ServiceError, match="403 run .* belongs to another owner"):
+            getattr(ap.Client(server.url, token=BOB).run(mine.id), action)()
+    assert ap.Client(server.url, token=CAROL).run(bobs.id).cancel() == "cancelled"
+    assert mine.cancel() in ("running", "cancelled")
 
 
 @pytest.mark.slow  # a search killed with its server, listed again by a new server and resumed (~1 min)

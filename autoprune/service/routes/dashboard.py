@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from autoprune.service import dashboard
-from autoprune.service.routes.deps import Store
+from autoprune.service.routes.deps import RunId, Store
 
 #: The page, served without a token.
 public = APIRouter()
@@ -23,7 +23,7 @@ def page() -> HTMLResponse:
 
 
 @router.get("/runs/{run_id}/charts")
-def charts(run_id: str, store: Store) -> Response:
+def charts(run_id: RunId, store: Store) -> Response:
     """The run's report as data: its sections (title, note, and a Plotly figure, a table or text), drawn
     from the run directory so far (the dashboard's run page)."""
     return dashboard.run_charts(store.run_dir(run_id))

@@ -9,7 +9,7 @@ import pandas as pd
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from autoprune.service.routes.deps import Store
+from autoprune.service.routes.deps import RunId, Store
 from search_spaces.ground.errors import ConfigError
 
 POLICY = "best_policy.json"
@@ -18,7 +18,7 @@ router = APIRouter()
 
 
 @router.get("/runs/{run_id}/trials", response_model=None)
-def trials(run_id: str, store: Store, format: str = "json") -> Response | list[dict[str, Any]]:
+def trials(run_id: RunId, store: Store, format: str = "json") -> Response | list[dict[str, Any]]:
     """Finished trials: JSON rows (``?format=csv`` or ``?format=parquet`` for a table file)."""
     rows = store.trial_rows(run_id)
     if format == "json":
@@ -34,18 +34,18 @@ def trials(run_id: str, store: Store, format: str = "json") -> Response | list[d
 
 
 @router.get("/runs/{run_id}/policy")
-def policy(run_id: str, store: Store) -> FileResponse:
+def policy(run_id: RunId, store: Store) -> FileResponse:
     """The best policy (JSON that ``autoprune.Policy`` loads); 404 until the run has written one."""
     return FileResponse(store.file(run_id, POLICY), media_type="application/json")
 
 
 @router.get("/runs/{run_id}/files")
-def files(run_id: str, store: Store) -> list[str]:
+def files(run_id: RunId, store: Store) -> list[str]:
     """Names of the run's files (outputs, tables, plots) for ``/files/{name}``."""
     return store.files(run_id)
 
 
 @router.get("/runs/{run_id}/files/{name:path}")
-def file(run_id: str, name: str, store: Store) -> FileResponse:
+def file(run_id: RunId, name: str, store: Store) -> FileResponse:
     """One file of the run directory; no name reaches outside it."""
     return FileResponse(store.file(run_id, name))

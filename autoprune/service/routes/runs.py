@@ -1,4 +1,7 @@
-"""``/runs``: submit a search, list and show runs, follow one (server-sent events), cancel, resume, delete."""
+"""``/runs``: submit a search, list and show runs, follow one (server-sent events), cancel, resume, delete.
+
+A run is seen and changed by its owner (the name of the token that submitted it) and by admins only; a run
+whose records cannot be read is listed as damaged, with why."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from autoprune.service.remote import MAX_CONFIG_BYTES, checked_config, checked_resume, parse_body
-from autoprune.service.routes.deps import Owner, Runs, Settings, Store, limited_body
-from autoprune.service.store import FINISHED, NoSuchRunError, RunStateError, RunStore
+from autoprune.service.routes.deps import Owner, RunId, Runs, Settings, Store, Who, limited_body
+from autoprune.service.store import FINISHED, DamagedRunError, NoSuchRunError, RunStateError, RunStore
 
 #: Largest resume body (``{"trials": N}``).
 MAX_RESUME_BYTES = 4096
@@ -37,34 +40,43 @@ async def submit(request: Request, who: Owner, store: Store, supervisor: Runs, s
 
 
 @router.get("/runs")
-def list_runs(store: Store) -> list[dict[str, Any]]:
-    """Every run: id, status, progress, best accuracy so far, budget, searcher, created, owner."""
+def list_runs(store: Store, who: Who) -> list[dict[str, Any]]:
+    """Every run the token may see (its owner's; every run for an admin): id, status, progress, best accuracy
+    so far, budget, searcher, created, owner, and ``damaged`` (why its records cannot be read, else None)."""
     briefs = []
     for job in store.all():
+        if not who.may_access(job["owner"]):
+            continue
         try:
             briefs.append(_brief(store, job))
         except NoSuchRunError:  # deleted while the list was built
             continue
-    return briefs
+    briefs += [_damaged_brief(record) for record in store.damaged() if who.may_access(record["owner"])]
+    return sorted(briefs, key=lambda brief: brief["id"])
 
 
 @router.get("/runs/{run_id}")
-def show(run_id: str, store: Store) -> dict[str, Any]:
+def show(run_id: RunId, store: Store) -> dict[str, Any]:
     """One run: its status, config, progress and (once written) summary."""
     job = store.get(run_id)
-    return {**_brief(store, job), "config": job["config"], "message": job["message"],
-            "exit_code": job["exit_code"], "summary": store.summary(run_id)}
+    brief = _brief(store, job)
+    try:
+        summary = store.summary(run_id)
+    except DamagedRunError as exc:
+        summary, brief["damaged"] = None, brief["damaged"] or str(exc)
+    return {**brief, "config": job["config"], "message": job["message"], "exit_code": job["exit_code"],
+            "summary": summary}
 
 
 @router.get("/runs/{run_id}/events")
-async def events(run_id: str, store: Store) -> StreamingResponse:
+async def events(run_id: RunId, store: Store) -> StreamingResponse:
     """Server-sent events: the run's brief record whenever it changes, until it has finished."""
     store.get(run_id)
     return StreamingResponse(_changes(store, run_id), media_type="text/event-stream")
 
 
 @router.post("/runs/{run_id}/cancel")
-def cancel(run_id: str, store: Store, supervisor: Runs) -> dict[str, Any]:
+def cancel(run_id: RunId, store: Store, supervisor: Runs) -> dict[str, Any]:
     """Cancel a queued or running search (a running one is stopped and stays resumable)."""
     def cancelled(job: dict[str, Any]) -> dict[str, Any]:
         if job["status"] == "queued":
@@ -79,7 +91,7 @@ def cancel(run_id: str, store: Store, supervisor: Runs) -> dict[str, Any]:
 
 
 @router.post("/runs/{run_id}/resume")
-async def resume(run_id: str, request: Request, store: Store, supervisor: Runs) -> dict[str, Any]:
+async def resume(run_id: RunId, request: Request, store: Store, supervisor: Runs) -> dict[str, Any]:
     """Queue a finished run again: an interrupted, failed or cancelled one goes on to its trials;
     ``{"trials": N}`` raises the total (a done run needs more trials than it has)."""
     body = await limited_body(request, MAX_RESUME_BYTES)
@@ -97,18 +109,30 @@ async def resume(run_id: str, request: Request, store: Store, supervisor: Runs) 
 
 
 @router.delete("/runs/{run_id}", status_code=204)
-def delete(run_id: str, store: Store) -> Response:
+def delete(run_id: RunId, store: Store) -> Response:
     """Remove a run that is not running, with its files."""
     store.delete(run_id)
     return Response(status_code=204)
 
 
 def _brief(store: RunStore, job: dict[str, Any]) -> dict[str, Any]:
-    """A run's brief record: id, status, progress, budget, searcher, model, dataset, created, owner."""
+    """A run's brief record: id, status, progress, budget, searcher, model, dataset, created, owner, and why its
+    trial log cannot be read (``damaged``; None when it can)."""
     config = job["config"]
-    return {"id": job["id"], "status": job["status"], "progress": store.progress(job["id"]),
+    try:
+        progress, damaged = store.progress(job["id"]), None
+    except DamagedRunError as exc:
+        progress, damaged = {"completed": 0, "total": job["trials"], "best_accuracy": None}, str(exc)
+    return {"id": job["id"], "status": job["status"], "progress": progress,
             "budget": config.get("budget"), "searcher": config.get("searcher"), "model": config.get("model"),
-            "dataset": config.get("dataset"), "created": job["created"], "owner": job["owner"]}
+            "dataset": config.get("dataset"), "created": job["created"], "owner": job["owner"], "damaged": damaged}
+
+
+def _damaged_brief(record: dict[str, Any]) -> dict[str, Any]:
+    """The brief record of a run whose ``job.json`` cannot be read: its id, owner if known, and why."""
+    return {"id": record["id"], "status": "damaged", "progress": {"completed": 0, "total": 0, "best_accuracy": None},
+            "budget": None, "searcher": None, "model": None, "dataset": None, "created": None,
+            "owner": record["owner"], "damaged": record["why"]}
 
 
 async def _changes(store: RunStore, run_id: str) -> AsyncIterator[str]:
