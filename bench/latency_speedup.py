@@ -137,14 +137,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown --models/--runtimes {unknown}; accepted: {', '.join([*MODELS, *RUNTIMES])}")
     payload: dict[str, Any] = {"config": {"budgets": [0.5, 0.3], "batches": [1, 64], "threads": 1,
-                                          "defaults": "each model's preset (round_to 8), or none (round_to 1)"},
+                                          "defaults": "each model's preset, or round_to from the model's widths"},
                                "table_error": [], "speedups": []}
     if args.results.exists():  # rows of other models and runtimes are kept: runs can be split and resumed
         kept = json.loads(args.results.read_text())
-        payload["speedups"] = [r for r in kept.get("speedups", []) if "runtime" in r and not (
-            r["model"] in names and r["runtime"] in runtimes)]
-        payload["table_error"] = [r for r in kept.get("table_error", []) if "runtime" in r and not (
-            r["model"] in tables and r["runtime"] in runtimes)]
+        payload["config"] = {**kept.get("config", {}), **payload["config"]}
+        payload["speedups"] = [r for r in kept.get("speedups", []) if "runtime" in r and (
+            args.table_only or not (r["model"] in names and r["runtime"] in runtimes))]
+        payload["table_error"] = [r for r in kept.get("table_error", []) if "runtime" in r and (
+            args.speed_only or not (r["model"] in tables and r["runtime"] in runtimes))]
     for name in ([] if args.table_only else names):  # written after each model, so a stopped run keeps its rows
         payload["speedups"] += speedups([name], [0.5, 0.3], [1, 64], runtimes)
         write_json(args.results, payload)
