@@ -12,96 +12,104 @@ physically smaller model::
 
 from __future__ import annotations
 
-from agents.sensitivity import sensitivity
-from autoprune.composition.options import RunOptions
-from autoprune.composition.search import SearchResult, search
-from autoprune.errors import (
-    AutopruneError,
-    BudgetError,
-    ConfigError,
-    DataError,
-    EvaluationFailedError,
-    PolicyError,
-    RunDirError,
-    TraceError,
-    UnknownNameError,
-)
-from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
-from autoprune.executors.options import RayOptions
-from autoprune.final.finalize import FinalConfig
-from autoprune.final.recovery import recover
-from autoprune.final.schedule import PruningSchedule, prune_gradually
-from autoprune.final.summary import LatencyCheck, ModelFigures, Summary
-from autoprune.latency.table import LatencyTable, latency_table
-from autoprune.prune.channels import apply_policy
-from autoprune.prune.export import export_model, load_pruned_model
-from autoprune.prune.masks import make_permanent
-from autoprune.prune.sparse_format import export_sizes, load_sparse, save_sparse
-from autoprune.report.sparsity_tables import sparsity_report
-from autoprune.searcher import Searcher
-from autoprune.service.client import Client, Run, ServiceError
-from autoprune.study.study import Progress
-from autoprune.trial import Score, Trial
-from search_spaces.budget import Budget, Cost, LatencySetting
-from search_spaces.cost import CostModel, repair
-from search_spaces.groups import ChannelGroup
-from search_spaces.measure import measure_latency_ms
-from search_spaces.policy import Policy
-from search_spaces.space import SearchSpace
-from search_spaces.space_options import SpaceOptions
+from typing import TYPE_CHECKING
+
+from search_spaces.ground.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutopruneError",
-    "Budget",
-    "BudgetError",
-    "ChannelGroup",
-    "Client",
-    "ConfigError",
-    "Cost",
-    "CostModel",
-    "DataError",
-    "EvaluationFailedError",
-    "Evaluator",
-    "EvaluatorConfig",
-    "FinalConfig",
-    "LatencyCheck",
-    "LatencySetting",
-    "LatencyTable",
-    "ModelFigures",
-    "Policy",
-    "PolicyError",
-    "Progress",
-    "PruningSchedule",
-    "RayOptions",
-    "Run",
-    "RunDirError",
-    "RunOptions",
-    "Score",
-    "SearchResult",
-    "SearchSpace",
-    "Searcher",
-    "ServiceError",
-    "SpaceOptions",
-    "Summary",
-    "TraceError",
-    "Trial",
-    "UnknownNameError",
-    "apply_policy",
-    "export_model",
-    "export_sizes",
-    "latency_table",
-    "load_pruned_model",
-    "load_sparse",
-    "make_permanent",
-    "measure_latency_ms",
-    "prune_gradually",
-    "recover",
-    "repair",
-    "save_sparse",
-    "search",
-    "sensitivity",
-    "sparsity_report",
-]
+# Public name → the module that defines it, imported on first use: `import autoprune` and the CLI's --help stay
+# fast, torch and the rest load when a name that needs them is first touched.
+_HOMES = {
+    "apply_policy": "autoprune.prune.channels",
+    "AutopruneError": "autoprune.errors",
+    "Budget": "search_spaces.budget",
+    "BudgetError": "autoprune.errors",
+    "ChannelGroup": "search_spaces.groups",
+    "Client": "autoprune.service.client",
+    "ConfigError": "autoprune.errors",
+    "Cost": "search_spaces.budget",
+    "CostModel": "search_spaces.cost",
+    "DataError": "autoprune.errors",
+    "EvaluationFailedError": "autoprune.errors",
+    "Evaluator": "autoprune.evaluation.evaluator",
+    "EvaluatorConfig": "autoprune.evaluation.evaluator",
+    "export_model": "autoprune.prune.export",
+    "export_sizes": "autoprune.prune.sparse_format",
+    "FinalConfig": "autoprune.final.finalize",
+    "latency_table": "autoprune.latency.table",
+    "LatencyCheck": "autoprune.final.summary",
+    "LatencySetting": "search_spaces.budget",
+    "LatencyTable": "autoprune.latency.table",
+    "load_pruned_model": "autoprune.prune.export",
+    "load_sparse": "autoprune.prune.sparse_format",
+    "make_permanent": "autoprune.prune.masks",
+    "measure_latency_ms": "search_spaces.measure",
+    "ModelFigures": "autoprune.final.summary",
+    "Policy": "search_spaces.policy",
+    "PolicyError": "autoprune.errors",
+    "Progress": "autoprune.study.study",
+    "prune_gradually": "autoprune.final.schedule",
+    "PruningSchedule": "autoprune.final.schedule",
+    "RayOptions": "autoprune.executors.options",
+    "recover": "autoprune.final.recovery",
+    "repair": "search_spaces.cost",
+    "Run": "autoprune.service.client",
+    "RunDirError": "autoprune.errors",
+    "RunOptions": "autoprune.composition.options",
+    "save_sparse": "autoprune.prune.sparse_format",
+    "Score": "autoprune.trial",
+    "search": "autoprune.composition.search",
+    "Searcher": "autoprune.searcher",
+    "SearchResult": "autoprune.composition.search",
+    "SearchSpace": "search_spaces.space",
+    "sensitivity": "agents.sensitivity",
+    "ServiceError": "autoprune.service.client",
+    "SpaceOptions": "search_spaces.space_options",
+    "sparsity_report": "autoprune.report.sparsity_tables",
+    "Summary": "autoprune.final.summary",
+    "TraceError": "autoprune.errors",
+    "Trial": "autoprune.trial",
+    "UnknownNameError": "autoprune.errors",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
 
+if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and IDEs
+    from agents.sensitivity import sensitivity
+    from autoprune.composition.options import RunOptions
+    from autoprune.composition.search import SearchResult, search
+    from autoprune.errors import (
+        AutopruneError,
+        BudgetError,
+        ConfigError,
+        DataError,
+        EvaluationFailedError,
+        PolicyError,
+        RunDirError,
+        TraceError,
+        UnknownNameError,
+    )
+    from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
+    from autoprune.executors.options import RayOptions
+    from autoprune.final.finalize import FinalConfig
+    from autoprune.final.recovery import recover
+    from autoprune.final.schedule import PruningSchedule, prune_gradually
+    from autoprune.final.summary import LatencyCheck, ModelFigures, Summary
+    from autoprune.latency.table import LatencyTable, latency_table
+    from autoprune.prune.channels import apply_policy
+    from autoprune.prune.export import export_model, load_pruned_model
+    from autoprune.prune.masks import make_permanent
+    from autoprune.prune.sparse_format import export_sizes, load_sparse, save_sparse
+    from autoprune.report.sparsity_tables import sparsity_report
+    from autoprune.searcher import Searcher
+    from autoprune.service.client import Client, Run, ServiceError
+    from autoprune.study.study import Progress
+    from autoprune.trial import Score, Trial
+    from search_spaces.budget import Budget, Cost, LatencySetting
+    from search_spaces.cost import CostModel, repair
+    from search_spaces.groups import ChannelGroup
+    from search_spaces.measure import measure_latency_ms
+    from search_spaces.policy import Policy
+    from search_spaces.space import SearchSpace
+    from search_spaces.space_options import SpaceOptions

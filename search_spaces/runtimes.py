@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from search_spaces.ground.errors import ConfigError, did_you_mean
+from search_spaces.runtime_names import RUNTIMES
 
-RUNTIMES = ("eager", "compiled", "aoti", "onnxruntime")
 #: Runtimes that compile a whole model (seconds each): their latency table is calibrated on few whole models.
 COMPILING = ("compiled", "aoti")
 #: The runtime each export format (``autoprune.export_model``) runs in.

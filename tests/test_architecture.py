@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("autoprune", "agents", "search_spaces")
@@ -27,3 +28,24 @@ def test_layer_contract_is_kept() -> None:
     done = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_the_cli_parser_and_the_package_import_without_torch() -> None:
+    """`autoprune --help` and `import autoprune` stay fast: torch, pandas and the rest load on first use."""
+    probe = ("import sys; import autoprune, search_spaces; from autoprune.cli.parser import build_parser; "
+             "build_parser().format_help(); "
+             "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'ray', 'optuna', 'fastapi') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_every_public_name_resolves_from_its_home() -> None:
+    import autoprune
+    import search_spaces
+
+    for package in (autoprune, search_spaces):
+        assert package.__all__ and set(package.__all__) <= set(dir(package))
+        missing = [name for name in package.__all__ if getattr(package, name, None) is None]
+        assert missing == [], missing
+    with pytest.raises(AttributeError, match="module 'autoprune' has no attribute 'serach'"):
+        getattr(autoprune, "serach")  # noqa: B009 - a misspelled name is an AttributeError naming it

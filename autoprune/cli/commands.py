@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,11 +10,9 @@ from pathlib import Path
 from agents.sensitivity import sensitivity
 from autoprune.builtins.data import load_dataset
 from autoprune.builtins.models import build_model
-from autoprune.cli.flags import config_from_args, resume_config
+from autoprune.cli.console import console, out, print_line
+from autoprune.cli.flag_configs import config_from_args, resume_config
 from autoprune.cli.render import (
-    console,
-    out,
-    print_line,
     report_export,
     report_recovery,
     report_search,
@@ -23,6 +20,7 @@ from autoprune.cli.render import (
     report_sizes,
     report_sparsity,
 )
+from autoprune.cli.stops import MACHINE_ERRNOS, Interrupted, MachineStopped
 from autoprune.composition.config import SearchConfig, demo_config, load_model_and_data, run_search
 from autoprune.composition.search import SearchResult
 from autoprune.evaluation.evaluator import validate
@@ -32,32 +30,12 @@ from autoprune.prune.sparse_format import export_sizes
 from autoprune.report.run_record import write_report
 from autoprune.report.sparsity_tables import load_state, sparsity_report
 from autoprune.study.progress import SearchDisplay
-from autoprune.study.rundir import NEW_DIR_HINT, check_can_start
+from autoprune.study.rundir import CONFIG, NEW_DIR_HINT, check_can_start
 from search_spaces import SearchSpace, default_preset
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.io import atomic_write_text
 from search_spaces.ground.options import check_int, check_number
 from search_spaces.policy import Policy
-
-
-class Interrupted(Exception):
-    """Ctrl+C during a search whose run directory is known (for the resume hint)."""
-
-    def __init__(self, run_dir: str) -> None:
-        super().__init__(run_dir)
-        self.run_dir = run_dir
-
-
-#: Errors of the machine rather than of the input: the disk is full or read-only, a file may not be written.
-MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-
-
-class MachineStopped(Exception):
-    """A search stopped by the machine (one of :data:`MACHINE_ERRNOS`); its finished trials are kept."""
-
-    def __init__(self, run_dir: str, error: OSError) -> None:
-        super().__init__(run_dir, error)
-        self.run_dir, self.error = run_dir, error
 
 
 def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
@@ -68,11 +46,15 @@ def _run(config: SearchConfig, *, resume: bool) -> SearchResult:
         with SearchDisplay(console) as display:
             return run_search(config, resume=resume, progress=display, on_epoch=display.training(config.train.epochs))
     except KeyboardInterrupt:
-        raise Interrupted(config.run_dir) from None
+        raise Interrupted(config.run_dir, resumable=_resumable(config.run_dir)) from None
     except OSError as exc:
         if exc.errno in MACHINE_ERRNOS:
-            raise MachineStopped(config.run_dir, exc) from None
+            raise MachineStopped(config.run_dir, exc, resumable=_resumable(config.run_dir)) from None
         raise
+
+
+def _resumable(run_dir: str) -> bool:
+    return (Path(run_dir) / CONFIG).exists()
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import version
 
-from autoprune.cli.commands import cmd_apply, cmd_demo, cmd_report, cmd_search, cmd_sensitivity, cmd_sparsity, cmd_train
-from autoprune.cli.flags import add_model_overrides, add_search_overrides
-from autoprune.cli.service_commands import (
+from autoprune.cli.connection import (
+    CONNECTION,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_RUNS_ROOT,
@@ -15,15 +14,13 @@ from autoprune.cli.service_commands import (
     DEFAULT_TOKEN_FILE,
     ON_A_RUN,
     SERVER_ENV,
-    cmd_runs,
-    cmd_serve,
-    cmd_submit,
 )
+from autoprune.cli.flags import add_model_overrides, add_search_overrides
 from autoprune.service.auth import TOKEN_ENV
 
-#: how submit and runs find the server and its token
-CONNECTION = (f"The server: --server, else ${SERVER_ENV}, else {DEFAULT_SERVER}; the token: ${TOKEN_ENV}, else "
-              f"--token-file (default {DEFAULT_TOKEN_FILE}, written by autoprune serve on its first start).")
+# Each command's function as "module:function", imported only when that command runs: --help stays fast.
+COMMANDS = "autoprune.cli.commands"
+SERVICE_COMMANDS = "autoprune.cli.service_commands"
 
 
 def _add_service_commands(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +40,7 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
                    "(default 1)")
     p.add_argument("--allow-imports", action="store_true",
                    help="accept package.module:factory strings in submitted configs (they run code on this server)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=f"{SERVICE_COMMANDS}:cmd_serve")
     p = sub.add_parser("submit", help="submit a search config to a server",
                        description="Send CONFIG.yaml (the same file autoprune search reads) to a server; prints the "
                        f"run id. {CONNECTION}")
@@ -51,7 +48,7 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     _add_connection(p)
     p.add_argument("--wait", action="store_true",
                    help="wait until the run has finished (progress bar), then print its record and baseline vs pruned")
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=f"{SERVICE_COMMANDS}:cmd_submit")
     p = sub.add_parser("runs", help="list runs on a server; show, cancel, resume one; fetch its policy or files",
                        description=f"Runs on a server. {CONNECTION}")
     p.add_argument("action", nargs="?", default="list", choices=["list", *ON_A_RUN],
@@ -63,7 +60,7 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="resume: the new total of trials")
     p.add_argument("--json", action="store_true", help="show: the full record as JSON")
     p.add_argument("--out", help="policy: the file to write; download: the directory (default ./RUN_ID)")
-    p.set_defaults(func=cmd_runs)
+    p.set_defaults(func=f"{SERVICE_COMMANDS}:cmd_runs")
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +84,7 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
                    help="with --resume: use the import strings (model, dataset, searcher) and the Ray address "
                    "saved in RUN_DIR; without it, a run directory from elsewhere cannot run code or pick a cluster")
     add_search_overrides(p)
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func=f"{COMMANDS}:cmd_search")
 
 
 def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +96,7 @@ def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="YAML config (model, dataset, evaluator, space options)")
     p.add_argument("--levels", help="comma-separated fractions of each group's max ratio (default 0.25,0.5,0.75,1)")
     add_model_overrides(p)
-    p.set_defaults(func=cmd_sensitivity)
+    p.set_defaults(func=f"{COMMANDS}:cmd_sensitivity")
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +107,7 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="evaluations (default 40)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--run-dir", help="output directory (default runs/small_cnn-digits-<time>)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=f"{COMMANDS}:cmd_demo")
 
 
 def _add_report_command(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +118,7 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
                        "in progress (it shows what exists). Every search writes it at the end too.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search")
     p.add_argument("--out", help="where to write the page (default RUN_DIR/report.html)")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=f"{COMMANDS}:cmd_report")
 
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +134,7 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="batch size (default: the dataset's)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--retrain", action="store_true", help="train even if a cached checkpoint exists")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=f"{COMMANDS}:cmd_train")
 
 
 def _add_sparsity_command(sub: argparse._SubParsersAction) -> None:
@@ -149,7 +146,7 @@ def _add_sparsity_command(sub: argparse._SubParsersAction) -> None:
                        "and sparse forms, raw and gzip-compressed.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt state dict, a model directory or a run directory")
     p.add_argument("--csv", help="also write the table to this CSV file")
-    p.set_defaults(func=cmd_sparsity)
+    p.set_defaults(func=f"{COMMANDS}:cmd_sparsity")
 
 
 def _add_apply_command(sub: argparse._SubParsersAction) -> None:
@@ -174,7 +171,7 @@ def _add_apply_command(sub: argparse._SubParsersAction) -> None:
                    "bitmask + non-zero values: smaller for element-wise pruned models), export (torch.export "
                    "model.pt2), compile (AOTInductor-compiled model_compiled.pt2), onnx (model.onnx, checked in "
                    "onnxruntime); default eager")
-    p.set_defaults(func=cmd_apply)
+    p.set_defaults(func=f"{COMMANDS}:cmd_apply")
 
 
 def build_parser() -> argparse.ArgumentParser:

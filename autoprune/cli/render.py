@@ -1,49 +1,23 @@
-"""Rich console output of the CLI's results: tables, summaries and one-line messages.
+"""Rich console output of the CLI's results: tables and summaries.
 
 Values (paths, names, run ids, messages) are printed as :class:`rich.text.Text`, never read as markup: a run
 directory named ``x[/x]`` or a module named ``evil[/x]`` prints as it is."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from autoprune.cli.console import out, print_line
 from autoprune.composition.search import SearchResult
 from autoprune.final.apply import ExportedModel, Recovery
 from autoprune.final.summary import SLOWER_ADVICE, Summary
 from autoprune.study.rundir import BEST_POLICY, REPORT
 from search_spaces.budget import Budget
-
-LOG_WIDTH = 200
-
-
-def make_console(*, stderr: bool = False) -> Console:
-    """A rich console whose lines are never hard-wrapped when it does not write to a terminal (a log file, a
-    pipe, a notebook's captured output): tables get a wide page instead of 80 columns."""
-    stream = sys.stderr if stderr else sys.stdout
-    wide = None if stream.isatty() or "COLUMNS" in os.environ else LOG_WIDTH
-    return Console(stderr=stderr, soft_wrap=wide is not None, width=wide)
-
-
-console = make_console(stderr=True)
-out = make_console()
-
-
-def print_line(text: str, *, to: Console | None = None) -> None:
-    """``text`` literally (never read as markup), on one line (no hard breaks); on ``to`` (default: stderr)."""
-    (to or console).print(Text(text), highlight=False, soft_wrap=True)
-
-
-def print_error(message: str) -> None:
-    """``error: message`` on stderr, the message literally and on one line."""
-    console.print(Text("error: ", style="red") + Text(message), highlight=False, soft_wrap=True)
 
 
 def report_search(result: SearchResult) -> None:

@@ -12,19 +12,14 @@ import json
 import os
 from pathlib import Path
 
-from autoprune.cli.render import out, print_line, report_runs
+from autoprune.cli.connection import DEFAULT_SERVER, DEFAULT_TOKEN_FILE, SERVER_ENV
+from autoprune.cli.console import out, print_line
+from autoprune.cli.render import report_runs
 from autoprune.cli.run_tables import result_table, run_table
 from autoprune.service.auth import TOKEN_ENV, TOKEN_FILE, first_token
 from autoprune.service.client import Client, Run
 from autoprune.service.server import ServeOptions, serve
 from search_spaces.ground.errors import ConfigError
-
-DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RUNS_ROOT = "127.0.0.1", 8765, "runs"
-SERVER_ENV = "AUTOPRUNE_SERVER"
-DEFAULT_SERVER = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
-DEFAULT_TOKEN_FILE = str(Path(DEFAULT_RUNS_ROOT) / TOKEN_FILE)
-#: ``autoprune runs`` actions that need a run id
-ON_A_RUN = ("show", "cancel", "resume", "policy", "files", "download")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -238,7 +238,7 @@ def test_searcher_options_from_flags(tmp_path) -> None:
 
 
 def test_switching_to_the_local_executor_drops_ray_options() -> None:
-    from autoprune.cli.flags import with_executor_flags
+    from autoprune.cli.flag_configs import with_executor_flags
     from autoprune.composition.config import SearchConfig
     from autoprune.executors import RayOptions
 
@@ -252,7 +252,7 @@ def test_switching_to_the_local_executor_drops_ray_options() -> None:
 
 
 def test_resume_does_not_start_a_dashboard_or_reach_a_cluster_a_run_directory_names_unless_trusted(tmp_path) -> None:
-    from autoprune.cli.flags import resume_config
+    from autoprune.cli.flag_configs import resume_config
     from autoprune.composition.config import SearchConfig
 
     run = tmp_path / "run"
@@ -314,7 +314,7 @@ def test_help_fits_the_command(capsys) -> None:
 def test_output_that_is_not_a_terminal_is_not_wrapped(capsys) -> None:
     from rich.table import Table
 
-    from autoprune.cli.render import make_console
+    from autoprune.cli.console import make_console
 
     line = "budget flops <= 50% of the unpruned model " + "x" * 120
     table = Table("group", "ratios -> accuracy")
@@ -389,7 +389,7 @@ def test_a_non_empty_run_directory_fails_at_once_without_training(tmp_path, caps
 
 
 def test_epochs_flag_sets_the_baseline_recipe() -> None:
-    from autoprune.cli.flags import config_from_args
+    from autoprune.cli.flag_configs import config_from_args
 
     args = build_parser().parse_args(["search", "--epochs", "3"])
     assert config_from_args(args).train.epochs == 3
@@ -398,7 +398,7 @@ def test_epochs_flag_sets_the_baseline_recipe() -> None:
 
 
 def test_final_distill_flag_overrides_the_config_only_when_given(tmp_path) -> None:
-    from autoprune.cli.flags import config_from_args
+    from autoprune.cli.flag_configs import config_from_args
 
     parse = build_parser().parse_args
     assert config_from_args(parse(["search", "--final-distill"])).final_config().distill is True
