@@ -47,6 +47,9 @@ TUNE_ENVIRONMENT = {
     "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl+C must stop the search (resumable), not end Tune's loop "successfully"
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no per-trial CSV/JSON/TensorBoard files: autoprune records results
 }
+# Warns on every start of a local Ray that token authentication is on (Ray's default for a new local cluster, which
+# autoprune keeps): nothing a user of the embedded Ray can act on. RAY_AUTH_MODE, when a user sets it, still rules.
+AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # Builds fit()'s ResultGrid from those per-trial files and warns, once per trial, that they are missing.
 RESULT_GRID_LOGGER = "ray.tune.analysis.experiment_analysis"
 
@@ -215,7 +218,8 @@ class RayExecutor(RayOptions, Executor):
         if self.dashboard:
             options["dashboard_host"] = self.dashboard_host
         if self.address is None:  # trial workers at the driver's priority (Ray's default: 15 nicer, starved under load)
-            ray.init(address="local", num_cpus=os.cpu_count(), _system_config={"worker_niceness": 0}, **options)
+            with _quiet(AUTH_SETUP_LOGGER):
+                ray.init(address="local", num_cpus=os.cpu_count(), _system_config={"worker_niceness": 0}, **options)
         else:
             try:
                 ray.init(address=self.address, **options)

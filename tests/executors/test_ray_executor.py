@@ -165,3 +165,21 @@ def test_tunes_experiment_checkpoint_saves_the_adapter_without_a_warning(tmp_pat
     again = TuneSearcherAdapter(RecordingSearcher(), on_result=lambda done: None)
     TuneSearcher.restore_from_dir(again, str(tmp_path))
     assert (again.metric, again.mode) == ("objective", "max")
+
+
+
+def test_an_embedded_ray_starts_without_the_token_auth_banner(monkeypatch, capfd, caplog) -> None:
+    """Ray turns token authentication on for a new local cluster and warns about it on every start: autoprune keeps
+    the authentication and drops the warning, which names nothing a user of the embedded Ray could change."""
+    from autoprune.executors.ray_tune import RayExecutor
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    with caplog.at_level("WARNING"):
+        assert RayExecutor()._init_ray()
+    try:
+        assert os.environ.get("RAY_AUTH_MODE") == "token"  # Ray's default for a local cluster: still on
+    finally:
+        ray.shutdown()
+    assert "Token authentication is" not in capfd.readouterr().err + caplog.text
