@@ -51,6 +51,7 @@ _HOMES = {
     "Progress": "autoprune.study.study",
     "prune_gradually": "autoprune.final.schedule",
     "PruningSchedule": "autoprune.final.schedule",
+    "RayExecutor": "autoprune.executors.ray_tune",
     "RayOptions": "autoprune.executors.options",
     "recover": "autoprune.final.recovery",
     "repair": "search_spaces.cost",
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and IDE
     )
     from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
     from autoprune.executors.options import RayOptions
+    from autoprune.executors.ray_tune import RayExecutor
     from autoprune.final.finalize import FinalConfig
     from autoprune.final.recovery import recover
     from autoprune.final.schedule import PruningSchedule, prune_gradually

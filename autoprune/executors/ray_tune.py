@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune import Tuner
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher as TuneSearcher
 
 from autoprune.evaluation.evaluator import CANDIDATE_FAILURES, Evaluator
@@ -184,29 +184,84 @@ class TuneSearcherAdapter(TuneSearcher):
 
 
 class TuneSchedulerAdapter(FIFOScheduler):
-    """Presents an autoprune Scheduler to Ray Tune: at every rung it decides whether the trial continues."""
+    """Presents an autoprune Scheduler to Ray Tune: at every rung it decides whether the trial continues; a user's
+    own Ray Tune scheduler (``user``) is asked next and may stop it too."""
 
-    def __init__(self, scheduler: Scheduler, full: int) -> None:
+    def __init__(self, scheduler: Scheduler, full: int, user: TrialScheduler | None = None) -> None:
         super().__init__()
-        self.wrapped, self.full = scheduler, full
+        self.wrapped, self.full, self.user = scheduler, full, user
 
     def __getstate__(self) -> dict[str, Any]:  # the scheduler's state is saved by autoprune's run directory
         return {"full": self.full}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if self.user is not None:
+            self.user.set_search_properties(metric, mode, **spec)
+        return super().set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if self.user is not None:
+            self.user.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        if self.user is not None:
+            self.user.on_trial_error(tune_controller, trial)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        if self.user is not None:
+            self.user.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        if self.user is not None:
+            self.user.on_trial_remove(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         steps = int(result.get("fidelity", self.full))
         if result.get("status") != "ok" or steps >= self.full:
             return TrialScheduler.CONTINUE
-        keep = self.wrapped.keep_going(int(trial.config["trial_id"]), steps, float(result["accuracy"]))
-        return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
+        if not self.wrapped.keep_going(int(trial.config["trial_id"]), steps, float(result["accuracy"])):
+            return TrialScheduler.STOP
+        if self.user is not None and self.user.on_trial_result(tune_controller, trial, result) == TrialScheduler.STOP:
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
+# Ray Tune schedulers that pause trials or change their configs: the searcher owns the configs and a trial's
+# finetune is not checkpointed, so they cannot run here.
+CONFLICTING_TUNE_SCHEDULERS = (HyperBandScheduler, PopulationBasedTraining)
+
+
+def check_tune_scheduler(tune_scheduler: Any) -> None:
+    """A user's Ray Tune scheduler must only continue or stop trials."""
+    if not isinstance(tune_scheduler, TrialScheduler):
+        raise ConfigError(f"tune_scheduler must be a ray.tune.schedulers.TrialScheduler, got {tune_scheduler!r}")
+    if isinstance(tune_scheduler, CONFLICTING_TUNE_SCHEDULERS):
+        raise ConfigError(
+            f"tune_scheduler {type(tune_scheduler).__name__} pauses trials or changes their configs, which the "
+            "searcher owns; accepted: schedulers that continue or stop trials (e.g. MedianStoppingRule, "
+            "AsyncHyperBandScheduler, or your own FIFOScheduler subclass)")
 
 
 @dataclass(frozen=True)
 class RayExecutor(RayOptions, Executor):
-    """Evaluations as Ray Tune trials, with the options of :class:`RayOptions`."""
+    """Evaluations as Ray Tune trials, with the options of :class:`RayOptions`.
+
+    ``tune_scheduler`` (Python API): a Ray Tune ``TrialScheduler`` of your own, e.g. ``MedianStoppingRule``. The
+    autoprune scheduler stays the one owner of rungs: a trial reports its score at each of its rungs, the autoprune
+    scheduler decides first, then yours; either may stop the trial. It needs a scheduler with rungs (``asha``).
+    """
+
+    tune_scheduler: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tune_scheduler is not None:
+            check_tune_scheduler(self.tune_scheduler)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "ray", **asdict(self)}
+        options = {f.name: getattr(self, f.name) for f in fields(RayOptions)}
+        user = {"tune_scheduler": type(self.tune_scheduler).__name__} if self.tune_scheduler is not None else {}
+        return {"kind": "ray", **options, **user}
 
     def _init_ray(self) -> bool:
         """Connect to (or start) Ray; True if this call started it."""
@@ -241,6 +296,9 @@ class RayExecutor(RayOptions, Executor):
         on_result: Callable[[Completed], None],
         run_dir: Path | None = None,
     ) -> None:
+        if self.tune_scheduler is not None and not scheduler.rungs(evaluator.config.finetune_steps):
+            raise ConfigError(f"tune_scheduler {type(self.tune_scheduler).__name__} acts on the scores a trial reports "
+                              "at its rungs, and this search has none: use scheduler asha (with finetune_steps > 1)")
         with _environment(TUNE_ENVIRONMENT):
             started = self._init_ray()
             scratch = None
@@ -276,7 +334,7 @@ class RayExecutor(RayOptions, Executor):
             tune_config=tune.TuneConfig(
                 search_alg=adapter, metric=METRIC, mode="max",
                 num_samples=remaining, max_concurrent_trials=self.max_concurrent,
-                scheduler=TuneSchedulerAdapter(scheduler, full),
+                scheduler=TuneSchedulerAdapter(scheduler, full, self.tune_scheduler),
                 reuse_actors=True,  # one worker process per slot: no re-import or re-fetch per trial
             ),
             run_config=tune.RunConfig(

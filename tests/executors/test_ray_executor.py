@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -183,3 +184,62 @@ def test_an_embedded_ray_starts_without_the_token_auth_banner(monkeypatch, capfd
     finally:
         ray.shutdown()
     assert "Token authentication is" not in capfd.readouterr().err + caplog.text
+
+
+class _StopAllButTheFirst:
+    """A user's Ray Tune scheduler (built lazily: ray.tune imports here only): stops every trial but trial 0 at its
+    first rung, and records what Tune told it."""
+
+    @staticmethod
+    def make():
+        from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+        class StopAllButTheFirst(FIFOScheduler):
+            def __init__(self) -> None:
+                super().__init__()
+                self.told, self.added, self.completed = None, [], []
+
+            def set_search_properties(self, metric, mode, **spec) -> bool:
+                self.told = metric
+                return super().set_search_properties(metric, mode, **spec)
+
+            def on_trial_add(self, tune_controller, trial) -> None:
+                self.added.append(trial.config["trial_id"])
+
+            def on_trial_complete(self, tune_controller, trial, result) -> None:
+                self.completed.append(trial.config["trial_id"])
+
+            def on_trial_result(self, tune_controller, trial, result) -> str:
+                return TrialScheduler.CONTINUE if trial.config["trial_id"] == 0 else TrialScheduler.STOP
+
+        return StopAllButTheFirst()
+
+
+def test_a_users_tune_scheduler_is_checked_before_ray_starts(trained_cnn, digits) -> None:
+    from ray.tune.schedulers import HyperBandScheduler, PopulationBasedTraining
+
+    from autoprune.executors.ray_tune import RayExecutor
+
+    for conflicting in (PopulationBasedTraining(hyperparam_mutations={"lr": [0.1]}), HyperBandScheduler()):
+        with pytest.raises(ConfigError, match=f"{type(conflicting).__name__} pauses trials or changes their configs"):
+            RayExecutor(tune_scheduler=conflicting)
+    with pytest.raises(ConfigError, match="must be a ray.tune.schedulers.TrialScheduler, got 'median'"):
+        RayExecutor(tune_scheduler="median")
+    with pytest.raises(ConfigError, match="acts on the scores a trial reports at its rungs, and this search has none"):
+        _search(trained_cnn, digits, trials=2, executor=RayExecutor(tune_scheduler=_StopAllButTheFirst.make()))
+
+
+@pytest.mark.slow  # a two-node Ray cluster
+def test_a_users_tune_scheduler_may_stop_trials_at_the_autoprune_rungs(cluster, trained_cnn, digits,
+                                                                       tmp_path) -> None:
+    from autoprune.executors.ray_tune import RayExecutor
+
+    mine = _StopAllButTheFirst.make()
+    result = _search(trained_cnn, digits, trials=3, evaluator={**FAST, "finetune_steps": 9},
+                     executor=RayExecutor(address=cluster.address, tune_scheduler=mine),
+                     run={"scheduler": "asha", "dir": tmp_path / "run"}, final={"rescore": 0, "measure_latency": False})
+    fidelity = dict(zip(result.trials["trial_id"], result.trials["fidelity"], strict=True))
+    assert fidelity[0] == 9 and fidelity[1] < 9 and fidelity[2] < 9  # the first rung is 1 step of 9
+    assert mine.told is not None and sorted(mine.added) == [0, 1, 2] and 0 in mine.completed
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["executor"]["tune_scheduler"] == "StopAllButTheFirst"
