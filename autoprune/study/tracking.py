@@ -16,6 +16,7 @@ import abc
 import json
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,10 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         run_dir = run_dir.resolve()
-        self.client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-        found = self.client.get_experiment_by_name(EXPERIMENT)
+        with warnings.catch_warnings():  # from MLflow's own store on SQLAlchemy 2.1: nothing a user can act on
+            warnings.filterwarnings("ignore", message=".*noload.*loader strategy is deprecated")
+            self.client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+            found = self.client.get_experiment_by_name(EXPERIMENT)  # the first call sets the store up
         experiment = found.experiment_id if found is not None else self.client.create_experiment(
             EXPERIMENT, artifact_location=(run_dir / "mlflow-artifacts").as_uri())
         self.run_id = self.client.create_run(experiment, run_name=run_dir.name).info.run_id
