@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -114,6 +115,7 @@ def table_error(name: str, runtime: str, policies: int, seed: int = 0) -> dict[s
                      "baseline_ms": base_ms, "ratio_error": predicted / ratio - 1})
         print(name, runtime, rows[-1], flush=True)
     return {"model": name, "runtime": runtime, "policies": policies, "build_seconds": build_seconds,
+            "load_average": os.getloadavg()[0],  # the machine's 1-minute load when the rows were done
             "base_ms": table.base_ms, "median_abs_ratio_error": statistics.median(abs(r["ratio_error"]) for r in rows),
             "max_abs_ratio_error": max(abs(r["ratio_error"]) for r in rows), "rows": rows}
 
@@ -141,7 +143,6 @@ def main() -> None:
                                "table_error": [], "speedups": []}
     if args.results.exists():  # rows of other models and runtimes are kept: runs can be split and resumed
         kept = json.loads(args.results.read_text())
-        payload["config"] = {**kept.get("config", {}), **payload["config"]}
         payload["speedups"] = [r for r in kept.get("speedups", []) if "runtime" in r and (
             args.table_only or not (r["model"] in names and r["runtime"] in runtimes))]
         payload["table_error"] = [r for r in kept.get("table_error", []) if "runtime" in r and (

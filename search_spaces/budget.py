@@ -23,6 +23,7 @@ from torch import nn
 from search_spaces.ground.documents import describe_number
 from search_spaces.ground.errors import BudgetError, did_you_mean
 from search_spaces.ground.inputs import batch_size
+from search_spaces.ground.options import is_finite_number
 from search_spaces.measure import (
     count_flops,
     count_nonzeros,
@@ -359,11 +360,6 @@ def _make(metric: object, fraction: Any, absolute: Any, setting: Mapping[str, An
 
 
 def _is_number(value: object, *, hi: float, hi_inclusive: bool = False) -> bool:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if not is_finite_number(value):
         return False
-    try:
-        if not math.isfinite(value):
-            return False
-    except OverflowError:  # an integer beyond the floats
-        return False
-    return 0 < value <= hi if hi_inclusive else 0 < value < hi
+    return 0 < value <= hi if hi_inclusive else 0 < value < hi  # type: ignore[operator]

@@ -48,7 +48,7 @@ class ChannelGroup:
         return kept_channels(self.channels, ratio, self.round_to)
 
 
-# Without a preset or an explicit value, models whose median group has at least WIDE_CHANNELS channels keep
+# Without a preset or an explicit value, models whose (upper) median group has at least WIDE_CHANNELS channels keep
 # multiples of WIDE_ROUND_TO (bench/latency_speedup.py: at round_to 1 such models ran slower than unpruned in
 # ONNX Runtime; narrower models would lose most of their widths to the rounding).
 WIDE_CHANNELS = 32

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
+from search_spaces.ground.documents import loads_yaml
 from search_spaces.ground.errors import ConfigError, unknown_name
 from search_spaces.ground.io import read_text
 from search_spaces.ground.options import check_fraction, check_int
@@ -78,10 +78,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
             raise unknown_name("preset", str(name_or_path), [*available_presets(), "path/to/preset.yaml"])
     elif not path.exists():
         raise ConfigError(f"preset file {str(path)!r} does not exist")
-    try:
-        data: Any = yaml.safe_load(read_text(path, what="preset file")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"preset file {str(path)!r} is not valid YAML: {exc}") from exc
+    data: Any = loads_yaml(read_text(path, what="preset file"), what=f"preset file {str(path)!r}") or {}
     if not isinstance(data, dict) or set(data) - _KEYS:
         extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else data
         raise ConfigError(f"preset {str(path)!r} has unknown entries {extra}; accepted: {sorted(_KEYS)}")

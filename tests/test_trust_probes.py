@@ -302,3 +302,12 @@ def test_an_empty_or_binary_sensitivity_table_is_one_line(finished_run, tmp_path
     err = capsys.readouterr().err.replace("\n", "")
     assert "is not a sensitivity table" in err or "has a" in err
     assert why in err and "Traceback" not in err
+
+
+def test_a_permission_error_says_access_not_write() -> None:
+    import errno
+
+    from autoprune.cli.stops import cannot_write
+
+    assert cannot_write(OSError(errno.EACCES, "Permission denied", "/x/y")) == "cannot access '/x/y': Permission denied"
+    assert cannot_write(OSError(errno.ENOSPC, "No space left on device")) == "cannot write: No space left on device"

@@ -14,4 +14,5 @@ DEFAULT_TOKEN_FILE = str(Path(DEFAULT_RUNS_ROOT) / TOKEN_FILE)
 ON_A_RUN = ("show", "cancel", "resume", "policy", "files", "download")
 #: how submit and runs find the server and its token
 CONNECTION = (f"The server: --server, else ${SERVER_ENV}, else {DEFAULT_SERVER}; the token: ${TOKEN_ENV}, else "
-              f"--token-file (default {DEFAULT_TOKEN_FILE}, written by autoprune serve on its first start).")
+              f"--token-file (default {DEFAULT_TOKEN_FILE}, written by autoprune serve on its first start; sent only "
+              "to a server on this machine).")

@@ -11,12 +11,13 @@ import argparse
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from autoprune.cli.connection import DEFAULT_SERVER, DEFAULT_TOKEN_FILE, SERVER_ENV
 from autoprune.cli.console import out, print_line
 from autoprune.cli.render import report_runs
 from autoprune.cli.run_tables import result_table, run_table
-from autoprune.service.auth import TOKEN_ENV, TOKEN_FILE, first_token
+from autoprune.service.auth import TOKEN_ENV, TOKEN_FILE, first_token, is_loopback
 from autoprune.service.client import Client, Run
 from autoprune.service.server import ServeOptions, serve
 from search_spaces.ground.errors import ConfigError
@@ -36,9 +37,12 @@ def server_url(args: argparse.Namespace) -> str:
 
 
 def client_token(args: argparse.Namespace) -> str | None:
-    """``$AUTOPRUNE_TOKEN`` (None: the client reads it), else the first token of ``--token-file`` (default
-    ``runs/.token``, written by ``autoprune serve`` on its first start), else None (the server will say 401)."""
+    """``$AUTOPRUNE_TOKEN`` (None: the client reads it), else the first token of ``--token-file``, else of the
+    default ``runs/.token`` (written by ``autoprune serve`` on its first start) when the server is on this machine,
+    else None (the server will say 401). The local server's token is never sent to another host unasked."""
     if os.environ.get(TOKEN_ENV):
+        return None
+    if not args.token_file and not is_loopback(urlsplit(server_url(args)).hostname or ""):
         return None
     path = Path(args.token_file or DEFAULT_TOKEN_FILE)
     if not path.is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import shlex
 
-#: Errors of the machine rather than of the input: the disk is full or read-only, a file may not be written.
+#: Errors of the machine rather than of the input: the disk is full or read-only, a file may not be touched.
 MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
@@ -37,6 +37,8 @@ class MachineStopped(Stopped):
 
 
 def cannot_write(exc: OSError) -> str:
-    """``exc`` as one line: what could not be written and why."""
+    """``exc`` as one line: what could not be written (a full or read-only disk) or accessed (permissions), and
+    why."""
+    verb = "cannot access" if exc.errno in (errno.EACCES, errno.EPERM) else "cannot write"
     where = f" {str(exc.filename)!r}" if exc.filename else ""
-    return f"cannot write{where}: {exc.strerror or exc}"
+    return f"{verb}{where}: {exc.strerror or exc}"

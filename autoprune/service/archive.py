@@ -77,6 +77,10 @@ def _data_pickle(body: bytes, *, limit: int, what: str) -> bytes:
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             infos = archive.infolist()
+            names = [info.filename for info in infos]
+            if len(set(names)) != len(names):  # zipfile reads the last of two same-named records, torch may not
+                twice = sorted({n for n in names if names.count(n) > 1})
+                raise ConfigError(f"{_NOT_AN_ARCHIVE}: it holds more than one record named {twice[0]!r}")
             prefixes = {info.filename.split("/", 1)[0] for info in infos}
             if len(prefixes) != 1 or any(i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size
                                          for i in infos):

@@ -27,10 +27,12 @@ class Caller:
 
     name: str
     admin: bool = False
+    #: may reach runs whose damaged record names no owner: admins, or everyone on a server without admins
+    reaches_unowned: bool = False
 
     def may_access(self, owner: str | None) -> bool:
-        """Whether this caller may see and change a run of ``owner`` (None: a record naming no one)."""
-        return self.admin or owner == self.name
+        """Whether this caller may see and change a run of ``owner`` (None: a damaged record naming no one)."""
+        return self.admin or owner == self.name or (owner is None and self.reaches_unowned)
 
 
 def _entries(text: str) -> list[tuple[str, str, bool]]:

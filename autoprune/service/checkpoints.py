@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import threading
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from autoprune.builtins.models import build_model
 from autoprune.service.archive import check_archive
+from search_spaces.ground.documents import loads_json
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.io import atomic_write, atomic_write_json
 
@@ -75,4 +75,4 @@ def uploaded_checkpoint(checkpoints: Path, checkpoint: str, model: str, *, entry
 
 def _checkpoint_models(checkpoints: Path, digest: str) -> list[str]:
     path = checkpoints / f"{digest}.json"
-    return list(json.loads(path.read_text(encoding="utf-8"))["models"]) if path.is_file() else []
+    return list(loads_json(path.read_bytes(), what=str(path))["models"]) if path.is_file() else []

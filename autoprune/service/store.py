@@ -218,6 +218,9 @@ class RunStore:
             row = entry.get("trial") if isinstance(entry, dict) else None
             if not isinstance(row, dict):
                 raise DamagedRunError(f"{where} is not a trial record")
+            accuracy = row.get("accuracy")
+            if row.get("status") == "ok" and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)):
+                raise DamagedRunError(f"{where} is a finished trial without a numeric accuracy (got {accuracy!r})")
             rows.append({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()})
         return rows
 
@@ -236,7 +239,8 @@ class RunStore:
         cached = self._progress.get(run_id)
         if cached is None or cached[0] != version:
             rows = self.trial_rows(run_id) if version else []
-            good = [r["accuracy"] for r in rows if r.get("status") == "ok" and r.get("feasible")]
+            good = [r["accuracy"] for r in rows if r.get("status") == "ok" and r.get("feasible")
+                    and r["accuracy"] is not None]  # NaN is read as None
             cached = self._progress[run_id] = (version, len(rows), max(good) if good else None)
         return {"completed": cached[1], "total": self.get(run_id)["trials"], "best_accuracy": cached[2]}
 

@@ -1,5 +1,7 @@
 """JSON and YAML documents (configs, request bodies, run files, CLI options, policies) read with their numbers
-held to range: the one place where an integer or a float from outside is checked before anything uses it.
+held to range: the one place where an integer or a float from outside is checked before anything uses it. (A
+saved searcher state is read with plain JSON: its random generators' states hold 128-bit integers, and the trial
+log names each state file by its SHA-256, so it is checked before it is read.)
 
 Integers must fit in 64 bits (from ``-2**63`` to ``2**64 - 1``): a longer one would overflow torch, numpy or a
 seed anyway, and one of more than 4,300 digits cannot even be converted or shown by Python. A float written
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -45,14 +48,21 @@ def _short(text: str) -> str:
     return text if len(text) <= 24 else f"{text[:12]}...{text[-4:]} ({len(text):,} characters)"
 
 
-def _int_from_text(text: str) -> int:
-    """A JSON integer literal as an int, refused when out of range (before a long one is converted)."""
-    if len(text.lstrip("+-")) > _MAX_INT_TEXT:
-        raise NumberRangeError(f"the integer {_short(text)} is out of range: {_RANGE}")
-    value = int(text)
+def _held_int(text: str, convert: Callable[[], int], where: str = "") -> int:
+    """``convert()`` (the integer written as ``text``), refused when out of range; a long decimal is refused before
+    it is converted (Python's decimal conversion is quadratic; binary, octal and hex ones are not)."""
+    digits = text.lstrip("+-").replace("_", "")
+    if len(digits) > _MAX_INT_TEXT and digits[:2].lower() not in ("0b", "0o", "0x"):
+        raise NumberRangeError(f"the integer {_short(text)}{where} is out of range: {_RANGE}")
+    value = convert()
     if not INT_LOW <= value <= INT_HIGH:
-        raise NumberRangeError(f"the integer {_short(text)} is out of range: {_RANGE}")
+        raise NumberRangeError(f"the integer {_short(text)}{where} is out of range: {_RANGE}")
     return value
+
+
+def _int_from_text(text: str) -> int:
+    """A JSON integer literal as an int, refused when out of range."""
+    return _held_int(text, lambda: int(text))
 
 
 def _float_from_text(text: str) -> float:
@@ -87,14 +97,8 @@ class CheckedLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = str(self.construct_scalar(node))
-        if len(text.lstrip("+-")) > _MAX_INT_TEXT:
-            raise NumberRangeError(f"the integer {_short(text)} (line {node.start_mark.line + 1}) is out of "
-                                   f"range: {_RANGE}")
-        value: int = super().construct_yaml_int(node)
-        if not INT_LOW <= value <= INT_HIGH:
-            raise NumberRangeError(f"the integer {_short(text)} (line {node.start_mark.line + 1}) is out of "
-                                   f"range: {_RANGE}")
-        return value
+        return _held_int(text, lambda: super(CheckedLoader, self).construct_yaml_int(node),
+                         f" (line {node.start_mark.line + 1})")
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
         value: float = super().construct_yaml_float(node)

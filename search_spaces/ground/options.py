@@ -36,7 +36,7 @@ def check_seed(name: str, value: object) -> None:
     check_int(name, value, low=0, high=MAX_SEED)
 
 
-def _finite(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
     """Whether ``value`` is a real number (not a bool) with a finite float value (a huge integer has none)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return False
@@ -48,14 +48,14 @@ def _finite(value: object) -> bool:
 
 def check_number(name: str, value: object, *, low: float, inclusive: bool = True) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a finite real number >= ``low`` (> with ``inclusive=False``)."""
-    if not _finite(value) or value < low or (not inclusive and value == low):  # type: ignore[operator]
+    if not is_finite_number(value) or value < low or (not inclusive and value == low):  # type: ignore[operator]
         relation = ">=" if inclusive else ">"
         raise ConfigError(f"{name} must be a number {relation} {low}, got {describe_number(value)}")
 
 
 def check_fraction(name: str, value: object, *, low_inclusive: bool, high_inclusive: bool) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a real number between 0 and 1 (each end included as given)."""
-    if (not _finite(value) or not 0 <= value <= 1 or (value == 0 and not low_inclusive)  # type: ignore[operator]
+    if (not is_finite_number(value) or not 0 <= value <= 1 or (value == 0 and not low_inclusive)  # type: ignore[operator]
             or (value == 1 and not high_inclusive)):
         interval = f"{'[' if low_inclusive else '('}0, 1{']' if high_inclusive else ')'}"
         raise ConfigError(f"{name} must be a number in {interval}, got {describe_number(value)}")

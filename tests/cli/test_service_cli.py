@@ -31,6 +31,9 @@ def test_the_server_and_token_default_to_what_serve_starts_with(tmp_path, monkey
     assert client_token(args) == TOKEN
     monkeypatch.setenv(SERVER_ENV, "http://elsewhere:1234")
     assert server_url(args) == "http://elsewhere:1234"
+    assert client_token(args) is None  # the local server's token file is not sent to another host
+    given = build_parser().parse_args(["runs", "--token-file", str(tmp_path / "runs" / TOKEN_FILE)])
+    assert client_token(given) == TOKEN  # unless named
     assert server_url(build_parser().parse_args(["runs", "--server", "http://given:1"])) == "http://given:1"
     monkeypatch.setenv(TOKEN_ENV, "from-the-environment-0123")
     assert client_token(args) is None  # the client reads $AUTOPRUNE_TOKEN itself

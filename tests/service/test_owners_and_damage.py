@@ -79,9 +79,10 @@ def _runs(root: Path, count: int) -> list[str]:
 
 def test_a_damaged_trial_log_is_listed_as_such_and_the_other_runs_work(client, root) -> None:
     store = client.app.state.store
-    good, nul, high = (store.create(SearchConfig.from_dict(TINY), owner="default")["id"] for _ in range(3))
+    good, nul, high, bare = (store.create(SearchConfig.from_dict(TINY), owner="default")["id"] for _ in range(4))
     row = json.dumps({"trial": {"status": "ok", "feasible": True, "accuracy": 0.5}})
-    for run_id, line in ((good, row), (nul, row[:10] + "\x00" + row[10:]), (high, None)):
+    no_accuracy = json.dumps({"trial": {"status": "ok", "feasible": True}})
+    for run_id, line in ((good, row), (nul, row[:10] + "\x00" + row[10:]), (high, None), (bare, no_accuracy)):
         store.run_dir(run_id).mkdir(parents=True)
         data = line.encode() if line is not None else row.encode()[:5] + b"\xff" + row.encode()[5:]
         (store.run_dir(run_id) / "trials.jsonl").write_bytes(data + b"\n")
@@ -89,7 +90,8 @@ def test_a_damaged_trial_log_is_listed_as_such_and_the_other_runs_work(client, r
     assert listed.status_code == 200, listed.text
     runs = {run["id"]: run for run in listed.json()}
     assert runs[good]["damaged"] is None and runs[good]["progress"]["best_accuracy"] == 0.5
-    for run_id in (nul, high):
+    assert "a finished trial without a numeric accuracy (got None)" in runs[bare]["damaged"]
+    for run_id in (nul, high, bare):
         assert runs[run_id]["status"] == "queued" and "line 1 of its trial log" in runs[run_id]["damaged"]
         assert "trials.jsonl" in runs[run_id]["damaged"]
         assert client.get(f"/runs/{run_id}", headers=_auth(TOKEN)).json()["damaged"] == runs[run_id]["damaged"]
@@ -132,4 +134,20 @@ def test_a_damaged_job_record_is_listed_and_the_server_still_starts(root, change
             good]
     finally:
         supervisor.stop()
+        store.close()
+
+
+def test_a_damaged_record_naming_no_owner_is_reachable_on_a_server_without_admins(root) -> None:
+    """With one token and no admin (the default set-up), a run whose job.json no longer names its owner is still
+    listed and deletable; with admins, only they reach it (and others hear why)."""
+    _, bad = _runs(root, 2)
+    (root / bad / JOB).write_text("{")
+    store = RunStore(root)
+    try:
+        alone = TestClient(create_app(store, Supervisor(store), ServerSettings(tokens=parse_tokens(TOKEN))))
+        assert bad in {run["id"] for run in alone.get("/runs", headers=_auth(TOKEN)).json()}
+        refused = _app(store).get(f"/runs/{bad}", headers=_auth(BOB))
+        assert refused.status_code == 403 and "names no owner; only an admin token" in refused.json()["detail"]
+        assert alone.delete(f"/runs/{bad}", headers=_auth(TOKEN)).status_code == 204
+    finally:
         store.close()

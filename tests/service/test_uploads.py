@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import tracemalloc
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,12 +83,18 @@ def test_archives_torch_save_does_not_write_are_refused_before_unpickling() -> N
                           compression=zipfile.ZIP_DEFLATED)
     two_folders = _archive({"a/data.pkl": b"\x80\x02}q\x00.", "b/version": b"3\n"})
     many = _archive({f"archive/data/{i}": b"" for i in range(100)} | {"archive/data.pkl": b"\x80\x02}q\x00."})
+    twice = io.BytesIO()  # a small pickle for zipfile (the last record), an amplifying one torch might find first
+    with warnings.catch_warnings(), zipfile.ZipFile(twice, "w") as archive:
+        warnings.simplefilter("ignore")  # zipfile warns "Duplicate name"
+        archive.writestr("archive/data.pkl", b"\x80\x02]" + b"]" * 1000 + b".")
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     refused = [
         (weights + b"comment", "not a zip archive"),
         (b"junk" + weights, "not a zip archive"),
         (compressed, "stored uncompressed in one folder"),
         (two_folders, "stored uncompressed in one folder"),
         (many, "lists 101 records"),
+        (twice.getvalue(), "more than one record named 'archive/data.pkl'"),
         (_archive({"archive/data.pkl": b"\x80\x02\xff"}), "data.pkl is not a pickle"),
         (_archive({"archive/version": b"3\n"}), "no item named 'archive/data.pkl'"),
     ]

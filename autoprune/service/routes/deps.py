@@ -110,7 +110,8 @@ Owner = Annotated[str, Depends(owner)]
 
 def caller(who: Owner, settings: Settings) -> Caller:
     """The request's caller: its token's owner, and whether that owner is an admin."""
-    return Caller(who, admin=who in settings.admins)
+    admin = who in settings.admins
+    return Caller(who, admin=admin, reaches_unowned=admin or not settings.admins)
 
 
 Who = Annotated[Caller, Depends(caller)]
@@ -119,7 +120,11 @@ Who = Annotated[Caller, Depends(caller)]
 def accessible_run(run_id: str, who: Who, store: Store) -> str:
     """The path's run id, once the caller may see and change that run (its owner, or an admin): 403 otherwise,
     404 without such a run."""
-    if not who.may_access(store.owner(run_id)):
+    owner = store.owner(run_id)
+    if not who.may_access(owner):
+        if owner is None:
+            raise HTTPException(403, f"run {run_id!r} is damaged and names no owner; only an admin token may see or "
+                                     "delete it")
         raise HTTPException(403, f"run {run_id!r} belongs to another owner; only its owner or an admin token may "
                                  "see or change it")
     return run_id
