@@ -579,7 +579,7 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
     sparse = [json.loads(p.read_text()) for p in sorted((results / "sparsity").glob("*.json"))]
     if sparse:
         lines += sparsity_section(sparse)
-    recovery = [json.loads(p.read_text()) for p in sorted((results / "sparsity_recovery").glob("*.json"))]
+    recovery = [json.loads(p.read_text()) for p in sorted(results.glob("sparsity_recovery*/*.json"))]
     if recovery:
         lines += recovery_section(recovery)
     scaling = _load(results / "ray_scaling.json")

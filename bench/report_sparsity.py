@@ -81,9 +81,11 @@ def goal_lines(groups: dict[tuple[float, str], list[dict[str, Any]]]) -> list[st
 def recovery_section(records: list[dict[str, Any]]) -> list[str]:
     """One-shot vs AGP, and finetune vs rewinding vs scratch, on the same policy, per number of training steps."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for record in records:
-        row = record["row"]
-        groups.setdefault((row["experiment"], row["variant"], record["config"]["final_steps"]), []).append(row)
+    baselines = {record["config"]["checkpoint"] for record in records}
+    for record in records:  # rows of different baselines (retrained elsewhere) are never pooled
+        row, config = record["row"], record["config"]
+        variant = row["variant"] if len(baselines) == 1 else f"{row['variant']} ({config['checkpoint']})"
+        groups.setdefault((row["experiment"], variant, config["final_steps"]), []).append(row)
     config = records[0]["config"]
     lines = ["## Schedules and recovery", "",
              f"`python bench/sparsity_recovery.py` — the `uniform` policy of `{config['model']}`, the same "
@@ -92,7 +94,8 @@ def recovery_section(records: list[dict[str, Any]]) -> list[str]:
              "Schedule: 90% sparsity (`Budget.nonzeros(0.1)`), one-shot (prune, then finetune) vs AGP (Zhu & Gupta, "
              "every 10 steps over the first half (`agp`) or the first third (`agp_early`), then the rest at the "
              "final sparsity). Recovery: 30% FLOPs, "
-             "channels removed; finetune (lr 0.01, cosine), learning-rate rewinding (the training's peak lr 0.05, "
+             "channels removed; finetune (lr 0.01, cosine), the same finetune distilling from the unpruned model "
+             "(`distill`), learning-rate rewinding (the training's peak lr 0.05, "
              "cosine), and the pruned architecture trained from a random init with the same steps (far fewer than "
              "the baseline's training, so this is the cost-matched comparison, not Liu et al.'s full retraining). "
              "Mean ± sd over seeds.", "",

@@ -1,5 +1,5 @@
-"""Schedules and recovery on one policy: one-shot vs AGP at 90% sparsity, and finetune vs learning-rate rewinding vs
-training from scratch for a structured 30%-FLOPs policy.
+"""Schedules and recovery on one policy: one-shot vs AGP at 90% sparsity, and finetune vs finetune distilling from the
+unpruned model vs learning-rate rewinding vs training from scratch for a structured 30%-FLOPs policy.
 
 Both policies are the ``uniform`` searcher's (one evaluation: the policy is fixed, only the final step differs), on
 the benchmark baseline (ResNet-20 on Fashion-MNIST, cached). Every variant gets the same final training steps
@@ -35,21 +35,22 @@ from search_spaces import default_preset
 
 
 def agp_until(fraction: float) -> Callable[[int], dict[str, Any]]:
-    """AGP search options whose pruning ends at ``fraction`` of the final steps (the rest recovers)."""
-    return lambda steps: {"final_schedule": {"kind": "agp", "frequency": 10, "end_step": round(fraction * steps)}}
+    """AGP final-step options whose pruning ends at ``fraction`` of the final steps (the rest recovers)."""
+    return lambda steps: {"schedule": {"kind": "agp", "frequency": 10, "end_step": round(fraction * steps)}}
 
 
-# experiment -> (granularity, budget, {variant: search options for the final step, or a function of its steps})
+# experiment -> (granularity, budget, {variant: FinalConfig options of the final step, or a function of its steps})
 EXPERIMENTS: dict[str, tuple[str, ap.Budget, dict[str, dict[str, Any] | Callable[[int], dict[str, Any]]]]] = {
     "schedule": ("element", ap.Budget.nonzeros(0.1), {
-        "one_shot": {"final_schedule": "one_shot"},
-        "agp": {"final_schedule": {"kind": "agp", "frequency": 10}},
+        "one_shot": {"schedule": "one_shot"},
+        "agp": {"schedule": {"kind": "agp", "frequency": 10}},
         "agp_early": agp_until(1 / 3),
     }),
     "recovery": ("channel", ap.Budget.flops(0.3), {
-        "finetune": {"final_recovery": "finetune"},
-        "lr_rewind": {"final_recovery": "lr_rewind"},
-        "scratch": {"final_recovery": "scratch"},
+        "finetune": {"recovery": "finetune"},
+        "distill": {"recovery": "finetune", "distill": True},
+        "lr_rewind": {"recovery": "lr_rewind"},
+        "scratch": {"recovery": "scratch"},
     }),
 }
 
@@ -84,8 +85,7 @@ def run_row(args: argparse.Namespace, experiment: str, variant: str, seed: int, 
         seed=seed,
         evaluator=fidelity(args),
         space=space,
-        **(options(args.final_steps) if callable(options) else options),
-        final={"steps": args.final_steps},
+        final={"steps": args.final_steps, **(options(args.final_steps) if callable(options) else options)},
         run={"dir": run_dir},
     )
     summary = result.summary
