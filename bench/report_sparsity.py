@@ -81,10 +81,10 @@ def goal_lines(groups: dict[tuple[float, str], list[dict[str, Any]]]) -> list[st
 def recovery_section(records: list[dict[str, Any]]) -> list[str]:
     """One-shot vs AGP, and finetune vs rewinding vs scratch, on the same policy, per number of training steps."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    baselines = {record["config"]["checkpoint"] for record in records}
+    baselines = {record["config"].get("checkpoint") for record in records}
     for record in records:  # rows of different baselines (retrained elsewhere) are never pooled
         row, config = record["row"], record["config"]
-        variant = row["variant"] if len(baselines) == 1 else f"{row['variant']} ({config['checkpoint']})"
+        variant = row["variant"] if len(baselines) == 1 else f"{row['variant']} ({config.get('checkpoint')})"
         groups.setdefault((row["experiment"], variant, config["final_steps"]), []).append(row)
     config = records[0]["config"]
     lines = ["## Schedules and recovery", "",

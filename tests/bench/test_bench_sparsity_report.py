@@ -48,3 +48,11 @@ def test_the_page_pairs_agp_with_the_one_shot_rows_trained_as_long() -> None:
     assert verdicts == ["`agp` vs one-shot at 90%, 300 steps, paired by seed (1 seeds): -1.00 ± 0.00 pt: worse.",
                         "`agp` vs one-shot at 90%, 1000 steps, paired by seed (1 seeds): +2.00 ± 0.00 pt: "
                         "at least as good."]
+
+
+def test_rows_of_different_baselines_are_never_pooled() -> None:
+    old, new = record("one_shot", 0, 0.90, 300), record("one_shot", 1, 0.80, 300)
+    old["config"]["checkpoint"], new["config"]["checkpoint"] = "resnet20-a.pt", "resnet20-b.pt"
+    table = "\n".join(recovery_section([old, new]))
+    assert "| schedule | one_shot (resnet20-a.pt) | 300 | 1 | 90.00 |" in table
+    assert "| schedule | one_shot (resnet20-b.pt) | 300 | 1 | 80.00 |" in table
