@@ -81,10 +81,12 @@ def goal_lines(groups: dict[tuple[float, str], list[dict[str, Any]]]) -> list[st
 def recovery_section(records: list[dict[str, Any]]) -> list[str]:
     """One-shot vs AGP, and finetune vs rewinding vs scratch, on the same policy, per number of training steps."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    baselines = {record["config"].get("checkpoint") for record in records}
-    for record in records:  # rows of different baselines (retrained elsewhere) are never pooled
+    baselines = {record["config"].get("baseline_sha256") for record in records}
+    for record in records:  # rows of different baselines (retrained elsewhere: the same recipe, other weights) apart
         row, config = record["row"], record["config"]
-        variant = row["variant"] if len(baselines) == 1 else f"{row['variant']} ({config.get('checkpoint')})"
+        digest = config.get("baseline_sha256")
+        label = f"baseline {digest[:8]}" if digest else "earlier baseline"
+        variant = row["variant"] if len(baselines) == 1 else f"{row['variant']} ({label})"
         groups.setdefault((row["experiment"], variant, config["final_steps"]), []).append(row)
     config = records[0]["config"]
     lines = ["## Schedules and recovery", "",

@@ -31,6 +31,7 @@ from common import RESULTS, add_fidelity_options, apply_quick, fidelity, load_ba
 from compare_searchers import row_lock
 
 import autoprune as ap
+from autoprune.study.identity import model_digest
 from search_spaces import default_preset
 
 
@@ -126,7 +127,7 @@ def main() -> None:
         parser.error(f"--final-steps must be a positive number of steps, got {args.final_steps}")
     model, data, info = load_baseline(args)
     config = {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "final_steps": args.final_steps,
-              "checkpoint": Path(info["checkpoint"]).name, **fidelity(args)}
+              "checkpoint": Path(info["checkpoint"]).name, "baseline_sha256": model_digest(model), **fidelity(args)}
     for experiment in args.experiments.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             for variant in (v for v in EXPERIMENTS[experiment][2] if v in variants):
