@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from autoprune import errors
+from autoprune.errors import *  # noqa: F403 - light; importing it gives the errors their public module
 from search_spaces.ground.lazy import lazy_exports
 
 __version__ = "0.1.0"
@@ -22,16 +24,11 @@ __version__ = "0.1.0"
 # fast, torch and the rest load when a name that needs them is first touched.
 _HOMES = {
     "apply_policy": "autoprune.prune.channels",
-    "AutopruneError": "autoprune.errors",
     "Budget": "search_spaces.budget",
-    "BudgetError": "autoprune.errors",
     "ChannelGroup": "search_spaces.groups",
     "Client": "autoprune.service.client",
-    "ConfigError": "autoprune.errors",
     "Cost": "search_spaces.budget",
     "CostModel": "search_spaces.cost",
-    "DataError": "autoprune.errors",
-    "EvaluationFailedError": "autoprune.errors",
     "Evaluator": "autoprune.evaluation.evaluator",
     "EvaluatorConfig": "autoprune.evaluation.evaluator",
     "export_model": "autoprune.prune.export",
@@ -47,7 +44,6 @@ _HOMES = {
     "measure_latency_ms": "search_spaces.measure",
     "ModelFigures": "autoprune.final.summary",
     "Policy": "search_spaces.policy",
-    "PolicyError": "autoprune.errors",
     "Progress": "autoprune.study.study",
     "prune_gradually": "autoprune.final.schedule",
     "PruningSchedule": "autoprune.final.schedule",
@@ -56,7 +52,6 @@ _HOMES = {
     "recover": "autoprune.final.recovery",
     "repair": "search_spaces.cost",
     "Run": "autoprune.service.client",
-    "RunDirError": "autoprune.errors",
     "RunOptions": "autoprune.composition.options",
     "save_sparse": "autoprune.prune.sparse_format",
     "Score": "autoprune.trial",
@@ -69,28 +64,15 @@ _HOMES = {
     "SpaceOptions": "search_spaces.space_options",
     "sparsity_report": "autoprune.report.sparsity_tables",
     "Summary": "autoprune.final.summary",
-    "TraceError": "autoprune.errors",
     "Trial": "autoprune.trial",
-    "UnknownNameError": "autoprune.errors",
 }
-__all__ = sorted(_HOMES)
+__all__ = sorted([*_HOMES, *errors.__all__])
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES)
 
 if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and IDEs
     from agents.sensitivity import sensitivity
     from autoprune.composition.options import RunOptions
     from autoprune.composition.search import SearchResult, search
-    from autoprune.errors import (
-        AutopruneError,
-        BudgetError,
-        ConfigError,
-        DataError,
-        EvaluationFailedError,
-        PolicyError,
-        RunDirError,
-        TraceError,
-        UnknownNameError,
-    )
     from autoprune.evaluation.evaluator import Evaluator, EvaluatorConfig
     from autoprune.executors.options import RayOptions
     from autoprune.executors.ray_tune import RayExecutor
