@@ -12,6 +12,7 @@ group's channels alike).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,8 +27,10 @@ from search_spaces.policy import Policy
 IMPORTANCES = ("l1", "l2", "bn_scale")
 
 
-def threshold_allocation(scores: dict[str, torch.Tensor], ratio: float, round_to: int = 1) -> dict[str, int]:
-    """Kept channels per group when the ``ratio`` lowest of all scores go (Torch-Pruning's global rule)."""
+def threshold_allocation(scores: dict[str, torch.Tensor], ratio: float, round_to: Mapping[str, int] | None = None
+                         ) -> dict[str, int]:
+    """Kept channels (or heads) per group when the ``ratio`` lowest of all scores go (Torch-Pruning's global rule),
+    rounded down to each group's multiple in ``round_to`` (default 1)."""
     everything = torch.cat(list(scores.values()))
     n_pruned = len(everything) - int(len(everything) * (1 - ratio))
     if n_pruned <= 0:
@@ -36,8 +39,9 @@ def threshold_allocation(scores: dict[str, torch.Tensor], ratio: float, round_to
     kept = {}
     for name, s in scores.items():
         left = len(s) - int((s <= threshold).sum())
-        if left < len(s) and round_to > 1:
-            left -= left % round_to
+        multiple = (round_to or {}).get(name, 1)
+        if left < len(s) and multiple > 1:
+            left -= left % multiple
         kept[name] = left
     return kept
 
@@ -75,7 +79,7 @@ class GlobalSearcher(Searcher):
     def allocation(self, global_ratio: float) -> dict[str, float]:
         """Per-group ratios of the global ranking at ``global_ratio``, capped at each group's max."""
         space = self.context.space
-        kept = threshold_allocation(self.scores, global_ratio, space.round_to)
+        kept = threshold_allocation(self.scores, global_ratio, {g.name: g.round_to for g in space})
         ratios = {}
         for group in space:
             # the ratio whose kept count int(C * (1 - r)) is exactly kept[g], robust to float error

@@ -52,7 +52,7 @@ FIDELITY = {"bn_batches": 5, "finetune_steps": 30, "val_batches": 4, "lr": 0.01}
 # 8 epochs: the baseline is retrained on every fresh machine (weights are never committed), ~35 min on one thread
 BASELINE = {"model": "resnet20", "dataset": "fashion-mnist", "epochs": 8}
 # Per-model baseline epochs; MobileNetV2 takes ~2.8x ResNet-20's time per step here, so 4 epochs (~1 h on one thread)
-BASELINE_EPOCHS = {"resnet20": 8, "mobilenet_v2": 4}
+BASELINE_EPOCHS = {"resnet20": 8, "mobilenet_v2": 4, "vit_p4": 8}
 QUICK_BASELINE = {"model": "small_cnn", "dataset": "digits", "epochs": 5}
 QUICK_FIDELITY = {"bn_batches": 2, "finetune_steps": 2, "val_batches": 2, "lr": 0.01}
 

@@ -4,11 +4,13 @@ For each model of the zoo: trace it into a search space (with the trace-time gro
 uniform policy that just meets 60% of the FLOPs, prune a copy for real and count its FLOPs independently
 (``torch.utils.flop_counter`` on the pruned model). A model either prunes within budget with the analytic
 FLOPs equal to the count, or is refused at trace time (``TraceError`` / ``BudgetError``) with a message.
-Writes ``bench/results/zoo.json`` and ``docs/zoo.md``.
+Writes ``bench/results/zoo.json`` and ``docs/zoo.md``. For the transformer families it also counts the
+attention modules whose heads prune (and says why the others do not), and exports the pruned model with
+``torch.export`` and to ONNX (run in ONNX Runtime), comparing both outputs with the eager ones.
 
 Each model gets ``--limit`` CPU seconds (default 120) for tracing plus the group check (``SearchSpace.from_model``'s
 ``time_limit``: past it, a TraceError, so the model is refused) and as many again for pruning and counting, so
-a whole run takes at most about 33 x 2 x limit.
+a whole run takes at most about 45 x 2 x limit.
 
     python bench/zoo.py [--only resnet18 mixnet_s ...] [--size 64] [--budget 0.6] [--limit 120] [--resume] [--render]
 
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import DOCS, RESULTS, changed_settings, write_result
 
 from autoprune.prune.channels import prune
+from search_spaces.attention import head_layout
 from search_spaces.budget import Budget
 from search_spaces.cost import CostModel, uniform_ratios
 from search_spaces.ground.errors import BudgetError, TraceError
@@ -46,6 +51,10 @@ from search_spaces.trace import TRACE_TIME_LIMIT
 SIZE = 64
 BUDGET = 0.6
 STATUSES = ("pruned", "refused", "failed")
+# Terminal colour codes some exporters put in their messages.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Largest difference between an exported model's outputs and the eager ones that counts as matching.
+EXPORT_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,10 @@ CSP_BLOCKS = "CSP blocks"
 CHANNEL_PADDING_RESIDUAL_SLICING = "channel-padding residual / slicing (ReXNet, GhostNet, DPN)"
 CHANNEL_SHUFFLE = "channel shuffle (ShuffleNetV2)"
 LAYER_SCALE_TOKEN_MIXING = "layer scale / token mixing (ConvNeXt, PoolFormer, MLP-Mixer)"
-ATTENTION = "attention (ViT, MobileViT)"
+VISION_TRANSFORMER = "vision transformer (ViT, DeiT, DeiT III, CaiT, EVA)"
+WINDOWED_TRANSFORMER = "windowed / hierarchical attention (Swin, Swin V2, NesT, MViTv2)"
+HYBRID_TRANSFORMER = "hybrid convolution + attention (MobileViT, LeViT, CoaT, ConViT)"
+TRANSFORMERS = (VISION_TRANSFORMER, WINDOWED_TRANSFORMER, HYBRID_TRANSFORMER)
 
 ZOO: tuple[ZooModel, ...] = (
     ZooModel("resnet18", "torchvision", PLAIN_RESIDUAL_CNN),
@@ -112,8 +124,20 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("poolformer_s12", "timm", LAYER_SCALE_TOKEN_MIXING),
     ZooModel("mixer_s32_224", "timm", LAYER_SCALE_TOKEN_MIXING,
              {"img_size": SIZE}),
-    ZooModel("vit_tiny_patch16_224", "timm", ATTENTION, {"img_size": SIZE}),
-    ZooModel("mobilevit_xxs", "timm", ATTENTION),
+    ZooModel("vit_tiny_patch16_224", "timm", VISION_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("deit_tiny_distilled_patch16_224", "timm", VISION_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("deit3_small_patch16_224", "timm", VISION_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("cait_xxs24_224", "timm", VISION_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("eva02_tiny_patch14_224", "timm", VISION_TRANSFORMER, {"img_size": 56}),
+    ZooModel("swin_tiny_patch4_window7_224", "timm", WINDOWED_TRANSFORMER, {"img_size": SIZE, "window_size": 4}),
+    ZooModel("swinv2_tiny_window8_256", "timm", WINDOWED_TRANSFORMER, {"img_size": SIZE, "window_size": 4}),
+    ZooModel("nest_tiny", "timm", WINDOWED_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("mvitv2_tiny", "timm", WINDOWED_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("mobilevit_xxs", "timm", HYBRID_TRANSFORMER),
+    ZooModel("levit_128s", "timm", HYBRID_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("coat_lite_tiny", "timm", HYBRID_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("convit_tiny", "timm", HYBRID_TRANSFORMER, {"img_size": SIZE}),
+    ZooModel("coatnet_nano_rw_224", "timm", HYBRID_TRANSFORMER, {"img_size": SIZE}),
 )
 
 
@@ -122,6 +146,7 @@ def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET, limit:
     """Trace, check, prune uniformly to ``budget`` of the FLOPs and count: one row of ``zoo.json``. Tracing plus
     checking, and pruning plus counting, may take ``limit`` seconds each."""
     torch.manual_seed(0)
+    size = entry.options.get("img_size", size)
     model, inputs = entry.build().eval(), torch.randn(1, 3, size, size)
     row: dict[str, Any] = {"model": entry.name, "source": entry.source, "family": entry.family}
     start, cpu = time.perf_counter(), time.process_time()
@@ -129,6 +154,8 @@ def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET, limit:
         space = SearchSpace.from_model(model, inputs, time_limit=limit)
         row.update(trace_seconds=time.perf_counter() - start, trace_cpu_seconds=time.process_time() - cpu)
         row.update(groups=len(space), excluded=space.excluded)
+        if entry.family in TRANSFORMERS:
+            row.update(attention_facts(model, space))
         cost_model = CostModel(space)
         cost_model.check_reachable(Budget.flops(budget))
     except (TraceError, BudgetError) as exc:
@@ -149,10 +176,63 @@ def run_one(entry: ZooModel, *, size: int = SIZE, budget: float = BUDGET, limit:
         return {**row, "status": "failed", "message": f"{type(exc).__name__}: {exc}"}
     ok = counted == predicted and Budget.flops(budget).meets(counted, cost_model.base) and same_shape
     row["prune_seconds"] = time.perf_counter() - start
+    if ok and entry.family in TRANSFORMERS:
+        row["export"] = export_check(pruned, inputs)
     return {**row, "status": "pruned" if ok else "failed", "base_flops": space.base_flops, "predicted_flops": predicted,
             "counted_flops": counted, "flops_ratio": counted / space.base_flops,
             "coverage": "partially" if space.excluded else "fully",
             "message": "" if ok else f"predicted {predicted} FLOPs, counted {counted}, same output shape: {same_shape}"}
+
+
+def attention_modules(model: nn.Module) -> list[str]:
+    """The attention modules of ``model``: those with a ``num_heads`` count and no attention module inside."""
+    heads = [n for n, m in model.named_modules() if isinstance(getattr(m, "num_heads", None), int)]
+    return [n for n in heads if not any(other.startswith(f"{n}.") for other in heads)]
+
+
+def attention_facts(model: nn.Module, space: SearchSpace) -> dict[str, Any]:
+    """How many attention modules the model has, which of them prune by whole heads, and why the others do not."""
+    found = attention_modules(model)
+    pruned = [g.name for g in space if g.unit == "head"]
+    left = {}
+    for name in found:
+        if name in pruned:
+            continue
+        if name in space.excluded:
+            left[name] = space.excluded[name]
+        elif head_layout(model.get_submodule(name)) is None:
+            left[name] = "not a multi-head attention with a fused qkv and an output projection"
+        else:
+            left[name] = "its output projection never ran on the example inputs"
+    return {"attention": len(found), "attention_pruned": len(pruned), "attention_left": left}
+
+
+def export_check(model: nn.Module, inputs: torch.Tensor) -> dict[str, str]:
+    """Export the pruned ``model`` with ``torch.export`` and to ONNX (run in ONNX Runtime): per form, "match" when
+    its outputs are within EXPORT_TOLERANCE of the eager ones, else what went wrong."""
+    import onnxruntime
+
+    with torch.no_grad():
+        expected = model(inputs)
+    result = {}
+    try:
+        program = torch.export.export(model, (inputs,))
+        with torch.no_grad():
+            difference = float((program.module()(inputs) - expected).abs().max())
+        result["torch.export"] = "match" if difference <= EXPORT_TOLERANCE else f"differs by {difference:.2g}"
+    except Exception as exc:  # any exporter failure is what this column reports
+        result["torch.export"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/model.onnx"
+            torch.onnx.export(model, (inputs,), dynamo=True, verbose=False).save(path)
+            session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            (output,) = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
+        difference = float((torch.from_numpy(output) - expected).abs().max())
+        result["onnx"] = "match" if difference <= EXPORT_TOLERANCE else f"differs by {difference:.2g}"
+    except Exception as exc:  # any exporter or runtime failure is what this column reports
+        result["onnx"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    return result
 
 
 def coverage(row: dict[str, Any]) -> str:
@@ -209,8 +289,37 @@ def render(result: dict[str, Any]) -> str:
         note = r.get("message", "") or "; ".join(f"{n}: {why}" for n, why in list(excluded.items())[:2])
         lines.append(f"| {r['model']} | {r['source']} | {r['status']} | {r.get('groups', '-')} | {len(excluded)} | "
                      f"{kept} | {r['trace_cpu_seconds']:.1f} | {note[:160].replace('|', '/')} |")
+    lines += _transformer_lines(rows)
     lines += ["", f"Machine and versions: `bench/results/zoo.json` ({result['machine']['date']}).", ""]
     return "\n".join(lines)
+
+
+def _transformer_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The transformer table: attention modules, how many prune by whole heads, why the others do not, exports."""
+    rows = [r for r in rows if r["family"] in TRANSFORMERS]
+    if not rows:
+        return []
+    lines = ["", "## Transformers: attention heads", "",
+             "An attention module with a fused qkv projection and an output projection is one group of whole heads "
+             "(`search_spaces/attention.py`): its ratio is a fraction of its heads, removed from qkv, the output "
+             "projection and every per-head tensor (relative position biases, logit scales), with the module's "
+             "`num_heads` kept true. The attention matmuls are in the cost model (`torch.utils.flop_counter`, "
+             "with attention's CPU kernel counted as its CUDA kernels are). *Exports*: the pruned model through "
+             "`torch.export` and ONNX (ONNX Runtime), outputs compared with eager ones (tolerance "
+             f"{EXPORT_TOLERANCE:g}).", "",
+             "| model | family | status | attention modules | heads prune | FLOPs kept | exports "
+             "| why attention is left |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        kept = f"{r['flops_ratio']:.1%}" if "flops_ratio" in r else "-"
+        exports = ", ".join(f"{form}: {ANSI.sub('', what)}" for form, what in r.get("export", {}).items()) or "-"
+        left = list(r.get("attention_left", {}).values())
+        why = f"{len(left)} left, e.g. {left[0][:110]}" if left else ""
+        why = why or (r.get("message", "")[:140] if r["status"] != "pruned" else "")
+        lines.append(f"| {r['model']} | {r['family'].split(' (')[0]} | {r['status']} | {r.get('attention', '-')} | "
+                     f"{r.get('attention_pruned', '-')} | {kept} | {exports[:120].replace('|', '/')} | "
+                     f"{why.replace('|', '/')} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,8 @@ class ChannelGroup:
         features: per-group descriptors for agents (op type, channels, kernel, stride, feature map size, ...).
         channel_groups: equal parts its layers split the channels into (grouped convolutions, GroupNorm); each
             part loses the same number of channels.
+        unit: what ``channels`` counts: ``"channel"``, or ``"head"`` for a multi-head attention module whose whole
+            heads are pruned (:mod:`search_spaces.attention`; its ratio is a fraction of the heads).
     """
 
     name: str
@@ -42,6 +44,7 @@ class ChannelGroup:
     params_share: float
     features: Mapping[str, float] = field(default_factory=dict)
     channel_groups: int = 1
+    unit: str = "channel"
 
     def kept_channels(self, ratio: float) -> int:
         """Channels left after removing ``ratio`` of them, exactly as Torch-Pruning's pruner counts."""

@@ -10,11 +10,24 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.ground.errors import ConfigError
 from search_spaces.ground.inputs import as_tuple
 from search_spaces.runtimes import Prepared, prepared
+
+
+def _cpu_attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *_args: Any, **_kwargs: Any) -> int:
+    """FLOPs of ``scaled_dot_product_attention``'s CPU kernel: its two matmuls, as flop_counter counts the CUDA ones."""
+    return int(flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape))
+
+
+def flop_counting() -> FlopCounterMode:
+    """``torch.utils.flop_counter``'s counter, also counting attention's CPU kernel (which it leaves at zero: a
+    transformer's attention matmuls would count on a GPU and not on a CPU)."""
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops})
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> int:
@@ -28,7 +41,7 @@ def run_counting_flops(model: nn.Module, example_inputs: Any) -> tuple[int, Any]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counting() as counter:
             outputs = model(*inputs)
     finally:
         model.train(was_training)

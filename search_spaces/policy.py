@@ -146,14 +146,15 @@ class Policy(Mapping[str, float]):
         if unknown or missing:
             parts = []
             if unknown:
-                parts.append(f"unknown groups {unknown}")
+                parts.append(f"unknown groups {unknown}" + _head_hint(space, unknown))
             if missing:
                 parts.append(f"missing groups {missing}")
             raise PolicyError(f"policy does not match the search space: {'; '.join(parts)}; "
                               f"the space's groups are {list(space.names)}")
         too_big = {n: r for n, r in self.ratios.items() if r > space[n].max_ratio + 1e-12}
         if too_big:
-            detail = ", ".join(f"{n}={r:.4f} (max {space[n].max_ratio:.4f})" for n, r in too_big.items())
+            detail = ", ".join(f"{n}={r:.4f} (max {space[n].max_ratio:.4f}{_heads_left(space[n], r)})"
+                               for n, r in too_big.items())
             raise PolicyError(f"ratios above their group's max_ratio: {detail}")
 
     # -- JSON ---------------------------------------------------------------------------------------
@@ -203,6 +204,25 @@ class Policy(Mapping[str, float]):
         except ConfigError as exc:  # missing, too large, not text, not JSON
             raise PolicyError(str(exc)) from None
         return cls.from_dict(data, source=f"policy file {str(path)!r}")
+
+
+def _head_hint(space: _Space, unknown: list[str]) -> str:
+    """A hint for names that point inside an attention module pruned by whole heads (a head cannot be split)."""
+    heads = {g.name for g in space if getattr(g, "unit", "channel") == "head"}
+    inside = sorted(n for n in unknown if n.rsplit(".", 1)[0] in heads)
+    if not inside:
+        return ""
+    owners = sorted({n.rsplit(".", 1)[0] for n in inside})
+    return (f" ({', '.join(inside)} {'is' if len(inside) == 1 else 'are'} inside attention modules pruned by whole "
+            f"heads, which a policy cannot split: name {', '.join(repr(o) for o in owners)} with a fraction of "
+            "its heads instead)")
+
+
+def _heads_left(group: Any, ratio: float) -> str:
+    """For a head group, how many heads a ratio would leave (a policy must leave at least one)."""
+    if getattr(group, "unit", "channel") != "head":
+        return ""
+    return f": {group.kept_channels(min(ratio, 1.0))} of its {group.channels} heads would stay"
 
 
 def _warn_of_unknown_groups(space: _Space, theirs: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from search_spaces.ground.errors import ConfigError
+from search_spaces.ground.errors import ConfigError, TraceError
 from search_spaces.ground.inputs import as_tuple
 from search_spaces.ground.options import check_module
 from search_spaces.groups import GRANULARITIES, ChannelGroup, LayerCost, Segment
@@ -270,4 +270,9 @@ class SearchSpace(Sequence[ChannelGroup]):
             round_to=traced.round_to,
             granularity=options.granularity,
         )
+        if traced.unmapped and all(g.name in traced.unmapped for g in traced.groups):
+            reasons = "; ".join(f"{name}: {why}" for name, why in list(traced.unmapped.items())[:3])
+            more = "; ..." if len(traced.unmapped) > 3 else ""
+            raise TraceError(f"no channel group of {traced.architecture} can be pruned: Torch-Pruning cannot map any "
+                             f"of its {len(traced.groups)} groups ({reasons}{more})")
         return space.without(traced.unmapped) if traced.unmapped else space

@@ -17,6 +17,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from search_spaces.attention import HeadLayout, head_layout, head_scores, prune_heads
 from search_spaces.ground.errors import ConfigError, PolicyError, TraceError
 from search_spaces.ground.time_limit import TimeUp
 
@@ -225,17 +226,27 @@ def prune_in_place(
     """Prune ``model`` (traced into ``graph``) in place so that each named group keeps ``kept[name]`` channels.
 
     The least important channels go, scored by ``importance`` on the unpruned model (averaged over the
-    channel groups of grouped layers, so each loses the same ones). Returns Torch-Pruning's history.
+    channel groups of grouped layers, so each loses the same ones). A group named by an attention module keeps
+    ``kept[name]`` whole heads (:mod:`search_spaces.attention`), scored by their qkv channels' scores
+    (:func:`head_importance`).
+    Returns Torch-Pruning's history, followed by one ``(attention module, True, removed heads)`` entry per
+    head group.
 
     Raises:
         ConfigError: ``importance`` cannot score a group.
         PolicyError: a kept count is not a multiple of the group's channel groups, or empties a layer.
     """
     modules = dict(model.named_modules())
-    plans = []
+    plans, head_plans = [], []
     with torch.no_grad(), index_mappings_frozen(graph):
         for name, keep in kept.items():
             root = modules[name]
+            layout = head_layout(root)
+            if layout is not None:
+                if keep < layout.heads:
+                    head_plans.append((name, layout, _least_important_heads(model, graph, name, layout, keep,
+                                                                            importance)))
+                continue
             group = root_group(graph, root)
             channels, parts = graph.get_out_channels(root), channel_groups(graph, group)
             if keep >= channels:
@@ -256,4 +267,65 @@ def prune_in_place(
         if not graph.check_pruning_group(group):
             raise PolicyError(f"pruning {len(idxs)} channels of group {name!r} would leave a layer without channels")
         group.prune()
-    return [(str(n), bool(is_out), [int(i) for i in idxs]) for n, is_out, idxs in graph.pruning_history()]
+    for name, layout, removed in head_plans:
+        prune_heads(modules[name], layout, removed)
+    history = [(str(n), bool(is_out), [int(i) for i in idxs]) for n, is_out, idxs in graph.pruning_history()]
+    return history + [(name, True, removed) for name, _, removed in head_plans]
+
+
+def _least_important_heads(
+    model: nn.Module, graph: tp.DependencyGraph, name: str, layout: HeadLayout, keep: int,
+    importance: tp.importance.Importance,
+) -> list[int]:
+    """The heads of attention module ``name`` to remove so that ``keep`` stay, the lowest-scored first.
+
+    Raises:
+        PolicyError: ``keep`` leaves no head.
+        ConfigError: ``importance`` cannot score the module's qkv projection.
+    """
+    if keep <= 0:
+        raise PolicyError(f"attention group {name!r} cannot keep {keep} of its {layout.heads} heads: at least one "
+                          "head must stay")
+    order = torch.argsort(head_importance(model, graph, name, layout, importance))
+    return sorted(int(h) for h in order[: layout.heads - keep])
+
+
+def head_importance(
+    model: nn.Module, graph: tp.DependencyGraph, name: str, layout: HeadLayout, importance: tp.importance.Importance
+) -> torch.Tensor:
+    """One score per head of attention module ``name``: the mean score of its q, k and v channels in the group of
+    its qkv projection (so on the scale of channel scores).
+
+    Raises:
+        ConfigError: ``importance`` cannot score the module's qkv projection.
+    """
+    qkv = dict(model.named_modules())[f"{name}.{layout.qkv}"]
+    if qkv not in graph.module2node:  # applied functionally (F.linear on its weight): Torch-Pruning never saw it
+        scores = qkv.weight.detach().abs().sum(dim=1)  # L1 magnitude, what the default importance ranks by
+    else:
+        scores = importance(root_group(graph, qkv))
+    if scores is None:
+        raise ConfigError(f"importance {type(importance).__name__} cannot score the heads of {name!r} "
+                          f"({architecture_name(model)}); bn_scale needs a BatchNorm, use l1, l2, taylor or random")
+    return head_scores(scores[: 3 * layout.channels], layout) / (3 * layout.head_dim)
+
+
+def split_head_steps(model: nn.Module, history: PruningHistory) -> tuple[PruningHistory, PruningHistory]:
+    """A pruning history's Torch-Pruning steps and its head steps (those naming an attention module)."""
+    modules = dict(model.named_modules())
+    heads = [step for step in history if step[0] in modules and head_layout(modules[step[0]]) is not None]
+    return [step for step in history if step not in heads], heads
+
+
+def replay_head_steps(model: nn.Module, steps: PruningHistory) -> None:
+    """Remove the heads each ``(attention module, True, heads)`` step names, in place.
+
+    Raises:
+        PolicyError: a step names heads the module does not have, or all of them.
+    """
+    modules = dict(model.named_modules())
+    for name, _, removed in steps:
+        layout = head_layout(modules[name])
+        if layout is None:
+            raise PolicyError(f"{name!r} is not an attention module whose heads can be pruned")
+        prune_heads(modules[name], layout, removed)

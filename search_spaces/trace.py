@@ -17,14 +17,15 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.ground.errors import ConfigError, TraceError
 from search_spaces.ground.options import check_fraction, check_int
 from search_spaces.ground.time_limit import TimeUp, interrupt_after
 from search_spaces.group_check import broken_groups, check_kept, reference
 from search_spaces.groups import GRANULARITIES, ChannelGroup, LayerCost, Segment, default_round_to
+from search_spaces.head_groups import HeadGroupTrace, head_groups
 from search_spaces.layer_costs import Slices, layer_costs
+from search_spaces.measure import flop_counting
 from search_spaces.presets import Preset, load_preset
 from search_spaces.surgery import CONV_TYPES as _CONV_TYPES
 from search_spaces.surgery import (
@@ -43,6 +44,8 @@ CHECK_SMALL_RATIO = 0.1
 ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
 # CPU seconds tracing plus the group check may take by default (Torch-Pruning's walk took minutes on a few blocks).
 TRACE_TIME_LIMIT = 120.0
+# AMC's op-type feature of a head group (0 Linear, 1 Conv, 2 depthwise Conv).
+ATTENTION_OP_TYPE = 3.0
 # Default largest sparsity of one weight tensor in an element space (channel spaces default to 0.8).
 ELEMENT_MAX_RATIO = 0.99
 
@@ -158,7 +161,7 @@ def _leaf_flops(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, dict[st
 
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES)]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counting() as counter:
             model(*inputs)
     finally:
         for h in hooks:
@@ -193,20 +196,25 @@ def trace_channels(
     arch = architecture_name(model)
     order, total_flops, leaf_flops, spatial = _forward_facts(model, inputs, arch)
     graph = dependency_graph(model, inputs)
-    loose = sorted(unwrapped_parameters(graph).values())
+    modules = dict(model.named_modules())
+    ignored_names = _ignored(model, modules, order, spec, ignore)
+    ignored_ids = {id(sub) for n in ignored_names for sub in modules[n].modules()}
+    raw, unmapped = _raw_groups(graph, modules, ignored_ids)
+    heads = head_groups(model, ignored_ids, leaf_flops, set(order))
+    raw, unmapped = _with_heads(raw, unmapped, heads)
+    per_head = {name for h in heads for name in h.seg_out}
+    loose = sorted(set(unwrapped_parameters(graph).values()) - per_head)
     if loose:
         log.warning("%s: %d parameters outside Conv/Linear/Norm layers (%s) are pruned along their channel "
                     "dimension; the group check excludes groups this breaks", arch, len(loose), ", ".join(loose[:5]))
-    modules = dict(model.named_modules())
-    ignored_names = _ignored(model, modules, order, spec, ignore)
-    raw, unmapped = _raw_groups(graph, modules, ignored_names)
     _check_bounds(spec, arch, {entry.name for entry in raw}, {*unmapped, *ignored_names})
     raw.sort(key=lambda entry: min((order[m] for m in entry.members if m in order), default=len(order)))
     layers, constant_params, overflow = layer_costs(model, modules, leaf_flops, *_group_segments(raw))
+    layers += [h.matmuls for h in heads if h.matmuls is not None]
     unmapped.update(overflow)
     base_params = sum(p.numel() for p in model.parameters())
     totals = _Totals(flops=total_flops, params=base_params, leaf_flops=leaf_flops, spatial=spatial)
-    round_to = options.round_to or default_round_to([entry.channels for entry in raw])
+    round_to = options.round_to or default_round_to([entry.channels for entry in raw if entry.unit == "channel"])
     groups = [_make_group(i, entry, modules, totals, spec, round_to, options.max_ratio) for i, entry in enumerate(raw)]
     if unmapped:
         log.warning("%s: %d channel groups Torch-Pruning cannot map are excluded from the search: %s", arch,
@@ -316,6 +324,7 @@ class _RawGroup:
     seg_out: dict[str, int]
     seg_in: dict[str, int]
     parts: int = 1
+    unit: str = "channel"
 
 
 @dataclass(frozen=True)
@@ -364,16 +373,15 @@ def _named(modules: dict[str, nn.Module], arch: str, items: list[str | nn.Module
 
 
 def _raw_groups(
-    graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored: set[str]
+    graph: tp.DependencyGraph, modules: dict[str, nn.Module], ignored_modules: set[int]
 ) -> tuple[list[_RawGroup], dict[str, str]]:
-    """Every prunable coupled group of the graph (more than one channel), ignored modules left out, and the roots
-    whose group Torch-Pruning fails to build (name -> why).
+    """Every prunable coupled group of the graph (more than one channel), ignored modules (by id) left out, and the
+    roots whose group Torch-Pruning fails to build (name -> why).
 
     Parameters outside Conv/Linear/Norm layers that a group prunes are recorded as members by their name.
     """
     names = {m: n for n, m in modules.items()}
     loose = unwrapped_parameters(graph)
-    ignored_modules = {id(sub) for n in ignored for sub in modules[n].modules()}
     raw, failed = [], {}
     for root, group in coupled_groups(graph, ignored_modules, ROOT_MODULE_TYPES):
         if isinstance(group, Exception):
@@ -400,6 +408,17 @@ def _raw_groups(
     return raw, failed
 
 
+def _with_heads(raw: list[_RawGroup], unmapped: dict[str, str], heads: list[HeadGroupTrace]
+                ) -> tuple[list[_RawGroup], dict[str, str]]:
+    """The channel groups and failures left when each attention module's heads are a group: channel groups that
+    prune a layer the heads set (Torch-Pruning's group of a fused qkv projection) give way to the head group."""
+    taken = {layer for h in heads for layer in h.seg_out}
+    kept = [entry for entry in raw if not taken & set(entry.members)]
+    kept += [_RawGroup(h.name, h.layout.heads, [m for m in h.seg_out if m in taken], list(h.seg_in), h.seg_out,
+                       h.seg_in, unit="head") for h in heads]
+    return kept, {name: why for name, why in unmapped.items() if name not in taken}
+
+
 def _group_max_ratio(name: str, channels: int, spec: Preset, round_to: int, max_ratio: float) -> float:
     """The largest ratio a policy may give a group: the preset's bound, and never fewer than ``round_to``
     (or zero) channels left."""
@@ -418,7 +437,7 @@ def _features(
     size, FLOPs and parameters."""
     is_conv = isinstance(root, _CONV_TYPES)
     return {
-        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),
+        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),  # attention heads: ATTENTION_OP_TYPE
         "in_channels": float(root.in_channels if is_conv else root.in_features),
         "out_channels": float(out_channels),
         "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
@@ -434,15 +453,13 @@ def _make_group(
     max_ratio: float,
 ) -> ChannelGroup:
     """The ``index``-th entry of the space for a traced group, with its shares, features and largest ratio."""
-    unit = math.lcm(round_to, entry.parts)  # grouped layers keep the same number of channels in every part
-    touched = set(entry.members) | set(entry.consumers)
-    flops = sum(totals.leaf_flops.get(m, 0) for m in touched)
-    params = sum(p.numel() for m in touched if m in modules for p in modules[m].parameters(recurse=False))
-    root = modules[entry.name]
-    depthwise = any(
-        isinstance(modules[m], _CONV_TYPES) and modules[m].groups == modules[m].in_channels > 1 for m in entry.members
-    )
-    features = _features(root, entry.channels, depthwise, totals.spatial.get(entry.name, [1]), flops, params)
+    if entry.unit == "head":  # whole heads: their width is the model's head_dim, no rounding on top
+        features = _head_features(modules[entry.name], entry.channels, totals.leaf_flops.get(entry.name, 0))
+        unit = 1
+    else:
+        unit = math.lcm(round_to, entry.parts)  # grouped layers keep the same number of channels in every part
+        features = _channel_features(entry, modules, totals)
+    flops, params = features["flops"], features["params"]
     return ChannelGroup(
         name=entry.name,
         index=index,
@@ -455,7 +472,28 @@ def _make_group(
         params_share=params / totals.params if totals.params else 0.0,
         features=features,
         channel_groups=entry.parts,
+        unit=entry.unit,
     )
+
+
+def _channel_features(entry: _RawGroup, modules: dict[str, nn.Module], totals: _Totals) -> dict[str, float]:
+    """AMC's descriptors of a channel group: its root's op, widths and kernel, and the layers it touches."""
+    touched = set(entry.members) | set(entry.consumers)
+    flops = sum(totals.leaf_flops.get(m, 0) for m in touched)
+    params = sum(p.numel() for m in touched if m in modules for p in modules[m].parameters(recurse=False))
+    depthwise = any(
+        isinstance(modules[m], _CONV_TYPES) and modules[m].groups == modules[m].in_channels > 1 for m in entry.members
+    )
+    return _features(modules[entry.name], entry.channels, depthwise, totals.spatial.get(entry.name, [1]), flops,
+                     params)
+
+
+def _head_features(attention: nn.Module, heads: int, flops: int) -> dict[str, float]:
+    """AMC's descriptors of a head group: op type 3 (attention), its input width and heads, and the whole
+    module's FLOPs (projections and matmuls) and parameters."""
+    return {"op_type": ATTENTION_OP_TYPE, "in_channels": float(attention.qkv.in_features),
+            "out_channels": float(heads), "kernel": 1.0, "stride": 1.0, "feature_size": 1.0, "flops": float(flops),
+            "params": float(sum(p.numel() for p in attention.parameters()))}
 
 
 

@@ -66,7 +66,9 @@ def _policy_table(result: SearchResult, element: bool) -> Table:
         policy.add_column(column, justify=justify)
     for group in result.space:
         ratio = result.best_policy[group.name]
-        policy.add_row(Text(group.name), str(group.channels), f"{ratio:.3f}", str(group.kept_channels(ratio)))
+        unit = " heads" if group.unit == "head" else ""
+        policy.add_row(Text(group.name), f"{group.channels}{unit}", f"{ratio:.3f}",
+                       f"{group.kept_channels(ratio)}{unit}")
     return policy
 
 

@@ -343,7 +343,8 @@ def _run_record(
         "executor": runner.describe(),
         "space": {"preset": space.preset, "ignored": list(space.ignored), "round_to": space.round_to,
                   "max_ratios": space.max_ratios, "granularity": space.granularity,
-                  "group_round_to": {g.name: g.round_to for g in space if g.round_to != space.round_to}},
+                  "group_round_to": {g.name: g.round_to for g in space if g.round_to != space.round_to},
+                  "head_groups": [g.name for g in space if g.unit == "head"]},
         "excluded": dict(space.excluded),  # groups the trace-time check left out, for the report while it runs
         **dict(settings.record or {}),
     }

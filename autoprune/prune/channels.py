@@ -14,12 +14,21 @@ import torch_pruning as tp
 from torch import nn
 
 from autoprune.prune.masks import apply_masks, make_permanent
-from search_spaces.ground.errors import ConfigError, DataError, unknown_name
+from search_spaces.attention import head_layout
+from search_spaces.ground.errors import ConfigError, DataError, PolicyError, unknown_name
 from search_spaces.ground.inputs import as_tuple
 from search_spaces.ground.options import check_module
 from search_spaces.policy import Policy
 from search_spaces.space import SearchSpace
-from search_spaces.surgery import PruningHistory, architecture_name, dependency_graph, prune_in_place
+from search_spaces.surgery import (
+    PruningHistory,
+    architecture_name,
+    dependency_graph,
+    head_importance,
+    prune_in_place,
+    replay_head_steps,
+    split_head_steps,
+)
 from search_spaces.trace import ROOT_MODULE_TYPES
 
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
@@ -113,7 +122,8 @@ def prune(
         return PruneResult(apply_masks(copy.deepcopy(model), kept, importance=importance), [])
     groups = [space[name] for name, ratio in policy.items() if ratio > 0]
     if round_to is not None:
-        groups = [replace(g, round_to=math.lcm(round_to, g.channel_groups)) for g in groups]
+        groups = [g if g.unit == "head" else replace(g, round_to=math.lcm(round_to, g.channel_groups))
+                  for g in groups]
     target = copy.deepcopy(model)
     scorer = make_importance(importance)
     was_training = target.training
@@ -163,7 +173,8 @@ def group_importances(
     """Per-channel importance of each named group, as Torch-Pruning's criterion scores the whole group.
 
     Magnitude criteria are normalized per group (Torch-Pruning's default), so scores are comparable
-    across groups: this is what its global ranking thresholds.
+    across groups: this is what its global ranking thresholds. An attention module pruned by whole heads gets one
+    score per head (:func:`search_spaces.surgery.head_importance`).
     """
     inputs = as_tuple(example_inputs)
     was_training = model.training
@@ -174,9 +185,13 @@ def group_importances(
     wanted = set(group_names)
     scores: dict[str, torch.Tensor] = {}
     with torch.no_grad():
+        for name in sorted(wanted):  # attention modules pruned by whole heads: one score per head
+            layout = head_layout(model.get_submodule(name)) if name in dict(model.named_modules()) else None
+            if layout is not None:
+                scores[name] = head_importance(model, graph, name, layout, scorer).cpu()
         for group in graph.get_all_groups(root_module_types=ROOT_MODULE_TYPES):
             root = names.get(group[0].dep.target.module)
-            if root in wanted:
+            if root in wanted and root not in scores:
                 score = scorer(group)
                 if score is None:
                     raise ConfigError(f"importance {importance!r} cannot score group {root!r} of "
@@ -206,9 +221,11 @@ def replay_history(model: nn.Module, history: PruningHistory, example_inputs: An
     was_training = model.training
     model.eval()
     graph = dependency_graph(model, as_tuple(example_inputs))
+    channel_steps, head_steps = split_head_steps(model, history)
     try:
-        graph.load_pruning_history([(n, o, list(i)) for n, o, i in history])
-    except (IndexError, RuntimeError, ValueError) as exc:  # indices past a layer's channels
+        graph.load_pruning_history([(n, o, list(i)) for n, o, i in channel_steps])
+        replay_head_steps(model, head_steps)
+    except (IndexError, RuntimeError, ValueError, PolicyError) as exc:  # indices past a layer's channels
         raise ConfigError(f"the pruning history does not fit {architecture_name(model)} ({exc}): the model given must "
                           "be a fresh instance of the architecture that was pruned") from exc
     model.train(was_training)

@@ -6,7 +6,7 @@ Every chart has axis titles with units; every trial point carries its trial id, 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,20 +65,26 @@ def flops_unit(largest: float) -> tuple[float, str]:
 
 
 def kept_channels_figure(names: Sequence[str], channels: Sequence[int], kept: Sequence[int], *,
-                         element: bool = False) -> Figure:
+                         element: bool = False, heads: Collection[str] = ()) -> Figure:
     """Channels kept per group by the best policy, beside each group's unpruned width; with ``element``, the weights
-    kept (non-zero) per weight tensor beside its element count."""
-    share = [f"{k / c:.0%}" if c else "" for k, c in zip(kept, channels, strict=True)]
-    unit, x_title, y_title = (("weights", "weight tensor (network order)", "kept weights (non-zero count)") if element
-                              else ("channels", "channel group (network order)", "output channels (count)"))
+    kept (non-zero) per weight tensor beside its element count. Groups in ``heads`` (attention modules pruned by
+    whole heads) count heads and are labelled ``name [heads]``."""
+    unit = "weights" if element else "channels"
+    units = ["heads" if n in heads else unit for n in names]
+    labels = [f"{n} [heads]" if n in heads else n for n in names]
+    share = [[f"{k / c:.0%}" if c else "", u] for k, c, u in zip(kept, channels, units, strict=True)]
+    x_title, y_title = (("weight tensor (network order)", "kept weights (non-zero count)") if element
+                        else ("channel group (network order)",
+                              "output channels (count; heads for [heads])" if heads else "output channels (count)"))
+    shown = "%{customdata[1]}" if heads else unit  # one unit for every bar unless some count heads
     return {
         "data": [
-            {"type": "bar", "name": "unpruned", "x": list(names), "y": list(channels),
+            {"type": "bar", "name": "unpruned", "x": labels, "y": list(channels), "customdata": share,
              "marker": {"color": COLORS["unpruned"]},
-             "hovertemplate": f"%{{x}}<br>unpruned: %{{y}} {unit}<extra></extra>"},
-            {"type": "bar", "name": "kept (best policy)", "x": list(names), "y": list(kept), "customdata": share,
+             "hovertemplate": f"%{{x}}<br>unpruned: %{{y}} {shown}<extra></extra>"},
+            {"type": "bar", "name": "kept (best policy)", "x": labels, "y": list(kept), "customdata": share,
              "marker": {"color": COLORS["feasible"]},
-             "hovertemplate": f"%{{x}}<br>kept: %{{y}} {unit} (%{{customdata}})<extra></extra>"},
+             "hovertemplate": f"%{{x}}<br>kept: %{{y}} {shown} (%{{customdata[0]}})<extra></extra>"},
         ],
         "layout": layout(x_title, y_title, barmode="group", xaxis={"tickangle": -45}),
     }

@@ -294,7 +294,9 @@ def _kept(record: RunRecord) -> Section:
         ratios = {n: float(best[RATIO_PREFIX + n]) for n in channels}
         note = f"the best trial so far ({int(best['trial_id'])}) against the unpruned widths"
     kept = [kept_channels(c, ratios.get(n, 0.0), units[n]) for n, c in channels.items()]
-    figure = kept_channels_figure(list(channels), list(channels.values()), kept, element=element)
+    heads = space.get("head_groups") or []
+    figure = kept_channels_figure(list(channels), list(channels.values()), kept, element=element,
+                                  heads={n for n in heads if isinstance(n, str)})
     return Section("kept", title, note, figure=figure)
 
 

@@ -194,6 +194,30 @@ def test_the_kept_chart_rounds_each_group_as_it_is_pruned(tmp_path) -> None:
     assert kept[grouped[0].name] == pruned[grouped[0].name].out_channels
 
 
+def test_a_vision_transformer_run_prunes_and_charts_whole_heads(tmp_path) -> None:
+    """Attention modules are groups of heads through the whole run: searched, pruned, exported, drawn in heads."""
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=2,
+                              num_heads=4, mlp_ratio=2.0).eval()
+    batches = [(torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))) for _ in range(2)]
+    run = tmp_path / "run"
+    result = ap.search(model, torch.zeros(1, 1, 16, 16), budget=ap.Budget.flops(0.6), train_data=batches,
+                       val_data=batches, searcher="random", trials=3, seed=0,
+                       evaluator={"bn_batches": 1, "finetune_steps": 1, "val_batches": 1},
+                       final={"measure_latency": False}, run={"dir": run})
+    heads = [g.name for g in result.space if g.unit == "head"]
+    assert heads == ["blocks.0.attn", "blocks.1.attn"]
+    chart = figures((run / "report.html").read_text())["kept"]
+    kept = dict(zip(chart["data"][1]["x"], chart["data"][1]["y"], strict=True))
+    for name in heads:
+        assert kept[f"{name} [heads]"] == result.pruned_model.get_submodule(name).num_heads
+    assert "heads" in chart["layout"]["yaxis"]["title"]["text"]
+    assert result.pruned_model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+
+
 def test_groups_the_trace_time_check_excluded_are_listed_with_why(finished_run, tmp_path) -> None:
     import torch
 

@@ -1,0 +1,136 @@
+"""Attention modules as head groups: whole heads pruned across qkv, proj and per-head tensors, the model's own
+num_heads kept true, the attention matmuls in the exact cost model, clear errors for policies that cannot be."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
+
+from autoprune import apply_policy
+from autoprune.prune.channels import group_importances, prune, replay_history
+from search_spaces import SearchSpace
+from search_spaces.cost import CostModel
+from search_spaces.ground.errors import PolicyError
+from search_spaces.measure import count_flops, count_params
+from search_spaces.trace import ATTENTION_OP_TYPE
+
+
+def _vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=2,
+                             num_heads=4, mlp_ratio=2.0).eval()
+
+
+def _swin() -> SwinTransformer:
+    torch.manual_seed(0)
+    return SwinTransformer(img_size=32, patch_size=4, in_chans=3, num_classes=10, window_size=4, embed_dim=16,
+                           depths=(1, 1), num_heads=(2, 4), mlp_ratio=2.0).eval()
+
+
+MODELS = {"vit": (_vit, (2, 1, 16, 16)), "swin": (_swin, (2, 3, 32, 32))}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_attention_module_is_a_head_group_with_exact_costs(name: str) -> None:
+    factory, shape = MODELS[name]
+    model, inputs = factory(), torch.randn(*shape)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    attention = {n: m for n, m in model.named_modules() if type(m).__name__ in ("Attention", "WindowAttention")}
+    heads = {g.name: g for g in space if g.unit == "head"}
+    assert set(heads) == set(attention) and not set(space.excluded) & set(attention)
+    assert all(heads[n].channels == attention[n].num_heads and heads[n].round_to == 1 for n in heads)
+    assert all(g.features["op_type"] == ATTENTION_OP_TYPE for g in heads.values())
+    assert not any(n.endswith(".qkv") for n in space.names)  # the fused projection is pruned by whole heads only
+    cost_model = CostModel(space)
+    rng = random.Random(0)
+    for _ in range(3):
+        policy = space.policy({g.name: rng.uniform(0, g.max_ratio) for g in space})
+        pruned = apply_policy(model, policy, inputs)
+        predicted = cost_model.cost(policy)
+        assert (predicted.flops, predicted.params) == (count_flops(pruned, inputs), count_params(pruned))
+        assert pruned(inputs).shape == model(inputs).shape
+        for module_name, group in heads.items():
+            module = pruned.get_submodule(module_name)
+            kept = group.kept_channels(policy[module_name])
+            assert module.num_heads == kept
+            assert module.qkv.out_features == 3 * module.proj.in_features
+    assert predicted.flops < space.base_flops
+
+
+def test_attention_matmuls_are_counted_per_kept_head() -> None:
+    model, inputs = _vit(), torch.randn(2, 1, 16, 16)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    matmuls = next(layer for layer in space.layers if layer.name == "blocks.0.attn")
+    tokens, head_dim = 17, 8  # 16 patches and the class token; 32 channels over 4 heads
+    assert matmuls.flops_unit == 2 * 2 * 2 * tokens * tokens * head_dim  # q @ k^T and attn @ v, batch 2, per head
+    full = CostModel(space).cost({}).flops
+    one_head_less = CostModel(space).cost({"blocks.0.attn": 0.25}).flops
+    qkv_and_proj = 2 * 2 * tokens * 32 * (3 * head_dim + head_dim)
+    assert full - one_head_less == matmuls.flops_unit + qkv_and_proj
+
+
+def test_the_least_important_heads_go_and_the_history_replays() -> None:
+    model, inputs = _vit(), torch.randn(2, 1, 16, 16)
+    attention = model.blocks[0].attn
+    with torch.no_grad():
+        for part in range(3):  # head 2 of block 0 gets the smallest q, k and v weights
+            attention.qkv.weight[part * 32 + 16: part * 32 + 24] *= 0.01
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    result = prune(model, space.policy({n: 0.25 if n == "blocks.0.attn" else 0.0 for n in space.names}), inputs,
+                   space=space)
+    assert ("blocks.0.attn", True, [2]) in result.history
+    kept_rows = torch.cat([attention.qkv.weight[p * 32 + h * 8: p * 32 + h * 8 + 8] for p in range(3)
+                           for h in (0, 1, 3)])
+    assert torch.equal(result.model.blocks[0].attn.qkv.weight, kept_rows)
+    replayed = replay_history(_vit(), result.history, inputs)
+    replayed.load_state_dict(result.model.state_dict())
+    assert torch.allclose(replayed(inputs), result.model(inputs))
+
+
+def test_swin_relative_position_bias_loses_the_pruned_heads_columns() -> None:
+    model, inputs = _swin(), torch.randn(2, 3, 32, 32)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    name = "layers.1.blocks.0.attn"
+    table = model.get_submodule(name).relative_position_bias_table
+    pruned = prune(model, space.policy({**dict.fromkeys(space.names, 0.0), name: 0.5}), inputs, space=space)
+    removed = next(step[2] for step in pruned.history if step[0] == name)
+    kept = [h for h in range(4) if h not in removed]
+    assert torch.equal(pruned.model.get_submodule(name).relative_position_bias_table, table[:, kept])
+
+
+def test_a_policy_that_leaves_no_head_or_splits_one_is_refused_by_name() -> None:
+    model, inputs = _vit(), torch.randn(2, 1, 16, 16)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    with pytest.raises(PolicyError, match=r"blocks\.0\.attn=0\.9000 \(max 0\.7500: 0 of its 4 heads would stay\)"):
+        space.policy({**dict.fromkeys(space.names, 0.0), "blocks.0.attn": 0.9})
+    with pytest.raises(PolicyError, match=r"blocks\.0\.attn\.qkv is inside attention modules pruned by whole heads"):
+        space.policy({**dict.fromkeys(space.names, 0.0), "blocks.0.attn.qkv": 0.5})
+
+
+@pytest.mark.slow
+def test_a_pruned_vit_exports_to_torch_export_and_onnx_with_matching_outputs(tmp_path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model, inputs = _vit(), torch.randn(2, 1, 16, 16)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    pruned = apply_policy(model, space.policy({n: min(0.5, space[n].max_ratio) for n in space.names}), inputs)
+    expected = pruned(inputs)
+    program = torch.export.export(pruned, (inputs,))
+    assert torch.allclose(program.module()(inputs), expected, atol=1e-5)
+    torch.onnx.export(pruned, (inputs,), str(tmp_path / "vit.onnx"), dynamo=True).save(str(tmp_path / "vit.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "vit.onnx"), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
+    assert torch.allclose(torch.from_numpy(output), expected, atol=1e-4)
+
+
+def test_global_ranking_scores_each_head_on_the_channels_scale() -> None:
+    model, inputs = _vit(), torch.randn(2, 1, 16, 16)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    scores = group_importances(model, inputs, group_names=space.names)
+    assert {name: len(scores[name]) for name in ("blocks.0.attn", "blocks.1.attn")} == {"blocks.0.attn": 4,
+                                                                                         "blocks.1.attn": 4}
+    channel_scores = torch.cat([s for n, s in scores.items() if space[n].unit == "channel"])
+    assert 0.2 < float(scores["blocks.0.attn"].mean() / channel_scores.mean()) < 5  # one scale for both
