@@ -1,12 +1,14 @@
 """Multi-head attention as a group whose unit is a whole head.
 
-An attention module with a fused ``qkv`` projection and an output ``proj`` (timm's ViT, DeiT, EVA, BEiT, Swin,
-SwinV2, MobileViT, MaxViT, CaiT, ...) lays out ``qkv``'s outputs as ``[3, heads, head_dim]`` and ``proj``'s inputs
-as ``[heads, head_dim]``. Removing head ``h`` removes those slices from both, and from whatever else the module
-keeps one of per head (a relative-position bias table's column, a logit scale, a talking-heads mixing layer) or
-per attention channel (EVA's q/v biases, a scale norm, a gate), and sets the module's ``num_heads`` (and
-``attn_dim``) to what is left, so the pruned module still runs, traces and exports. Torch-Pruning's
-per-layer functions do the cutting; this module only knows the layout.
+An attention module with an integer ``num_heads``, a fused ``qkv`` Linear and an output ``proj`` Linear (timm's
+ViT, DeiT, DeiT III, Swin, MobileViT blocks) is taken to lay out ``qkv``'s outputs as ``[3, heads, head_dim]`` and
+``proj``'s inputs as ``[heads, head_dim]``. Removing head ``h`` removes those slices from both, and from whatever
+else the module keeps one of per head (a relative-position bias table's column, a logit scale) or per attention
+channel (q/v biases, a scale norm, a gate), and sets the module's ``num_heads`` (and ``attn_dim``) to what is
+left, so the pruned module still runs, traces and exports. Torch-Pruning's per-layer functions do the cutting;
+this module only knows the layout. The layout is assumed from the sizes: the trace-time check
+(:func:`search_spaces.group_check.head_check`) confirms it per module (removing a head must equal silencing it),
+and excludes modules whose forward pass disagrees (Swin V2, EVA, BEiT and CaiT reshape with the input width).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def head_layout(module: nn.Module) -> HeadLayout | None:
     """
     heads = getattr(module, "num_heads", None)
     qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
-    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 2:
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
         return None
     if not isinstance(qkv, nn.Linear) or not isinstance(proj, nn.Linear):
         return None

@@ -12,11 +12,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from search_spaces.attention import head_layout, prune_heads
 from search_spaces.measure import count_params, run_counting_flops
 from search_spaces.surgery import dependency_graph, prune_in_place
 
 # (kept channels per group name) -> predicted (FLOPs, params) of the model pruned to them
 Predict = Callable[[Mapping[str, int]], tuple[int, int]]
+# How close a model with one head removed must come to the model with that head silenced (float32 round-off).
+HEAD_TOLERANCE = 1e-4
 # The containers of a module's state that pruning replaces entries of.
 _STATE = ("_parameters", "_buffers", "_modules")
 
@@ -75,6 +78,41 @@ def check_kept(model: nn.Module, ref: Reference, kept: Mapping[str, int], predic
         return (f"the pruned model has {flops} FLOPs and {params} params, the cost model predicts {expected[0]} and "
                 f"{expected[1]} (a dependency Torch-Pruning does not see)")
     return None
+
+
+def head_check(model: nn.Module, inputs: tuple[Any, ...], names: list[str]) -> dict[str, str]:
+    """The attention modules among ``names`` whose heads are not laid out as assumed (name -> why).
+
+    For each, the model with its first head removed must compute what the unpruned model computes with that head's
+    columns of the output projection set to zero: the sizes only suggest where a head's q, k and v rows and
+    per-head tensors are, this confirms it. The model is put back after each check.
+    """
+    wrong = {}
+    for name in names:
+        module = model.get_submodule(name)
+        layout = head_layout(module)
+        if layout is None or layout.heads < 2:
+            continue
+        with torch.no_grad(), _restored(model):
+            proj = getattr(module, layout.proj)
+            silenced = proj.weight.detach().clone()
+            silenced[:, layout.channel_indices([0])] = 0
+            proj.weight = nn.Parameter(silenced)
+            expected = _tensors(model.eval()(*inputs))
+        try:
+            with torch.no_grad(), _restored(model):
+                prune_heads(module, layout, [0])
+                actual = _tensors(model.eval()(*inputs))
+        except Exception as exc:  # any failure of the pruned forward pass disqualifies the module
+            wrong[name] = f"pruning breaks the model ({type(exc).__name__}: {_first_line(exc)})"
+            continue
+        same = len(actual) == len(expected) and all(
+            a.shape == e.shape and torch.allclose(a, e, rtol=HEAD_TOLERANCE, atol=HEAD_TOLERANCE)
+            for a, e in zip(actual, expected, strict=True))
+        if not same:
+            wrong[name] = ("removing a head does not equal silencing it: its qkv outputs are not laid out as "
+                           "[3, heads, head_dim], or a tensor sized like its heads is not per head")
+    return wrong
 
 
 def broken_groups(names: list[str], check: Callable[[list[str]], str | None], *, failing: bool = False

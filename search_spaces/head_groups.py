@@ -31,13 +31,13 @@ class HeadGroupTrace:
 
 def head_groups(model: nn.Module, ignored: set[int], leaf_flops: dict[str, int], ran: set[str]
                 ) -> list[HeadGroupTrace]:
-    """A head group per attention module of ``model`` whose output projection ran (``ran``: module names; its qkv
-    projection may be applied functionally, as in Swin V2, EVA and BEiT) and none of
-    whose layers is ``ignored`` (module ids)."""
+    """A head group per attention module of ``model`` whose qkv projection ran as a module (``ran``: module names;
+    Torch-Pruning cannot follow one applied functionally, as Swin V2, EVA and BEiT do) and none of whose layers is
+    ``ignored`` (module ids)."""
     modules = dict(model.named_modules())
     found = []
     for name, layout in attention_modules(model).items():
-        if f"{name}.{layout.proj}" not in ran or any(id(m) in ignored for m in modules[name].modules()):
+        if f"{name}.{layout.qkv}" not in ran or any(id(m) in ignored for m in modules[name].modules()):
             continue
         full = {child: f"{name}.{child}" for child in
                 (layout.qkv, layout.proj, *layout.head_outputs, *layout.head_inputs, *layout.channel_outputs)}

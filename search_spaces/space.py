@@ -273,6 +273,7 @@ class SearchSpace(Sequence[ChannelGroup]):
         if traced.unmapped and all(g.name in traced.unmapped for g in traced.groups):
             reasons = "; ".join(f"{name}: {why}" for name, why in list(traced.unmapped.items())[:3])
             more = "; ..." if len(traced.unmapped) > 3 else ""
-            raise TraceError(f"no channel group of {traced.architecture} can be pruned: Torch-Pruning cannot map any "
-                             f"of its {len(traced.groups)} groups ({reasons}{more})")
+            raise TraceError(f"no channel group of {traced.architecture} can be pruned: each of its "
+                             f"{len(traced.groups)} traced groups maps channels Torch-Pruning cannot follow or that "
+                             f"another group also claims ({reasons}{more})")
         return space.without(traced.unmapped) if traced.unmapped else space

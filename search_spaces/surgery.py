@@ -299,33 +299,30 @@ def head_importance(
     Raises:
         ConfigError: ``importance`` cannot score the module's qkv projection.
     """
-    qkv = dict(model.named_modules())[f"{name}.{layout.qkv}"]
-    if qkv not in graph.module2node:  # applied functionally (F.linear on its weight): Torch-Pruning never saw it
-        scores = qkv.weight.detach().abs().sum(dim=1)  # L1 magnitude, what the default importance ranks by
-    else:
-        scores = importance(root_group(graph, qkv))
+    scores = importance(root_group(graph, dict(model.named_modules())[f"{name}.{layout.qkv}"]))
     if scores is None:
         raise ConfigError(f"importance {type(importance).__name__} cannot score the heads of {name!r} "
-                          f"({architecture_name(model)}); bn_scale needs a BatchNorm, use l1, l2, taylor or random")
+                          f"({architecture_name(model)}): bn_scale needs a BatchNorm in the group, which attention "
+                          "has not; heads are scored by magnitude (l1, l2) or gradient (taylor) criteria")
     return head_scores(scores[: 3 * layout.channels], layout) / (3 * layout.head_dim)
 
 
-def split_head_steps(model: nn.Module, history: PruningHistory) -> tuple[PruningHistory, PruningHistory]:
-    """A pruning history's Torch-Pruning steps and its head steps (those naming an attention module)."""
-    modules = dict(model.named_modules())
-    heads = [step for step in history if step[0] in modules and head_layout(modules[step[0]]) is not None]
-    return [step for step in history if step not in heads], heads
-
-
-def replay_head_steps(model: nn.Module, steps: PruningHistory) -> None:
-    """Remove the heads each ``(attention module, True, heads)`` step names, in place.
+def replay(model: nn.Module, graph: tp.DependencyGraph, history: PruningHistory) -> None:
+    """Replay a pruning history on ``model`` (traced into ``graph``) in its order: runs of Torch-Pruning steps
+    through the graph, and each ``(attention module, True, heads)`` step by removing those heads.
 
     Raises:
-        PolicyError: a step names heads the module does not have, or all of them.
+        PolicyError: a head step names heads the module does not have, or all of them.
     """
     modules = dict(model.named_modules())
-    for name, _, removed in steps:
-        layout = head_layout(modules[name])
-        if layout is None:
-            raise PolicyError(f"{name!r} is not an attention module whose heads can be pruned")
-        prune_heads(modules[name], layout, removed)
+    run: PruningHistory = []
+    for step in [*history, None]:
+        layout = head_layout(modules[step[0]]) if step is not None and step[0] in modules else None
+        if step is not None and layout is None:
+            run.append(step)
+            continue
+        if run:
+            graph.load_pruning_history([(n, o, list(i)) for n, o, i in run])
+            run = []
+        if step is not None:
+            prune_heads(modules[step[0]], layout, step[2])

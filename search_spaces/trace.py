@@ -21,7 +21,7 @@ from torch import nn
 from search_spaces.ground.errors import ConfigError, TraceError
 from search_spaces.ground.options import check_fraction, check_int
 from search_spaces.ground.time_limit import TimeUp, interrupt_after
-from search_spaces.group_check import broken_groups, check_kept, reference
+from search_spaces.group_check import broken_groups, check_kept, head_check, reference
 from search_spaces.groups import GRANULARITIES, ChannelGroup, LayerCost, Segment, default_round_to
 from search_spaces.head_groups import HeadGroupTrace, head_groups
 from search_spaces.layer_costs import Slices, layer_costs
@@ -300,7 +300,8 @@ def check_groups(
         return None
 
     prunable = [g.name for g in groups if g.max_ratio > 0]
-    excluded = broken_groups(prunable, check)
+    excluded = head_check(model, inputs, [n for n in prunable if by_name[n].unit == "head"])
+    excluded |= broken_groups([n for n in prunable if n not in excluded], check)
     if not excluded:
         return {}
     lines = "; ".join(f"{name}: {why}" for name, why in excluded.items())

@@ -26,8 +26,7 @@ from search_spaces.surgery import (
     dependency_graph,
     head_importance,
     prune_in_place,
-    replay_head_steps,
-    split_head_steps,
+    replay,
 )
 from search_spaces.trace import ROOT_MODULE_TYPES
 
@@ -221,10 +220,8 @@ def replay_history(model: nn.Module, history: PruningHistory, example_inputs: An
     was_training = model.training
     model.eval()
     graph = dependency_graph(model, as_tuple(example_inputs))
-    channel_steps, head_steps = split_head_steps(model, history)
     try:
-        graph.load_pruning_history([(n, o, list(i)) for n, o, i in channel_steps])
-        replay_head_steps(model, head_steps)
+        replay(model, graph, history)
     except (IndexError, RuntimeError, ValueError, PolicyError) as exc:  # indices past a layer's channels
         raise ConfigError(f"the pruning history does not fit {architecture_name(model)} ({exc}): the model given must "
                           "be a fresh instance of the architecture that was pruned") from exc

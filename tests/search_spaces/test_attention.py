@@ -9,8 +9,10 @@ import pytest
 import torch
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-from autoprune import apply_policy
+from autoprune import PruningSchedule, apply_policy
+from autoprune.final.schedule import prune_gradually
 from autoprune.prune.channels import group_importances, prune, replay_history
 from search_spaces import SearchSpace
 from search_spaces.cost import CostModel
@@ -134,3 +136,38 @@ def test_global_ranking_scores_each_head_on_the_channels_scale() -> None:
                                                                                          "blocks.1.attn": 4}
     channel_scores = torch.cat([s for n, s in scores.items() if space[n].unit == "channel"])
     assert 0.2 < float(scores["blocks.0.attn"].mean() / channel_scores.mean()) < 5  # one scale for both
+
+
+def test_gradual_pruning_down_to_one_head_replays_from_its_history() -> None:
+    model, inputs = _vit(), torch.randn(2, 1, 16, 16)
+    space = SearchSpace.from_model(model, inputs, round_to=1)
+    policy = space.policy({**dict.fromkeys(space.names, 0.0), "blocks.0.attn": 0.75, "blocks.0.mlp.fc1": 0.5})
+    batches = [(torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))] * 2
+    result = prune_gradually(model, policy, inputs, train_data=batches, space=space,
+                             schedule=PruningSchedule("iterative", steps=6, stages=3))
+    assert result.model.blocks[0].attn.num_heads == 1
+    assert [step[0] for step in result.history].count("blocks.0.attn") >= 2  # heads removed at several events
+    replayed = replay_history(_vit(), result.history, inputs)
+    replayed.load_state_dict(result.model.state_dict())
+    assert torch.allclose(replayed.eval()(inputs), result.model.eval()(inputs))
+
+
+class HeadsFirst(nn.Module):
+    """An attention whose qkv outputs are laid out [heads, 3, head_dim] (as timm's MaxViT does)."""
+
+    def __init__(self, dim: int = 16, num_heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.qkv, self.proj = num_heads, nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, self.num_heads, 3, -1).permute(3, 0, 2, 1, 4).unbind(0)
+        return self.proj(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_an_attention_laid_out_otherwise_is_excluded_with_why() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), HeadsFirst(), nn.Flatten(), nn.Linear(16 * 5, 10)).eval()
+    space = SearchSpace.from_model(model, torch.randn(2, 5, 8), round_to=1)
+    assert "1" not in space.names
+    assert "removing a head does not equal silencing it" in space.excluded["1"]
