@@ -203,7 +203,7 @@ def attention_facts(model: nn.Module, space: SearchSpace) -> dict[str, Any]:
         elif head_layout(model.get_submodule(name)) is None:
             left[name] = "not a multi-head attention with a fused qkv and an output projection"
         else:
-            left[name] = "its output projection never ran on the example inputs"
+            left[name] = "its qkv projection runs functionally, not as a module: Torch-Pruning cannot follow it"
     return {"attention": len(found), "attention_pruned": len(pruned), "attention_left": left}
 
 
