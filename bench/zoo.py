@@ -306,7 +306,8 @@ def _transformer_lines(rows: list[dict[str, Any]]) -> list[str]:
              "`num_heads` kept true. The attention matmuls are in the cost model (`torch.utils.flop_counter`, "
              "with attention's CPU kernel counted as its CUDA kernels are). *Exports*: the pruned model through "
              "`torch.export` and ONNX (ONNX Runtime), outputs compared with eager ones (tolerance "
-             f"{EXPORT_TOLERANCE:g}).", "",
+             f"{EXPORT_TOLERANCE:g}). Inputs are 64x64 except where a model's patch size asks otherwise (EVA-02: "
+             "56x56); Swin models use 4x4 windows (their 7x7 or 8x8 windows do not tile a 16x16 token grid).", "",
              "| model | family | status | attention modules | heads prune | FLOPs kept | exports "
              "| why attention is left |",
              "|---|---|---|---|---|---|---|---|"]
