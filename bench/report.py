@@ -170,7 +170,8 @@ def quality_section(records: list[dict[str, Any]], img: Path, rel: str,
                  if mo == model and b == GOAL_BUDGET}
         looser = {b: statistics.mean(accuracy_drop(r) for r in v) for (mo, b, m), v in groups.items()
                   if mo == model and m == "uniform" and b > GOAL_BUDGET}
-        lines += ["", *resumed_lines(rows), *goal_lines(model, drops, looser), "",
+        at_goal = any(mo == model and b == GOAL_BUDGET for mo, b, _ in groups)  # the goals are set at 30% FLOPs
+        lines += ["", *resumed_lines(rows), *(goal_lines(model, drops, looser) if at_goal else []), "",
                   *study_scale_lines(list(study_rows), config), "", *fidelity_lines(rows), ""]
     lines += plot_quality([r["row"] | {"model": name} for r, name in zip(records, names, strict=True)], groups, img,
                           rel)
