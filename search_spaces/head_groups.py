@@ -11,6 +11,9 @@ from torch import nn
 from search_spaces.attention import HeadLayout, attention_modules
 from search_spaces.groups import LayerCost, Segment
 
+# AMC's op-type feature of a head group (0 Linear, 1 Conv, 2 depthwise Conv).
+ATTENTION_OP_TYPE = 3.0
+
 
 @dataclass(frozen=True)
 class HeadGroupTrace:
@@ -61,3 +64,11 @@ def _own_parameters(module: nn.Module, name: str, layout: HeadLayout) -> dict[st
     params = dict(module.named_parameters(recurse=False))
     return {**{f"{name}.{p}": layout.heads for p in layout.head_tensors if p in params},
             **{f"{name}.{p}": layout.channels for p in layout.channel_tensors if p in params}}
+
+
+def head_features(attention: nn.Module, heads: int, flops: int) -> dict[str, float]:
+    """AMC's descriptors of a head group: op type 3 (attention), its input width and heads, and the whole
+    module's FLOPs (projections and matmuls) and parameters."""
+    return {"op_type": ATTENTION_OP_TYPE, "in_channels": float(attention.qkv.in_features),
+            "out_channels": float(heads), "kernel": 1.0, "stride": 1.0, "feature_size": 1.0, "flops": float(flops),
+            "params": float(sum(p.numel() for p in attention.parameters()))}

@@ -23,7 +23,7 @@ from search_spaces.ground.options import check_fraction, check_int
 from search_spaces.ground.time_limit import TimeUp, interrupt_after
 from search_spaces.group_check import broken_groups, check_kept, head_check, reference
 from search_spaces.groups import GRANULARITIES, ChannelGroup, LayerCost, Segment, default_round_to
-from search_spaces.head_groups import HeadGroupTrace, head_groups
+from search_spaces.head_groups import HeadGroupTrace, head_features, head_groups
 from search_spaces.layer_costs import Slices, layer_costs
 from search_spaces.measure import flop_counting
 from search_spaces.presets import Preset, load_preset
@@ -44,8 +44,6 @@ CHECK_SMALL_RATIO = 0.1
 ROOT_MODULE_TYPES: tuple[type[nn.Module], ...] = (*_CONV_TYPES, nn.Linear)
 # CPU seconds tracing plus the group check may take by default (Torch-Pruning's walk took minutes on a few blocks).
 TRACE_TIME_LIMIT = 120.0
-# AMC's op-type feature of a head group (0 Linear, 1 Conv, 2 depthwise Conv).
-ATTENTION_OP_TYPE = 3.0
 # Default largest sparsity of one weight tensor in an element space (channel spaces default to 0.8).
 ELEMENT_MAX_RATIO = 0.99
 
@@ -438,7 +436,7 @@ def _features(
     size, FLOPs and parameters."""
     is_conv = isinstance(root, _CONV_TYPES)
     return {
-        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),  # attention heads: ATTENTION_OP_TYPE
+        "op_type": 0.0 if not is_conv else (2.0 if depthwise else 1.0),  # attention heads: head_features
         "in_channels": float(root.in_channels if is_conv else root.in_features),
         "out_channels": float(out_channels),
         "kernel": float(root.kernel_size[0]) if is_conv else 1.0,
@@ -455,7 +453,7 @@ def _make_group(
 ) -> ChannelGroup:
     """The ``index``-th entry of the space for a traced group, with its shares, features and largest ratio."""
     if entry.unit == "head":  # whole heads: their width is the model's head_dim, no rounding on top
-        features = _head_features(modules[entry.name], entry.channels, totals.leaf_flops.get(entry.name, 0))
+        features = head_features(modules[entry.name], entry.channels, totals.leaf_flops.get(entry.name, 0))
         unit = 1
     else:
         unit = math.lcm(round_to, entry.parts)  # grouped layers keep the same number of channels in every part
@@ -487,15 +485,6 @@ def _channel_features(entry: _RawGroup, modules: dict[str, nn.Module], totals: _
     )
     return _features(modules[entry.name], entry.channels, depthwise, totals.spatial.get(entry.name, [1]), flops,
                      params)
-
-
-def _head_features(attention: nn.Module, heads: int, flops: int) -> dict[str, float]:
-    """AMC's descriptors of a head group: op type 3 (attention), its input width and heads, and the whole
-    module's FLOPs (projections and matmuls) and parameters."""
-    return {"op_type": ATTENTION_OP_TYPE, "in_channels": float(attention.qkv.in_features),
-            "out_channels": float(heads), "kernel": 1.0, "stride": 1.0, "feature_size": 1.0, "flops": float(flops),
-            "params": float(sum(p.numel() for p in attention.parameters()))}
-
 
 
 def _group_segments(raw_groups: list[_RawGroup]) -> tuple[Slices, Slices]:

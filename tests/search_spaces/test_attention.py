@@ -17,8 +17,8 @@ from autoprune.prune.channels import group_importances, prune, replay_history
 from search_spaces import SearchSpace
 from search_spaces.cost import CostModel
 from search_spaces.ground.errors import PolicyError
+from search_spaces.head_groups import ATTENTION_OP_TYPE
 from search_spaces.measure import count_flops, count_params
-from search_spaces.trace import ATTENTION_OP_TYPE
 
 
 def _vit() -> VisionTransformer:
