@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from factories import tiny_swin, tiny_vit
 from torch import nn
 
 from autoprune import Budget, search
@@ -48,6 +49,8 @@ ARCHITECTURES = {
     "mobilenet_v2": (lambda: mobilenet_v2(), (1, 3, 16, 16)),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (1, 3, 32, 32)),
     "vgg": (TinyVGG, (1, 3, 16, 16)),
+    "vit": (tiny_vit, (2, 1, 16, 16)),  # attention modules are head groups (tests/search_spaces/test_attention.py)
+    "swin": (tiny_swin, (2, 3, 32, 32)),
 }
 
 

@@ -12,6 +12,24 @@ from autoprune.searcher import SearchContext
 from search_spaces.ground.errors import ConfigError
 
 
+def tiny_vit() -> nn.Module:
+    """timm's ViT at 16x16 with 4x4 patches, 2 blocks 32 wide, 4 heads of 8."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=2,
+                             num_heads=4, mlp_ratio=2.0).eval()
+
+
+def tiny_swin() -> nn.Module:
+    """timm's Swin at 32x32 with 4x4 windows, two stages of 2 and 4 heads."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    return SwinTransformer(img_size=32, patch_size=4, in_chans=3, num_classes=10, window_size=4, embed_dim=16,
+                           depths=(1, 1), num_heads=(2, 4), mlp_ratio=2.0).eval()
+
+
 def tiny_model(*, in_channels: int, num_classes: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),

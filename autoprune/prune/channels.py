@@ -180,12 +180,13 @@ def group_importances(
     model.eval()
     graph = dependency_graph(model, inputs)
     scorer = make_importance(importance)
-    names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
     wanted = set(group_names)
     scores: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name in sorted(wanted):  # attention modules pruned by whole heads: one score per head
-            layout = head_layout(model.get_submodule(name)) if name in dict(model.named_modules()) else None
+            layout = head_layout(modules[name]) if name in modules else None
             if layout is not None:
                 scores[name] = head_importance(model, graph, name, layout, scorer).cpu()
         for group in graph.get_all_groups(root_module_types=ROOT_MODULE_TYPES):
