@@ -228,11 +228,10 @@ class AMCSearcher(SeededSearcher):
 
     def _tell(self, trial: Trial, score: Any) -> None:
         episode = self._episodes.pop(trial.id)
-        if not score.ok or not math.isfinite(score.accuracy):
-            return  # a failed evaluation teaches nothing about the policy
-        if score.fidelity < self.context.full_fidelity:
-            return  # stopped early by a multi-fidelity scheduler: its accuracy is not comparable
-        reward = self.episode_reward(score.accuracy, score.flops)
+        accuracy = self.context.comparable_accuracy(score)
+        if accuracy is None:
+            return  # failed, or stopped by the scheduler before the fidelity the episodes are compared at
+        reward = self.episode_reward(accuracy, score.flops)
         last = len(episode.actions) - 1
         for t, (obs, action, next_obs) in enumerate(
             zip(episode.observations, episode.actions, episode.next_observations, strict=True)

@@ -142,13 +142,14 @@ class OptunaSearcher(Searcher):
 
     def _tell(self, trial: Trial, score: Any) -> None:
         number = self._trials.pop(trial.id)
+        accuracy = self.context.comparable_accuracy(score)
         if not score.ok:
             outcome: list[Any] = ["fail"]
-        elif score.fidelity < self.context.full_fidelity:  # stopped early by the scheduler: Optuna's "pruned"
+        elif accuracy is None:  # stopped by the scheduler before the compared fidelity: Optuna's "pruned"
             outcome = ["pruned"]
         else:
             flops_ratio = score.flops / self.context.cost_model.base.flops
-            outcome = ["value", [score.accuracy, flops_ratio] if self.multi_objective else [score.accuracy]]
+            outcome = ["value", [accuracy, flops_ratio] if self.multi_objective else [accuracy]]
         self._events.append(["tell", number, *outcome])
         self._tell_study(number, outcome)
 

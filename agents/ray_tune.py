@@ -142,9 +142,9 @@ class RayTuneSearcher(Searcher):
         return self.context.policy(self.context.fit(ratios, self.fit))
 
     def _tell(self, trial: Trial, score: Any) -> None:
-        # a failed score, or one stopped early by the scheduler (not comparable), ends the Tune trial as an error
-        full = score.ok and score.fidelity >= self.context.full_fidelity
-        result = {METRIC: score.accuracy, "flops": score.flops} if full else None
+        # a failed score, or one stopped by the scheduler before the compared fidelity, ends the Tune trial as an error
+        accuracy = self.context.comparable_accuracy(score)
+        result = None if accuracy is None else {METRIC: accuracy, "flops": score.flops}
         self._events.append(["complete", trial.id, result])
         self._complete(trial.id, result)
 

@@ -148,7 +148,7 @@ class SensitivitySearcher(Searcher):
 
     def table(self) -> tuple[pd.DataFrame, float]:
         """The scan so far: one row per (group, ratio), and the unpruned accuracy."""
-        return scan_table(self._results.values(), self.context.cost_model)
+        return scan_table(self._results.values(), self.context.cost_model, accuracy=self.context.comparable_accuracy)
 
     def _state_dict(self) -> dict[str, Any]:
         results = {k: (g, r, s.to_dict()) for k, (g, r, s) in self._results.items()}
@@ -163,14 +163,21 @@ class SensitivitySearcher(Searcher):
         self._probes.clear()
 
 
-def scan_table(results: Iterable[tuple[str | None, float, Score]], cost_model: CostModel) -> tuple[pd.DataFrame, float]:
-    """Rows (group, ratio, accuracy, loss, flops_ratio, params_ratio) and the unpruned accuracy."""
+def scan_table(results: Iterable[tuple[str | None, float, Score]], cost_model: CostModel, *,
+               accuracy: Callable[[Score], float | None] | None = None) -> tuple[pd.DataFrame, float]:
+    """Rows (group, ratio, accuracy, loss, flops_ratio, params_ratio) and the unpruned accuracy.
+
+    ``accuracy`` reads the accuracy compared from each score (default: the score's own; a search's
+    :meth:`SearchContext.comparable_accuracy` under a scheduler); None reads as NaN.
+    """
     rows, baseline = [], math.nan
     for group, ratio, score in results:
+        value = score.accuracy if accuracy is None else accuracy(score)
+        value = math.nan if value is None else value
         if group is None:
-            baseline = score.accuracy
+            baseline = value
             continue
-        rows.append({"group": group, "ratio": ratio, "accuracy": score.accuracy, "loss": score.loss,
+        rows.append({"group": group, "ratio": ratio, "accuracy": value, "loss": score.loss,
                      "flops_ratio": score.flops / cost_model.base.flops if score.ok else math.nan,
                      "params_ratio": score.params / cost_model.base.params if score.ok else math.nan})
     order = {name: i for i, name in enumerate(cost_model.space.names)}

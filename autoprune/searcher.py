@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,9 @@ class SearchContext:
         example_inputs: inputs for tracing ``model``.
         full_fidelity: finetune steps of a complete evaluation; scores with a lower ``fidelity`` were
             stopped early by a multi-fidelity scheduler.
+        learning_fidelity: the fidelity at which the scheduler scores every candidate (None: the full one; 0
+            under the cascade, which screens each candidate by its adaptive-BN score first); searchers learn
+            from accuracies at it (:meth:`comparable_accuracy`).
     """
 
     space: SearchSpace
@@ -64,6 +68,22 @@ class SearchContext:
     model: nn.Module | None = None
     example_inputs: Any = None
     full_fidelity: int = 0
+    learning_fidelity: int | None = None
+
+    def comparable_accuracy(self, score: Score) -> float | None:
+        """The accuracy a searcher learns from: the score's at the learning fidelity, which every candidate has
+        (under a cascade, its screen's :attr:`Score.first_accuracy`); None for a failed score, or one stopped
+        by the scheduler before it (not comparable with the others)."""
+        at = self.full_fidelity if self.learning_fidelity is None else self.learning_fidelity
+        if not score.ok:
+            return None
+        if at < self.full_fidelity:
+            value = score.first_accuracy
+        elif score.fidelity >= at:
+            value = score.accuracy
+        else:
+            return None
+        return value if math.isfinite(value) else None
 
     def feasible(self, ratios: Mapping[str, float]) -> bool:
         return self.cost_model.feasible(ratios, self.budget)

@@ -33,6 +33,8 @@ class Score:
         feasible: whether the pruned model meets the budget.
         fidelity: finetune steps spent on this candidate.
         rung: how many rungs (scheduler stops) the candidate passed before this score (0: the first score).
+        first_accuracy: the accuracy of the candidate's first score (at the scheduler's first rung; this
+            score's own without rungs), which every candidate of a search has at the same fidelity.
         seconds: wall time of the evaluation.
         status: ``ok`` or ``failed``.
         error: the failure, if any.
@@ -51,6 +53,7 @@ class Score:
     fidelity: int
     seconds: float
     rung: int = 0
+    first_accuracy: float = math.nan
     status: str = "ok"
     error: str | None = None
     latency_ms: float = math.nan

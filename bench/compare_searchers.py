@@ -18,6 +18,12 @@ finetune, or other baseline weights, whose sha256 each row records). ``bench/rep
         --methods uniform,global,sensitivity,amc,optuna
     python bench/compare_searchers.py --quick               # small CNN on digits, 12 evaluations
     python bench/compare_searchers.py --granularity element --budgets 0.1 --methods uniform,global,sensitivity,amc
+    python bench/compare_searchers.py --budgets 0.3 --methods random,amc,optuna --evaluations 30 \
+        --scheduler cascade --promote 0.2 --results bench/results/quality_per_compute/resnet20-cascade-30 \
+        --run-root bench/runs/quality_per_compute/cascade-30   # quality per compute: a cheaper search
+
+Each row records its ``evaluation_seconds`` (the sum of its candidates' evaluation seconds, one thread each),
+``full_scores`` (candidates scored at the full fidelity) and ``rescore_seconds`` (the final step's re-score).
 
 With ``--granularity element`` a budget is the fraction of parameters left non-zero (``Budget.nonzeros``), each
 weight tensor gets its own sparsity, rows go to ``bench/results/sparsity/element-<model>-...json`` and carry
@@ -139,6 +145,13 @@ def row_lock(path: Path) -> Iterator[bool]:
         os.close(descriptor)  # closing drops the flock
 
 
+def scheduler_setting(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run={"scheduler": ...}`` setting the arguments ask for."""
+    if args.scheduler == "cascade":
+        return {"kind": "cascade", "promote": args.promote}
+    return {"kind": args.scheduler}
+
+
 def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, model, data) -> dict[str, Any]:
     inputs = data.example_inputs()
     element = args.granularity == "element"
@@ -151,7 +164,8 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         train_data=data.train, val_data=data.val,
         test_data=data.test, searcher=method, searcher_options=method_options(method, args.evaluations, len(space)),
         trials=args.evaluations, seed=seed, evaluator=fidelity(args), space=space,
-    final={"steps": args.final_finetune_steps}, run={"dir": run_dir, "resume": run_dir.exists()})
+        final={"steps": args.final_finetune_steps},
+        run={"dir": run_dir, "resume": run_dir.exists(), "scheduler": scheduler_setting(args)})
     seconds = time.perf_counter() - start
     summary = result.summary
     ok = result.trials[result.trials["status"] == "ok"]
@@ -176,6 +190,10 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         "search_seconds": seconds + float(earlier["seconds"].sum()),
         "resumed_trials": len(earlier),
         "seconds_per_evaluation": float(ok["seconds"].median()) if len(ok) else None,
+        # the compute the search's candidates cost (one thread each), and the final step's re-score of the best few
+        "evaluation_seconds": float(result.trials["seconds"].sum()),
+        "full_scores": int((result.trials["fidelity"] >= args.finetune_steps).sum()),
+        "rescore_seconds": sum(r.seconds for r in summary.rescored),
         "best_val_accuracy_by_evaluation": best_so_far(result.trials, args.finetune_steps),
     }
 
@@ -194,6 +212,10 @@ def main() -> None:
     parser.add_argument("--final-finetune-steps", type=int, default=300)
     parser.add_argument("--run-root", default="bench/runs/search_quality", help="search run directories")
     parser.add_argument("--results", help="directory of the per-row JSON files (default bench/results/search_quality)")
+    parser.add_argument("--scheduler", choices=("none", "asha", "cascade"), default="none",
+                        help="multi-fidelity scheduler of every search (default none)")
+    parser.add_argument("--promote", type=float, default=0.25,
+                        help="cascade: the share of screened candidates scored fully (default 0.25)")
     add_fidelity_options(parser)
     parsed = parser.parse_args()
     kind = "search_quality" if parsed.granularity == "channel" else "sparsity"
@@ -211,6 +233,8 @@ def main() -> None:
                                             "val_batches", "final_finetune_steps", "evaluations")}
     if args.granularity != "channel":  # channel rows predate the option: their config does not name it
         config["granularity"] = args.granularity
+    if args.scheduler != "none":  # as granularity: rows before the option ran without a scheduler
+        config["scheduler"] = scheduler_setting(args)
     refuse_other_settings(results, config)  # before the baseline is (perhaps) trained
     model, data, info = load_baseline(args)
     config["checkpoint"] = Path(info["checkpoint"]).name

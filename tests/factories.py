@@ -72,14 +72,16 @@ class SearcherThatRefusesTheSpace(RandomSearcher):
 
 
 class RecordingSearcher(RandomSearcher):
-    """Random search that remembers the fidelity of every score it is told."""
+    """Random search that remembers the fidelity of every score it is told, and the accuracy it may learn from."""
 
     def __init__(self) -> None:
         super().__init__()
         self.told_fidelities: list[int] = []
+        self.learnable: list[float | None] = []
 
     def _tell(self, trial, score) -> None:
         self.told_fidelities.append(score.fidelity)
+        self.learnable.append(self.context.comparable_accuracy(score))
 
 
 class QualitySearcher(RandomSearcher):
@@ -97,8 +99,9 @@ class QualitySearcher(RandomSearcher):
 
 
 class ToyEvaluator:
-    """An evaluator with known scores: at ``steps`` finetune steps a policy scores ``quality * steps / full``,
-    where quality is 1 - its first group's ratio (picklable, so Ray workers can run it)."""
+    """An evaluator with known scores: at ``steps`` finetune steps a policy scores ``quality * steps / full``
+    (``quality / full`` at 0 steps, the screen), where quality is 1 - its first group's ratio (picklable, so Ray
+    workers can run it)."""
 
     def __init__(self, full: int, space) -> None:
         from autoprune.evaluation.evaluator import EvaluatorConfig
@@ -111,8 +114,10 @@ class ToyEvaluator:
 
         full = self.config.finetune_steps
         quality = 1.0 - policy[self.space.names[0]]
-        for rung, done in enumerate([*[r for r in rungs if r < full], full]):
-            yield Score(quality * done / full, 0.0, 1, 1, True, done, 0.0, rung=rung)
+        stops = [*[r for r in rungs if r < full], full]
+        for rung, done in enumerate(stops):
+            yield Score(quality * max(done, 1) / full, 0.0, 1, 1, True, done, 0.0, rung=rung,
+                        first_accuracy=quality * max(stops[0], 1) / full)
 
 
 def use_clock(monkeypatch, clock) -> None:

@@ -64,9 +64,10 @@ _SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--searcher-option", {"action": "append", "metavar": "KEY=VALUE", "dest": "searcher_option",
                            "help": "a searcher option (value parsed as YAML), e.g. sampler=cmaes; repeatable"}),
     ("--trials", {"type": int, "help": "number of evaluations"}),
-    ("--scheduler", {"choices": ["none", "asha"],
-                     "help": "multi-fidelity: asha stops poor candidates at early finetune rungs (either executor; "
-                     "needs --finetune-steps)"}),
+    ("--scheduler", {"choices": ["none", "asha", "cascade"],
+                     "help": "multi-fidelity (either executor; needs --finetune-steps): asha stops poor candidates "
+                     "at early finetune rungs; cascade screens every candidate by its adaptive-BN score and "
+                     "finetunes the best quarter"}),
     ("--rescore-top", {"type": int, "metavar": "K",
                        "help": "re-score the best K candidates at 3x the finetune steps (30 after adaptive-BN "
                        "scoring) before exporting (default 3; 0: off)"}),

@@ -73,8 +73,9 @@ class SearchConfig:
             or ``size`` budget).
         executor: ``local`` or ``ray``; executor_options: the Ray executor's :class:`RayOptions`
             (YAML e.g. ``{address: auto, cpus_per_trial: 1}``), None for ``local``.
-        scheduler: multi-fidelity on either executor: ``none`` (default) or ``asha``, or
-            ``{kind: asha, grace_period: 5, reduction_factor: 3}`` (:class:`SchedulerConfig`).
+        scheduler: multi-fidelity on either executor: ``none`` (default), ``asha`` or ``cascade``, or
+            ``{kind: asha, grace_period: 5, reduction_factor: 3}`` / ``{kind: cascade, promote: 0.25}``
+            (:class:`SchedulerConfig`).
         rescore: the best candidates scored again before one is exported: ``{top_k: 3, finetune_steps: ...,
             val_batches: ...}`` or a count (:class:`RescoreConfig`).
         run_dir: output directory (default ``runs/<model>-<dataset>-<time>``).

@@ -20,9 +20,10 @@ class RunOptions:
     Attributes:
         dir: directory for the outputs (None: nothing written). Must be empty unless ``resume``.
         resume: continue the search in ``dir`` with its saved trials and searcher state.
-        scheduler: multi-fidelity: ``none`` (default: every candidate finetunes fully) or ``asha`` (or a
-            mapping / :class:`SchedulerConfig` with ``grace_period``, ``reduction_factor``): stops poor
-            candidates at early rungs, on either executor.
+        scheduler: multi-fidelity: ``none`` (default: every candidate finetunes fully), ``asha`` (stops poor
+            candidates at early finetune rungs) or ``cascade`` (screens every candidate by its adaptive-BN score,
+            finetunes the best ``promote`` share), or a mapping / :class:`SchedulerConfig` with their options;
+            on either executor.
         time_budget: a wall-clock limit on the trials, in seconds or as ``"2h"``, ``"90m"``, ``"1h30m"``, counted
             from the call: once it has passed no trial starts, the running ones finish, and the best policy so
             far goes through the final step (not counted). The run directory stays resumable.

@@ -166,7 +166,8 @@ def search(
     chosen, runner = make_searcher(searcher, searcher_options), make_executor(executor)
     context = SearchContext(space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
                             run_dir=None if settings.dir is None else Path(settings.dir), model=model,
-                            example_inputs=example_inputs, full_fidelity=recipe.finetune_steps)
+                            example_inputs=example_inputs, full_fidelity=recipe.finetune_steps,
+                            learning_fidelity=settings.scheduler.make().learning_fidelity(recipe.finetune_steps))
     scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
                        cost_model=cost_model, config=recipe)
     scorer.check_first_batch()  # a model or data set that cannot be scored fails here, once, naming itself

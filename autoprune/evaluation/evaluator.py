@@ -143,9 +143,9 @@ def finetune_stages(
     given, see :func:`recovery_loss`), pausing at each stop.
 
     Yields the step count at every stop (and at ``steps``) with the model in eval mode, so callers can
-    score intermediate fidelities of the same run.
+    score intermediate fidelities of the same run; a stop at 0 pauses before the first step.
     """
-    pauses = sorted({s for s in stops if 0 < s < steps} | {steps})
+    pauses = sorted({s for s in stops if 0 <= s < steps} | {steps})
     if steps == 0:
         model.eval()
         yield 0
@@ -381,6 +381,7 @@ class Evaluator:
         recalibrate_batchnorm(pruned, self.train_data, self.config.bn_batches, device=device)
         recalibrated_at = lap = time.perf_counter()
         finetuning = validating = 0.0
+        first = math.nan
         stages = finetune_stages(pruned, self.train_data, steps=steps, lr=self.config.lr,
                                  weight_decay=self.config.weight_decay, stops=rungs, device=device,
                                  teacher=self.teacher())
@@ -391,8 +392,9 @@ class Evaluator:
                 accuracy, loss = validate(pruned, self.val_data, batches=self.config.val_batches, device=device)
             validating += time.perf_counter() - lap
             lap = time.perf_counter()
+            first = accuracy if rung == 0 else first
             yield Score(accuracy=accuracy, loss=loss, flops=flops, params=params, feasible=feasible,
-                        fidelity=done, seconds=lap - start, rung=rung, latency_ms=latency_ms,
+                        fidelity=done, seconds=lap - start, rung=rung, first_accuracy=first, latency_ms=latency_ms,
                         prune_seconds=pruned_at - start, recalibrate_seconds=recalibrated_at - pruned_at,
                         finetune_seconds=finetuning, validate_seconds=validating)
             lap = time.perf_counter()  # time the caller spent between rungs is not ours

@@ -1,8 +1,11 @@
 """The scheduler: the one owner of multi-fidelity. It alone decides at which finetune steps (rungs) a candidate
 is scored early and whether it continues; both executors honour it (Ray Tune through an adapter).
 
-A candidate that continues keeps finetuning the same model on the same schedule: its score at the full
-fidelity is exactly the one a full evaluation gives. Searchers only see scores, each with its fidelity.
+A rung at 0 steps is the adaptive-BN score (BatchNorm recalibrated, no finetuning): a different, cheaper proxy
+than a few steps of finetuning, which the cascade screens every candidate with. A candidate that continues
+keeps finetuning the same model on the same schedule: its score at the full fidelity is exactly the one a full
+evaluation gives. Searchers only see scores, each with its fidelity, and learn from the scores that every
+candidate has at one fidelity (:meth:`Scheduler.learning_fidelity`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import numpy as np
 from autoprune.evaluation.evaluator import CANDIDATE_FAILURES, Evaluator
 from autoprune.trial import Score
 from search_spaces.ground.errors import AutopruneError, ConfigError, unknown_name
-from search_spaces.ground.options import check_int, from_mapping
+from search_spaces.ground.options import check_fraction, check_int, from_mapping
 from search_spaces.policy import Policy
 
-KINDS = ("none", "asha")
+KINDS = ("none", "asha", "cascade")
+# The cascade's default share of candidates promoted from the adaptive-BN screen to the full score.
+CASCADE_PROMOTE = 0.25
 # Ray executor options that chose the scheduler before it was a setting of its own (still accepted).
 LEGACY_EXECUTOR_KEYS = ("fidelity", "grace_period", "reduction_factor")
 
@@ -37,6 +42,11 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def keep_going(self, trial_id: int, steps: int, accuracy: float) -> bool:
         """Whether a candidate scored ``accuracy`` at rung ``steps`` continues its finetune."""
+
+    def learning_fidelity(self, full: int) -> int:
+        """The fidelity at which every candidate is scored, so searchers compare (learn from) scores there: the
+        full one, unless candidates are screened at a cheaper rung first."""
+        return full
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -55,29 +65,13 @@ class FullFidelity(Scheduler):
         return True
 
 
-class ASHA(Scheduler):
-    """Asynchronous successive halving (Li et al., 2020), as Ray Tune's ``ASHAScheduler`` decides.
+class _Promotion(Scheduler):
+    """Promotes the best ``keep`` share of the candidates scored at a rung so far (asynchronously, as ASHA: the
+    first candidate at a rung always continues; a repeated report keeps the first decision)."""
 
-    Rungs sit at ``grace_period * reduction_factor**k`` finetune steps below the full finetune. At each rung
-    a candidate continues if its accuracy is at least the ``1 - 1/reduction_factor`` quantile of the
-    accuracies recorded at that rung so far (the first candidate at a rung always continues).
-    """
-
-    def __init__(self, *, grace_period: int | None = None, reduction_factor: int = 3) -> None:
-        if grace_period is not None:
-            check_int("scheduler grace_period", grace_period, low=1)
-        check_int("scheduler reduction_factor", reduction_factor, low=2)
-        self.grace_period, self.reduction_factor = grace_period, reduction_factor
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
         self.recorded: dict[int, dict[int, tuple[float, bool]]] = {}  # rung steps -> trial -> (accuracy, kept)
-
-    def rungs(self, full: int) -> tuple[int, ...]:
-        if full <= 1:
-            return ()
-        rung, rungs = self.grace_period or max(1, full // 9), []
-        while rung < full:
-            rungs.append(rung)
-            rung *= self.reduction_factor
-        return tuple(rungs)
 
     def keep_going(self, trial_id: int, steps: int, accuracy: float) -> bool:
         seen = self.recorded.setdefault(steps, {})
@@ -91,7 +85,7 @@ class ASHA(Scheduler):
         finite = [v for v in values if math.isfinite(v)]
         if not finite:
             return -math.inf
-        return float(np.percentile(finite, (1 - 1 / self.reduction_factor) * 100))
+        return float(np.percentile(finite, (1 - self.keep) * 100))
 
     def state_dict(self) -> dict[str, Any]:
         return {"recorded": {str(s): {str(t): list(d) for t, d in seen.items()} for s, seen in self.recorded.items()}}
@@ -101,20 +95,71 @@ class ASHA(Scheduler):
                          for s, seen in state.get("recorded", {}).items()}
 
 
+class ASHA(_Promotion):
+    """Asynchronous successive halving (Li et al., 2020), as Ray Tune's ``ASHAScheduler`` decides.
+
+    Rungs sit at ``grace_period * reduction_factor**k`` finetune steps below the full finetune. At each rung
+    a candidate continues if its accuracy is at least the ``1 - 1/reduction_factor`` quantile of the
+    accuracies recorded at that rung so far (the first candidate at a rung always continues).
+    """
+
+    def __init__(self, *, grace_period: int | None = None, reduction_factor: int = 3) -> None:
+        if grace_period is not None:
+            check_int("scheduler grace_period", grace_period, low=1)
+        check_int("scheduler reduction_factor", reduction_factor, low=2)
+        super().__init__(keep=1 / reduction_factor)
+        self.grace_period, self.reduction_factor = grace_period, reduction_factor
+
+    def rungs(self, full: int) -> tuple[int, ...]:
+        if full <= 1:
+            return ()
+        rung, rungs = self.grace_period or max(1, full // 9), []
+        while rung < full:
+            rungs.append(rung)
+            rung *= self.reduction_factor
+        return tuple(rungs)
+
+
+class Cascade(_Promotion):
+    """Screen every candidate with the adaptive-BN score, finetune only the promising ones.
+
+    The one rung is at 0 finetune steps: the candidate is pruned, its BatchNorm recalibrated and it is scored
+    (about a seventh of a 30-step evaluation on ResNet-20, docs/benchmarks.md). It continues to the full score
+    if that accuracy is at least the ``1 - promote`` quantile of the screen accuracies so far. Searchers learn
+    from the screen accuracy, which every candidate has (:attr:`Score.first_accuracy`); the best policy is
+    chosen among full scores, and the final step's re-score then scores the top few higher still.
+    """
+
+    def __init__(self, *, promote: float = CASCADE_PROMOTE) -> None:
+        check_fraction("scheduler promote (the share of screened candidates scored fully)", promote,
+                       low_inclusive=False, high_inclusive=True)
+        super().__init__(keep=promote)
+        self.promote = promote
+
+    def rungs(self, full: int) -> tuple[int, ...]:
+        return (0,) if full >= 1 else ()
+
+    def learning_fidelity(self, full: int) -> int:
+        return 0 if full >= 1 else full
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Which scheduler a search uses: ``none`` (full fidelity) or ``asha`` with its options.
+    """Which scheduler a search uses: ``none`` (full fidelity), ``asha`` or ``cascade``, with its options.
 
     Attributes:
-        kind: ``none`` or ``asha``.
+        kind: ``none``, ``asha`` or ``cascade``.
         grace_period: ASHA: finetune steps before the first rung (default: full steps / 9).
         reduction_factor: ASHA: keep the best 1/reduction_factor at each rung; rungs at
             ``grace_period * reduction_factor**k`` steps.
+        promote: cascade: the share of candidates promoted from the adaptive-BN screen to the full score
+            (default 0.25).
     """
 
     kind: str = "none"
     grace_period: int | None = None
     reduction_factor: int = 3
+    promote: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -129,10 +174,14 @@ class SchedulerConfig:
         return from_mapping(cls, value, what="scheduler options")
 
     def make(self) -> Scheduler:
+        if self.promote is not None and self.kind != "cascade":
+            raise ConfigError(f"promote applies to the cascade scheduler, not {self.kind!r}")
         if self.kind == "asha":
             return ASHA(grace_period=self.grace_period, reduction_factor=self.reduction_factor)
         if self.grace_period is not None or self.reduction_factor != 3:
             raise ConfigError(f"grace_period and reduction_factor apply to the asha scheduler, not {self.kind!r}")
+        if self.kind == "cascade":
+            return Cascade(promote=CASCADE_PROMOTE if self.promote is None else self.promote)
         return FullFidelity()
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +190,11 @@ class SchedulerConfig:
 
 def check_schedulable(config: SchedulerConfig, finetune_steps: int) -> None:
     """A scheduler with rungs stops candidates during their finetune: it needs finetune steps to split."""
-    if config.kind != "none" and finetune_steps < 2:
+    if config.kind == "cascade" and finetune_steps < 1:
+        raise ConfigError("the cascade scheduler screens candidates by their adaptive-BN score before finetuning "
+                          "them, but the evaluator's finetune_steps is 0 (every score is already adaptive-BN); give "
+                          "finetune_steps of at least 1 (e.g. 30), or scheduler none")
+    if config.kind == "asha" and finetune_steps < 2:
         raise ConfigError(f"the {config.kind} scheduler stops candidates at finetune rungs, but the evaluator's "
                           f"finetune_steps is {finetune_steps} (0 is adaptive-BN scoring); give finetune_steps "
                           "of at least 2 (e.g. 30), or scheduler none")

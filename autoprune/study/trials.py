@@ -17,8 +17,8 @@ from search_spaces.space import SearchSpace
 RATIO_PREFIX = "ratio:"
 PHASE_COLUMNS = ("prune_seconds", "recalibrate_seconds", "finetune_seconds", "validate_seconds")
 COLUMNS = ("trial_id", "status", "accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio",
-           "nonzeros_ratio", "feasible", "fidelity", "rung", "seconds", "latency_ms", *PHASE_COLUMNS, "error", "node",
-           "pid", "finished_at")
+           "nonzeros_ratio", "feasible", "fidelity", "rung", "first_accuracy", "seconds", "latency_ms",
+           *PHASE_COLUMNS, "error", "node", "pid", "finished_at")
 
 
 def trial_row(done: Completed, space: SearchSpace, cost_model: CostModel) -> dict[str, Any]:

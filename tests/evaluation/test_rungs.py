@@ -7,7 +7,15 @@ import pytest
 from factories import QualitySearcher, ToyEvaluator
 
 import autoprune as ap
-from autoprune.evaluation.rungs import ASHA, FullFidelity, SchedulerConfig, split_legacy_options
+from agents.amc import AMCSearcher
+from autoprune.evaluation.rungs import (
+    ASHA,
+    Cascade,
+    FullFidelity,
+    SchedulerConfig,
+    check_schedulable,
+    split_legacy_options,
+)
 from autoprune.executors import LocalExecutor
 from autoprune.final.rescore import ADAPTIVE_BN_RESCORE_STEPS, RescoreConfig, best_rescored, rescore, top_candidates
 from autoprune.searcher import SearchContext
@@ -27,7 +35,7 @@ def test_asha_rungs_and_options() -> None:
     assert ASHA().rungs(27) == (3, 9)
     assert ASHA(grace_period=2, reduction_factor=2).rungs(10) == (2, 4, 8)
     assert FullFidelity().rungs(27) == ()
-    with pytest.raises(UnknownNameError, match="unknown scheduler 'hyperband'; accepted: asha, none"):
+    with pytest.raises(UnknownNameError, match="unknown scheduler 'hyperband'; accepted: asha, cascade, none"):
         SchedulerConfig(kind="hyperband")
     with pytest.raises(ConfigError, match="reduction_factor must be an integer >= 2"):
         SchedulerConfig(kind="asha", reduction_factor=1)
@@ -182,3 +190,53 @@ def test_a_scheduler_with_rungs_needs_finetune_steps(trained_cnn, digits) -> Non
     with pytest.raises(ConfigError, match="asha scheduler stops candidates at finetune rungs"):
         ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.5), train_data=digits.train,
                   val_data=digits.val, trials=1, evaluator={"finetune_steps": 1}, run={"scheduler": "asha"})
+
+
+# The cascade promotes a screen at least the 0.75 quantile of the screens recorded before it (as ASHA): 0.5 first
+# -> 9; 0.3 < q(.5) -> 0; 0.7 >= q(.5,.3) = 0.45 -> 9; 0.6 >= q(.5,.3,.7) = 0.6 -> 9; 0.2 -> 0; 0.8 -> 9.
+CASCADE_FIDELITY = [9, 0, 9, 9, 0, 9]
+
+
+def test_the_cascade_screens_every_candidate_and_finetunes_the_best_share() -> None:
+    assert Cascade().rungs(30) == (0,) and Cascade().rungs(0) == ()
+    assert Cascade().learning_fidelity(30) == 0 and ASHA().learning_fidelity(30) == 30
+    done = _run_local(Cascade(promote=0.25))
+    assert [d.score.fidelity for d in done] == CASCADE_FIDELITY
+    assert [d.score.first_accuracy for d in done] == pytest.approx([q / 9 for q in QUALITIES])  # all screened
+    assert SchedulerConfig.from_value({"kind": "cascade", "promote": 0.5}).make().promote == 0.5
+    with pytest.raises(ConfigError, match=r"promote \(the share of screened candidates scored fully\) must be a "
+                                          r"number in \(0, 1\], got 0"):
+        SchedulerConfig(kind="cascade", promote=0)
+    with pytest.raises(ConfigError, match="promote applies to the cascade scheduler, not 'asha'"):
+        SchedulerConfig(kind="asha", promote=0.5)
+    with pytest.raises(ConfigError, match="finetune_steps is 0"):
+        check_schedulable(SchedulerConfig(kind="cascade"), 0)
+    check_schedulable(SchedulerConfig(kind="cascade"), 1)  # one finetune step is enough to have a screen
+
+
+def test_searchers_compare_scores_at_the_learning_fidelity() -> None:
+    space = contract_problem()[2]
+    context = SearchContext(space=space, budget=ap.Budget.flops(1.0), cost_model=ap.CostModel(space), seed=0,
+                            full_fidelity=9, learning_fidelity=0)
+    screened = Score(0.4, 1.0, 1, 1, True, 0, 0.0, first_accuracy=0.4)
+    promoted = Score(0.9, 1.0, 1, 1, True, 9, 0.0, rung=1, first_accuracy=0.5)
+    assert context.comparable_accuracy(screened) == 0.4 and context.comparable_accuracy(promoted) == 0.5
+    assert context.comparable_accuracy(Score.failed("diverged", fidelity=9, seconds=0.0)) is None
+    full = SearchContext(space=space, budget=ap.Budget.flops(1.0), cost_model=ap.CostModel(space), seed=0,
+                         full_fidelity=9)
+    assert full.comparable_accuracy(promoted) == 0.9 and full.comparable_accuracy(screened) is None
+
+
+def test_a_cascade_search_screens_all_and_picks_among_full_scores(trained_cnn, digits, fast) -> None:
+    agent = AMCSearcher(warmup=2, batch_size=4)
+    result = ap.search(trained_cnn, digits.example_inputs(), budget=ap.Budget.flops(0.6), train_data=digits.train,
+                       val_data=digits.val, trials=8, searcher=agent,
+                       evaluator=fast, run={"scheduler": {"kind": "cascade", "promote": 0.25}},
+                       final={"rescore": 0, "measure_latency": False})
+    trials = result.trials
+    assert set(trials["fidelity"]) == {0, 9} and trials["first_accuracy"].notna().all()
+    screened_only = trials[trials["fidelity"] == 0]
+    assert (screened_only["accuracy"] == screened_only["first_accuracy"]).all()
+    best = trials[trials["trial_id"] == result.summary.best_trial_id]
+    assert int(best["fidelity"].iloc[0]) == 9
+    assert agent._told == 8  # the agent learnt from every candidate's screen, not only the promoted ones

@@ -107,13 +107,21 @@ def test_a_worker_killed_mid_trial_is_retried_without_losing_or_duplicating_rows
 
 
 @pytest.mark.slow  # a two-node Ray cluster
-def test_asha_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn, digits) -> None:
+@pytest.mark.parametrize(("scheduler", "fidelities"), [("asha", {1, 3, 9}), ("cascade", {0, 9})])
+def test_scheduled_scores_reach_the_searcher_with_their_fidelity(cluster, trained_cnn, digits, scheduler,
+                                                                 fidelities) -> None:
     searcher = RecordingSearcher()
     result = _search(trained_cnn, digits, trials=6, evaluator={**FAST, "finetune_steps": 9}, searcher=searcher,
-                     run={"scheduler": "asha"})
+                     run={"scheduler": scheduler})
     assert len(result.trials) == 6
-    assert set(result.trials["fidelity"]) <= {1, 3, 9} and (result.trials["fidelity"] == 9).any()
+    assert set(result.trials["fidelity"]) <= fidelities and (result.trials["fidelity"] == 9).any()
     assert sorted(searcher.told_fidelities) == sorted(result.trials["fidelity"])  # told what it came from
+    stopped = result.trials["fidelity"] < 9
+    if scheduler == "cascade":  # every candidate was screened: the searcher learns from each one's screen
+        assert stopped.any() and None not in searcher.learnable
+        assert sorted(searcher.learnable) == sorted(result.trials["first_accuracy"])
+    else:  # stopped candidates are not comparable with full scores: nothing to learn from them
+        assert searcher.learnable.count(None) == int(stopped.sum())
     best = result.trials[result.trials["trial_id"] == result.summary.best_trial_id]
     assert int(best["fidelity"].iloc[0]) == 9  # the best policy is chosen among full-fidelity scores
 
