@@ -25,6 +25,7 @@ from matplotlib import ticker
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DOCS, FIDELITY, METHODS, RESULTS, accuracy_drop, mean_sd
+from report_compute import compute_section
 from report_sparsity import recovery_section, sparsity_section
 
 SEARCHERS = ("random", "sensitivity", "optuna", "amc")
@@ -567,6 +568,9 @@ def render(results: Path, docs: Path, img: Path, rel: str) -> Path:
         study = results / "fidelity_rows.jsonl"
         study_rows = [json.loads(line) for line in study.read_text().splitlines()] if study.exists() else []
         lines += quality_section(rows, img, rel, study_rows)
+    compute = [json.loads(p.read_text()) for p in sorted(results.glob("quality_per_compute/*/*.json"))]
+    if compute:
+        lines += compute_section(compute, img, rel)
     cost = _load(results / "candidate_cost.json")
     if cost:
         lines += cost_section(cost)

@@ -1,0 +1,117 @@
+"""The quality-per-compute section of docs/benchmarks.md, from bench/results/quality_per_compute/<setting>/ (rendered
+by bench/report.py): final test accuracy against the evaluation compute each search spent."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from common import accuracy_drop, mean_sd
+
+REFERENCE = ("random", "none")  # the baseline every cheaper search is held against: random sampling, full scores
+COMPUTE_SHARE_GOAL = 0.25  # issue 31: the reference's accuracy at a quarter of its evaluation compute
+
+
+def _scheduler(config: dict[str, Any]) -> str:
+    """A table's scheduler as a label: ``none``, ``asha``, ``cascade (promote 0.2)``."""
+    setting = config.get("scheduler") or {"kind": "none"}
+    if setting["kind"] == "cascade":
+        return f"cascade (promote {setting.get('promote')})"
+    return setting["kind"]
+
+
+def _variants(records: list[dict[str, Any]]) -> dict[tuple[str, float], dict[tuple[str, str, int], list]]:
+    """Rows grouped by (model, budget), then by (method, scheduler, evaluations)."""
+    grouped: dict[tuple[str, float], dict[tuple[str, str, int], list]] = {}
+    for record in records:
+        row, config = record["row"], record["config"]
+        key = (row["method"], _scheduler(config), int(config["evaluations"]))
+        grouped.setdefault((row["model"], row["budget"]), {}).setdefault(key, []).append(row)
+    return grouped
+
+
+def _reference(variants: dict[tuple[str, str, int], list]) -> tuple[tuple[str, str, int], list] | None:
+    """The reference variant: random search with full scores (the most evaluations, when there are several)."""
+    keys = [k for k in variants if (k[0], k[1]) == REFERENCE]
+    if not keys:
+        return None
+    key = max(keys, key=lambda k: k[2])
+    return key, variants[key]
+
+
+def _goal_lines(variants: dict[tuple[str, str, int], list], reference: tuple[tuple[str, str, int], list]) -> list[str]:
+    """Whether each cheaper search reaches the reference's mean accuracy (within its seed sd) at a quarter of its
+    median evaluation compute."""
+    key, rows = reference
+    accuracies = [r["test_accuracy"] for r in rows]
+    mean = statistics.mean(accuracies)
+    sd = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    compute = statistics.median(r["evaluation_seconds"] for r in rows)
+    lines = [f"Goal: {100 * mean:.2f}% - {100 * sd:.2f} pt (the mean of {key[0]}-{key[2]} less its seed sd, "
+             f"{len(rows)} seeds) within {COMPUTE_SHARE_GOAL:.0%} of its median evaluation compute "
+             f"({compute:.0f} s):", ""]
+    for other, others in variants.items():
+        if other == key:
+            continue
+        share = statistics.median(r["evaluation_seconds"] for r in others) / compute
+        reached = statistics.mean(r["test_accuracy"] for r in others) >= mean - sd
+        verdict = "met" if reached and share <= COMPUTE_SHARE_GOAL else "not met"
+        lines.append(f"- {other[0]} with {other[1]}, {other[2]} candidates: {verdict} ({share:.2f}x the compute, "
+                     f"accuracy {'reached' if reached else 'not reached'}; {len(others)} seeds)")
+    return [*lines, ""]
+
+
+def compute_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[str]:
+    """Per model and budget: each search's final test accuracy and evaluation compute, a plot, and the goal."""
+    lines = ["## Quality per compute", "",
+             "`python bench/compare_searchers.py ... --scheduler cascade --evaluations N --results "
+             "bench/results/quality_per_compute/<setting>` (one directory per scheduler and number of candidates; "
+             "same baseline, evaluator and 300-step final finetune as the search-quality tables). Evaluation "
+             "compute is the sum of the candidates' evaluation seconds (one thread each; every row ran beside one "
+             "other benchmark process on this 2-core machine, so rows are comparable with each other, not with an "
+             "idle machine's seconds); full scores counts the candidates finetuned and scored at the full fidelity "
+             "(the cascade screens every candidate by its adaptive-BN score first). The final step's re-score of "
+             "the best 3 (90 finetune steps each) is the same for every search and listed apart. Mean ± sd over "
+             "seeds; compute is the median.", ""]
+    for (model, budget), variants in sorted(_variants(records).items()):
+        lines += [f"### `{model}` at {budget:.0%} FLOPs", "",
+                  "| search | scheduler | candidates | seeds | full scores | evaluation compute (s) | re-score (s) | "
+                  "test accuracy (%) | drop (pt) |", "|---|---|---|---|---|---|---|---|---|"]
+        for (method, scheduler, evaluations), rows in sorted(variants.items()):
+            lines.append(
+                f"| {method} | {scheduler} | {evaluations} | {len(rows)} | "
+                f"{statistics.median(r['full_scores'] for r in rows):.0f} | "
+                f"{statistics.median(r['evaluation_seconds'] for r in rows):.0f} | "
+                f"{statistics.median(r['rescore_seconds'] for r in rows):.0f} | "
+                f"{mean_sd([r['test_accuracy'] for r in rows], 100)} | {mean_sd([accuracy_drop(r) for r in rows], 100)} |")
+        lines.append("")
+        reference = _reference(variants)
+        if reference is not None:
+            lines += _goal_lines(variants, reference)
+        lines += _plot(model, budget, variants, img, rel)
+    return lines
+
+
+def _plot(model: str, budget: float, variants: dict[tuple[str, str, int], list], img: Path, rel: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (method, scheduler, evaluations), rows in sorted(variants.items()):
+        xs, ys = [r["evaluation_seconds"] for r in rows], [100 * r["test_accuracy"] for r in rows]
+        points = ax.scatter(xs, ys, alpha=0.35, s=18)
+        ax.scatter([statistics.median(xs)], [statistics.mean(ys)], color=points.get_facecolor()[0][:3], s=70,
+                   marker="D", label=f"{method}, {scheduler.split(' ')[0]}, {evaluations}", edgecolor="black")
+    ax.set_xlabel("evaluation compute (s, one thread per candidate)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(f"{model} at {budget:.0%} FLOPs: quality per compute (diamond: mean, median compute)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    name = f"quality_per_compute_{model}_{int(round(100 * budget))}.png"
+    fig.savefig(img / name, dpi=110)
+    plt.close(fig)
+    return [f"![quality per compute, {model}]({rel}/{name})", ""]
