@@ -24,6 +24,12 @@ finetune, or other baseline weights, whose sha256 each row records). ``bench/rep
 
 Each row records its ``evaluation_seconds`` (the sum of its candidates' evaluation seconds, one thread each),
 ``full_scores`` (candidates scored at the full fidelity) and ``rescore_seconds`` (the final step's re-score).
+The final step distilling instead, on the same searches' best policies (they resume, finished, from their run
+directories; the final step runs again, distilled):
+
+    python bench/compare_searchers.py --budgets 0.3 --methods random --evaluations 50 --final-distill \
+        --results bench/results/quality_per_compute/resnet20-full-50-distill \
+        --run-root bench/runs/quality_per_compute/full-50
 
 With ``--granularity element`` a budget is the fraction of parameters left non-zero (``Budget.nonzeros``), each
 weight tensor gets its own sparsity, rows go to ``bench/results/sparsity/element-<model>-...json`` and carry
@@ -164,7 +170,7 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         train_data=data.train, val_data=data.val,
         test_data=data.test, searcher=method, searcher_options=method_options(method, args.evaluations, len(space)),
         trials=args.evaluations, seed=seed, evaluator=fidelity(args), space=space,
-        final={"steps": args.final_finetune_steps},
+        final={"steps": args.final_finetune_steps, "distill": args.final_distill},
         run={"dir": run_dir, "resume": run_dir.exists(), "scheduler": scheduler_setting(args)})
     seconds = time.perf_counter() - start
     summary = result.summary
@@ -216,6 +222,9 @@ def main() -> None:
                         help="multi-fidelity scheduler of every search (default none)")
     parser.add_argument("--promote", type=float, default=0.25,
                         help="cascade: the share of screened candidates scored fully (default 0.25)")
+    parser.add_argument("--final-distill", action="store_true",
+                        help="the final finetune distills from the unpruned model (pointed at another table's "
+                        "--run-root, it resumes those finished searches: the same best policies, distilled)")
     add_fidelity_options(parser)
     parsed = parser.parse_args()
     kind = "search_quality" if parsed.granularity == "channel" else "sparsity"
@@ -235,6 +244,8 @@ def main() -> None:
         config["granularity"] = args.granularity
     if args.scheduler != "none":  # as granularity: rows before the option ran without a scheduler
         config["scheduler"] = scheduler_setting(args)
+    if args.final_distill:
+        config["final_distill"] = True
     refuse_other_settings(results, config)  # before the baseline is (perhaps) trained
     model, data, info = load_baseline(args)
     config["checkpoint"] = Path(info["checkpoint"]).name

@@ -84,7 +84,8 @@ def compute_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[
                 f"{statistics.median(r['full_scores'] for r in rows):.0f} | "
                 f"{statistics.median(r['evaluation_seconds'] for r in rows):.0f} | "
                 f"{statistics.median(r['rescore_seconds'] for r in rows):.0f} | "
-                f"{mean_sd([r['test_accuracy'] for r in rows], 100)} | {mean_sd([accuracy_drop(r) for r in rows], 100)} |")
+                f"{mean_sd([r['test_accuracy'] for r in rows], 100)} | "
+                f"{mean_sd([accuracy_drop(r) for r in rows], 100)} |")
         lines.append("")
         reference = _reference(variants)
         if reference is not None:
@@ -111,7 +112,7 @@ def _plot(model: str, budget: float, variants: dict[tuple[str, str, int], list],
     ax.set_title(f"{model} at {budget:.0%} FLOPs: quality per compute (diamond: mean, median compute)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    name = f"quality_per_compute_{model}_{int(round(100 * budget))}.png"
+    name = f"quality_per_compute_{model}_{round(100 * budget)}.png"
     fig.savefig(img / name, dpi=110)
     plt.close(fig)
     return [f"![quality per compute, {model}]({rel}/{name})", ""]
