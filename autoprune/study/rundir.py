@@ -57,7 +57,7 @@ MAX_LOG_BYTES = 1 << 30
 # 10 ms; trials.jsonl and trials.parquet keep the exact values.
 CSV_FLOAT_FORMAT = "%.12g"
 # Trial record fields that hold a number when set (a trials.jsonl row is checked against them).
-NUMERIC_TRIAL_FIELDS = ("loss", "flops", "params", "fidelity", "seconds", "rung", "latency_ms")
+NUMERIC_TRIAL_FIELDS = ("loss", "flops", "params", "fidelity", "seconds", "rung", "first_accuracy", "latency_ms")
 # Settings that must match when a search is resumed (trials may grow).
 RESUME_KEYS = ("fingerprint", "space", "budget", "searcher", "searcher_options", "seed", "evaluator", "scheduler")
 # Inputs a resumed search must be given again unchanged: (config key, what it is).

@@ -98,8 +98,10 @@ def fast() -> dict:
     return {"bn_batches": 1, "finetune_steps": 9, "val_batches": 1}
 
 
-def test_asha_search_resumes_mid_rung_to_the_uninterrupted_result(trained_cnn, digits, tmp_path, fast,
-                                                                   monkeypatch) -> None:
+@pytest.mark.parametrize(("scheduler", "kind", "fidelities"), [("asha", ASHA, {1, 3, 9}), ("cascade", Cascade, {0, 9})])
+def test_a_scheduled_search_resumes_mid_rung_to_the_uninterrupted_result(trained_cnn, digits, tmp_path, fast,
+                                                                         monkeypatch, scheduler, kind,
+                                                                         fidelities) -> None:
     def run(trials: int, run_dir, resume: bool = False):
         return ap.search(
             trained_cnn,
@@ -109,13 +111,13 @@ def test_asha_search_resumes_mid_rung_to_the_uninterrupted_result(trained_cnn, d
             val_data=digits.val,
             trials=trials,
             evaluator=fast,
-            run={"scheduler": "asha", "dir": run_dir, "resume": resume},
+            run={"scheduler": scheduler, "dir": run_dir, "resume": resume},
             final={"rescore": 0, "measure_latency": False},
         )
 
     straight = run(8, tmp_path / "straight")
-    assert set(straight.trials["fidelity"]) <= {1, 3, 9} and (straight.trials["fidelity"] < 9).any()
-    real, calls = ASHA.keep_going, {"n": 0}
+    assert set(straight.trials["fidelity"]) <= fidelities and (straight.trials["fidelity"] < 9).any()
+    real, calls = kind.keep_going, {"n": 0}
 
     def interrupted(self, trial_id: int, steps: int, accuracy: float) -> bool:
         calls["n"] += 1
@@ -123,13 +125,13 @@ def test_asha_search_resumes_mid_rung_to_the_uninterrupted_result(trained_cnn, d
             raise KeyboardInterrupt
         return real(self, trial_id, steps, accuracy)
 
-    monkeypatch.setattr(ASHA, "keep_going", interrupted)
+    monkeypatch.setattr(kind, "keep_going", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(8, tmp_path / "parts")
-    monkeypatch.setattr(ASHA, "keep_going", real)
+    monkeypatch.setattr(kind, "keep_going", real)
     assert 0 < len(pd.read_csv(tmp_path / "parts" / "trials.csv")) < 8
     resumed = run(8, tmp_path / "parts", resume=True)
-    columns = ["trial_id", "fidelity", "rung", "accuracy"]
+    columns = ["trial_id", "fidelity", "rung", "accuracy", "first_accuracy"]
     pd.testing.assert_frame_equal(resumed.trials[columns], straight.trials[columns])
 
 
