@@ -408,6 +408,18 @@ def test_final_distill_flag_overrides_the_config_only_when_given(tmp_path) -> No
     assert config_from_args(parse(["search", str(tmp_path / "c.yaml"), "--no-final-distill"])).final_distill is False
 
 
+def test_scheduler_flag_and_config_choose_the_cascade() -> None:
+    from autoprune.cli.flag_configs import config_from_args
+    from autoprune.composition.config import SearchConfig
+    from autoprune.evaluation.rungs import Cascade
+
+    config = config_from_args(build_parser().parse_args(["search", "--scheduler", "cascade"]))
+    assert isinstance(config.scheduler.make(), Cascade)
+    promoted = SearchConfig.from_dict({"scheduler": {"kind": "cascade", "promote": 0.1}})
+    assert promoted.scheduler.make().promote == 0.1
+    assert SearchConfig.from_dict(promoted.to_dict()).scheduler == promoted.scheduler  # written and read back
+
+
 def test_each_commands_help_names_only_flags_it_has() -> None:
     """No help text (e.g. sensitivity's --run-dir) points at a flag its command lacks, such as --resume."""
     import argparse
