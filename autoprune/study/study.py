@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Progress:
     """A progress event for callbacks: ``stage`` is ``latency_table``, ``resume``, ``trial``, ``stopped`` (the
     time budget ran out), ``warning`` (e.g. the first candidates all score near chance), ``rescore``, ``final`` or
-    ``done``."""
+    ``done``; ``best_accuracy`` is the best feasible full-fidelity score so far (as the best policy is chosen)."""
 
     stage: str
     completed: int
@@ -88,7 +88,8 @@ class Study:
         if self.rows:
             self.searcher.skip_ids_below(max(int(r["trial_id"]) for r in self.rows) + 1)
             self.run.write_trials(self.table())  # the derived tables follow the log, whatever happened to them
-        feasible = [r["accuracy"] for r in self.rows if r["status"] == "ok" and r["feasible"]]
+        full = self.context.full_fidelity
+        feasible = [r["accuracy"] for r in self.rows if r["status"] == "ok" and r["feasible"] and r["fidelity"] >= full]
         self.best_accuracy = max(feasible) if feasible else None
         log.info("resuming %s with %d finished trials", self.run.path, len(self.rows))
         self.notify("resume", f"resuming from {len(self.rows)} finished trials")
@@ -117,7 +118,7 @@ class Study:
         """Add a finished trial; with a run directory, persist the searcher state and the table."""
         self.rows.append(trial_row(done, self.context.space, self.context.cost_model))
         score = done.score
-        if score.ok and score.feasible:
+        if score.ok and score.feasible and score.fidelity >= self.context.full_fidelity:  # as the best policy's
             self.best_accuracy = max(self.best_accuracy or 0.0, score.accuracy)
         message = _describe(done)
         log.info("trial %d: %s", done.trial.id, message)

@@ -39,16 +39,16 @@ class _TableMaker(ap.Searcher):
         self.told = list(state["told"])
 
 
-def _context(run_dir) -> SearchContext:
+def _context(run_dir, full_fidelity: int = 0) -> SearchContext:
     model = tiny_model(in_channels=1, num_classes=3)
     space = ap.SearchSpace.from_model(model, torch.zeros(1, 1, 8, 8))
     return SearchContext(space=space, budget=ap.Budget.flops(1.0), cost_model=ap.CostModel(space), seed=0, trials=3,
-                         run_dir=run_dir)
+                         run_dir=run_dir, full_fidelity=full_fidelity)
 
 
-def _finish(study: Study, searcher: _TableMaker, accuracy: float, feasible: bool = True) -> None:
+def _finish(study: Study, searcher: _TableMaker, accuracy: float, feasible: bool = True, fidelity: int = 0) -> None:
     trial = searcher.ask()
-    score = Score(accuracy, 0.1, 10, 10, feasible, 0, 0.0)
+    score = Score(accuracy, 0.1, 10, 10, feasible, fidelity, 0.0)
     searcher.tell(trial, score)
     study.record(Completed(trial, score))
 
@@ -65,6 +65,20 @@ def test_the_study_records_rows_the_best_feasible_accuracy_and_the_searchers_tab
     assert study.remaining == 1 and [e.stage for e in events] == ["trial", "trial"]
     assert list(pd.read_csv(tmp_path / "run" / "told.csv")["accuracy"]) == [0.6, 0.9]
     assert list(study.table()["trial_id"]) == [0, 1]
+
+
+def test_the_best_accuracy_shown_is_a_full_fidelity_one(tmp_path) -> None:
+    searcher = _TableMaker()
+    study = Study.open(_context(tmp_path / "run", full_fidelity=9), searcher, FullFidelity(), config=CONFIG,
+                       resume=False)
+    _finish(study, searcher, 0.6, fidelity=9)
+    _finish(study, searcher, 0.95, fidelity=0)  # a screen or an early rung: not comparable, never the best
+    study.close()
+    assert study.best_accuracy == 0.6
+    resumed = Study.open(_context(tmp_path / "run", full_fidelity=9), _TableMaker(), FullFidelity(), config=CONFIG,
+                         resume=True)
+    resumed.close()
+    assert resumed.best_accuracy == 0.6
 
 
 def test_a_resumed_study_restores_rows_state_and_the_next_trial_id(tmp_path) -> None:
