@@ -23,7 +23,10 @@ finetune, or other baseline weights, whose sha256 each row records). ``bench/rep
         --run-root bench/runs/quality_per_compute/cascade-30   # quality per compute: a cheaper search
 
 Each row records its ``evaluation_seconds`` (the sum of its candidates' evaluation seconds, one thread each),
-``full_scores`` (candidates scored at the full fidelity) and ``rescore_seconds`` (the final step's re-score).
+``full_scores`` (candidates scored at the full fidelity), ``full_equivalents`` (its evaluation seconds in units of
+its own median full evaluation: the compute as a count of full evaluations, whatever else loaded the machine) and
+``rescore_seconds`` (the final step's re-score). ``--recount`` recomputes the first three of the rows in
+``--results`` from their run directories' trials tables.
 The final step distilling instead, on the same searches' best policies (they resume, finished, from their run
 directories; the final step runs again, distilled):
 
@@ -69,6 +72,7 @@ from autoprune.builtins.registry import SEARCHERS
 from autoprune.evaluation.evaluator import validate
 from autoprune.study.identity import model_digest
 from search_spaces import default_preset
+from search_spaces.ground.io import atomic_write_text
 
 MAX_EVALUATIONS = 200
 
@@ -151,6 +155,27 @@ def row_lock(path: Path) -> Iterator[bool]:
         os.close(descriptor)  # closing drops the flock
 
 
+def compute_figures(trials: pd.DataFrame, full: int) -> dict[str, Any]:
+    """What a search's candidates cost: seconds (one thread each), how many were scored at the ``full`` fidelity,
+    and the seconds in units of the search's own median full evaluation (its load cancels out)."""
+    seconds = float(trials["seconds"].sum())
+    finished = trials[(trials["status"] == "ok") & (trials["fidelity"] >= full)]
+    unit = float(finished["seconds"].median()) if len(finished) else math.nan
+    return {"evaluation_seconds": seconds, "full_scores": len(finished), "full_equivalents": seconds / unit}
+
+
+def recount(args: argparse.Namespace) -> None:
+    """Recompute the compute figures of every row in ``--results`` from its run directory's trials table."""
+    for path in sorted(Path(args.results).glob("*.json")):
+        record = json.loads(path.read_text())
+        row = record["row"]
+        name = row_name(row["model"], row["method"], row["budget"], row["seed"], args.granularity)
+        trials = pd.read_csv(Path(args.run_root) / name / "trials.csv")
+        row.update(compute_figures(trials, record["config"]["finetune_steps"]))
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")  # the row's own machine and date kept
+        print(f"recounted {path.name}: {row['full_equivalents']:.1f} full evaluations")
+
+
 def scheduler_setting(args: argparse.Namespace) -> dict[str, Any]:
     """The ``run={"scheduler": ...}`` setting the arguments ask for."""
     if args.scheduler == "cascade":
@@ -197,8 +222,7 @@ def run_row(args: argparse.Namespace, method: str, budget: float, seed: int, mod
         "resumed_trials": len(earlier),
         "seconds_per_evaluation": float(ok["seconds"].median()) if len(ok) else None,
         # the compute the search's candidates cost (one thread each), and the final step's re-score of the best few
-        "evaluation_seconds": float(result.trials["seconds"].sum()),
-        "full_scores": int((result.trials["fidelity"] >= args.finetune_steps).sum()),
+        **compute_figures(result.trials, args.finetune_steps),
         "rescore_seconds": sum(r.seconds for r in summary.rescored),
         "best_val_accuracy_by_evaluation": best_so_far(result.trials, args.finetune_steps),
     }
@@ -222,6 +246,8 @@ def main() -> None:
                         help="multi-fidelity scheduler of every search (default none)")
     parser.add_argument("--promote", type=float, default=0.25,
                         help="cascade: the share of screened candidates scored fully (default 0.25)")
+    parser.add_argument("--recount", action="store_true",
+                        help="recompute the compute figures of the rows in --results from their run directories")
     parser.add_argument("--final-distill", action="store_true",
                         help="the final finetune distills from the unpruned model (pointed at another table's "
                         "--run-root, it resumes those finished searches: the same best policies, distilled)")
@@ -237,6 +263,8 @@ def main() -> None:
     unknown = set(args.methods.split(",")) - set(SEARCHERS)
     if unknown:
         parser.error(f"unknown --methods {sorted(unknown)}; accepted: {', '.join(sorted(SEARCHERS))}")
+    if args.recount:
+        return recount(args)
     results = Path(args.results)
     config = {k: getattr(args, k) for k in ("model", "dataset", "epochs", "bn_batches", "finetune_steps",
                                             "val_batches", "final_finetune_steps", "evaluations")}

@@ -47,14 +47,14 @@ def _goal_lines(variants: dict[tuple[str, str, int], list], reference: tuple[tup
     accuracies = [r["test_accuracy"] for r in rows]
     mean = statistics.mean(accuracies)
     sd = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-    compute = statistics.median(r["evaluation_seconds"] for r in rows)
+    compute = statistics.median(r["full_equivalents"] for r in rows)
     lines = [f"Goal: {100 * mean:.2f}% - {100 * sd:.2f} pt (the mean of {key[0]}-{key[2]} less its seed sd, "
              f"{len(rows)} seeds) within {COMPUTE_SHARE_GOAL:.0%} of its median evaluation compute "
-             f"({compute:.0f} s):", ""]
+             f"({compute:.1f} full evaluations):", ""]
     for other, others in variants.items():
         if other == key:
             continue
-        share = statistics.median(r["evaluation_seconds"] for r in others) / compute
+        share = statistics.median(r["full_equivalents"] for r in others) / compute
         reached = statistics.mean(r["test_accuracy"] for r in others) >= mean - sd
         verdict = "met" if reached and share <= COMPUTE_SHARE_GOAL else "not met"
         lines.append(f"- {other[0]} with {other[1]}, {other[2]} candidates: {verdict} ({share:.2f}x the compute, "
@@ -68,21 +68,24 @@ def compute_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[
              "`python bench/compare_searchers.py ... --scheduler cascade --evaluations N --results "
              "bench/results/quality_per_compute/<setting>` (one directory per scheduler and number of candidates; "
              "same baseline, evaluator and 300-step final finetune as the search-quality tables). Evaluation "
-             "compute is the sum of the candidates' evaluation seconds (one thread each; every row ran beside one "
-             "other benchmark process on this 2-core machine, so rows are comparable with each other, not with an "
-             "idle machine's seconds); full scores counts the candidates finetuned and scored at the full fidelity "
+             "compute is the sum of the candidates' evaluation seconds (one thread each, beside one other benchmark "
+             "process on this 2-core machine and at times the test suite, so seconds vary with the load), and the "
+             "same in units of the search's own median full evaluation (full evaluations: the load cancels out; "
+             "the goal is judged on it); full scores counts the candidates finetuned and scored at the full fidelity "
              "(the cascade screens every candidate by its adaptive-BN score first). The final step's re-score of "
              "the best 3 (90 finetune steps each) is the same for every search and listed apart. Mean ± sd over "
              "seeds; compute is the median.", ""]
     for (model, budget), variants in sorted(_variants(records).items()):
         lines += [f"### `{model}` at {budget:.0%} FLOPs", "",
-                  "| search | scheduler | candidates | seeds | full scores | evaluation compute (s) | re-score (s) | "
-                  "test accuracy (%) | drop (pt) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| search | scheduler | candidates | seeds | full scores | evaluation compute (s) | compute (full "
+                  "evaluations) | re-score (s) | test accuracy (%) | drop (pt) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for (method, scheduler, evaluations), rows in sorted(variants.items()):
             lines.append(
                 f"| {method} | {scheduler} | {evaluations} | {len(rows)} | "
                 f"{statistics.median(r['full_scores'] for r in rows):.0f} | "
                 f"{statistics.median(r['evaluation_seconds'] for r in rows):.0f} | "
+                f"{statistics.median(r['full_equivalents'] for r in rows):.1f} | "
                 f"{statistics.median(r['rescore_seconds'] for r in rows):.0f} | "
                 f"{mean_sd([r['test_accuracy'] for r in rows], 100)} | "
                 f"{mean_sd([accuracy_drop(r) for r in rows], 100)} |")
@@ -103,11 +106,11 @@ def _plot(model: str, budget: float, variants: dict[tuple[str, str, int], list],
     img.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for (method, scheduler, evaluations), rows in sorted(variants.items()):
-        xs, ys = [r["evaluation_seconds"] for r in rows], [100 * r["test_accuracy"] for r in rows]
+        xs, ys = [r["full_equivalents"] for r in rows], [100 * r["test_accuracy"] for r in rows]
         points = ax.scatter(xs, ys, alpha=0.35, s=18)
         ax.scatter([statistics.median(xs)], [statistics.mean(ys)], color=points.get_facecolor()[0][:3], s=70,
                    marker="D", label=f"{method}, {scheduler.split(' ')[0]}, {evaluations}", edgecolor="black")
-    ax.set_xlabel("evaluation compute (s, one thread per candidate)")
+    ax.set_xlabel("evaluation compute (full evaluations: seconds / the search's median full evaluation)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title(f"{model} at {budget:.0%} FLOPs: quality per compute (diamond: mean, median compute)")
     ax.legend(fontsize=7)

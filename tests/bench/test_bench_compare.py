@@ -106,3 +106,12 @@ def test_a_resumed_row_counts_the_trials_run_before_it_in_its_wall_time(tmp_path
     assert resumed["resumed_trials"] == len(trials) == fresh["evaluations"] > 0
     assert resumed["search_seconds"] >= sum(t["trial"]["seconds"] for t in trials)
     assert resumed["test_accuracy"] == fresh["test_accuracy"]
+
+
+def test_compute_is_counted_in_the_searchs_own_full_evaluations() -> None:
+    import pandas as pd
+    from compare_searchers import compute_figures
+
+    trials = pd.DataFrame({"status": ["ok", "ok", "ok", "ok", "failed"], "fidelity": [30, 0, 30, 0, 30],
+                           "seconds": [10.0, 1.0, 12.0, 1.0, 1.0]})
+    assert compute_figures(trials, 30) == {"evaluation_seconds": 25.0, "full_scores": 2, "full_equivalents": 25 / 11}
