@@ -9,7 +9,7 @@ from typing import Any
 
 from common import accuracy_drop, mean_sd
 
-REFERENCE = ("random", "none")  # the baseline every cheaper search is held against: random sampling, full scores
+REFERENCE = ("random", "none", "finetune")  # what cheaper searches are held against: random, full scores, plain final
 COMPUTE_SHARE_GOAL = 0.25  # issue 31: the reference's accuracy at a quarter of its evaluation compute
 
 
@@ -21,26 +21,31 @@ def _scheduler(config: dict[str, Any]) -> str:
     return setting["kind"]
 
 
-def _variants(records: list[dict[str, Any]]) -> dict[tuple[str, float], dict[tuple[str, str, int], list]]:
-    """Rows grouped by (model, budget), then by (method, scheduler, evaluations)."""
-    grouped: dict[tuple[str, float], dict[tuple[str, str, int], list]] = {}
+Variant = tuple[str, str, int, str]  # method, scheduler, candidates, final step (finetune or distill)
+
+
+def _variants(records: list[dict[str, Any]]) -> dict[tuple[str, float], dict[Variant, list]]:
+    """Rows grouped by (model, budget), then by (method, scheduler, candidates, final step)."""
+    grouped: dict[tuple[str, float], dict[Variant, list]] = {}
     for record in records:
         row, config = record["row"], record["config"]
-        key = (row["method"], _scheduler(config), int(config["evaluations"]))
+        final = "distill" if config.get("final_distill") else "finetune"
+        key = (row["method"], _scheduler(config), int(config["evaluations"]), final)
         grouped.setdefault((row["model"], row["budget"]), {}).setdefault(key, []).append(row)
     return grouped
 
 
-def _reference(variants: dict[tuple[str, str, int], list]) -> tuple[tuple[str, str, int], list] | None:
-    """The reference variant: random search with full scores (the most evaluations, when there are several)."""
-    keys = [k for k in variants if (k[0], k[1]) == REFERENCE]
+def _reference(variants: dict[Variant, list]) -> tuple[Variant, list] | None:
+    """The reference variant: random search with full scores and a plain final finetune (the most evaluations,
+    when there are several)."""
+    keys = [k for k in variants if (k[0], k[1], k[3]) == REFERENCE]
     if not keys:
         return None
     key = max(keys, key=lambda k: k[2])
     return key, variants[key]
 
 
-def _goal_lines(variants: dict[tuple[str, str, int], list], reference: tuple[tuple[str, str, int], list]) -> list[str]:
+def _goal_lines(variants: dict[Variant, list], reference: tuple[Variant, list]) -> list[str]:
     """Whether each cheaper search reaches the reference's mean accuracy (within its seed sd) at a quarter of its
     median evaluation compute."""
     key, rows = reference
@@ -52,14 +57,29 @@ def _goal_lines(variants: dict[tuple[str, str, int], list], reference: tuple[tup
              f"{len(rows)} seeds) within {COMPUTE_SHARE_GOAL:.0%} of its median evaluation compute "
              f"({compute:.1f} full evaluations):", ""]
     for other, others in variants.items():
-        if other == key:
+        if other == key or other[3] != key[3]:  # a distilled final step is compared in its own line below
             continue
         share = statistics.median(r["full_equivalents"] for r in others) / compute
         reached = statistics.mean(r["test_accuracy"] for r in others) >= mean - sd
         verdict = "met" if reached and share <= COMPUTE_SHARE_GOAL else "not met"
         lines.append(f"- {other[0]} with {other[1]}, {other[2]} candidates: {verdict} ({share:.2f}x the compute, "
                      f"accuracy {'reached' if reached else 'not reached'}; {len(others)} seeds)")
-    return [*lines, ""]
+    return [*lines, "", *_distill_lines(variants)]
+
+
+def _distill_lines(variants: dict[Variant, list]) -> list[str]:
+    """Each distilled final step against the plain finetune of the same searches' best policies, seed by seed."""
+    lines = []
+    for key, rows in variants.items():
+        plain = {r["seed"]: r for r in variants.get((*key[:3], "finetune"), [])}
+        pairs = [(r["test_accuracy"] - plain[r["seed"]]["test_accuracy"]) for r in rows if r["seed"] in plain]
+        if key[3] != "distill" or not pairs:
+            continue
+        gains = ", ".join(f"{100 * g:+.2f}" for g in pairs)
+        lines.append(f"Final step distilled from the unpruned model instead of plain finetuning, same best policies "
+                     f"({key[0]}, {key[1]}, {key[2]} candidates), same steps: {gains} pt by seed (mean "
+                     f"{100 * statistics.mean(pairs):+.2f}).")
+    return [*lines, ""] if lines else []
 
 
 def compute_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[str]:
@@ -77,12 +97,12 @@ def compute_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[
              "seeds; compute is the median.", ""]
     for (model, budget), variants in sorted(_variants(records).items()):
         lines += [f"### `{model}` at {budget:.0%} FLOPs", "",
-                  "| search | scheduler | candidates | seeds | full scores | evaluation compute (s) | compute (full "
-                  "evaluations) | re-score (s) | test accuracy (%) | drop (pt) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for (method, scheduler, evaluations), rows in sorted(variants.items()):
+                  "| search | scheduler | candidates | final step | seeds | full scores | evaluation compute (s) | "
+                  "compute (full evaluations) | re-score (s) | test accuracy (%) | drop (pt) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for (method, scheduler, evaluations, final), rows in sorted(variants.items()):
             lines.append(
-                f"| {method} | {scheduler} | {evaluations} | {len(rows)} | "
+                f"| {method} | {scheduler} | {evaluations} | {final} | {len(rows)} | "
                 f"{statistics.median(r['full_scores'] for r in rows):.0f} | "
                 f"{statistics.median(r['evaluation_seconds'] for r in rows):.0f} | "
                 f"{statistics.median(r['full_equivalents'] for r in rows):.1f} | "
@@ -97,7 +117,7 @@ def compute_section(records: list[dict[str, Any]], img: Path, rel: str) -> list[
     return lines
 
 
-def _plot(model: str, budget: float, variants: dict[tuple[str, str, int], list], img: Path, rel: str) -> list[str]:
+def _plot(model: str, budget: float, variants: dict[Variant, list], img: Path, rel: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,11 +125,12 @@ def _plot(model: str, budget: float, variants: dict[tuple[str, str, int], list],
 
     img.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (method, scheduler, evaluations), rows in sorted(variants.items()):
+    for (method, scheduler, evaluations, final), rows in sorted(variants.items()):
         xs, ys = [r["full_equivalents"] for r in rows], [100 * r["test_accuracy"] for r in rows]
         points = ax.scatter(xs, ys, alpha=0.35, s=18)
         ax.scatter([statistics.median(xs)], [statistics.mean(ys)], color=points.get_facecolor()[0][:3], s=70,
-                   marker="D", label=f"{method}, {scheduler.split(' ')[0]}, {evaluations}", edgecolor="black")
+                   marker="D", label=f"{method}, {scheduler.split(' ')[0]}, {evaluations}, {final}",
+                   edgecolor="black")
     ax.set_xlabel("evaluation compute (full evaluations: seconds / the search's median full evaluation)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title(f"{model} at {budget:.0%} FLOPs: quality per compute (diamond: mean, median compute)")

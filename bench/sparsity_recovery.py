@@ -86,7 +86,9 @@ def run_row(args: argparse.Namespace, experiment: str, variant: str, seed: int, 
         seed=seed,
         evaluator=fidelity(args),
         space=space,
-        final={"steps": args.final_steps, **(options(args.final_steps) if callable(options) else options)},
+        # plain cross-entropy unless the variant distills: each variant changes one thing from the plain finetune
+        final={"steps": args.final_steps, "distill": False,
+               **(options(args.final_steps) if callable(options) else options)},
         run={"dir": run_dir},
     )
     summary = result.summary

@@ -82,7 +82,7 @@ _SEARCH_ONLY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
                           "rewinding (config's rewind_checkpoint) or training from scratch"}),
     ("--final-distill", {"action": argparse.BooleanOptionalAction, "default": None,
                          "help": "the final training distills from the unpruned model (knowledge distillation; "
-                         "one more forward pass per step)"}),
+                         "one more forward pass per step; default on, --no-final-distill: plain finetuning)"}),
     ("--time-budget", {"metavar": "DURATION",
                        "help": "wall-clock limit on the trials, e.g. 2h, 90m, 1h30m or seconds: no trial starts "
                        "after it, the best so far is finalized, and --resume continues"}),

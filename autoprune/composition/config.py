@@ -67,7 +67,8 @@ class SearchConfig:
             ``constant``, or a mapping like ``{kind: agp, frequency: 10, initial_sparsity: 0}``
             (:class:`autoprune.PruningSchedule`).
         final_recovery: ``finetune`` (default), ``lr_rewind``, ``weight_rewind`` or ``scratch``.
-        final_distill: the final training distills from the unpruned model (knowledge distillation).
+        final_distill: the final training distills from the unpruned model (knowledge distillation; default
+            true, ``false`` for plain finetuning).
         rewind_checkpoint: an early checkpoint of the model (a ``.pt`` state dict), for ``weight_rewind``.
         granularity: ``channel`` (default) or ``element`` (one sparsity per weight tensor; with a ``nonzeros``
             or ``size`` budget).
@@ -103,7 +104,7 @@ class SearchConfig:
     final_finetune_steps: int = 300
     final_schedule: PruningSchedule = field(default_factory=PruningSchedule)
     final_recovery: str = "finetune"
-    final_distill: bool = False
+    final_distill: bool = True
     rewind_checkpoint: str | None = None
     granularity: str = "channel"
     executor: str = "local"

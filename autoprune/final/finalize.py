@@ -53,7 +53,8 @@ class FinalConfig:
         rewind_state: an early state dict of the unpruned model (``weight_rewind`` only).
         distill: the final training learns from the unpruned model too (knowledge distillation,
             :func:`autoprune.evaluation.evaluator.recovery_loss`), in every recovery and schedule; costs one forward
-            pass of the unpruned model per step.
+            pass of the unpruned model per step. On by default: on ResNet-20 at 30% FLOPs it recovered 0.3-0.5 pt
+            more than plain finetuning at equal steps on every policy measured (docs/benchmarks.md).
         export: the forms the model is exported in (``eager``, ``sparse``, ``export``, ``compile``, ``onnx``; see
             :func:`autoprune.export_model`), each checked for the same outputs and, with ``measure_latency``,
             timed against the unpruned model in its runtime (never slower).
@@ -68,7 +69,7 @@ class FinalConfig:
     train_lr: float = TrainConfig.lr
     rewind_state: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
     export: tuple[str, ...] = ("eager",)
-    distill: bool = False
+    distill: bool = True
 
     def __post_init__(self) -> None:
         check_int("final steps", self.steps, low=0)
@@ -172,8 +173,8 @@ def _recover(pruned: PruneResult, evaluator: Evaluator, config: FinalConfig) -> 
 
 
 def _teacher(evaluator: Evaluator, config: FinalConfig, device: str) -> nn.Module | None:
-    """The unpruned model, frozen in eval mode on ``device``, when the final training distills."""
-    return copy.deepcopy(evaluator.model).eval().to(device) if config.distill else None
+    """The unpruned model, frozen in eval mode on ``device``, when the final training distills (and trains)."""
+    return copy.deepcopy(evaluator.model).eval().to(device) if config.distill and config.steps > 0 else None
 
 
 def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evaluator) -> None:

@@ -401,11 +401,11 @@ def test_final_distill_flag_overrides_the_config_only_when_given(tmp_path) -> No
     from autoprune.cli.flag_configs import config_from_args
 
     parse = build_parser().parse_args
-    assert config_from_args(parse(["search", "--final-distill"])).final_config().distill is True
-    assert config_from_args(parse(["search"])).final_distill is False
-    (tmp_path / "c.yaml").write_text("final_distill: true\n")
-    assert config_from_args(parse(["search", str(tmp_path / "c.yaml")])).final_distill is True
-    assert config_from_args(parse(["search", str(tmp_path / "c.yaml"), "--no-final-distill"])).final_distill is False
+    assert config_from_args(parse(["search", "--no-final-distill"])).final_config().distill is False
+    assert config_from_args(parse(["search"])).final_distill is True  # the default: distilling recovered more
+    (tmp_path / "c.yaml").write_text("final_distill: false\n")
+    assert config_from_args(parse(["search", str(tmp_path / "c.yaml")])).final_distill is False
+    assert config_from_args(parse(["search", str(tmp_path / "c.yaml"), "--final-distill"])).final_distill is True
 
 
 def test_scheduler_flag_and_config_choose_the_cascade() -> None:

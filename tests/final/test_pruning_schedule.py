@@ -190,10 +190,10 @@ def test_the_final_training_distills_from_the_unpruned_model_when_asked(trained_
               "searcher": "uniform", "trials": 1, "evaluator": {"bn_batches": 1, "finetune_steps": 0, "val_batches": 1}}
     final = {"steps": 4, "measure_latency": False, "schedule": {"kind": schedule, "frequency": 1}}
     weights = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
-    distilled = ap.search(trained_cnn, digits.example_inputs(), **common, final={**final, "distill": True})
+    distilled = ap.search(trained_cnn, digits.example_inputs(), **common, final=final)  # distilling is the default
     assert taught == [True] * 4 and distilled.summary.final_settings["distill"] is True
     taught.clear()
-    plain = ap.search(trained_cnn, digits.example_inputs(), **common, final=final)
+    plain = ap.search(trained_cnn, digits.example_inputs(), **common, final={**final, "distill": False})
     assert taught == [False] * 4 and "distill" not in plain.summary.final_settings
     assert all(torch.equal(weights[k], v) for k, v in trained_cnn.state_dict().items())  # the teacher is a copy
     with pytest.raises(ConfigError, match="final distill must be true or false, got 'yes'"):
