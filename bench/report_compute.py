@@ -133,8 +133,8 @@ def _plot(model: str, budget: float, variants: dict[Variant, list], img: Path, r
                    edgecolor="black")
     ax.set_xlabel("evaluation compute (full evaluations: seconds / the search's median full evaluation)")
     ax.set_ylabel("final test accuracy (%)")
-    ax.set_title(f"{model} at {budget:.0%} FLOPs: quality per compute (diamond: mean, median compute)")
-    ax.legend(fontsize=7)
+    ax.set_title(f"{model} at {budget:.0%} FLOPs: quality per compute")
+    ax.legend(fontsize=7, title="diamond: mean accuracy, median compute", title_fontsize=7)
     fig.tight_layout()
     name = f"quality_per_compute_{model}_{round(100 * budget)}.png"
     fig.savefig(img / name, dpi=110)
