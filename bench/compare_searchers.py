@@ -157,10 +157,13 @@ def row_lock(path: Path) -> Iterator[bool]:
 
 def compute_figures(trials: pd.DataFrame, full: int) -> dict[str, Any]:
     """What a search's candidates cost: seconds (one thread each), how many were scored at the ``full`` fidelity,
-    and the seconds in units of the search's own median full evaluation (its load cancels out)."""
+    and the seconds in units of the search's own median full evaluation (its load cancels out). A candidate that
+    passed rungs validated once per rung: the unit leaves those extra validations out, as a plain full evaluation
+    has one."""
     seconds = float(trials["seconds"].sum())
     finished = trials[(trials["status"] == "ok") & (trials["fidelity"] >= full)]
-    unit = float(finished["seconds"].median()) if len(finished) else math.nan
+    extra = finished["validate_seconds"] * finished["rung"] / (finished["rung"] + 1)
+    unit = float((finished["seconds"] - extra).median()) if len(finished) else math.nan
     return {"evaluation_seconds": seconds, "full_scores": len(finished), "full_equivalents": seconds / unit}
 
 

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, runtime: str, model, data) -> dict[str, Any]:
     start = time.perf_counter()
     result = ap.search(model, inputs, budget=budget, train_data=data.train, val_data=data.val, test_data=data.test,
                        searcher=args.searcher, trials=args.evaluations, seed=args.seed, evaluator=fidelity(args),
-                       final={"steps": args.final_finetune_steps, "export": EXPORT_FOR[runtime]},
+                       final={"steps": args.final_finetune_steps, "export": EXPORT_FOR[runtime],
+                              "distill": False},  # as the rows before distilling became the default
                        space={"preset": preset})
     search_seconds = time.perf_counter() - start
     ratio, ms, base_ms = latency_ratio(result.pruned_model, model, inputs, rounds=7, runtime=runtime)

@@ -182,7 +182,8 @@ def search(
         tracker = make_trackers(trackers, study.path, config) if trackers else Trackers(())
         if study.remaining:
             _run_trials(study, runner, chosen, scorer, tracker, None if limit is None else (limit, started),
-                        ChanceWatch(config["chance_accuracy"], recipe))
+                        ChanceWatch(config["chance_accuracy"], recipe,
+                                    screened=(context.learning_fidelity or 0) < context.full_fidelity))
         result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
         _report(result, tracker)
     return result
@@ -282,7 +283,7 @@ def _run_trials(study: Study, runner: Executor, searcher: Searcher, scorer: Eval
     """The trials still to run; with a time limit (seconds, start), no trial starts once it has passed; ``watch``
     warns when the first scores are all near chance."""
     asker = searcher if limit is None else TimeLimited(searcher, limit[0], start=limit[1])
-    watch.resume(row["accuracy"] for row in study.rows if row["status"] == "ok")
+    watch.resume(row.get(watch.column) for row in study.rows if row["status"] == "ok")
 
     def record(done: Completed) -> None:
         study.record(done)

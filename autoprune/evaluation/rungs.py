@@ -40,8 +40,8 @@ class Scheduler(abc.ABC):
         """Finetune steps below ``full`` at which a candidate is scored and may be stopped."""
 
     @abc.abstractmethod
-    def keep_going(self, trial_id: int, steps: int, accuracy: float) -> bool:
-        """Whether a candidate scored ``accuracy`` at rung ``steps`` continues its finetune."""
+    def keep_going(self, trial_id: int, steps: int, accuracy: float, *, feasible: bool = True) -> bool:
+        """Whether a candidate scored ``accuracy`` at rung ``steps`` (within the budget or not) continues."""
 
     def learning_fidelity(self, full: int) -> int:
         """The fidelity at which every candidate is scored, so searchers compare (learn from) scores there: the
@@ -61,7 +61,7 @@ class FullFidelity(Scheduler):
     def rungs(self, full: int) -> tuple[int, ...]:
         return ()
 
-    def keep_going(self, trial_id: int, steps: int, accuracy: float) -> bool:
+    def keep_going(self, trial_id: int, steps: int, accuracy: float, *, feasible: bool = True) -> bool:
         return True
 
 
@@ -73,13 +73,17 @@ class _Promotion(Scheduler):
         self.keep = keep
         self.recorded: dict[int, dict[int, tuple[float, bool]]] = {}  # rung steps -> trial -> (accuracy, kept)
 
-    def keep_going(self, trial_id: int, steps: int, accuracy: float) -> bool:
+    def keep_going(self, trial_id: int, steps: int, accuracy: float, *, feasible: bool = True) -> bool:
         seen = self.recorded.setdefault(steps, {})
         if trial_id in seen:  # the same report again (a retried trial): the first decision stands
             return seen[trial_id][1]
-        value = accuracy if math.isfinite(accuracy) else -math.inf
-        seen[trial_id] = (value, value >= self._cutoff([v for v, _ in seen.values()]))
+        value = accuracy if math.isfinite(accuracy) and self._promotable(feasible) else -math.inf
+        seen[trial_id] = (value, math.isfinite(value) and value >= self._cutoff([v for v, _ in seen.values()]))
         return seen[trial_id][1]
+
+    def _promotable(self, feasible: bool) -> bool:
+        """Whether a candidate within (``True``) or over the budget may be promoted at all."""
+        return True
 
     def _cutoff(self, values: list[float]) -> float:
         finite = [v for v in values if math.isfinite(v)]
@@ -125,7 +129,8 @@ class Cascade(_Promotion):
 
     The one rung is at 0 finetune steps: the candidate is pruned, its BatchNorm recalibrated and it is scored
     (about a seventh of a 30-step evaluation on ResNet-20, docs/benchmarks.md). It continues to the full score
-    if that accuracy is at least the ``1 - promote`` quantile of the screen accuracies so far. Searchers learn
+    if it is within the budget and its accuracy is at least the ``1 - promote`` quantile of the earlier screens
+    within the budget. Searchers learn
     from the screen accuracy, which every candidate has (:attr:`Score.first_accuracy`); the best policy is
     chosen among full scores, and the final step's re-score then scores the top few higher still.
     """
@@ -141,6 +146,11 @@ class Cascade(_Promotion):
 
     def learning_fidelity(self, full: int) -> int:
         return 0 if full >= 1 else full
+
+    def _promotable(self, feasible: bool) -> bool:
+        # searchers learn from the screen, and a candidate over the budget is never the best policy: finetuning
+        # one fully buys nothing, and its screen does not raise the bar for the others
+        return feasible
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,8 @@ class SchedulerConfig:
         return FullFidelity()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; ``promote`` only when set (run directories written before it existed resume unchanged)."""
+        return {k: v for k, v in asdict(self).items() if k != "promote" or v is not None}
 
 
 def check_schedulable(config: SchedulerConfig, finetune_steps: int) -> None:
@@ -224,7 +235,8 @@ def scheduled_score(evaluator: Evaluator, scheduler: Scheduler, trial_id: int, p
     score = None
     try:
         for score in evaluator.evaluate_rungs(policy, rungs=scheduler.rungs(full)):
-            if score.fidelity < full and not scheduler.keep_going(trial_id, score.fidelity, score.accuracy):
+            if score.fidelity < full and not scheduler.keep_going(trial_id, score.fidelity, score.accuracy,
+                                                                   feasible=score.feasible):
                 break
     except AutopruneError:
         raise

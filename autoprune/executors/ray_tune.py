@@ -219,7 +219,8 @@ class TuneSchedulerAdapter(FIFOScheduler):
         steps = int(result.get("fidelity", self.full))
         if result.get("status") != "ok" or steps >= self.full:
             return TrialScheduler.CONTINUE
-        if not self.wrapped.keep_going(int(trial.config["trial_id"]), steps, float(result["accuracy"])):
+        if not self.wrapped.keep_going(int(trial.config["trial_id"]), steps, float(result["accuracy"]),
+                                       feasible=bool(result.get("feasible", True))):
             return TrialScheduler.STOP
         if self.user is not None and self.user.on_trial_result(tune_controller, trial, result) == TrialScheduler.STOP:
             return TrialScheduler.STOP
@@ -248,7 +249,8 @@ class RayExecutor(RayOptions, Executor):
 
     ``tune_scheduler`` (Python API): a Ray Tune ``TrialScheduler`` of your own, e.g. ``MedianStoppingRule``. The
     autoprune scheduler stays the one owner of rungs: a trial reports its score at each of its rungs, the autoprune
-    scheduler decides first, then yours; either may stop the trial. It needs a scheduler with rungs (``asha``).
+    scheduler decides first, then yours; either may stop the trial. It needs a scheduler with rungs (``asha`` or
+    ``cascade``).
     """
 
     tune_scheduler: Any = field(default=None, compare=False)
@@ -298,7 +300,8 @@ class RayExecutor(RayOptions, Executor):
     ) -> None:
         if self.tune_scheduler is not None and not scheduler.rungs(evaluator.config.finetune_steps):
             raise ConfigError(f"tune_scheduler {type(self.tune_scheduler).__name__} acts on the scores a trial reports "
-                              "at its rungs, and this search has none: use scheduler asha (with finetune_steps > 1)")
+                              "at its rungs, and this search has none: use scheduler asha (with finetune_steps > 1) "
+                              "or cascade (finetune_steps >= 1)")
         with _environment(TUNE_ENVIRONMENT):
             started = self._init_ray()
             scratch = None

@@ -163,18 +163,18 @@ def finalize(
 def _recover(pruned: PruneResult, evaluator: Evaluator, config: FinalConfig) -> nn.Module:
     """BatchNorm recalibration and the final recovery (none after a gradual schedule, which trained already), on
     the evaluator's device; the model returned is on the CPU."""
-    recipe = evaluator.config
+    recipe, steps = evaluator.config, 0 if config.gradual else config.steps
     model = recover(evaluator.model, pruned, evaluator.example_inputs, strategy=config.recovery,
-                    train_data=evaluator.train_data, steps=0 if config.gradual else config.steps,
+                    train_data=evaluator.train_data, steps=steps,
                     lr=recipe.lr if config.lr is None else config.lr, train_lr=config.train_lr,
                     weight_decay=recipe.weight_decay, bn_batches=recipe.bn_batches, rewind_state=config.rewind_state,
-                    device=recipe.device, teacher=_teacher(evaluator, config, recipe.device))
+                    device=recipe.device, teacher=_teacher(evaluator, config, recipe.device, steps))
     return model.to("cpu")  # exported, counted and timed on the CPU
 
 
-def _teacher(evaluator: Evaluator, config: FinalConfig, device: str) -> nn.Module | None:
-    """The unpruned model, frozen in eval mode on ``device``, when the final training distills (and trains)."""
-    return copy.deepcopy(evaluator.model).eval().to(device) if config.distill and config.steps > 0 else None
+def _teacher(evaluator: Evaluator, config: FinalConfig, device: str, steps: int) -> nn.Module | None:
+    """The unpruned model, frozen in eval mode on ``device``, when the final training distills over ``steps``."""
+    return copy.deepcopy(evaluator.model).eval().to(device) if config.distill and steps > 0 else None
 
 
 def _check_exact(model: nn.Module, inputs: Any, budget: Budget, evaluator: Evaluator) -> None:
@@ -207,7 +207,7 @@ def _pruned_and_timed(
         pruned = prune_gradually(model, policy, inputs, train_data=evaluator.train_data, schedule=config.schedule,
                                  lr=recipe.lr if config.lr is None else config.lr, weight_decay=recipe.weight_decay,
                                  space=evaluator.cost_model.space, importance=recipe.importance,
-                                 teacher=_teacher(evaluator, config, "cpu"))
+                                 teacher=_teacher(evaluator, config, "cpu", config.steps))
     else:
         pruned = evaluator.prune(policy)
     if latency_check is None or not config.measure_latency:

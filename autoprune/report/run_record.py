@@ -309,9 +309,13 @@ def _near_chance(record: RunRecord) -> list[Section]:
         evaluator = EvaluatorConfig.from_dict({**(record.config.get("evaluator") or {}), "device": "cpu"})
     except AutopruneError:  # not an evaluator of ours: nothing to judge it by
         return []
-    watch = ChanceWatch(float(chance), evaluator)
+    scheduler = record.config.get("scheduler")
+    watch = ChanceWatch(float(chance), evaluator,
+                        screened=isinstance(scheduler, Mapping) and scheduler.get("kind") == "cascade")
+    if watch.column not in trials.columns:
+        return []
     finished = trials.sort_values("finished_at", kind="stable") if "finished_at" in trials else trials
-    watch.resume(finished.loc[finished["status"] == "ok", "accuracy"])  # the first to finish, as the search saw
+    watch.resume(finished.loc[finished["status"] == "ok", watch.column])  # the first to finish, as the search saw
     warning = watch.verdict()
     return [] if warning is None else [Section("near-chance", "Warning: scores near chance", warning)]
 

@@ -239,8 +239,9 @@ class RunStore:
         cached = self._progress.get(run_id)
         if cached is None or cached[0] != version:
             rows = self.trial_rows(run_id) if version else []
+            full = _full_fidelity(self.get(run_id))
             good = [r["accuracy"] for r in rows if r.get("status") == "ok" and r.get("feasible")
-                    and r["accuracy"] is not None]  # NaN is read as None
+                    and r["accuracy"] is not None and (r.get("fidelity") or 0) >= full]  # NaN is read as None
             cached = self._progress[run_id] = (version, len(rows), max(good) if good else None)
         return {"completed": cached[1], "total": self.get(run_id)["trials"], "best_accuracy": cached[2]}
 
@@ -336,3 +337,10 @@ def _readable_owner(path: Path) -> str | None:
         return None
     owner = job.get("owner") if isinstance(job, dict) else None
     return owner if isinstance(owner, str) else None
+
+
+def _full_fidelity(job: dict[str, Any]) -> int:
+    """The finetune steps of a full score in the job's search (a screen's or an early rung's is no best)."""
+    evaluator = job.get("config", {}).get("evaluator")
+    steps = evaluator.get("finetune_steps") if isinstance(evaluator, dict) else None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else 0

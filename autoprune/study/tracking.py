@@ -26,7 +26,7 @@ from search_spaces.ground.errors import ConfigError, unknown_name
 TRACKERS = ("tensorboard", "mlflow")
 #: the trial row's numbers every tracker records
 TRIAL_METRICS = ("accuracy", "loss", "flops", "params", "flops_ratio", "params_ratio", "feasible", "fidelity",
-                 "seconds", "latency_ms")
+                 "first_accuracy", "seconds", "latency_ms")
 EXPERIMENT = "autoprune"
 #: the search settings an MLflow run records as params (JSON, at most 500 characters each)
 SETTINGS = ("budget", "searcher", "searcher_options", "seed", "trials", "evaluator", "scheduler", "time_budget_seconds")

@@ -17,7 +17,7 @@ FAST = {"bn_batches": 2, "finetune_steps": 0, "val_batches": 2}
 
 
 def _score(accuracy: float, *, rung: int = 0, status: str = "ok") -> Score:
-    return Score(accuracy, 1.0, 1, 1, True, 0, 0.1, rung=rung, status=status)
+    return Score(accuracy, 1.0, 1, 1, True, 0, 0.1, rung=rung, status=status, first_accuracy=accuracy)
 
 
 def test_warns_once_when_the_first_candidates_all_score_near_chance() -> None:
@@ -33,6 +33,17 @@ def test_warns_once_when_the_first_candidates_all_score_near_chance() -> None:
 def test_one_candidate_well_above_chance_means_no_warning() -> None:
     watch = ChanceWatch(0.1, EvaluatorConfig(finetune_steps=10))
     assert [watch.observe(_score(0.35 if i == 3 else 0.1)) for i in range(CHECK_AFTER)] == [None] * CHECK_AFTER
+
+
+def test_under_the_cascade_the_screens_searchers_learn_from_are_watched() -> None:
+    watch = ChanceWatch(0.1, EvaluatorConfig(finetune_steps=30), screened=True)
+    promoted = Score(0.8, 1.0, 1, 1, True, 30, 0.1, rung=1, first_accuracy=0.12)  # finetuned well, screened at noise
+    warnings = [watch.observe(promoted)] + [watch.observe(_score(0.11)) for _ in range(CHECK_AFTER - 1)]
+    assert warnings[:-1] == [None] * (CHECK_AFTER - 1) and watch.column == "first_accuracy"
+    assert "adaptive-BN screens score at most 12.0%" in warnings[-1] and "scheduler none or asha" in warnings[-1]
+    plain = ChanceWatch(0.1, EvaluatorConfig(finetune_steps=30))
+    seen = [plain.observe(promoted)] + [plain.observe(_score(0.11)) for _ in range(CHECK_AFTER - 1)]
+    assert seen == [None] * CHECK_AFTER  # without the cascade the finetuned 80% is what searchers learn from
 
 
 def test_a_resumed_search_judges_its_first_scores_once() -> None:

@@ -119,11 +119,11 @@ def test_a_scheduled_search_resumes_mid_rung_to_the_uninterrupted_result(trained
     assert set(straight.trials["fidelity"]) <= fidelities and (straight.trials["fidelity"] < 9).any()
     real, calls = kind.keep_going, {"n": 0}
 
-    def interrupted(self, trial_id: int, steps: int, accuracy: float) -> bool:
+    def interrupted(self, trial_id: int, steps: int, accuracy: float, **kwargs) -> bool:
         calls["n"] += 1
         if calls["n"] == 6:  # between two rungs of a candidate: as a Ctrl+C or a kill would
             raise KeyboardInterrupt
-        return real(self, trial_id, steps, accuracy)
+        return real(self, trial_id, steps, accuracy, **kwargs)
 
     monkeypatch.setattr(kind, "keep_going", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -242,3 +242,19 @@ def test_a_cascade_search_screens_all_and_picks_among_full_scores(trained_cnn, d
     best = trials[trials["trial_id"] == result.summary.best_trial_id]
     assert int(best["fidelity"].iloc[0]) == 9
     assert agent._told == 8  # the agent learnt from every candidate's screen, not only the promoted ones
+
+
+def test_the_cascade_finetunes_no_candidate_over_the_budget_or_without_a_score() -> None:
+    cascade = Cascade(promote=0.25)
+    assert not cascade.keep_going(0, 0, 0.9, feasible=False)  # never the best policy: not worth a finetune
+    assert not cascade.keep_going(1, 0, float("nan"))  # no screen accuracy: nothing says it is promising
+    assert cascade.keep_going(2, 0, 0.5)  # the first screen within the budget: the bar is not raised by the others
+    assert not cascade.keep_going(3, 0, 0.4) and cascade.keep_going(4, 0, 0.6)
+    assert ASHA(grace_period=1).keep_going(0, 1, 0.5, feasible=False)  # ASHA's searchers learn from full scores
+
+
+def test_scheduler_settings_keep_the_format_older_runs_recorded() -> None:
+    assert SchedulerConfig().to_dict() == {"kind": "none", "grace_period": None, "reduction_factor": 3}
+    assert SchedulerConfig(kind="asha").to_dict() == {"kind": "asha", "grace_period": None, "reduction_factor": 3}
+    assert SchedulerConfig(kind="cascade", promote=0.2).to_dict()["promote"] == 0.2
+    assert SchedulerConfig.from_value(SchedulerConfig(kind="cascade", promote=0.2).to_dict()).promote == 0.2

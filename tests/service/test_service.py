@@ -331,21 +331,23 @@ def test_the_dashboard_page_its_assets_and_its_data_calls(tmp_path, finished_run
 def test_status_polling_reads_a_trial_log_again_only_when_it_changed(tmp_path, monkeypatch) -> None:
     store = RunStore(tmp_path / "runs")
     try:
-        run_id = store.create(SearchConfig.from_dict(TINY), owner="alice")["id"]
+        finetuned = {**TINY, "evaluator": {**TINY["evaluator"], "finetune_steps": 2}}
+        run_id = store.create(SearchConfig.from_dict(finetuned), owner="alice")["id"]
         reads: list[str] = []
         original = store.trial_rows
         monkeypatch.setattr(store, "trial_rows", lambda rid: reads.append(rid) or original(rid))
         assert store.progress(run_id) == {"completed": 0, "total": 2, "best_accuracy": None}
         log = store.run_dir(run_id) / "trials.jsonl"
         log.parent.mkdir(parents=True)
-        row = {"status": "ok", "feasible": True, "accuracy": 0.5}
-        log.write_text(json.dumps({"trial": row}) + "\n")
+        row = {"status": "ok", "feasible": True, "accuracy": 0.5, "fidelity": 2}
+        screened = {**row, "accuracy": 0.9, "fidelity": 0}  # a screen (or an early rung) is never the best
+        log.write_text(json.dumps({"trial": row}) + "\n" + json.dumps({"trial": screened}) + "\n")
         for _ in range(3):
-            assert store.progress(run_id) == {"completed": 1, "total": 2, "best_accuracy": 0.5}
+            assert store.progress(run_id) == {"completed": 2, "total": 2, "best_accuracy": 0.5}
         assert len(reads) == 1  # polled three times, read once
         with log.open("a") as out:  # a second trial, then half of a third being written
             out.write(json.dumps({"trial": {**row, "accuracy": 0.75}}) + "\n" + '{"trial": {"sta')
-        assert store.progress(run_id) == {"completed": 2, "total": 2, "best_accuracy": 0.75} and len(reads) == 2
+        assert store.progress(run_id) == {"completed": 3, "total": 2, "best_accuracy": 0.75} and len(reads) == 2
     finally:
         store.close()
 
