@@ -148,7 +148,13 @@ class SensitivitySearcher(Searcher):
 
     def table(self) -> tuple[pd.DataFrame, float]:
         """The scan so far: one row per (group, ratio), and the unpruned accuracy."""
-        return scan_table(self._results.values(), self.context.cost_model, accuracy=self.context.comparable_accuracy)
+        return scan_table(self._results.values(), self.context.cost_model, accuracy=self._scan_accuracy)
+
+    def _scan_accuracy(self, score: Score) -> float:
+        """A probe's accuracy: under the cascade its screen (every probe has one), else its own score's (under ASHA
+        the rung that stopped it: a level is better judged low than skipped)."""
+        comparable = self.context.comparable_accuracy(score)
+        return score.accuracy if comparable is None else comparable
 
     def _state_dict(self) -> dict[str, Any]:
         results = {k: (g, r, s.to_dict()) for k, (g, r, s) in self._results.items()}
@@ -167,8 +173,8 @@ def scan_table(results: Iterable[tuple[str | None, float, Score]], cost_model: C
                accuracy: Callable[[Score], float | None] | None = None) -> tuple[pd.DataFrame, float]:
     """Rows (group, ratio, accuracy, loss, flops_ratio, params_ratio) and the unpruned accuracy.
 
-    ``accuracy`` reads the accuracy compared from each score (default: the score's own; a search's
-    :meth:`SearchContext.comparable_accuracy` under a scheduler); None reads as NaN.
+    ``accuracy`` reads the accuracy compared from each score (default: the score's own; the screen under the
+    cascade); None reads as NaN. ``loss`` is the score's own (its last rung's).
     """
     rows, baseline = [], math.nan
     for group, ratio, score in results:

@@ -115,6 +115,18 @@ def test_sensitivity_searcher_scans_then_allocates(trained_cnn, digits, tmp_path
                   val_data=digits.val, searcher="sensitivity", trials=5, evaluator=FAST)
 
 
+def test_sensitivity_under_the_cascade_scans_screens_and_finetunes_its_allocation(trained_cnn, digits) -> None:
+    result = ap.search(trained_cnn, digits.example_inputs(), budget=Budget.flops(0.5), train_data=digits.train,
+                       val_data=digits.val, searcher="sensitivity", searcher_options={"levels": [0.5, 1.0]},
+                       trials=20, evaluator={**FAST, "finetune_steps": 3}, run={"scheduler": "cascade"},
+                       final={"measure_latency": False, "rescore": 0}, space={"round_to": 1})
+    trials = result.trials
+    assert (trials["fidelity"][~trials["feasible"]] == 0).all()  # over the budget: screened, never finetuned
+    assert trials["feasible"].iloc[-1] and trials["first_accuracy"].notna().all()  # allocated from the screens
+    best = trials[trials["trial_id"] == result.summary.best_trial_id].iloc[0]
+    assert best["feasible"] and best["fidelity"] == 3  # a feasible candidate, scored fully
+
+
 def test_allocation_skips_failed_probes_and_needs_a_baseline(resnet) -> None:
     _, _, space = resnet
     cost = CostModel(space)
