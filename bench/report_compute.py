@@ -63,7 +63,7 @@ def _goal_lines(variants: dict[Variant, list], reference: tuple[Variant, list]) 
         reached = statistics.mean(r["test_accuracy"] for r in others) >= mean - sd
         verdict = "met" if reached and share <= COMPUTE_SHARE_GOAL else "not met"
         lines.append(f"- {other[0]} with {other[1]}, {other[2]} candidates: {verdict} ({share:.2f}x the compute, "
-                     f"accuracy {'reached' if reached else 'not reached'}; {len(others)} seeds)")
+                     f"accuracy {'reached' if reached else 'not reached'}; {len(others)} seed{'s' * (len(others) != 1)})")
     return [*lines, "", *_distill_lines(variants)]
 
 
