@@ -62,8 +62,9 @@ def _goal_lines(variants: dict[Variant, list], reference: tuple[Variant, list]) 
         share = statistics.median(r["full_equivalents"] for r in others) / compute
         reached = statistics.mean(r["test_accuracy"] for r in others) >= mean - sd
         verdict = "met" if reached and share <= COMPUTE_SHARE_GOAL else "not met"
+        seeds = f"{len(others)} seed{'s' * (len(others) != 1)}"
         lines.append(f"- {other[0]} with {other[1]}, {other[2]} candidates: {verdict} ({share:.2f}x the compute, "
-                     f"accuracy {'reached' if reached else 'not reached'}; {len(others)} seed{'s' * (len(others) != 1)})")
+                     f"accuracy {'reached' if reached else 'not reached'}; {seeds})")
     return [*lines, "", *_distill_lines(variants)]
 
 
