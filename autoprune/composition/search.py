@@ -164,10 +164,7 @@ def search(
     cost_model = _cost_model(model, space, example_inputs, budget, settings, trials)
     cost_model.check_reachable(budget)
     chosen, runner = make_searcher(searcher, searcher_options), make_executor(executor)
-    context = SearchContext(space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
-                            run_dir=None if settings.dir is None else Path(settings.dir), model=model,
-                            example_inputs=example_inputs, full_fidelity=recipe.finetune_steps,
-                            learning_fidelity=settings.scheduler.make().learning_fidelity(recipe.finetune_steps))
+    context = _context(model, example_inputs, space, cost_model, budget, seed, trials, recipe, settings)
     scorer = Evaluator(model, example_inputs, train_data=train_data, val_data=val_data, budget=budget,
                        cost_model=cost_model, config=recipe)
     scorer.check_first_batch()  # a model or data set that cannot be scored fails here, once, naming itself
@@ -187,6 +184,17 @@ def search(
         result = _result(study, scorer, final, test_data if test_data is not None else val_data, config)
         _report(result, tracker)
     return result
+
+
+def _context(model: nn.Module, example_inputs: Any, space: SearchSpace, cost_model: CostModel, budget: Budget,
+             seed: int, trials: int, recipe: EvaluatorConfig, settings: RunOptions) -> SearchContext:
+    """What the searcher is told: the problem, and the fidelities its scores come at (full, and the one every
+    candidate is scored at, which it learns from)."""
+    full = recipe.finetune_steps
+    return SearchContext(space=space, budget=budget, cost_model=cost_model, seed=seed, trials=trials,
+                         run_dir=None if settings.dir is None else Path(settings.dir), model=model,
+                         example_inputs=example_inputs, full_fidelity=full,
+                         learning_fidelity=settings.scheduler.make().learning_fidelity(full))
 
 
 def _recipe(evaluator: EvaluatorConfig | Mapping[str, Any] | None, seed: int) -> EvaluatorConfig:
