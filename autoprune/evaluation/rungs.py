@@ -130,9 +130,9 @@ class Cascade(_Promotion):
     The one rung is at 0 finetune steps: the candidate is pruned, its BatchNorm recalibrated and it is scored
     (about a seventh of a 30-step evaluation on ResNet-20, docs/benchmarks.md). It continues to the full score
     if it is within the budget and its accuracy is at least the ``1 - promote`` quantile of the earlier screens
-    within the budget. Searchers learn
-    from the screen accuracy, which every candidate has (:attr:`Score.first_accuracy`); the best policy is
-    chosen among full scores, and the final step's re-score then scores the top few higher still.
+    within the budget. Searchers learn from the screen accuracy, which every candidate has
+    (:attr:`Score.first_accuracy`); the best policy is chosen among full scores, and the final step's re-score
+    then scores the top few higher still.
     """
 
     def __init__(self, *, promote: float = CASCADE_PROMOTE) -> None:
